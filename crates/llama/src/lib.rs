@@ -1,0 +1,25 @@
+//! A Llama in burn that loads real weights (GGUF, safetensors, the Hugging Face Hub) and
+//! reproduces transformers' logits, with every hidden state reachable: blocks are public so
+//! that callers can read or edit the residual stream between them.
+//!
+//! ```no_run
+//! use llama::{load, Backend, ModelSource};
+//! let device = Backend::Flex.device()?;
+//! let loaded = load::load(&ModelSource::default_model()?, &device)?;
+//! let ids = loaded.tokenizer.encode("The city of Paris is in the country of")?;
+//! # Ok::<(), llama::LlamaError>(())
+//! ```
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod load;
+pub mod model;
+pub mod tokenizer;
+
+pub use backend::Backend;
+pub use config::{LlamaConfig, RopeLayout, RopeScaling};
+pub use error::{LlamaError, Result};
+pub use load::{Loaded, ModelSource};
+pub use model::{Block, ForwardContext, KeyValue, Llama, TokenBatch};
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,118 @@
+//! Assembles a [`Llama`] from named weights. The names are Hugging Face's; each file format's
+//! loader maps its own names onto them, so the model itself knows no file format.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::config::LlamaConfig;
+use crate::error::{LlamaError, Result};
+use crate::model::{Attention, Block, Llama, Mlp};
+
+/// Row-major `f32` weights by Hugging Face name.
+pub(crate) trait WeightSource {
+    /// Removes and returns the weight `name` with its row-major shape, or `None` if absent.
+    fn take(&mut self, name: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>>;
+}
+
+/// A parameter that training never updates: the model's weights are frozen, only interventions
+/// learn.
+fn frozen<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
+    Param::from_tensor(t).set_require_grad(false)
+}
+
+struct Builder<'a, S> {
+    source: &'a mut S,
+    device: &'a Device,
+}
+
+impl<S: WeightSource> Builder<'_, S> {
+    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        let (data, found) = self
+            .source
+            .take(name)?
+            .ok_or_else(|| LlamaError::MissingWeight { name: name.into() })?;
+        if found != shape {
+            return Err(LlamaError::ShapeMismatch {
+                name: name.into(),
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
+    }
+
+    /// A bias-free linear layer from a `[out, in]` weight. burn's `Linear` multiplies by an
+    /// `[in, out]` matrix: the transpose is a strided view, not a copy.
+    fn linear(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Linear> {
+        let w = self.tensor(name, [d_out, d_in])?;
+        Ok(Linear {
+            weight: frozen(w.transpose()),
+            bias: None,
+        })
+    }
+
+    fn norm(&mut self, name: &str, d: usize, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            gamma: frozen(self.tensor(name, [d])?),
+            epsilon: eps,
+        })
+    }
+}
+
+/// Builds the model, taking each weight out of `source` as it goes so that at most one host
+/// copy of one tensor is alive beside the model.
+pub(crate) fn build(
+    config: &LlamaConfig,
+    source: &mut impl WeightSource,
+    device: &Device,
+) -> Result<Llama> {
+    config.validate()?;
+    let d = config.hidden_size;
+    let hd = config.head_dim();
+    let (nh, nkv) = (config.num_attention_heads, config.n_kv_heads());
+    let ff = config.intermediate_size;
+    let eps = config.rms_norm_eps;
+    let mut b = Builder { source, device };
+
+    let embed_tokens = Embedding {
+        weight: frozen(b.tensor("model.embed_tokens.weight", [config.vocab_size, d])?),
+    };
+    let mut blocks = Vec::with_capacity(config.num_hidden_layers);
+    for i in 0..config.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        blocks.push(Block {
+            input_layernorm: b.norm(&format!("{p}.input_layernorm.weight"), d, eps)?,
+            self_attn: Attention {
+                q_proj: b.linear(&format!("{p}.self_attn.q_proj.weight"), d, nh * hd)?,
+                k_proj: b.linear(&format!("{p}.self_attn.k_proj.weight"), d, nkv * hd)?,
+                v_proj: b.linear(&format!("{p}.self_attn.v_proj.weight"), d, nkv * hd)?,
+                o_proj: b.linear(&format!("{p}.self_attn.o_proj.weight"), nh * hd, d)?,
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+                rope_layout: config.rope_layout,
+            },
+            post_attention_layernorm: b.norm(&format!("{p}.post_attention_layernorm.weight"), d, eps)?,
+            mlp: Mlp {
+                gate_proj: b.linear(&format!("{p}.mlp.gate_proj.weight"), d, ff)?,
+                up_proj: b.linear(&format!("{p}.mlp.up_proj.weight"), d, ff)?,
+                down_proj: b.linear(&format!("{p}.mlp.down_proj.weight"), ff, d)?,
+            },
+        });
+    }
+    let norm = b.norm("model.norm.weight", d, eps)?;
+    let lm_head = if config.tie_word_embeddings {
+        None
+    } else {
+        Some(b.linear("lm_head.weight", d, config.vocab_size)?)
+    };
+    Ok(Llama {
+        embed_tokens,
+        blocks,
+        norm,
+        lm_head,
+        config: config.clone(),
+    }
+    .no_grad())
+}

@@ -1,0 +1,148 @@
+//! Loading a model and its tokenizer from a GGUF file, a Hugging Face directory or a hub id.
+//! Weight names and layouts of each format are handled here; the model knows none of them.
+
+mod build;
+pub mod gguf;
+pub mod hub;
+pub mod safetensors;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use crate::config::LlamaConfig;
+use crate::error::{LlamaError, Result};
+use crate::model::Llama;
+use crate::tokenizer::Tokenizer;
+
+/// File name of the default model, fetched by `scripts/fetch-model.sh`.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A single GGUF file (weights, config and tokenizer).
+    Gguf(PathBuf),
+    /// A Hugging Face checkpoint directory.
+    HfDir(PathBuf),
+    /// A Hugging Face Hub id such as `meta-llama/Llama-3.2-1B`.
+    Hub(String),
+}
+
+impl ModelSource {
+    /// Interprets a `--model` argument: an existing file or directory, else a hub id
+    /// (`owner/name`), else an error.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let path = Path::new(spec);
+        if path.is_dir() {
+            return Ok(ModelSource::HfDir(path.to_path_buf()));
+        }
+        if path.is_file() {
+            return Ok(ModelSource::Gguf(path.to_path_buf()));
+        }
+        let looks_like_id = spec.split('/').count() == 2
+            && !spec.starts_with('.')
+            && !spec.ends_with(".gguf")
+            && spec.split('/').all(|p| !p.is_empty());
+        if looks_like_id {
+            return Ok(ModelSource::Hub(spec.to_string()));
+        }
+        Err(LlamaError::MissingModel {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The default model: `$SUBSPACE_MODEL`, else `data/models/<default>` found from the
+    /// current directory upwards (so notebooks in `notebooks/` find it), else next to the
+    /// workspace this crate was built in.
+    pub fn default_model() -> Result<Self> {
+        if let Ok(spec) = std::env::var("SUBSPACE_MODEL")
+            && !spec.is_empty()
+        {
+            return Self::parse(&spec);
+        }
+        let rel = Path::new("data/models").join(DEFAULT_MODEL_FILE);
+        if let Ok(cwd) = std::env::current_dir() {
+            for dir in cwd.ancestors() {
+                let candidate = dir.join(&rel);
+                if candidate.is_file() {
+                    return Ok(ModelSource::Gguf(candidate));
+                }
+            }
+        }
+        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(&rel);
+        if built.is_file() {
+            return Ok(ModelSource::Gguf(built));
+        }
+        Err(LlamaError::MissingModel { path: rel })
+    }
+
+    /// A short human name (the file name or the hub id).
+    pub fn name(&self) -> String {
+        match self {
+            ModelSource::Gguf(p) | ModelSource::HfDir(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string()),
+            ModelSource::Hub(id) => id.clone(),
+        }
+    }
+}
+
+/// A model with its tokenizer.
+#[derive(Debug)]
+pub struct Loaded {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    pub source: ModelSource,
+}
+
+/// Loads model and tokenizer onto `device`.
+pub fn load(source: &ModelSource, device: &Device) -> Result<Loaded> {
+    let (model, tokenizer) = match source {
+        ModelSource::Gguf(path) => load_gguf(path, device)?,
+        ModelSource::HfDir(dir) => load_hf_dir(dir, device)?,
+        ModelSource::Hub(repo) => load_hf_dir(&hub::snapshot(repo)?, device)?,
+    };
+    if tokenizer.vocab_size() > model.config.vocab_size {
+        return Err(LlamaError::Config(format!(
+            "the tokenizer has {} tokens but the model only {}; tokenizer and weights do not belong together",
+            tokenizer.vocab_size(),
+            model.config.vocab_size
+        )));
+    }
+    Ok(Loaded {
+        model,
+        tokenizer,
+        source: source.clone(),
+    })
+}
+
+/// Loads a GGUF file: config from its metadata, weights dequantised to `f32`, tokenizer from
+/// its `tokenizer.ggml.*` entries.
+pub fn load_gguf(path: &Path, device: &Device) -> Result<(Llama, Tokenizer)> {
+    let file = gguf::GgufFile::open(path)?;
+    let config = gguf::config(&file)?;
+    let model = build::build(&config, &mut gguf::GgufWeights::new(&file), device)?;
+    let (inner, special) = gguf::tokenizer::from_gguf(&file)?;
+    Ok((model, Tokenizer::from_parts(inner, &special)))
+}
+
+/// Loads a Hugging Face directory (`config.json`, `*.safetensors`, `tokenizer.json`).
+pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(Llama, Tokenizer)> {
+    let config = safetensors::read_config(dir)?;
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let files = safetensors::weight_files(dir)?;
+    let mut weights = safetensors::SafetensorsWeights::open(&files)?;
+    let model = build::build(&config, &mut weights, device)?;
+    Ok((model, tokenizer))
+}
+
+/// Only the configuration of a model source (no weights are read).
+pub fn read_config(source: &ModelSource) -> Result<LlamaConfig> {
+    match source {
+        ModelSource::Gguf(path) => gguf::config(&gguf::GgufFile::open(path)?),
+        ModelSource::HfDir(dir) => safetensors::read_config(dir),
+        ModelSource::Hub(repo) => safetensors::read_config(&hub::snapshot(repo)?),
+    }
+}

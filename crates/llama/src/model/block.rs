@@ -1,0 +1,74 @@
+//! One decoder block. Its two residual branches are public so that an intervention can edit the
+//! attention output or the MLP output before they are added to the stream.
+
+use burn::module::Module;
+use burn::nn::RmsNorm;
+use burn::tensor::Tensor;
+
+use super::attention::{Attention, KeyValue};
+use super::context::ForwardContext;
+use super::mlp::Mlp;
+
+#[derive(Module, Debug)]
+pub struct Block {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    /// `h + attn(norm(h))`, then `+ mlp(norm(.))`.
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, seq, hidden]` (the block input, i.e. the residual stream)
+    /// - output: `[batch, seq, hidden]` (the block output)
+    pub fn forward(&self, h: Tensor<3>, ctx: &ForwardContext) -> Tensor<3> {
+        let h = h.clone() + self.attention_branch(h, ctx);
+        h.clone() + self.mlp_branch(h)
+    }
+
+    /// Like [`Block::forward`] for new columns after cached ones; returns all keys/values.
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, seq_new, hidden]`
+    /// - output: `[batch, seq_new, hidden]`
+    pub fn forward_cached(
+        &self,
+        h: Tensor<3>,
+        ctx: &ForwardContext,
+        prefix: Option<&KeyValue>,
+    ) -> (Tensor<3>, KeyValue) {
+        let (attn, kv) = self.attention_branch_cached(h.clone(), ctx, prefix);
+        let h = h + attn;
+        (h.clone() + self.mlp_branch(h), kv)
+    }
+
+    /// The attention output that the block adds to the stream.
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
+    pub fn attention_branch(&self, h: Tensor<3>, ctx: &ForwardContext) -> Tensor<3> {
+        self.self_attn
+            .forward(self.input_layernorm.forward(h), ctx)
+    }
+
+    /// [`Block::attention_branch`] after cached columns.
+    pub fn attention_branch_cached(
+        &self,
+        h: Tensor<3>,
+        ctx: &ForwardContext,
+        prefix: Option<&KeyValue>,
+    ) -> (Tensor<3>, KeyValue) {
+        self.self_attn
+            .forward_cached(self.input_layernorm.forward(h), ctx, prefix)
+    }
+
+    /// The MLP output that the block adds to the stream (`h` is the stream after attention).
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
+    pub fn mlp_branch(&self, h: Tensor<3>) -> Tensor<3> {
+        self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}

@@ -1,0 +1,118 @@
+//! What every block needs besides the hidden state: rotary tables and the attention mask.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::rope::RopeTables;
+use crate::config::LlamaConfig;
+
+/// Added to masked attention scores. Finite (not `-inf`) so that a padding row, whose every key
+/// is masked, gets a uniform distribution instead of NaN; `exp(-1e9)` is exactly 0 in `f32`.
+const MASKED: f32 = -1e9;
+
+/// A batch of token sequences, left-padded to one length.
+///
+/// Left padding keeps every prompt's last token in the last column, where the next-token logits
+/// are read. Position ids restart at 0 on each row's first real token, so a padded row computes
+/// the same values as the same prompt alone.
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    /// `[batch, seq]`
+    pub ids: Tensor<2, Int>,
+    /// Number of padding tokens at the start of each row.
+    pub padding: Vec<usize>,
+    /// Padded length.
+    pub seq_len: usize,
+}
+
+impl TokenBatch {
+    /// Left-pads `rows` with `pad_id`. Rows must not be empty.
+    pub fn new(rows: &[Vec<u32>], pad_id: u32, device: &Device) -> Self {
+        let seq_len = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * seq_len);
+        let mut padding = Vec::with_capacity(rows.len());
+        for row in rows {
+            let pad = seq_len - row.len();
+            padding.push(pad);
+            ids.extend(std::iter::repeat_n(i64::from(pad_id), pad));
+            ids.extend(row.iter().map(|&t| i64::from(t)));
+        }
+        TokenBatch {
+            ids: Tensor::from_data(TensorData::new(ids, [rows.len(), seq_len]), device),
+            padding,
+            seq_len,
+        }
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.padding.len()
+    }
+
+    /// Column of token `position` (0-based within the unpadded prompt) of row `row`.
+    pub fn column(&self, row: usize, position: usize) -> usize {
+        self.padding[row] + position
+    }
+
+    /// Length of row `row` without its padding.
+    pub fn len_of(&self, row: usize) -> usize {
+        self.seq_len - self.padding[row]
+    }
+}
+
+/// Per-batch tensors shared by all blocks.
+#[derive(Debug, Clone)]
+pub struct ForwardContext {
+    pub rope: RopeTables,
+    /// Additive mask `[batch, 1, seq_q, seq_k]`: 0 where a query may attend, a large negative
+    /// number where it may not (future tokens, padding).
+    pub mask: Tensor<4>,
+}
+
+impl ForwardContext {
+    pub fn new(config: &LlamaConfig, batch: &TokenBatch, device: &Device) -> Self {
+        let (b, s) = (batch.batch_size(), batch.seq_len);
+        let positions: Vec<Vec<usize>> = batch
+            .padding
+            .iter()
+            .map(|&pad| (0..s).map(|c| c.saturating_sub(pad)).collect())
+            .collect();
+        let mut mask = vec![0f32; b * s * s];
+        for (row, &pad) in batch.padding.iter().enumerate() {
+            for q in 0..s {
+                for k in 0..s {
+                    if k > q || k < pad {
+                        mask[(row * s + q) * s + k] = MASKED;
+                    }
+                }
+            }
+        }
+        ForwardContext {
+            rope: RopeTables::new(config, &positions, device),
+            mask: Tensor::from_data(TensorData::new(mask, [b, 1, s, s]), device),
+        }
+    }
+
+    /// The same context restricted to query columns `from..` (keys stay complete): used when
+    /// the columns before `from` are cached and only the later ones are recomputed.
+    pub fn queries_from(&self, from: usize) -> Self {
+        let [_, _, s, _] = self.rope.cos.dims();
+        let n = s - from;
+        ForwardContext {
+            rope: RopeTables {
+                cos: self.rope.cos.clone().narrow(2, from, n),
+                sin: self.rope.sin.clone().narrow(2, from, n),
+            },
+            mask: self.mask.clone().narrow(2, from, n),
+        }
+    }
+
+    /// Moves the context onto another device (e.g. its autodiff twin for training).
+    pub fn to_device(&self, device: &Device) -> Self {
+        ForwardContext {
+            rope: RopeTables {
+                cos: self.rope.cos.clone().to_device(device),
+                sin: self.rope.sin.clone().to_device(device),
+            },
+            mask: self.mask.clone().to_device(device),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The Llama decoder. Blocks are public: callers that need to read or edit the residual stream
+//! between blocks run the loop themselves ([`Llama::embed`], `blocks[i].forward`,
+//! [`Llama::logits`]); [`Llama::forward`] is that loop with nothing in between.
+
+mod attention;
+mod block;
+mod context;
+mod mlp;
+mod rope;
+
+pub use attention::{Attention, KeyValue};
+pub use block::Block;
+pub use context::{ForwardContext, TokenBatch};
+pub use mlp::Mlp;
+pub use rope::RopeTables;
+
+use burn::module::Module;
+use burn::nn::{Embedding, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::config::LlamaConfig;
+
+#[derive(Module, Debug)]
+pub struct Llama {
+    pub embed_tokens: Embedding,
+    pub blocks: Vec<Block>,
+    pub norm: RmsNorm,
+    /// `None` when the head is tied to the embeddings.
+    pub lm_head: Option<Linear>,
+    #[module(skip)]
+    pub config: LlamaConfig,
+}
+
+impl Llama {
+    /// A randomly initialised model of the given shape (tests, shape checks). Real weights come
+    /// from [`crate::load`].
+    pub fn init(config: &LlamaConfig, device: &Device) -> Self {
+        let d = config.hidden_size;
+        let hd = config.head_dim();
+        let (nh, nkv) = (config.num_attention_heads, config.n_kv_heads());
+        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let norm = || {
+            RmsNormConfig::new(d)
+                .with_epsilon(config.rms_norm_eps)
+                .init(device)
+        };
+        let blocks = (0..config.num_hidden_layers)
+            .map(|_| Block {
+                input_layernorm: norm(),
+                self_attn: Attention {
+                    q_proj: lin(d, nh * hd),
+                    k_proj: lin(d, nkv * hd),
+                    v_proj: lin(d, nkv * hd),
+                    o_proj: lin(nh * hd, d),
+                    n_heads: nh,
+                    n_kv_heads: nkv,
+                    head_dim: hd,
+                    rope_layout: config.rope_layout,
+                },
+                post_attention_layernorm: norm(),
+                mlp: Mlp {
+                    gate_proj: lin(d, config.intermediate_size),
+                    up_proj: lin(d, config.intermediate_size),
+                    down_proj: lin(config.intermediate_size, d),
+                },
+            })
+            .collect();
+        Llama {
+            embed_tokens: burn::nn::EmbeddingConfig::new(config.vocab_size, d).init(device),
+            blocks,
+            norm: norm(),
+            lm_head: (!config.tie_word_embeddings).then(|| lin(d, config.vocab_size)),
+            config: config.clone(),
+        }
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.weight.device()
+    }
+
+    /// The rotary tables and mask for a batch.
+    pub fn context(&self, batch: &TokenBatch) -> ForwardContext {
+        ForwardContext::new(&self.config, batch, &self.device())
+    }
+
+    /// Token embeddings: the input of block 0.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, seq]` → `[batch, seq, hidden]`
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.embed_tokens.forward(ids)
+    }
+
+    /// Final norm and LM head.
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, seq, hidden]` (output of the last block) → `[batch, seq, vocab]`
+    pub fn logits(&self, h: Tensor<3>) -> Tensor<3> {
+        let h = self.norm.forward(h);
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => {
+                // Tied head: multiply by the embedding matrix transposed. The transpose is a
+                // view; the CPU matmul reads it with strides, so no copy of the vocabulary.
+                let [b, s, d] = h.dims();
+                let w = self.embed_tokens.weight.val().transpose();
+                let vocab = w.dims()[1];
+                h.reshape([b * s, d]).matmul(w).reshape([b, s, vocab])
+            }
+        }
+    }
+
+    /// Logits at one column per row (the next-token distribution), without paying the LM head
+    /// for the other columns.
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, seq, hidden]` → `[batch, vocab]`
+    pub fn logits_at(&self, h: Tensor<3>, column: usize) -> Tensor<2> {
+        let [b, _, _] = h.dims();
+        let logits = self.logits(h.narrow(1, column, 1));
+        let vocab = logits.dims()[2];
+        logits.reshape([b, vocab])
+    }
+
+    /// Every block in order, nothing in between.
+    ///
+    /// # Shapes
+    /// - output: `[batch, seq, vocab]`
+    pub fn forward(&self, batch: &TokenBatch) -> Tensor<3> {
+        let ctx = self.context(batch);
+        let mut h = self.embed(batch.ids.clone());
+        for block in &self.blocks {
+            h = block.forward(h, &ctx);
+        }
+        self.logits(h)
+    }
+
+}

@@ -1,0 +1,71 @@
+//! Rotary position embeddings, in both pair layouts (see [`RopeLayout`]).
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::config::{LlamaConfig, RopeLayout};
+
+/// Cosine and sine tables for one batch, already gathered at each row's positions.
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    /// `[batch, 1, seq, head_dim / 2]`
+    pub cos: Tensor<4>,
+    /// `[batch, 1, seq, head_dim / 2]`
+    pub sin: Tensor<4>,
+}
+
+impl RopeTables {
+    /// Tables for the given position ids (`positions[b][s]`), computed on the host in `f64`
+    /// from the config's (possibly Llama-3-scaled) inverse frequencies, then stored as `f32`.
+    pub fn new(config: &LlamaConfig, positions: &[Vec<usize>], device: &Device) -> Self {
+        let inv_freq = config.inv_freq();
+        let half = inv_freq.len();
+        let batch = positions.len();
+        let seq = positions.first().map_or(0, Vec::len);
+        let mut cos = Vec::with_capacity(batch * seq * half);
+        let mut sin = Vec::with_capacity(batch * seq * half);
+        for row in positions {
+            for &p in row {
+                for &f in &inv_freq {
+                    // transformers computes the angle in f32; rounding the frequency first
+                    // keeps the tables bit-compatible with it for realistic positions.
+                    let angle = (f as f32) * (p as f32);
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let shape = [batch, 1, seq, half];
+        RopeTables {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+
+    /// Rotates queries or keys.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, heads, seq, head_dim]`
+    /// - output: same
+    pub fn apply(&self, x: Tensor<4>, layout: RopeLayout) -> Tensor<4> {
+        let [b, h, s, d] = x.dims();
+        let half = d / 2;
+        let (cos, sin) = (self.cos.clone(), self.sin.clone());
+        match layout {
+            RopeLayout::HalfSplit => {
+                let x1 = x.clone().narrow(3, 0, half);
+                let x2 = x.narrow(3, half, half);
+                let out1 = x1.clone() * cos.clone() - x2.clone() * sin.clone();
+                let out2 = x2 * cos + x1 * sin;
+                Tensor::cat(vec![out1, out2], 3)
+            }
+            RopeLayout::Interleaved => {
+                let pairs = x.reshape([b, h, s, half, 2]);
+                let even: Tensor<4> = pairs.clone().narrow(4, 0, 1).reshape([b, h, s, half]);
+                let odd: Tensor<4> = pairs.narrow(4, 1, 1).reshape([b, h, s, half]);
+                let out_even = even.clone() * cos.clone() - odd.clone() * sin.clone();
+                let out_odd = odd * cos + even * sin;
+                Tensor::stack::<5>(vec![out_even, out_odd], 4).reshape([b, h, s, d])
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+"""Reference fixtures for the Rust tests, made with the Python stack (transformers, torch, gguf).
+
+Run from the repository root after `scripts/setup.sh` (needs the reference virtualenv):
+    .venv/bin/python scripts/make_fixtures.py
+
+Everything written here is an *independent* reference: the Rust code is compared against it,
+never against its own output. Outputs are committed, so tests do not need Python.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = ROOT / "data" / "models"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LLAMA_FIX = ROOT / "crates" / "llama" / "tests" / "fixtures"
+SUBSPACE_FIX = ROOT / "crates" / "subspace" / "tests" / "fixtures"
+
+torch.manual_seed(0)
+torch.set_num_threads(2)
+
+PROMPTS = [
+    "The city of Paris is in the country of",
+    "The city of Rio is in the country of",
+    "The city of Paris is in the continent of",
+    "The city of Paris is a city whose main language is",
+    "Paris is in the country of",
+    "The capital of Japan is",
+    "The city of Tokyo is in the country of",
+]
+
+TOKENIZER_STRINGS = [
+    "The city of Paris is in the country of",
+    " Brazil",
+    "Brazil",
+    "  two  spaces   here",
+    "\ttab\tand\nnewline\n\n",
+    "12345 67 8.9 2024-11-27",
+    "3.14159 and 1,000,000",
+    "héllo wörld çava",
+    "日本の首都は東京です",
+    "Привет, мир!",
+    "emoji 🙂🚀 ok",
+    "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
+    "<|endoftext|>",
+    "don't won't they're I'm we'll",
+    "camelCaseWord snake_case_word kebab-case-word",
+    "https://example.com/path?q=1&x=y",
+    "fn main() { println!(\"hi\"); }",
+    "    indented code",
+    "MiXeD CaSe WORDS",
+    "a",
+    "",
+    " ",
+    "São Paulo is in the country of",
+]
+
+
+def write_json(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+    print("wrote", path.relative_to(ROOT))
+
+
+def smollm_logits_and_tokens():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(MODEL_DIR, gguf_file=GGUF_NAME)
+    model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, gguf_file=GGUF_NAME, dtype=torch.float32)
+    model.eval()
+    tensors, meta = {}, []
+    with torch.no_grad():
+        for i, p in enumerate(PROMPTS):
+            ids = tok(p)["input_ids"]
+            out = model(torch.tensor([ids]))
+            logits = out.logits[0, -1].float().numpy()
+            tensors[f"logits.{i}"] = logits.astype(np.float32)
+            top = np.argsort(-logits)[:10].tolist()
+            probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+            meta.append({
+                "prompt": p,
+                "ids": ids,
+                "top10": top,
+                "top10_tokens": [tok.decode([t]) for t in top],
+                "top3_probs": [float(probs[t]) for t in top[:3]],
+            })
+    save_file(tensors, str(LLAMA_FIX / "smollm2_last_logits.safetensors"))
+    write_json(LLAMA_FIX / "smollm2_logits.json", {
+        "model": GGUF_NAME, "transformers": __import__("transformers").__version__,
+        "torch": torch.__version__, "prompts": meta,
+    })
+    write_json(LLAMA_FIX / "smollm2_tokens.json", [
+        {"text": s, "ids": tok(s)["input_ids"]} for s in TOKENIZER_STRINGS
+    ])
+    return tok, model
+
+
+def residual_patch_fixture(tok, model):
+    """The tutorial's residual patch, done with plain PyTorch hooks: the output of layer 9 at
+    token 3 of each base prompt is replaced by the Rio prompt's."""
+    layer, position = 9, 3
+    source = "The city of Rio is in the country of"
+    bases = [
+        "The city of Paris is in the country of",
+        "The city of Paris is in the continent of",
+        "The city of Paris is a city whose main language is",
+    ]
+    with torch.no_grad():
+        src_ids = torch.tensor([tok(source)["input_ids"]])
+        src = model(src_ids, output_hidden_states=True).hidden_states[layer + 1][0, position].clone()
+        tensors, meta = {}, []
+        for i, base in enumerate(bases):
+            def hook(_mod, _inp, out):
+                hs = out[0] if isinstance(out, tuple) else out
+                hs[0, position] = src
+                return out
+            h = model.model.layers[layer].register_forward_hook(hook)
+            try:
+                ids = tok(base)["input_ids"]
+                logits = model(torch.tensor([ids])).logits[0, -1].float().numpy()
+            finally:
+                h.remove()
+            tensors[f"patched.{i}"] = logits.astype(np.float32)
+            probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+            top = np.argsort(-logits)[:5].tolist()
+            meta.append({"base": base, "ids": ids, "top5": top,
+                         "top5_tokens": [tok.decode([t]) for t in top],
+                         "top5_probs": [float(probs[t]) for t in top]})
+    SUBSPACE_FIX.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(SUBSPACE_FIX / "residual_patch_logits.safetensors"))
+    write_json(SUBSPACE_FIX / "residual_patch.json", {
+        "layer": layer, "position": position, "source": source, "cases": meta,
+        "how": "register_forward_hook on model.model.layers[9] replacing output[0][0, 3] with the source run's hidden_states[10][0, 3]",
+    })
+
+
+def dequant_fixture():
+    """A GGUF holding random blocks of every supported type, and the Python gguf package's
+    dequantisation of each."""
+    import gguf
+    from gguf import GGMLQuantizationType as T
+
+    rng = np.random.default_rng(7)
+    # (type, byte offsets of f16 fields inside one block)
+    kinds = {
+        T.F32: None, T.F16: None, T.BF16: None,
+        T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0],
+        T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208],
+    }
+    rows, cols = 3, 512
+    writer = gguf.GGUFWriter(str(LLAMA_FIX / "dequant.gguf"), "llama")
+    expected = {}
+    for qt, f16_fields in kinds.items():
+        name = qt.name.lower()
+        if f16_fields is None:
+            values = rng.standard_normal((rows, cols)).astype(np.float32)
+            if qt == T.F32:
+                raw = values
+            elif qt == T.F16:
+                raw = values.astype(np.float16)
+            else:
+                raw = gguf.quants.quantize(values, qt)
+        else:
+            block, size = gguf.GGML_QUANT_SIZES[qt]
+            n_blocks = rows * cols // block
+            raw = rng.integers(0, 256, size=(n_blocks, size), dtype=np.uint8)
+            for off in f16_fields:
+                scale = (rng.standard_normal(n_blocks) * 0.05).astype(np.float16)
+                raw[:, off:off + 2] = scale.view(np.uint8).reshape(n_blocks, 2)
+            raw = raw.reshape(rows, cols // block * size)
+        writer.add_tensor(name, raw, raw_dtype=qt)
+        deq = gguf.quants.dequantize(raw, qt).astype(np.float32).reshape(rows, cols)
+        expected[name] = deq
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    save_file(expected, str(LLAMA_FIX / "dequant_expected.safetensors"))
+    print("wrote dequant fixtures")
+
+    # The real model file: reference values for a few tensors of each type it uses.
+    reader = gguf.GGUFReader(str(MODEL_DIR / GGUF_NAME))
+    picks = {}
+    for t in reader.tensors:
+        if t.name in ("token_embd.weight", "blk.0.attn_q.weight", "blk.29.ffn_down.weight", "output_norm.weight"):
+            deq = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+            flat = deq.reshape(-1)
+            picks[t.name + ".head"] = flat[:4096].copy()
+            picks[t.name + ".tail"] = flat[-4096:].copy()
+            picks[t.name + ".sum"] = np.array([flat.astype(np.float64).sum()], dtype=np.float64)
+    save_file(picks, str(LLAMA_FIX / "smollm2_dequant_samples.safetensors"))
+
+
+def tiny_llama():
+    """A tiny random Llama in safetensors, made by transformers, with Llama-3 rope scaling and
+    tied embeddings, plus its logits."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = LLAMA_FIX / "tiny-llama"
+    out.mkdir(parents=True, exist_ok=True)
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    corpus = [p for p in PROMPTS] + TOKENIZER_STRINGS * 3 + ["the quick brown fox jumps over the lazy dog"] * 5
+    trainer = trainers.BpeTrainer(vocab_size=384, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=["<|endoftext|>"])
+    tk.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>")
+    fast.save_pretrained(out)
+
+    config = LlamaConfig(
+        vocab_size=tk.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5,
+        rope_theta=10000.0, max_position_embeddings=256, tie_word_embeddings=True,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    model.save_pretrained(out, safe_serialization=True)
+    tensors, meta = {}, []
+    with torch.no_grad():
+        for i, p in enumerate(PROMPTS[:4] + ["the quick brown fox jumps over the lazy dog " * 6]):
+            ids = fast(p)["input_ids"]
+            logits = model(torch.tensor([ids])).logits[0].float().numpy()
+            tensors[f"logits.{i}"] = logits
+            meta.append({"prompt": p, "ids": ids})
+    save_file(tensors, str(out / "expected_logits.safetensors"))
+    write_json(out / "expected.json", meta)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"tiny-llama: {size / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    which = set(sys.argv[1:]) or {"smollm", "dequant", "tiny"}
+    if "dequant" in which:
+        dequant_fixture()
+    if "tiny" in which:
+        tiny_llama()
+    if "smollm" in which:
+        tok, model = smollm_logits_and_tokens()
+        residual_patch_fixture(tok, model)
