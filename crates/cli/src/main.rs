@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 mod commands;
 
 #[derive(Parser)]
-#[command(name = "subspace", version, about = "Find where a language model stores a concept, and edit exactly that")]
+#[command(
+    name = "subspace",
+    version,
+    about = "Find where a language model stores a concept, and edit exactly that"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -180,7 +180,11 @@ impl LlamaConfig {
         let mut inv: Vec<f64> = (0..d / 2)
             .map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64))
             .collect();
-        if let Some(s) = self.rope_scaling.as_ref().filter(|s| s.rope_type == "llama3") {
+        if let Some(s) = self
+            .rope_scaling
+            .as_ref()
+            .filter(|s| s.rope_type == "llama3")
+        {
             let old = s.original_max_position_embeddings as f64;
             let low_wavelen = old / s.low_freq_factor;
             let high_wavelen = old / s.high_freq_factor;

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong while loading or running a Llama.
 #[derive(Debug, thiserror::Error)]
 pub enum LlamaError {
-    #[error("model file {path} does not exist; run `scripts/setup.sh` to fetch the default model, or pass --model with a GGUF file, a Hugging Face directory or a hub id")]
+    #[error(
+        "model file {path} does not exist; run `scripts/setup.sh` to fetch the default model, or pass --model with a GGUF file, a Hugging Face directory or a hub id"
+    )]
     MissingModel { path: PathBuf },
 
     #[error("cannot read {path}: {source}")]
@@ -18,10 +20,14 @@ pub enum LlamaError {
     #[error("{path} is not a valid GGUF file: {reason}")]
     Gguf { path: PathBuf, reason: String },
 
-    #[error("tensor `{name}` uses GGML type {type_name}, which this reader cannot dequantise (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K); re-export the model with one of those types")]
+    #[error(
+        "tensor `{name}` uses GGML type {type_name}, which this reader cannot dequantise (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K); re-export the model with one of those types"
+    )]
     UnsupportedTensorType { name: String, type_name: String },
 
-    #[error("tensor `{name}` has shape {found:?} but the model configuration needs {expected:?}; the file does not match its own metadata")]
+    #[error(
+        "tensor `{name}` has shape {found:?} but the model configuration needs {expected:?}; the file does not match its own metadata"
+    )]
     ShapeMismatch {
         name: String,
         expected: Vec<usize>,

@@ -93,7 +93,11 @@ pub(crate) fn build(
                 head_dim: hd,
                 rope_layout: config.rope_layout,
             },
-            post_attention_layernorm: b.norm(&format!("{p}.post_attention_layernorm.weight"), d, eps)?,
+            post_attention_layernorm: b.norm(
+                &format!("{p}.post_attention_layernorm.weight"),
+                d,
+                eps,
+            )?,
             mlp: Mlp {
                 gate_proj: b.linear(&format!("{p}.mlp.gate_proj.weight"), d, ff)?,
                 up_proj: b.linear(&format!("{p}.mlp.up_proj.weight"), d, ff)?,

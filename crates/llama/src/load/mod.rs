@@ -70,7 +70,9 @@ impl ModelSource {
                 }
             }
         }
-        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(&rel);
+        let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(&rel);
         if built.is_file() {
             return Ok(ModelSource::Gguf(built));
         }

@@ -49,8 +49,7 @@ impl Block {
     /// # Shapes
     /// - `h`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn attention_branch(&self, h: Tensor<3>, ctx: &ForwardContext) -> Tensor<3> {
-        self.self_attn
-            .forward(self.input_layernorm.forward(h), ctx)
+        self.self_attn.forward(self.input_layernorm.forward(h), ctx)
     }
 
     /// [`Block::attention_branch`] after cached columns.

@@ -142,5 +142,4 @@ impl Llama {
         }
         self.logits(h)
     }
-
 }

@@ -11,7 +11,9 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Option<Vec<f32>> {
     let (block, block_bytes) = ty.block_layout();
     debug_assert_eq!(bytes.len(), n / block * block_bytes);
     let mut out = vec![0f32; n];
-    let blocks = bytes.chunks_exact(block_bytes).zip(out.chunks_exact_mut(block));
+    let blocks = bytes
+        .chunks_exact(block_bytes)
+        .zip(out.chunks_exact_mut(block));
     match ty {
         GgmlType::F32 => {
             for (b, y) in blocks {

@@ -34,9 +34,16 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         file.get(&format!("llama.{key}"))
             .and_then(GgufValue::as_u64)
             .and_then(|v| usize::try_from(v).ok())
-            .ok_or_else(|| err(format!("metadata `llama.{key}` is missing or not an integer")))
+            .ok_or_else(|| {
+                err(format!(
+                    "metadata `llama.{key}` is missing or not an integer"
+                ))
+            })
     };
-    let float = |key: &str| file.get(&format!("llama.{key}")).and_then(GgufValue::as_f64);
+    let float = |key: &str| {
+        file.get(&format!("llama.{key}"))
+            .and_then(GgufValue::as_f64)
+    };
 
     let n_heads = int("attention.head_count")?;
     let hidden = int("embedding_length")?;

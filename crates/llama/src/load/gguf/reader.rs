@@ -176,7 +176,10 @@ impl GgufFile {
             path: path.clone(),
             reason,
         };
-        let mut cur = Cursor { bytes: &bytes, pos: 0 };
+        let mut cur = Cursor {
+            bytes: &bytes,
+            pos: 0,
+        };
         let magic = cur.take(4).map_err(&err)?;
         if magic != MAGIC {
             return Err(err(format!(
@@ -215,7 +218,11 @@ impl GgufFile {
             None => DEFAULT_ALIGNMENT,
             Some(v) => match v.as_u64() {
                 Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a,
-                _ => return Err(err(format!("general.alignment {v:?} is not a power of two"))),
+                _ => {
+                    return Err(err(format!(
+                        "general.alignment {v:?} is not a power of two"
+                    )));
+                }
             },
         };
 

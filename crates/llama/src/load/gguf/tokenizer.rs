@@ -33,7 +33,11 @@ pub struct SpecialTokens {
 
 /// GPT-2's reversible map from bytes to printable characters (the "byte alphabet").
 fn bytes_to_unicode() -> HashMap<u8, char> {
-    let mut bs: Vec<u32> = (b'!'..=b'~').chain(0xA1..=0xAC).chain(0xAE..=0xFF).map(u32::from).collect();
+    let mut bs: Vec<u32> = (b'!'..=b'~')
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .map(u32::from)
+        .collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..=255u32 {
@@ -50,7 +54,11 @@ fn bytes_to_unicode() -> HashMap<u8, char> {
 }
 
 fn strings<'a>(file: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
-    let bad = || LlamaError::Tokenizer(format!("GGUF metadata `{key}` is missing or not a list of strings"));
+    let bad = || {
+        LlamaError::Tokenizer(format!(
+            "GGUF metadata `{key}` is missing or not a list of strings"
+        ))
+    };
     file.get(key)
         .and_then(GgufValue::as_array)
         .ok_or_else(bad)?
@@ -71,7 +79,9 @@ pub fn from_gguf(file: &GgufFile) -> Result<(Tokenizer, SpecialTokens)> {
     let model = file
         .get("tokenizer.ggml.model")
         .and_then(GgufValue::as_str)
-        .ok_or_else(|| LlamaError::Tokenizer("the GGUF file has no tokenizer (tokenizer.ggml.model)".into()))?;
+        .ok_or_else(|| {
+            LlamaError::Tokenizer("the GGUF file has no tokenizer (tokenizer.ggml.model)".into())
+        })?;
     if model != "gpt2" {
         return Err(LlamaError::Tokenizer(format!(
             "GGUF tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`); use a Hugging Face directory with tokenizer.json instead"
@@ -79,7 +89,10 @@ pub fn from_gguf(file: &GgufFile) -> Result<(Tokenizer, SpecialTokens)> {
     }
     let tokens = strings(file, "tokenizer.ggml.tokens")?;
     let merges = strings(file, "tokenizer.ggml.merges")?;
-    let types: Vec<i64> = match file.get("tokenizer.ggml.token_type").and_then(GgufValue::as_array) {
+    let types: Vec<i64> = match file
+        .get("tokenizer.ggml.token_type")
+        .and_then(GgufValue::as_array)
+    {
         Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
         None => vec![1; tokens.len()],
     };
@@ -103,21 +116,37 @@ pub fn from_gguf(file: &GgufFile) -> Result<(Tokenizer, SpecialTokens)> {
         .map(|m| {
             m.split_once(' ')
                 .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| LlamaError::Tokenizer(format!("malformed merge `{m}` (expected two pieces)")))
+                .ok_or_else(|| {
+                    LlamaError::Tokenizer(format!("malformed merge `{m}` (expected two pieces)"))
+                })
         })
         .collect::<Result<_>>()?;
     let bpe = BPE::builder()
-        .vocab_and_merges(vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+        .vocab_and_merges(
+            vocab
+                .into_iter()
+                .collect::<tokenizers::models::bpe::Vocab>(),
+            merges,
+        )
         .build()
-        .map_err(|e| LlamaError::Tokenizer(format!("cannot build BPE from GGUF vocabulary: {e}")))?;
+        .map_err(|e| {
+            LlamaError::Tokenizer(format!("cannot build BPE from GGUF vocabulary: {e}"))
+        })?;
 
     let mut tokenizer = Tokenizer::new(bpe);
-    let pre = file.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
+    let pre = file
+        .get("tokenizer.ggml.pre")
+        .and_then(GgufValue::as_str)
+        .unwrap_or("default");
     let byte_level = ByteLevel::new(false, true, true);
     match pre {
         "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" | "falcon3" | "dbrx" => {
-            let split = Split::new(SplitPattern::Regex(LLAMA3_SPLIT.into()), SplitDelimiterBehavior::Isolated, false)
-                .map_err(|e| LlamaError::Tokenizer(e.to_string()))?;
+            let split = Split::new(
+                SplitPattern::Regex(LLAMA3_SPLIT.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| LlamaError::Tokenizer(e.to_string()))?;
             let seq = Sequence::new(vec![
                 PreTokenizerWrapper::Split(split),
                 PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
