@@ -1,1 +1,25 @@
-pub fn hello() {}
+//! Interventions on a burn Llama: read the residual stream at any site, patch it from another
+//! prompt (whole vector, neurons, or a rotated subspace), train the subspace with Distributed
+//! Alignment Search, save it, and show the results.
+//!
+//! The folders follow the data flow: [`site`] says where, [`intervention`] says what, [`run`]
+//! does the forward pass with edits, [`train`] learns subspaces, [`store`] saves them,
+//! [`readout`] and [`display`] turn outputs into numbers, tables and plots.
+
+pub mod display;
+pub mod error;
+pub mod intervention;
+pub mod lm;
+pub mod patch;
+pub mod readout;
+pub mod run;
+pub mod site;
+pub mod store;
+pub mod train;
+
+pub use error::{Result, SubspaceError};
+pub use intervention::{Intervention, Unrotate};
+pub use lm::{LanguageModel, Prompt};
+pub use readout::{Prediction, TokenProb, TopK};
+pub use site::{Component, Site};
+pub use train::{DasConfig, Example, StepReport, TrainReport};

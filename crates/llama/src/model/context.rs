@@ -105,6 +105,17 @@ impl ForwardContext {
         }
     }
 
+    /// The context of columns `..to` alone (queries and keys): computing the cached prefix.
+    pub fn columns_before(&self, to: usize) -> Self {
+        ForwardContext {
+            rope: RopeTables {
+                cos: self.rope.cos.clone().narrow(2, 0, to),
+                sin: self.rope.sin.clone().narrow(2, 0, to),
+            },
+            mask: self.mask.clone().narrow(2, 0, to).narrow(3, 0, to),
+        }
+    }
+
     /// Moves the context onto another device (e.g. its autodiff twin for training).
     pub fn to_device(&self, device: &Device) -> Self {
         ForwardContext {

@@ -1,0 +1,6 @@
+//! How results look: plain text everywhere, HTML tables and SVG plots in a Jupyter notebook
+//! (evcxr's display protocol: a value with an `evcxr_display` method is shown richly).
+
+mod table;
+
+pub use table::{Comparison, html_escape};

@@ -1,0 +1,299 @@
+//! Saving and loading trained interventions: one `.safetensors` file holding the weights, with a
+//! JSON description (site, kind, dims, model identity, shapes) in its metadata. Written to a
+//! temporary file in the same directory and renamed, so a crash never leaves half a file under
+//! the final name.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SubspaceError};
+use crate::intervention::{BoundlessSpace, Intervention, LowRankSpace, RotatedSpace, Unrotate};
+use crate::lm::LanguageModel;
+use crate::readout::to_host;
+use crate::site::Site;
+
+const FORMAT: &str = "subspace-intervention/1";
+const META_KEY: &str = "subspace";
+
+/// Which model an intervention belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    pub name: String,
+    pub hidden_size: usize,
+    pub n_layers: usize,
+    pub vocab_size: usize,
+    /// Hash of the first embedding rows: tells two models of the same shape apart.
+    pub fingerprint: String,
+}
+
+impl ModelIdentity {
+    pub fn of(lm: &LanguageModel) -> Result<Self> {
+        let w = lm.model.embed_tokens.weight.val();
+        let [_, d] = w.dims();
+        let rows = w.narrow(0, 0, 4).reshape([4 * d]);
+        let values = to_host(rows)?;
+        // FNV-1a over the bit patterns: stable across platforms and runs.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for v in values {
+            for byte in v.to_bits().to_le_bytes() {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        Ok(ModelIdentity {
+            name: lm.name.clone(),
+            hidden_size: lm.hidden_size(),
+            n_layers: lm.n_layers(),
+            vocab_size: lm.model.config.vocab_size,
+            fingerprint: format!("{hash:016x}"),
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (hidden {}, {} layers, vocab {}, fingerprint {})",
+            self.name, self.hidden_size, self.n_layers, self.vocab_size, self.fingerprint
+        )
+    }
+}
+
+/// The JSON stored beside the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InterventionMeta {
+    pub format: String,
+    pub site: Site,
+    pub kind: String,
+    /// Patched dimensions (rotated: N; low-rank: k; neurons: their count).
+    pub dims: Option<usize>,
+    pub neurons: Option<Vec<usize>>,
+    pub unrotate: Option<Unrotate>,
+    pub temperature: Option<f32>,
+    pub model: ModelIdentity,
+    /// Tensor name -> shape.
+    pub shapes: HashMap<String, Vec<usize>>,
+    /// Free-form notes (training settings, losses, ...).
+    #[serde(default)]
+    pub notes: serde_json::Value,
+}
+
+/// A trained intervention with where it applies.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    pub site: Site,
+    pub intervention: Intervention,
+    pub meta: InterventionMeta,
+}
+
+fn io(action: &'static str, path: &Path, source: std::io::Error) -> SubspaceError {
+    SubspaceError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Saves `intervention` (at `site`, for `lm`) to `path`, atomically.
+pub fn save(
+    path: &Path,
+    lm: &LanguageModel,
+    site: Site,
+    intervention: &Intervention,
+    notes: serde_json::Value,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let (mut dims, mut neurons, mut unrotate, mut temperature) = (None, None, None, None);
+    let mut push = |name: &str, t: &Tensor<2>| -> Result<()> {
+        tensors.push((name.into(), t.dims().to_vec(), to_host(t.clone())?));
+        Ok(())
+    };
+    match intervention {
+        Intervention::Rotated(r) => {
+            push("rotation", &r.rotation)?;
+            dims = Some(r.n_dims);
+            unrotate = Some(r.unrotate);
+        }
+        Intervention::LowRank(l) => {
+            push("basis", &l.basis)?;
+            dims = Some(l.basis.dims()[1]);
+        }
+        Intervention::Boundless(b) => {
+            push("rotation", &b.rotation)?;
+            push("boundary", &b.boundary.clone().reshape([1, 1]))?;
+            temperature = Some(b.temperature);
+        }
+        Intervention::Neurons(idx) => {
+            dims = Some(idx.len());
+            neurons = Some(idx.clone());
+        }
+        Intervention::Replace | Intervention::Zero | Intervention::Add => {}
+    }
+    let meta = InterventionMeta {
+        format: FORMAT.into(),
+        site,
+        kind: intervention.kind().into(),
+        dims,
+        neurons,
+        unrotate,
+        temperature,
+        model: ModelIdentity::of(lm)?,
+        shapes: tensors
+            .iter()
+            .map(|(n, s, _)| (n.clone(), s.clone()))
+            .collect(),
+        notes,
+    };
+    let meta_json =
+        serde_json::to_string(&meta).map_err(|e| SubspaceError::Input(e.to_string()))?;
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, TensorView)> = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| SubspaceError::Input(e.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    let info = HashMap::from([(META_KEY.to_string(), meta_json)]);
+    let data = safetensors::serialize(views, Some(info))
+        .map_err(|e| SubspaceError::Input(e.to_string()))?;
+    write_atomic(path, &data)
+}
+
+/// Writes `data` to `path` through a temporary file in the same directory and a rename; on any
+/// error the temporary file is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| SubspaceError::Input(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+        f.write_all(data).map_err(|e| io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| io("sync", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io("rename into", path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Loads an intervention saved by [`save`], refusing one made for another model or shape.
+pub fn load(path: &Path, lm: &LanguageModel) -> Result<Saved> {
+    let bytes = std::fs::read(path).map_err(|e| io("read", path, e))?;
+    let bad = |reason: String| SubspaceError::BadFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let meta_json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| bad("no `subspace` metadata (not written by subspace)".into()))?;
+    let meta: InterventionMeta =
+        serde_json::from_str(meta_json).map_err(|e| bad(format!("metadata: {e}")))?;
+    if meta.format != FORMAT {
+        return Err(bad(format!(
+            "format `{}`, expected `{FORMAT}`",
+            meta.format
+        )));
+    }
+    let current = ModelIdentity::of(lm)?;
+    if meta.model.hidden_size != current.hidden_size
+        || meta.model.n_layers != current.n_layers
+        || meta.model.vocab_size != current.vocab_size
+        || meta.model.fingerprint != current.fingerprint
+    {
+        return Err(SubspaceError::WrongModel {
+            path: path.to_path_buf(),
+            saved: meta.model.describe(),
+            current: current.describe(),
+        });
+    }
+    meta.site.check(lm.n_layers())?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let device = lm.device();
+    let tensor =
+        |name: &str| -> Result<Tensor<2>> { read_tensor(&st, name, &meta, &device).map_err(bad) };
+    let d = lm.hidden_size();
+    let intervention = match meta.kind.as_str() {
+        "rotated" => Intervention::Rotated(RotatedSpace {
+            rotation: tensor("rotation")?,
+            n_dims: meta
+                .dims
+                .ok_or_else(|| bad("rotated intervention without dims".into()))?,
+            unrotate: meta.unrotate.unwrap_or_default(),
+        }),
+        "low_rank" => Intervention::LowRank(LowRankSpace {
+            basis: tensor("basis")?,
+        }),
+        "boundless" => Intervention::Boundless(BoundlessSpace {
+            rotation: tensor("rotation")?,
+            boundary: tensor("boundary")?.reshape([1]),
+            temperature: meta.temperature.unwrap_or(1.0),
+        }),
+        "neurons" => Intervention::Neurons(meta.neurons.clone().unwrap_or_default()),
+        "replace" => Intervention::Replace,
+        "zero" => Intervention::Zero,
+        "add" => Intervention::Add,
+        other => return Err(bad(format!("unknown intervention kind `{other}`"))),
+    };
+    intervention.check(d).map_err(|e| bad(e.to_string()))?;
+    Ok(Saved {
+        site: meta.site,
+        intervention,
+        meta,
+    })
+}
+
+fn read_tensor(
+    st: &SafeTensors,
+    name: &str,
+    meta: &InterventionMeta,
+    device: &Device,
+) -> Result<Tensor<2>, String> {
+    let view = st
+        .tensor(name)
+        .map_err(|e| format!("tensor `{name}`: {e}"))?;
+    if view.dtype() != Dtype::F32 {
+        return Err(format!(
+            "tensor `{name}` is {:?}, expected F32",
+            view.dtype()
+        ));
+    }
+    let shape = view.shape().to_vec();
+    if meta.shapes.get(name) != Some(&shape) || shape.len() != 2 {
+        return Err(format!(
+            "tensor `{name}` has shape {shape:?}, which its metadata contradicts"
+        ));
+    }
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(format!("tensor `{name}` holds non-finite values"));
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(values, [shape[0], shape[1]]),
+        device,
+    ))
+}

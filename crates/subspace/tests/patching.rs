@@ -1,0 +1,255 @@
+//! Patching semantics: identities that must hold whatever the model, and the tutorial's residual
+//! patch against PyTorch.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{CONTINENT, LANGUAGE, PARIS, RIO, smollm};
+use subspace::patch::PatchSpec;
+use subspace::{Component, Intervention, Site};
+
+#[test]
+fn patching_layer0_everywhere_from_a_same_length_source_gives_the_source_run() {
+    let lm = smollm();
+    let base = lm.prompt(PARIS).unwrap();
+    let source = lm.prompt(RIO).unwrap();
+    assert_eq!(base.len(), source.len());
+    let src = lm.trace(&source).unwrap();
+    let site = Site::block_output(0);
+    let patches: Vec<PatchSpec> = (0..base.len())
+        .map(|p| PatchSpec {
+            site,
+            position: p,
+            source: src.vector(site, p).unwrap(),
+            intervention: Intervention::Replace,
+        })
+        .collect();
+    let patched = lm.patch_many(&base, &patches).unwrap();
+    let want = lm.predict(&source).unwrap();
+    let diff = common::max_abs_diff(&common::log(&patched.probs), &common::log(&want.probs));
+    assert!(diff < 1e-3, "log-prob diff {diff}");
+    assert_eq!(patched.argmax().token, " Brazil");
+
+    // Patching with the base's own vectors changes nothing.
+    let own = lm.trace(&base).unwrap();
+    let patches: Vec<PatchSpec> = (0..base.len())
+        .map(|p| PatchSpec {
+            site,
+            position: p,
+            source: own.vector(site, p).unwrap(),
+            intervention: Intervention::Replace,
+        })
+        .collect();
+    let same = lm.patch_many(&base, &patches).unwrap();
+    let clean = lm.predict(&base).unwrap();
+    assert!(common::max_abs_diff(&same.probs, &clean.probs) < 1e-6);
+}
+
+#[test]
+fn subspace_and_neuron_patches_reduce_to_residual_patching_at_the_extremes() {
+    let lm = smollm();
+    let d = lm.hidden_size();
+    let device = lm.device();
+    let base = lm.prompt(PARIS).unwrap();
+    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    let site = Site::block_output(9);
+    let run = |iv: &Intervention| lm.patch(&base, &src, site, 3, 3, iv).unwrap().probs;
+
+    let residual = run(&Intervention::Replace);
+    // The unpatched run through the same code path (no edits).
+    let clean = lm.patch_many(&base, &[]).unwrap().probs;
+    assert!(common::max_abs_diff(&clean, &lm.predict(&base).unwrap().probs) < 1e-5);
+    let all_dims = run(&Intervention::random_rotation(d, d, 7, &device).unwrap());
+    let no_dims = run(&Intervention::random_rotation(d, 0, 7, &device).unwrap());
+    let all_neurons = run(&Intervention::Neurons((0..d).collect()));
+    assert!(common::max_abs_diff(&all_dims, &residual) < 1e-4);
+    assert_eq!(
+        common::max_abs_diff(&no_dims, &clean),
+        0.0,
+        "0 dims must be exactly the identity"
+    );
+    assert_eq!(common::max_abs_diff(&all_neurons, &residual), 0.0);
+    // And a middle case is neither.
+    let some = run(&Intervention::random_rotation(d, 64, 7, &device).unwrap());
+    assert!(
+        common::max_abs_diff(&some, &residual) > 1e-3 && common::max_abs_diff(&some, &clean) > 1e-4
+    );
+}
+
+#[test]
+fn the_tutorials_literal_unrotation_scrambles_the_base_even_with_zero_dims() {
+    let lm = smollm();
+    let d = lm.hidden_size();
+    let base = lm.prompt(PARIS).unwrap();
+    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    let Intervention::Rotated(mut r) =
+        Intervention::random_rotation(d, 0, 1, &lm.device()).unwrap()
+    else {
+        unreachable!()
+    };
+    r.unrotate = subspace::Unrotate::TutorialLiteral;
+    let p = lm
+        .patch(
+            &base,
+            &src,
+            Site::block_output(9),
+            3,
+            3,
+            &Intervention::Rotated(r),
+        )
+        .unwrap();
+    assert!(p.prob_of(" France").unwrap() < 0.3, "{:?}", p.top(3));
+}
+
+#[test]
+fn residual_patch_matches_pytorch_hooks() {
+    let lm = smollm();
+    let fix = common::fixtures();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fix.join("residual_patch.json")).unwrap())
+            .unwrap();
+    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    for (i, base) in [PARIS, CONTINENT, LANGUAGE].iter().enumerate() {
+        assert_eq!(meta["cases"][i]["base"].as_str().unwrap(), *base);
+        let base = lm.prompt(base).unwrap();
+        let got = lm
+            .patch(
+                &base,
+                &src,
+                Site::block_output(9),
+                3,
+                3,
+                &Intervention::Replace,
+            )
+            .unwrap();
+        let want_logits = common::read_f32(
+            &fix.join("residual_patch_logits.safetensors"),
+            &format!("patched.{i}"),
+        );
+        // Compare log-probabilities (logits up to their log-sum-exp).
+        let lse = {
+            let m = want_logits
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max);
+            m + want_logits.iter().map(|v| (v - m).exp()).sum::<f32>().ln()
+        };
+        let want: Vec<f32> = want_logits.iter().map(|v| v - lse).collect();
+        let diff = common::max_abs_diff(&common::log(&got.probs), &want);
+        assert!(diff <= 2e-3, "case {i}: max |diff| {diff}");
+    }
+    let paris = lm
+        .patch(
+            &lm.prompt(PARIS).unwrap(),
+            &src,
+            Site::block_output(9),
+            3,
+            3,
+            &Intervention::Replace,
+        )
+        .unwrap();
+    let top = paris.argmax();
+    assert_eq!(top.token, " Brazil");
+    assert!((top.prob - 0.48).abs() < 0.02);
+}
+
+#[test]
+fn attention_and_mlp_output_sites_are_distinct_and_consistent() {
+    let lm = smollm();
+    let base = lm.prompt(PARIS).unwrap();
+    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    let at = |c| {
+        lm.patch(&base, &src, Site::new(5, c), 3, 3, &Intervention::Replace)
+            .unwrap()
+            .probs
+    };
+    // Block input of layer l+1 is block output of layer l.
+    let a = at(Component::BlockOutput);
+    let b = lm
+        .patch(
+            &base,
+            &src,
+            Site::new(6, Component::BlockInput),
+            3,
+            3,
+            &Intervention::Replace,
+        )
+        .unwrap()
+        .probs;
+    assert!(common::max_abs_diff(&a, &b) < 1e-6);
+    let attn = at(Component::AttentionOutput);
+    let mlp = at(Component::MlpOutput);
+    assert!(common::max_abs_diff(&attn, &mlp) > 1e-4);
+    // Zeroing an attention output changes the prediction; adding a zero vector does not.
+    let zero = lm
+        .patch_many(
+            &base,
+            &[subspace::patch::PatchSpec {
+                site: Site::new(5, Component::AttentionOutput),
+                position: 3,
+                source: src
+                    .vector(Site::new(5, Component::AttentionOutput), 3)
+                    .unwrap()
+                    .zeros_like(),
+                intervention: Intervention::Add,
+            }],
+        )
+        .unwrap();
+    assert!(common::max_abs_diff(&zero.probs, &lm.predict(&base).unwrap().probs) < 1e-6);
+}
+
+#[test]
+fn out_of_range_inputs_are_clear_errors() {
+    let lm = smollm();
+    let base = lm.prompt(PARIS).unwrap();
+    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    let e = lm
+        .patch(
+            &base,
+            &src,
+            Site::block_output(30),
+            3,
+            3,
+            &Intervention::Replace,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("layers 0 to 29"), "{e}");
+    let e = lm
+        .patch(
+            &base,
+            &src,
+            Site::block_output(9),
+            9,
+            3,
+            &Intervention::Replace,
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("position 9") && e.to_string().contains("base"),
+        "{e}"
+    );
+    let e = lm
+        .patch(
+            &base,
+            &src,
+            Site::block_output(9),
+            3,
+            12,
+            &Intervention::Replace,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("source"), "{e}");
+    let e = lm
+        .patch(
+            &base,
+            &src,
+            Site::block_output(9),
+            3,
+            3,
+            &Intervention::Neurons(vec![5000]),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("5000"), "{e}");
+    assert!(Intervention::random_rotation(576, 577, 0, &lm.device()).is_err());
+    assert!(lm.prompt("").is_err());
+}
