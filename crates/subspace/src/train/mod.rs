@@ -8,16 +8,18 @@
 //! target is the *base's* own answer on another attribute asks it to leave that attribute alone.
 //! Mixing both in one batch is RAVEL's multi-task objective (MDAS).
 //!
-//! ## Orthogonality: Adam, then a QR retraction
-//! The trainable value is the orthonormal frame of the patched subspace (`N × d`: the first `N`
-//! rows of the rotation). After each Adam step the frame is re-orthonormalised (the `Q` of its QR
-//! decomposition, by Gram–Schmidt in `f64`), so it is orthonormal to ~1e-7 at every step,
-//! whatever the number of steps. Why not torch's `matrix_exp` parametrisation of the full
-//! `d × d` matrix: with the true inverse the patch depends only on the span of the first `N`
-//! rows, so the other `d − N` rows carry no gradient, and the exponential costs 300–400 ms a
-//! step at d = 576 against well under 1 ms for the retraction of a `1 × 576` frame. After
-//! training, the full rotation is rebuilt around the new frame (its other rows are the old ones
-//! made orthogonal to it), so [`crate::intervention::RotatedSpace`] stays a `d × d` rotation.
+//! ## Orthogonality
+//! - **Rotated** (the tutorial's full `d × d` rotation): torch's own parametrisation, so a run
+//!   is comparable with PyTorch's. `R = R₀ · exp(L.tril(−1) − L.tril(−1)ᵀ)` with `L` starting at
+//!   zero and Adam on `L`; `exp` is evaluated only on the `N` patched rows (see [`exp_map`]),
+//!   which is all a true-inverse patch depends on. After training the full rotation is rebuilt
+//!   around the new rows (its other rows are the old ones made orthogonal to them) and cleaned
+//!   by Gram–Schmidt in `f64`, so it is a `d × d` rotation to ~1e-7.
+//! - **Low-rank** (`d × k`) and **boundless**: Adam on the matrix itself, then a QR retraction
+//!   (Gram–Schmidt in `f64`) after every step: orthonormal to ~1e-7 at every step whatever the
+//!   number of steps, and cheap for any `k`. Its steps are smaller than the exponential map's
+//!   for the same learning rate (each entry moves by about `lr`), so it wants a larger one.
+//! Why not the `d × d` matrix exponential: it costs 300–400 ms a step at d = 576.
 //!
 //! ## Cost
 //! The base prompts are run once up to the site; the columns before the patched token are
@@ -26,6 +28,7 @@
 //! the last column. No gradient reaches the model's weights.
 
 mod adam;
+pub mod exp_map;
 
 pub use adam::{AdamConfig, AdamState};
 
@@ -134,7 +137,11 @@ struct Prepared {
 /// The trainable tensors of an intervention.
 #[derive(Debug, Clone)]
 enum Params {
-    /// Orthonormal rows spanning the patched subspace, `[k, d]`.
+    /// A full rotation, parametrised as torch does: first rows `base` (`[n, d]`) times
+    /// `exp(L.tril(−1) − L.tril(−1)ᵀ)`, `L` (`[d, d]`) trained.
+    Exp { base: Tensor<2>, l: Tensor<2> },
+    /// Orthonormal rows spanning the patched subspace, `[k, d]`, kept orthonormal by a QR
+    /// retraction after each step (low-rank DAS).
     Frame(Tensor<2>),
     /// A full rotation `[d, d]` and a boundary `[1]`.
     Boundless(Tensor<2>, Tensor<1>),
@@ -193,20 +200,37 @@ impl<'a> DasObjective<'a> {
         self.patched_logits(intervention, &self.batches[i])
     }
 
+    /// Loss of batch `i` with the patched rows `base · exp(L.tril(−1) − L.tril(−1)ᵀ)`, and its
+    /// gradient with respect to `l` (torch's parametrisation of the rotation).
+    pub fn loss_and_grad_exp(
+        &self,
+        base: &Tensor<2>,
+        l: &Tensor<2>,
+        i: usize,
+    ) -> Result<(f32, Tensor<2>)> {
+        let bound = exp_map::norm_bound(l)?;
+        let leaf = l.clone().autodiff().require_grad();
+        let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound);
+        let loss = self.loss_tensor(&frame_intervention(frame), &self.batches[i]);
+        let value = to_host(loss.clone().without_autodiff())?[0];
+        let grads = loss.backward();
+        let grad = leaf
+            .grad(&grads)
+            .map(|g| g.without_autodiff())
+            .unwrap_or_else(|| l.zeros_like());
+        Ok((value, grad))
+    }
+
     /// Loss of batch `i` when the patched subspace is spanned by the rows of `frame` (`[k, d]`,
     /// orthonormal), and its gradient with respect to `frame`.
     pub fn loss_and_grad(&self, frame: &Tensor<2>, i: usize) -> Result<(f32, Tensor<2>)> {
-        let device = frame.device();
-        let leaf = frame
-            .clone()
-            .to_device(&device.clone().autodiff())
-            .require_grad();
+        let leaf = frame.clone().autodiff().require_grad();
         let loss = self.loss_tensor(&frame_intervention(leaf.clone()), &self.batches[i]);
         let value = to_host(loss.clone().without_autodiff())?[0];
         let grads = loss.backward();
         let grad = leaf
             .grad(&grads)
-            .map(|g| g.to_device(&device))
+            .map(|g| g.without_autodiff())
             .unwrap_or_else(|| frame.zeros_like());
         Ok((value, grad))
     }
@@ -313,9 +337,9 @@ pub fn train(
     intervention.check(lm.hidden_size())?;
     let objective = DasObjective::new(lm, config.site, examples, config.batch_size)?;
     let device = lm.device();
-    let ad = device.clone().autodiff();
     let mut params = params_of(intervention)?;
     let (mut state_a, mut state_b) = match &params {
+        Params::Exp { l, .. } => (AdamState::new(l), None),
         Params::Frame(f) => (AdamState::new(f), None),
         Params::Boundless(r, b) => (AdamState::new(r), Some(AdamState::new(b))),
     };
@@ -326,13 +350,19 @@ pub fn train(
         let temperature = anneal(config.temperature, step, config.steps);
         // Leaves on the autodiff device; the model and cached states stay plain (constants).
         let (live, leaves) = match &params {
+            Params::Exp { base, l } => {
+                let bound = exp_map::norm_bound(l)?;
+                let leaf = l.clone().autodiff().require_grad();
+                let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound);
+                (frame_intervention(frame), (Some(leaf), None))
+            }
             Params::Frame(f) => {
-                let f = f.clone().to_device(&ad).require_grad();
+                let f = f.clone().autodiff().require_grad();
                 (frame_intervention(f.clone()), (Some(f), None))
             }
             Params::Boundless(r, b) => {
-                let r = r.clone().to_device(&ad).require_grad();
-                let b = b.clone().to_device(&ad).require_grad();
+                let r = r.clone().autodiff().require_grad();
+                let b = b.clone().autodiff().require_grad();
                 let live = Intervention::Boundless(BoundlessSpace {
                     rotation: r.clone(),
                     boundary: b.clone(),
@@ -354,10 +384,18 @@ pub fn train(
         losses.push(value);
         let grads = loss.backward();
         params = match (params, leaves) {
+            (Params::Exp { base, l }, (Some(leaf), _)) => {
+                let g = leaf
+                    .grad(&grads)
+                    .map(|g| g.without_autodiff())
+                    .unwrap_or_else(|| l.zeros_like());
+                let l = state_a.step(&config.adam, l, g);
+                Params::Exp { base, l }
+            }
             (Params::Frame(f), (Some(leaf), _)) => {
                 let g = leaf
                     .grad(&grads)
-                    .map(|g| g.to_device(&device))
+                    .map(|g| g.without_autodiff())
                     .unwrap_or_else(|| f.zeros_like());
                 let updated = state_a.step(&config.adam, f, g);
                 Params::Frame(retract(updated, &device)?)
@@ -365,11 +403,11 @@ pub fn train(
             (Params::Boundless(r, b), (Some(lr), Some(lb))) => {
                 let gr = lr
                     .grad(&grads)
-                    .map(|g| g.to_device(&device))
+                    .map(|g| g.without_autodiff())
                     .unwrap_or_else(|| r.zeros_like());
                 let gb = lb
                     .grad(&grads)
-                    .map(|g| g.to_device(&device))
+                    .map(|g| g.without_autodiff())
                     .unwrap_or_else(|| b.zeros_like());
                 let r = retract(state_a.step(&config.adam, r, gr), &device)?;
                 let b = match state_b.as_mut() {
@@ -429,7 +467,11 @@ fn params_of(intervention: &Intervention) -> Result<Params> {
             if r.n_dims == 0 {
                 return input("patching 0 dimensions leaves nothing to train; choose at least 1");
             }
-            Ok(Params::Frame(r.rotation.clone().narrow(0, 0, r.n_dims)))
+            let d = r.rotation.dims()[0];
+            Ok(Params::Exp {
+                base: r.rotation.clone().narrow(0, 0, r.n_dims),
+                l: Tensor::zeros([d, d], &r.rotation.device()),
+            })
         }
         Intervention::LowRank(l) => Ok(Params::Frame(l.basis.clone().transpose())),
         Intervention::Boundless(b) => Ok(Params::Boundless(b.rotation.clone(), b.boundary.clone())),
@@ -442,7 +484,8 @@ fn params_of(intervention: &Intervention) -> Result<Params> {
 
 fn set_params(intervention: &mut Intervention, params: &Params, temperature: f32) -> Result<()> {
     match (intervention, params) {
-        (Intervention::Rotated(r), Params::Frame(f)) => {
+        (Intervention::Rotated(r), Params::Exp { base, l }) => {
+            let f = &exp_map::exp_rows(base.clone(), l.clone(), exp_map::norm_bound(l)?);
             let [k, d] = f.dims();
             let frame: Vec<f64> = to_host(f.clone())?.into_iter().map(f64::from).collect();
             let old: Vec<f64> = to_host(r.rotation.clone())?

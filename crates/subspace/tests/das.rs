@@ -1,0 +1,222 @@
+//! DAS training: the tutorial's run, gradients against finite differences, orthogonality over
+//! long runs, and saving.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use burn::tensor::{Tensor, TensorData};
+use common::{CONTINENT, LANGUAGE, PARIS, RIO, smollm};
+use subspace::intervention::orthogonal;
+use subspace::readout::to_host;
+use subspace::train::{self, DasObjective};
+use subspace::{DasConfig, Example, Intervention, LanguageModel, Site};
+
+fn tutorial_example(lm: &LanguageModel) -> Example {
+    Example {
+        base: lm.prompt(PARIS).unwrap(),
+        source: lm.prompt(RIO).unwrap(),
+        base_position: 3,
+        source_position: 3,
+        target: lm.token(" Brazil").unwrap(),
+    }
+}
+
+#[test]
+fn das_on_the_tutorial_pair_moves_the_country_and_keeps_the_continent() {
+    let lm = smollm();
+    let site = Site::block_output(9);
+    let mut iv = Intervention::random_rotation(lm.hidden_size(), 1, 0, &lm.device()).unwrap();
+    let mut seen = Vec::new();
+    let report = train::train(
+        lm,
+        &mut iv,
+        &[tutorial_example(lm)],
+        &DasConfig::new(site, 10),
+        |s| seen.push(s.step),
+    )
+    .unwrap();
+    assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+    assert_eq!(report.losses.len(), 10);
+    assert!(report.losses[9] < report.losses[0], "{:?}", report.losses);
+
+    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    let country = lm
+        .patch(&lm.prompt(PARIS).unwrap(), &src, site, 3, 3, &iv)
+        .unwrap();
+    let top = country.argmax();
+    assert_eq!(top.token, " Brazil", "{:?}", country.top(3));
+    assert!(top.prob >= 0.5, "{:?}", country.top(3));
+    let continent = lm
+        .patch(&lm.prompt(CONTINENT).unwrap(), &src, site, 3, 3, &iv)
+        .unwrap();
+    assert_eq!(
+        continent.argmax().token,
+        " Europe",
+        "{:?}",
+        continent.top(3)
+    );
+    let language = lm
+        .patch(&lm.prompt(LANGUAGE).unwrap(), &src, site, 3, 3, &iv)
+        .unwrap();
+    eprintln!(
+        "after DAS: country {:?}\ncontinent {:?}\nlanguage {:?}",
+        country.top(3),
+        continent.top(3),
+        language.top(3)
+    );
+}
+
+#[test]
+fn rotation_gradient_agrees_with_finite_differences() {
+    let lm = smollm();
+    let d = lm.hidden_size();
+    let device = lm.device();
+    let objective =
+        DasObjective::new(lm, Site::block_output(9), &[tutorial_example(lm)], None).unwrap();
+    let host = |m: &[f64], shape: [usize; 2]| {
+        Tensor::<2>::from_data(
+            TensorData::new(m.iter().map(|&v| v as f32).collect::<Vec<_>>(), shape),
+            &device,
+        )
+    };
+    let rotation = orthogonal::random_orthogonal(d, 3);
+    let base = host(&rotation[..2 * d], [2, d]);
+    // A point away from L = 0, so the exponential's higher terms are exercised too.
+    let l0: Vec<f64> = orthogonal::gaussian(d * d, 5)
+        .iter()
+        .map(|v| v * 2e-3)
+        .collect();
+    let (_, grad) = objective
+        .loss_and_grad_exp(&base, &host(&l0, [d, d]), 0)
+        .unwrap();
+    let grad: Vec<f64> = to_host(grad).unwrap().into_iter().map(f64::from).collect();
+    let dir = orthogonal::gaussian(d * d, 11);
+    let eps = 1e-3;
+    let at = |s: f64| {
+        let l: Vec<f64> = l0.iter().zip(&dir).map(|(a, u)| a + s * u).collect();
+        let (loss, _) = objective
+            .loss_and_grad_exp(&base, &host(&l, [d, d]), 0)
+            .unwrap();
+        f64::from(loss)
+    };
+    let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+    let analytic: f64 = grad.iter().zip(&dir).map(|(g, u)| g * u).sum();
+    let rel = (numeric - analytic).abs() / analytic.abs().max(1e-2);
+    assert!(rel < 0.03, "numeric {numeric}, analytic {analytic}");
+}
+
+#[test]
+fn low_rank_frame_gradient_agrees_with_finite_differences() {
+    let lm = smollm();
+    let d = lm.hidden_size();
+    let objective =
+        DasObjective::new(lm, Site::block_output(9), &[tutorial_example(lm)], None).unwrap();
+    let k = 2;
+    let mut frame = orthogonal::gaussian(k * d, 3);
+    orthogonal::orthonormalize_rows(&mut frame, k, d);
+    let to_tensor = |m: &[f64]| {
+        Tensor::<2>::from_data(
+            TensorData::new(m.iter().map(|&v| v as f32).collect::<Vec<_>>(), [k, d]),
+            &lm.device(),
+        )
+    };
+    let (_, grad) = objective.loss_and_grad(&to_tensor(&frame), 0).unwrap();
+    let grad: Vec<f64> = to_host(grad).unwrap().into_iter().map(f64::from).collect();
+    // A unit direction mixing the gradient's and a random one: the derivative along it is large
+    // enough to rise above f32 rounding of the loss, and not trivially the gradient itself.
+    let unit = |v: Vec<f64>| {
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.into_iter().map(|x| x / n).collect::<Vec<f64>>()
+    };
+    let (g, r) = (unit(grad.clone()), unit(orthogonal::gaussian(k * d, 11)));
+    let dir = unit(g.iter().zip(&r).map(|(a, b)| 0.6 * a + 0.8 * b).collect());
+    let eps = 1e-2;
+    let at = |s: f64| {
+        let m: Vec<f64> = frame.iter().zip(&dir).map(|(f, u)| f + s * u).collect();
+        let iv = Intervention::LowRank(subspace::intervention::LowRankSpace {
+            basis: to_tensor(&m).transpose(),
+        });
+        f64::from(objective.loss(&iv, 0).unwrap())
+    };
+    let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+    let analytic: f64 = grad.iter().zip(&dir).map(|(g, u)| g * u).sum();
+    let rel = (numeric - analytic).abs() / analytic.abs().max(1e-3);
+    assert!(rel < 0.02, "numeric {numeric}, analytic {analytic}");
+}
+
+#[test]
+fn rotation_stays_orthogonal_over_a_thousand_steps() {
+    let lm = common::tiny();
+    let d = lm.hidden_size();
+    let base = lm.prompt("the quick brown fox jumps over").unwrap();
+    let source = lm.prompt("the lazy dog jumps over the").unwrap();
+    let ex = Example {
+        base_position: 2,
+        source_position: 2,
+        target: 5,
+        base,
+        source,
+    };
+    let mut iv = Intervention::random_rotation(d, 8, 1, &lm.device()).unwrap();
+    train::train(
+        &lm,
+        &mut iv,
+        &[ex],
+        &DasConfig::new(Site::block_output(0), 1000).with_lr(1e-2),
+        |_| {},
+    )
+    .unwrap();
+    let Intervention::Rotated(r) = &iv else {
+        unreachable!()
+    };
+    let m = to_host(r.rotation.clone()).unwrap();
+    let err = orthogonal::orthogonality_error(&m, d, d);
+    assert!(err < 1e-4, "max |R Rᵀ − I| = {err}");
+}
+
+#[test]
+fn a_saved_intervention_reloads_bit_exactly_and_refuses_another_model() {
+    let lm = smollm();
+    let site = Site::block_output(9);
+    let mut iv = Intervention::random_rotation(lm.hidden_size(), 4, 5, &lm.device()).unwrap();
+    train::train(
+        lm,
+        &mut iv,
+        &[tutorial_example(lm)],
+        &DasConfig::new(site, 3),
+        |_| {},
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paris-country.safetensors");
+    subspace::store::save(&path, lm, site, &iv, serde_json::json!({"steps": 3})).unwrap();
+    let loaded = subspace::store::load(&path, lm).unwrap();
+    assert_eq!(loaded.site, site);
+    let (Intervention::Rotated(a), Intervention::Rotated(b)) = (&iv, &loaded.intervention) else {
+        panic!()
+    };
+    assert_eq!(a.n_dims, b.n_dims);
+    let (a, b) = (
+        to_host(a.rotation.clone()).unwrap(),
+        to_host(b.rotation.clone()).unwrap(),
+    );
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    let base = lm.prompt(PARIS).unwrap();
+    let p1 = lm.patch(&base, &src, site, 3, 3, &iv).unwrap();
+    let p2 = lm
+        .patch(&base, &src, site, 3, 3, &loaded.intervention)
+        .unwrap();
+    assert_eq!(p1.probs, p2.probs);
+
+    let other = common::tiny();
+    let err = subspace::store::load(&path, &other)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("made for") && err.contains("hidden 576"),
+        "{err}"
+    );
+    // Nothing but the file itself was left in the directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
