@@ -21,12 +21,18 @@ struct Cli {
 enum Command {
     /// The k most likely next tokens after a prompt.
     Topk(commands::topk::Args),
+    /// Patch one site of a base prompt from a source prompt; show top-k before and after.
+    Patch(commands::patch::Args),
+    /// Train a rotated subspace with Distributed Alignment Search.
+    Das(commands::das::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Topk(args) => commands::topk::run(args),
+        Command::Patch(args) => commands::patch::run(args),
+        Command::Das(args) => commands::das::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

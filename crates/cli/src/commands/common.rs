@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use llama::{Backend, Loaded, ModelSource};
+use llama::{Backend, ModelSource};
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -25,18 +25,16 @@ impl ModelArgs {
         })
     }
 
-    pub fn load(&self) -> Result<Loaded> {
+    /// The model as the interventions library holds it.
+    pub fn language_model(&self) -> Result<subspace::LanguageModel> {
         let source = self.source()?;
-        let device = Backend::parse(&self.backend)?.device()?;
-        llama::load::load(&source, &device)
+        let backend = Backend::parse(&self.backend)?;
+        subspace::LanguageModel::load_on(&source, backend)
             .with_context(|| format!("loading model {}", source.name()))
     }
 }
 
-/// One entry of a top-k list, as every `--json` output prints it.
-#[derive(serde::Serialize, Debug, Clone)]
-pub struct TokenProb {
-    pub id: u32,
-    pub token: String,
-    pub prob: f32,
+/// A top-k list as the JSON entries every command prints.
+pub fn top_json(top: &subspace::TopK) -> serde_json::Value {
+    serde_json::to_value(&top.0).unwrap_or_default()
 }

@@ -1,4 +1,6 @@
 //! One module per subcommand, plus the options they share.
 
 pub mod common;
+pub mod das;
+pub mod patch;
 pub mod topk;

@@ -1,0 +1,153 @@
+//! `subspace das`: train a rotation so that patching its first N dimensions moves the base's
+//! answer to the target, then evaluate it on other prompts.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args as ClapArgs;
+use subspace::{DasConfig, Example, Intervention, Site, train};
+
+use super::common::{ModelArgs, top_json};
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub base: String,
+    #[arg(long)]
+    pub source: String,
+    /// The token the patched run should predict, e.g. " Brazil" (one token).
+    #[arg(long)]
+    pub target: String,
+    #[arg(long)]
+    pub layer: usize,
+    #[arg(long)]
+    pub position: usize,
+    #[arg(long)]
+    pub source_position: Option<usize>,
+    /// Dimensions of the rotated subspace to patch.
+    #[arg(long)]
+    pub dims: usize,
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Seed of the initial rotation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Other base prompts to patch with the trained intervention (same site and source).
+    #[arg(long = "eval")]
+    pub eval: Vec<String>,
+    /// Save the trained intervention here (.safetensors).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    pub k: usize,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.dims == 0 {
+        bail!("--dims must be at least 1 (0 dimensions leave nothing to train)");
+    }
+    let lm = args.model.language_model()?;
+    let base = lm.prompt(&args.base)?;
+    let source = lm.prompt(&args.source)?;
+    let source_position = args.source_position.unwrap_or(args.position);
+    let site = Site::block_output(args.layer);
+    let example = Example {
+        target: lm.token(&args.target)?,
+        base: base.clone(),
+        source: source.clone(),
+        base_position: args.position,
+        source_position,
+    };
+    let mut iv =
+        Intervention::random_rotation(lm.hidden_size(), args.dims, args.seed, &lm.device())?;
+    let config = DasConfig::new(site, args.steps).with_lr(args.lr);
+    let tty = std::io::stderr().is_terminal();
+    let report = train::train(&lm, &mut iv, &[example], &config, |s| {
+        let mut err = std::io::stderr();
+        if tty {
+            let done = 30 * s.step / s.steps.max(1);
+            let _ = write!(
+                err,
+                "\r[{}{}] {}/{} loss {:.4} ({:.1}s)",
+                "#".repeat(done),
+                " ".repeat(30 - done),
+                s.step,
+                s.steps,
+                s.loss,
+                s.elapsed.as_secs_f64()
+            );
+            if s.step == s.steps {
+                let _ = writeln!(err);
+            }
+        } else if !args.json {
+            let _ = writeln!(err, "step {}/{} loss {:.4}", s.step, s.steps, s.loss);
+        }
+    })?;
+    let src = lm.trace(&source)?;
+    let patched = lm
+        .patch(&base, &src, site, args.position, source_position, &iv)?
+        .top(args.k);
+    let mut evals = Vec::new();
+    for text in &args.eval {
+        let p = lm.prompt(text)?;
+        let before = lm.predict(&p)?.top(args.k);
+        let after = lm
+            .patch(&p, &src, site, args.position, source_position, &iv)?
+            .top(args.k);
+        evals.push((text.clone(), before, after));
+    }
+    if let Some(path) = &args.save {
+        let notes = serde_json::json!({
+            "base": args.base, "source": args.source, "target": args.target,
+            "steps": args.steps, "lr": args.lr, "seed": args.seed, "losses": report.losses,
+        });
+        subspace::store::save(path, &lm, site, &iv, notes)?;
+    }
+    if args.json {
+        let eval: Vec<_> = evals
+            .iter()
+            .map(|(p, b, a)| serde_json::json!({"prompt": p, "base_topk": top_json(b), "patched_topk": top_json(a)}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "losses": report.losses,
+                "patched_topk": top_json(&patched),
+                "eval": eval,
+                "seconds_per_step": report.seconds_per_step,
+            })
+        );
+    } else {
+        println!(
+            "losses: {:?}",
+            report
+                .losses
+                .iter()
+                .map(|l| (l * 1e4).round() / 1e4)
+                .collect::<Vec<_>>()
+        );
+        println!(
+            "{:.3} s/step\npatched {:?}:\n{patched}",
+            report.seconds_per_step, args.base
+        );
+        for (p, b, a) in &evals {
+            let cmp = subspace::display::Comparison {
+                titles: [format!("{p:?}"), "patched".into()],
+                left: b.clone(),
+                right: a.clone(),
+            };
+            print!("{cmp}");
+        }
+        if let Some(path) = &args.save {
+            println!("saved to {}", path.display());
+        }
+    }
+    Ok(())
+}
