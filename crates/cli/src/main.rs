@@ -25,6 +25,8 @@ enum Command {
     Patch(commands::patch::Args),
     /// Train a rotated subspace with Distributed Alignment Search.
     Das(commands::das::Args),
+    /// Time loading, forward passes and training steps (see BENCHMARKS.md).
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Topk(args) => commands::topk::run(args),
         Command::Patch(args) => commands::patch::run(args),
         Command::Das(args) => commands::das::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

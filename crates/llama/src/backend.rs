@@ -41,8 +41,12 @@ impl Backend {
         match self {
             Backend::Flex => Ok(Device::flex()),
             #[cfg(feature = "tch")]
+            // burn marks burn-tch deprecated in favour of CubeCL, whose CPU backend cannot be
+            // built offline here; LibTorch stays this project's path to a GPU.
+            #[allow(deprecated)]
             Backend::LibTorchCpu => Ok(Device::libtorch()),
             #[cfg(feature = "tch")]
+            #[allow(deprecated)]
             Backend::LibTorchCuda => Ok(Device::libtorch_cuda(0)),
             #[cfg(not(feature = "tch"))]
             _ => Err(LlamaError::Input(format!(

@@ -140,14 +140,14 @@ impl LlamaConfig {
         if self.num_attention_heads == 0 || self.n_kv_heads() == 0 {
             return bad("the number of attention heads must be positive".into());
         }
-        if self.num_attention_heads % self.n_kv_heads() != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.n_kv_heads()) {
             return bad(format!(
                 "{} attention heads cannot be shared among {} key/value heads",
                 self.num_attention_heads,
                 self.n_kv_heads()
             ));
         }
-        if self.head_dim() % 2 != 0 || self.head_dim() == 0 {
+        if !self.head_dim().is_multiple_of(2) || self.head_dim() == 0 {
             return bad(format!(
                 "head dimension {} must be even for rotary embeddings",
                 self.head_dim()

@@ -1,5 +1,5 @@
 //! GGUF dequantisation against the Python `gguf` package (fixtures from scripts/make_fixtures.py).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

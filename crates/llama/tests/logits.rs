@@ -1,5 +1,5 @@
 //! SmolLM2-135M (GGUF, Q4_1) against transformers' float32 logits (scripts/make_fixtures.py).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -7,10 +7,9 @@ use burn::tensor::Device;
 use llama::TokenBatch;
 use serde_json::Value;
 
-fn fixture() -> (
-    Value,
-    std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
-) {
+type Tensors = std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn fixture() -> (Value, Tensors) {
     let meta: Value = serde_json::from_str(
         &std::fs::read_to_string(common::fixtures().join("smollm2_logits.json")).unwrap(),
     )
@@ -31,7 +30,7 @@ fn last_position_logits_match_transformers() {
         let ids = loaded.tokenizer.encode(text).unwrap();
         let want_ids: Vec<u32> = serde_json::from_value(p["ids"].clone()).unwrap();
         assert_eq!(ids, want_ids, "token ids of {text:?}");
-        let batch = TokenBatch::new(&[ids.clone()], 0, &device);
+        let batch = TokenBatch::new(std::slice::from_ref(&ids), 0, &device);
         let logits = loaded.model.logits_at(
             {
                 let ctx = loaded.model.context(&batch);

@@ -1,5 +1,5 @@
 //! The tokenizer built from GGUF metadata against transformers' tokenizer for the same file.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

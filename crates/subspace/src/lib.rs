@@ -15,7 +15,9 @@ pub mod readout;
 pub mod run;
 pub mod site;
 pub mod store;
+pub mod sweep;
 pub mod train;
+pub mod tutorial;
 
 pub use error::{Result, SubspaceError};
 pub use intervention::{Intervention, Unrotate};

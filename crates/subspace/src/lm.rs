@@ -115,10 +115,14 @@ impl LanguageModel {
     /// The next-token distribution after `prompt`.
     pub fn predict(&self, prompt: &Prompt) -> Result<Prediction> {
         let batch = self.batch(&[prompt]);
-        let logits = self.model.forward(&batch);
-        let [_, s, v] = logits.dims();
-        self.prediction(logits.narrow(1, s - 1, 1).reshape([1, v]))
-            .map(|mut p| p.remove(0))
+        let ctx = self.model.context(&batch);
+        let mut h = self.model.embed(batch.ids.clone());
+        for block in &self.model.blocks {
+            h = block.forward(h, &ctx);
+        }
+        // The LM head only at the last position: the others are not needed.
+        let logits = self.model.logits_at(h, batch.seq_len - 1);
+        self.prediction(logits).map(|mut p| p.remove(0))
     }
 
     /// Next-token distributions from `[batch, vocab]` logits.

@@ -1,6 +1,6 @@
 //! DAS training: the tutorial's run, gradients against finite differences, orthogonality over
 //! long runs, and saving.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

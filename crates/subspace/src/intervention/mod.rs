@@ -66,6 +66,9 @@ pub struct BoundlessSpace {
 }
 
 /// What an intervention does to the base vector.
+// The rotated variants hold tensor handles (a few words each); boxing them would only add
+// indirection to an enum that is created a handful of times per run.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Intervention {
     /// Replace the whole vector by the source's (residual / activation patching).

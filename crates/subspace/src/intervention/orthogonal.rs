@@ -42,7 +42,7 @@ pub fn orthonormalize_rows(m: &mut [f64], rows: usize, cols: usize) -> bool {
             }
         }
         let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
-        if !(norm > 1e-12) {
+        if norm.is_nan() || norm <= 1e-12 {
             return false;
         }
         row.iter_mut().for_each(|v| *v /= norm);

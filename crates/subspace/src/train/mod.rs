@@ -19,6 +19,7 @@
 //!   (Gram–Schmidt in `f64`) after every step: orthonormal to ~1e-7 at every step whatever the
 //!   number of steps, and cheap for any `k`. Its steps are smaller than the exponential map's
 //!   for the same learning rate (each entry moves by about `lr`), so it wants a larger one.
+//!
 //! Why not the `d × d` matrix exponential: it costs 300–400 ms a step at d = 576.
 //!
 //! ## Cost

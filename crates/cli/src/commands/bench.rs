@@ -1,0 +1,193 @@
+//! `subspace bench`: the figures of BENCHMARKS.md, as medians over repeated runs after warm-up.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args as ClapArgs;
+use llama::{Backend, ModelSource};
+use subspace::{DasConfig, Example, Intervention, LanguageModel, Site, train};
+
+use super::common::ModelArgs;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// Timed repetitions of each measurement (after one warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub repeats: usize,
+    /// Examples in the batched (RAVEL-style) training step.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+const PARIS: &str = "The city of Paris is in the country of";
+const RIO: &str = "The city of Rio is in the country of";
+/// Cities for the batched step (one or more tokens each; patched at their last token).
+const CITIES: [&str; 16] = [
+    "Paris", "Rio", "Tokyo", "Berlin", "Madrid", "Rome", "Cairo", "Lima", "Oslo", "Seoul", "Delhi",
+    "Toronto", "Sydney", "Moscow", "Nairobi", "Bangkok",
+];
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+fn time<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(times))
+}
+
+/// Median seconds per step of a DAS run of `repeats + 1` steps, the first dropped as warm-up.
+fn step_time(lm: &LanguageModel, examples: &[Example], repeats: usize) -> Result<f64> {
+    let mut iv = Intervention::random_rotation(lm.hidden_size(), 1, 0, &lm.device())?;
+    let mut stamps = Vec::new();
+    train::train(
+        lm,
+        &mut iv,
+        examples,
+        &DasConfig::new(Site::block_output(9), repeats + 1),
+        |s| stamps.push(s.elapsed.as_secs_f64()),
+    )?;
+    let steps: Vec<f64> = stamps.windows(2).map(|w| w[1] - w[0]).collect();
+    Ok(median(steps))
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let source = args.model.source()?;
+    let backend = Backend::parse(&args.model.backend)?;
+    let device = backend.device()?;
+    let r = args.repeats.max(1);
+
+    let load_s = time(r.min(5), || Ok(llama::load::load(&source, &device)?))?;
+    let tokenizer_s = match &source {
+        ModelSource::Gguf(path) => time(r.min(5), || {
+            let file = llama::load::gguf::GgufFile::open(path)?;
+            Ok(llama::load::gguf::tokenizer::from_gguf(&file)?)
+        })?,
+        _ => f64::NAN,
+    };
+    let lm = LanguageModel::load_on(&source, backend)?;
+    let rss_after_load = peak_rss_mib();
+    let paris = lm.prompt(PARIS)?;
+    let rio = lm.prompt(RIO)?;
+    let forward_s = time(r, || Ok(lm.predict(&paris)?))?;
+    let rss_load_forward = peak_rss_mib();
+    let src = lm.trace(&rio)?;
+    let site = Site::block_output(9);
+    let patched_forward_s = time(r, || {
+        Ok(lm.patch(&paris, &src, site, 3, 3, &Intervention::Replace)?)
+    })?;
+
+    let tutorial = Example {
+        base: paris.clone(),
+        source: rio.clone(),
+        base_position: 3,
+        source_position: 3,
+        target: lm.token(" Brazil")?,
+    };
+    let das_step_s = step_time(&lm, std::slice::from_ref(&tutorial), r)?;
+
+    let mut batch = Vec::with_capacity(args.batch);
+    for i in 0..args.batch {
+        let (a, b) = (CITIES[i % CITIES.len()], CITIES[(i * 7 + 3) % CITIES.len()]);
+        let base = lm.prompt(&format!("The city of {a} is in the country of"))?;
+        let source = lm.prompt(&format!("The city of {b} is in the country of"))?;
+        // The city's last token: the token before " is".
+        let pos = |p: &subspace::Prompt| {
+            p.tokens
+                .iter()
+                .position(|t| t == " is")
+                .map_or(3, |i| i - 1)
+        };
+        batch.push(Example {
+            base_position: pos(&base),
+            source_position: pos(&source),
+            target: lm.token(" France")?,
+            base,
+            source,
+        });
+    }
+    let ravel_step_s = step_time(&lm, &batch, r.min(5))?;
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let out = serde_json::json!({
+        "model": lm.name,
+        "backend": backend.name(),
+        "threads": threads,
+        "repeats": r,
+        "load_s": load_s,
+        "tokenizer_s": tokenizer_s,
+        "forward_s": forward_s,
+        "patched_forward_s": patched_forward_s,
+        "das_step_s": das_step_s,
+        "ravel_step_s": ravel_step_s,
+        "ravel_batch": args.batch,
+        "peak_rss_after_load_mib": rss_after_load,
+        "peak_rss_load_forward_mib": rss_load_forward,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    if args.json {
+        println!("{out}");
+    } else {
+        println!(
+            "model {} on {} ({threads} threads), medians of {r}:",
+            lm.name,
+            backend.name()
+        );
+        for key in [
+            "load_s",
+            "tokenizer_s",
+            "forward_s",
+            "patched_forward_s",
+            "das_step_s",
+            "ravel_step_s",
+        ] {
+            println!(
+                "  {key:<20} {:>9.4} s",
+                out[key].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+        for key in [
+            "peak_rss_after_load_mib",
+            "peak_rss_load_forward_mib",
+            "peak_rss_mib",
+        ] {
+            println!(
+                "  {key:<26} {:>7.0} MiB",
+                out[key].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+    Ok(())
+}

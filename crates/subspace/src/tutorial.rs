@@ -1,0 +1,95 @@
+//! The DAS tutorial's setting for each model: prompts, site and answer tokens. The tutorial ran
+//! on Llama-3.2-1B; SmolLM2-135M needs a fuller prompt and a later layer (see [`Setting::smollm2`]).
+
+use crate::display::plot::{Svg, grouped_bars};
+use crate::error::Result;
+use crate::readout::Prediction;
+
+/// Everything that differs between the tutorial's model and ours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    /// What to load: `"default"` for SmolLM2, else a path or hub id.
+    pub model: String,
+    pub base: String,
+    pub source: String,
+    pub continent: String,
+    pub language: String,
+    /// Layer whose output is patched.
+    pub layer: usize,
+    /// Token position of the city in base and source prompts.
+    pub position: usize,
+    /// The source city's country (the DAS target).
+    pub target: String,
+    /// Answers whose probabilities the plots follow, per prompt kind.
+    pub country_answers: Vec<String>,
+    pub continent_answers: Vec<String>,
+    pub language_answers: Vec<String>,
+}
+
+fn strings(xs: &[&str]) -> Vec<String> {
+    xs.iter().map(|s| s.to_string()).collect()
+}
+
+impl Setting {
+    /// SmolLM2-135M-Instruct: it does not know "Paris is in the country of" (France p = 0.03)
+    /// but knows "The city of Paris is in the country of" (France 0.76). The city is token 3
+    /// (the model adds no BOS), and layer 9 of 30 plays the tutorial's layer 8 of 16.
+    pub fn smollm2() -> Self {
+        Setting {
+            model: "default".into(),
+            base: "The city of Paris is in the country of".into(),
+            source: "The city of Rio is in the country of".into(),
+            continent: "The city of Paris is in the continent of".into(),
+            language: "The city of Paris is a city whose main language is".into(),
+            layer: 9,
+            position: 3,
+            target: " Brazil".into(),
+            country_answers: strings(&[" France", " Brazil"]),
+            continent_answers: strings(&[" Europe", " South"]),
+            language_answers: strings(&[" French", " Spanish", " Portuguese"]),
+        }
+    }
+
+    /// The tutorial's own setting: Llama-3.2-1B (hub id, gated: needs HF_TOKEN), its short
+    /// prompts, layer 8, token 1 (token 0 is BOS).
+    pub fn llama_3_2_1b() -> Self {
+        Setting {
+            model: "meta-llama/Llama-3.2-1B".into(),
+            base: "Paris is in the country of".into(),
+            source: "Rio is in the country of".into(),
+            continent: "Paris is in the continent of".into(),
+            language: "Paris is a city whose main language is".into(),
+            layer: 8,
+            position: 1,
+            ..Self::smollm2()
+        }
+    }
+
+    /// The setting for a model name: the tutorial's for Llama-3.2-1B, SmolLM2's otherwise.
+    pub fn for_model(model: &str) -> Self {
+        if model.contains("Llama-3.2-1B") {
+            Self::llama_3_2_1b()
+        } else {
+            Setting {
+                model: model.into(),
+                ..Self::smollm2()
+            }
+        }
+    }
+}
+
+/// A bar plot of the answers' probabilities before and after a patch.
+pub fn shift_plot(
+    title: &str,
+    answers: &[String],
+    before: &Prediction,
+    after: &Prediction,
+) -> Result<Svg> {
+    let mut b = Vec::with_capacity(answers.len());
+    let mut a = Vec::with_capacity(answers.len());
+    for w in answers {
+        b.push(before.prob_of(w)?);
+        a.push(after.prob_of(w)?);
+    }
+    grouped_bars(title, answers, &[("base".into(), b), ("patched".into(), a)])
+}
