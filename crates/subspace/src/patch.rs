@@ -100,3 +100,53 @@ impl LanguageModel {
         Ok(self.prediction(logits)?.remove(0))
     }
 }
+
+impl LanguageModel {
+    /// Patches a batch of (base, source) pairs in one forward pass (left-padded), each at its own
+    /// positions: the next-token distribution of every patched base. The examples' targets are
+    /// not used.
+    pub fn patch_examples(
+        &self,
+        site: Site,
+        examples: &[crate::train::Example],
+        intervention: &Intervention,
+    ) -> Result<Vec<Prediction>> {
+        site.check(self.n_layers())?;
+        intervention.check(self.hidden_size())?;
+        if examples.is_empty() {
+            return Ok(Vec::new());
+        }
+        for e in examples {
+            e.base.check_position(e.base_position, "base")?;
+            e.source.check_position(e.source_position, "source")?;
+        }
+        let d = self.hidden_size();
+        let sources: Vec<&Prompt> = examples.iter().map(|e| &e.source).collect();
+        let source_batch = self.batch(&sources);
+        let traced = run::trace_until(&self.model, &source_batch, site.layer);
+        let source = Tensor::cat(
+            examples
+                .iter()
+                .enumerate()
+                .map(|(r, e)| traced.vector(site, r, source_batch.column(r, e.source_position)).reshape([1, d]))
+                .collect(),
+            0,
+        );
+        let bases: Vec<&Prompt> = examples.iter().map(|e| &e.base).collect();
+        let batch = self.batch(&bases);
+        let edit = Edit {
+            site,
+            columns: examples
+                .iter()
+                .enumerate()
+                .map(|(r, e)| batch.column(r, e.base_position))
+                .collect(),
+            source,
+            intervention,
+        };
+        let ctx = self.model.context(&batch);
+        let h = self.model.embed(batch.ids.clone());
+        let h = run::run_blocks(&self.model, &ctx, h, 0..self.n_layers(), &[edit], None);
+        self.prediction(self.model.logits_at(h, batch.seq_len - 1))
+    }
+}

@@ -1,0 +1,239 @@
+"""The same measurements as `subspace bench`, with PyTorch + transformers (and nnsight when
+installed), on the same GGUF on the same machine, alternating with the Rust runs; prints the
+figures and the ratios Rust / Python.
+
+    scripts/venv.sh scripts/requirements-ref.txt && .venv/bin/pip install nnsight==0.8.1
+    .venv/bin/python bench/compare_pytorch.py [--rounds 3] [--threads 2]
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = ROOT / "data" / "models"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BIN = ROOT / "target" / "release" / "subspace"
+PARIS = "The city of Paris is in the country of"
+RIO = "The city of Rio is in the country of"
+CITIES = ["Paris", "Rio", "Tokyo", "Berlin", "Madrid", "Rome", "Cairo", "Lima", "Oslo", "Seoul", "Delhi",
+          "Toronto", "Sydney", "Moscow", "Nairobi", "Bangkok"]
+LAYER, POS = 9, 3
+
+
+def median_time(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def python_bench(repeats, threads):
+    """Runs in a child process so that its RSS is its own."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    out = {"threads": threads, "torch": torch.__version__}
+    out["tokenizer_s"] = median_time(lambda: AutoTokenizer.from_pretrained(MODEL_DIR, gguf_file=GGUF), min(repeats, 3))
+    out["load_s"] = median_time(
+        lambda: AutoModelForCausalLM.from_pretrained(MODEL_DIR, gguf_file=GGUF, dtype=torch.float32), min(repeats, 3))
+    tok = AutoTokenizer.from_pretrained(MODEL_DIR, gguf_file=GGUF)
+    model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, gguf_file=GGUF, dtype=torch.float32).eval()
+    ids = torch.tensor([tok(PARIS)["input_ids"]])
+    src_ids = torch.tensor([tok(RIO)["input_ids"]])
+    with torch.no_grad():
+        out["forward_s"] = median_time(lambda: model(ids).logits[0, -1].softmax(-1), repeats)
+        src = model(src_ids, output_hidden_states=True).hidden_states[LAYER + 1][0, POS].clone()
+    out["peak_rss_load_forward_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def hook(_m, _i, o):
+        hs = o[0] if isinstance(o, tuple) else o
+        hs[0, POS] = src
+        return o
+
+    with torch.no_grad():
+        h = model.model.layers[LAYER].register_forward_hook(hook)
+        out["patched_forward_s"] = median_time(lambda: model(ids).logits[0, -1].softmax(-1), repeats)
+        h.remove()
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    brazil = tok(" Brazil")["input_ids"][0]
+    d = model.config.hidden_size
+
+    def das_step_fn(bases, sources, positions, targets):
+        """The tutorial's training step in plain torch: rotator with torch's orthogonal
+        parametrisation (matrix_exp), patch the first dimension, cross-entropy, Adam."""
+        rotator = torch.nn.Linear(d, d, bias=False)
+        torch.nn.init.orthogonal_(rotator.weight)
+        rotator = torch.nn.utils.parametrizations.orthogonal(rotator)
+        opt = torch.optim.Adam(rotator.parameters())
+        with torch.no_grad():
+            src_vecs = torch.stack([model(torch.tensor([tok(s)["input_ids"]]), output_hidden_states=True)
+                                    .hidden_states[LAYER + 1][0, p] for s, p in zip(sources, positions[1])])
+        enc = tok(bases, return_tensors="pt", padding=True) if len(bases) > 1 else None
+        batch_ids = enc["input_ids"] if enc is not None else torch.tensor([tok(bases[0])["input_ids"]])
+        mask = enc["attention_mask"] if enc is not None else None
+        pad = [int((m == 0).sum()) for m in mask] if mask is not None else [0]
+        tgt = torch.tensor(targets)
+
+        def step():
+            opt.zero_grad()
+
+            def hook(_m, _i, o):
+                hs = o[0] if isinstance(o, tuple) else o
+                rows = torch.arange(hs.shape[0])
+                cols = torch.tensor([pad[r] + positions[0][r] for r in range(hs.shape[0])])
+                base = hs[rows, cols]
+                rb, rs = rotator(base), rotator(src_vecs)
+                mixed = torch.cat([rs[:, :1], rb[:, 1:]], dim=1)
+                patched = mixed @ rotator.weight  # the true inverse of x -> x W^T
+                hs = hs.clone()
+                hs[rows, cols] = patched
+                return (hs,) + tuple(o[1:]) if isinstance(o, tuple) else hs
+
+            h = model.model.layers[LAYER].register_forward_hook(hook)
+            logits = model(batch_ids, attention_mask=mask).logits[:, -1]
+            h.remove()
+            loss = torch.nn.functional.cross_entropy(logits, tgt)
+            loss.backward()
+            opt.step()
+        return step
+
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    step = das_step_fn([PARIS], [RIO], ([POS], [POS]), [brazil])
+    out["das_step_s"] = median_time(step, repeats)
+    bases, sources, bpos, spos = [], [], [], []
+    for i in range(32):
+        a, b = CITIES[i % len(CITIES)], CITIES[(i * 7 + 3) % len(CITIES)]
+        for lst, plist, city in ((bases, bpos, a), (sources, spos, b)):
+            text = f"The city of {city} is in the country of"
+            toks = [tok.decode([t]) for t in tok(text)["input_ids"]]
+            lst.append(text)
+            plist.append(toks.index(" is") - 1)
+    france = tok(" France")["input_ids"][0]
+    step = das_step_fn(bases, sources, (bpos, spos), [france] * 32)
+    out["ravel_step_s"] = median_time(step, min(repeats, 5))
+
+    try:
+        import nnsight  # noqa: F401
+        out["nnsight_das_step_s"] = nnsight_step(tok, repeats, brazil)
+        out["nnsight"] = nnsight.__version__
+    except ImportError:
+        out["nnsight_das_step_s"] = None
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def nnsight_step(tok, repeats, brazil):
+    """One DAS step written as the tutorial writes it, through nnsight."""
+    import nnsight
+    import torch
+
+    model = nnsight.LanguageModel(str(MODEL_DIR), gguf_file=GGUF, dtype=torch.float32, dispatch=True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    d = model.config.hidden_size
+    with torch.no_grad():
+        with model.trace(RIO):
+            hidden = [layer.output[0].save() for layer in model.model.layers]
+    rotator = torch.nn.Linear(d, d, bias=False)
+    torch.nn.init.orthogonal_(rotator.weight)
+    rotator = torch.nn.utils.parametrizations.orthogonal(rotator)
+    opt = torch.optim.Adam(rotator.parameters())
+    target = torch.tensor([brazil])
+
+    def step():
+        opt.zero_grad()
+        with model.trace(PARIS):
+            out0 = model.model.layers[LAYER].output[0]
+            base = out0[:, POS, :].clone()
+            rb, rs = rotator(base), rotator(hidden[LAYER][:, POS, :])
+            patch = torch.cat([rs[:, :1], rb[:, 1:]], dim=1) @ rotator.weight
+            out0[:, POS, :] = patch
+            logits = model.lm_head.output[:, -1, :].save()
+        loss = torch.nn.functional.cross_entropy(logits, target)
+        loss.backward()
+        opt.step()
+
+    return median_time(step, repeats)
+
+
+def first_answer_python():
+    code = (
+        "import torch; from transformers import AutoModelForCausalLM, AutoTokenizer;"
+        f"t=AutoTokenizer.from_pretrained('{MODEL_DIR}', gguf_file='{GGUF}');"
+        f"m=AutoModelForCausalLM.from_pretrained('{MODEL_DIR}', gguf_file='{GGUF}', dtype=torch.float32);"
+        f"p=m(torch.tensor([t('{PARIS}')['input_ids']])).logits[0,-1].softmax(-1);"
+        "v,i=p.topk(3); print([(t.decode([int(j)]), float(x)) for x,j in zip(v,i)])"
+    )
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def first_answer_rust():
+    t = time.perf_counter()
+    subprocess.run([str(BIN), "topk", "--prompt", PARIS, "--k", "3"], check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def rust_bench(repeats):
+    r = subprocess.run([str(BIN), "bench", "--json", "--repeats", str(repeats)], check=True, capture_output=True, text=True)
+    return json.loads(r.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--child", action="store_true")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(python_bench(args.repeats, args.threads)))
+        return
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), RAYON_NUM_THREADS=str(args.threads))
+    rust, py, first_rs, first_py = [], [], [], []
+    for r in range(args.rounds):
+        rust.append(rust_bench(args.repeats))
+        child = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats),
+                                "--threads", str(args.threads)], check=True, capture_output=True, text=True, env=env)
+        py.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        first_rs.append(first_answer_rust())
+        first_py.append(first_answer_python())
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    keys = ["load_s", "tokenizer_s", "forward_s", "patched_forward_s", "das_step_s", "ravel_step_s",
+            "peak_rss_load_forward_mib", "peak_rss_mib"]
+    med = lambda runs, k: statistics.median([x[k] for x in runs if x.get(k) is not None]) if any(x.get(k) is not None for x in runs) else None
+    rows = []
+    for k in keys:
+        a, b = med(rust, k), med(py, k)
+        rows.append((k, a, b, a / b if a and b else None))
+    rows.append(("first_answer_s (process)", statistics.median(first_rs), statistics.median(first_py),
+                 statistics.median(first_rs) / statistics.median(first_py)))
+    nn = med(py, "nnsight_das_step_s")
+    if nn:
+        rows.append(("das_step_s vs nnsight", med(rust, "das_step_s"), nn, med(rust, "das_step_s") / nn))
+    print(f"| measure | Rust ({rust[0]['backend']}) | Python | Rust / Python |")
+    print("|---|---|---|---|")
+    for k, a, b, ratio in rows:
+        fmt = lambda v: "n/a" if v is None else (f"{v:.0f}" if "mib" in k else f"{v:.4f}")
+        print(f"| {k} | {fmt(a)} | {fmt(b)} | {'n/a' if ratio is None else f'{ratio:.2f}x'} |")
+    print(json.dumps({"rust": rust, "python": py, "first_answer_rust": first_rs, "first_answer_python": first_py}))
+
+
+if __name__ == "__main__":
+    main()
