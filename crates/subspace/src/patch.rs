@@ -128,7 +128,11 @@ impl LanguageModel {
             examples
                 .iter()
                 .enumerate()
-                .map(|(r, e)| traced.vector(site, r, source_batch.column(r, e.source_position)).reshape([1, d]))
+                .map(|(r, e)| {
+                    traced
+                        .vector(site, r, source_batch.column(r, e.source_position))
+                        .reshape([1, d])
+                })
                 .collect(),
             0,
         );

@@ -260,7 +260,12 @@ fn a_batch_of_pairs_of_different_lengths_matches_patching_each_alone() {
     let site = Site::block_output(9);
     let pairs = [
         (PARIS, RIO, 3, 3),
-        ("The city of Tokyo is in the country of", "The city of Rio de Janeiro is in the country of", 3, 5),
+        (
+            "The city of Tokyo is in the country of",
+            "The city of Rio de Janeiro is in the country of",
+            3,
+            5,
+        ),
         (LANGUAGE, "The city of Berlin is in the country of", 3, 3),
     ];
     let examples: Vec<subspace::Example> = pairs
@@ -276,7 +281,16 @@ fn a_batch_of_pairs_of_different_lengths_matches_patching_each_alone() {
     let iv = Intervention::random_rotation(lm.hidden_size(), 32, 3, &lm.device()).unwrap();
     let batched = lm.patch_examples(site, &examples, &iv).unwrap();
     for (e, got) in examples.iter().zip(&batched) {
-        let alone = lm.patch(&e.base, &lm.trace(&e.source).unwrap(), site, e.base_position, e.source_position, &iv).unwrap();
+        let alone = lm
+            .patch(
+                &e.base,
+                &lm.trace(&e.source).unwrap(),
+                site,
+                e.base_position,
+                e.source_position,
+                &iv,
+            )
+            .unwrap();
         let diff = common::max_abs_diff(&got.probs, &alone.probs);
         assert!(diff < 1e-4, "{:?}: {diff}", e.base.text);
     }

@@ -92,21 +92,31 @@ pub fn orthogonality_error(m: &[f32], rows: usize, cols: usize) -> f64 {
     worst
 }
 
-/// Completes `first` (`[k, n]`, orthonormal rows) to an orthogonal `[n, n]` matrix whose other
-/// rows are as close as possible to `previous`'s rows `k..n` (Gram–Schmidt of those rows against
-/// the new ones). Used to keep a full rotation after training only its first rows.
+/// The orthogonal `[n, n]` matrix nearest in spirit to `previous` whose first `k` rows are
+/// `first` (`[k, n]`, orthonormal): `previous` times `k` Householder reflections, the `i`-th
+/// mapping row `i` onto `first[i]` while fixing the rows already mapped (both are orthogonal to
+/// them). Exactly orthogonal up to rounding, `O(k n²)`. Used to keep a full rotation after
+/// training only its first rows.
 pub fn complete_rotation(first: &[f64], previous: &[f64], k: usize, n: usize) -> Vec<f64> {
-    let mut m = Vec::with_capacity(n * n);
-    m.extend_from_slice(&first[..k * n]);
-    m.extend_from_slice(&previous[k * n..n * n]);
-    if orthonormalize_rows(&mut m, n, n) {
-        return m;
+    let mut m = previous[..n * n].to_vec();
+    for i in 0..k {
+        let mut target = first[i * n..(i + 1) * n].to_vec();
+        let norm = target.iter().map(|v| v * v).sum::<f64>().sqrt();
+        target.iter_mut().for_each(|v| *v /= norm);
+        let w: Vec<f64> = m[i * n..(i + 1) * n]
+            .iter()
+            .zip(&target)
+            .map(|(r, t)| r - t)
+            .collect();
+        let ww: f64 = w.iter().map(|v| v * v).sum();
+        if ww < 1e-30 {
+            continue;
+        }
+        for row in m.chunks_exact_mut(n) {
+            let dot: f64 = row.iter().zip(&w).map(|(a, b)| a * b).sum();
+            let scale = 2.0 * dot / ww;
+            row.iter_mut().zip(&w).for_each(|(r, wv)| *r -= scale * wv);
+        }
     }
-    // The old complement became dependent (can only happen in degenerate cases): fall back to a
-    // fresh random complement.
-    let mut m = Vec::with_capacity(n * n);
-    m.extend_from_slice(&first[..k * n]);
-    m.extend_from_slice(&random_orthogonal(n, 0)[k * n..]);
-    orthonormalize_rows(&mut m, n, n);
     m
 }

@@ -17,6 +17,12 @@ use crate::readout::to_host;
 
 const TAYLOR_TERMS: usize = 12;
 
+/// Above this bound of `‖A‖₂` the accumulated rotation is folded into the base rows and `L` is
+/// reset to zero ("dynamic trivialisation", Lezcano-Casado 2019, which torch's `base` buffer
+/// exists for): the next steps then need one or two Taylor segments instead of a number that
+/// grows with the distance travelled. Before the first fold the run is exactly torch's.
+pub const REBASE_ABOVE: f64 = 2.0;
+
 /// `‖L.tril(−1)‖_F`, an upper bound of `‖A‖₂`, read on the host.
 pub fn norm_bound(l: &Tensor<2>) -> Result<f64> {
     let s = l.clone().without_autodiff().tril(-1).powi_scalar(2).sum();

@@ -12,7 +12,10 @@
 //! - **Rotated** (the tutorial's full `d × d` rotation): torch's own parametrisation, so a run
 //!   is comparable with PyTorch's. `R = R₀ · exp(L.tril(−1) − L.tril(−1)ᵀ)` with `L` starting at
 //!   zero and Adam on `L`; `exp` is evaluated only on the `N` patched rows (see [`exp_map`]),
-//!   which is all a true-inverse patch depends on. After training the full rotation is rebuilt
+//!   which is all a true-inverse patch depends on. When `A` grows large the accumulated
+//!   rotation is folded into the base rows and `L` restarts at zero (see
+//!   [`exp_map::REBASE_ABOVE`]), so a step's cost does not grow with the distance travelled.
+//!   After training the full rotation is rebuilt
 //!   around the new rows (its other rows are the old ones made orthogonal to them) and cleaned
 //!   by Gram–Schmidt in `f64`, so it is a `d × d` rotation to ~1e-7.
 //! - **Low-rank** (`d × k`) and **boundless**: Adam on the matrix itself, then a QR retraction
@@ -352,7 +355,18 @@ pub fn train(
         // Leaves on the autodiff device; the model and cached states stay plain (constants).
         let (live, leaves) = match &params {
             Params::Exp { base, l } => {
-                let bound = exp_map::norm_bound(l)?;
+                let mut bound = exp_map::norm_bound(l)?;
+                if bound > exp_map::REBASE_ABOVE {
+                    let folded = exp_map::exp_rows(base.clone(), l.clone(), bound);
+                    params = Params::Exp {
+                        base: retract(folded, &device)?,
+                        l: l.zeros_like(),
+                    };
+                    bound = 0.0;
+                }
+                let Params::Exp { base, l } = &params else {
+                    unreachable!()
+                };
                 let leaf = l.clone().autodiff().require_grad();
                 let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound);
                 (frame_intervention(frame), (Some(leaf), None))
