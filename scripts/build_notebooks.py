@@ -300,5 +300,117 @@ println!("saved to {}, reloaded: {} at {}, same prediction: {}", path.display(),
 """),
 ]
 
+RAVEL = [
+    md("""
+# Beyond the tutorial: RAVEL's metrics for DAS and its variants
+
+The tutorial trains DAS on one (Paris, Rio) pair and checks three prompts by eye. Its closing box
+points to RAVEL (Huang et al., ACL 2024), which turns that check into numbers over many cities:
+
+* **Cause**: on prompts about a city's *country*, does the patch make the model give the
+  *source* city's country?
+* **Isolate**: on prompts about the *continent* or the *language*, does the model still give the
+  *base* city's answer?
+* **Disentangle** = (Cause + Isolate) / 2.
+
+Every method is trained on cities and templates of RAVEL's train split and scored on the test
+split (val is kept for choosing settings). Only prompts the model answers right are used, and
+pairs whose two cities share the attribute's value do not count for that attribute.
+
+The methods: residual patching and random-neuron patching (baselines), DAS (a rotation trained
+to move the country), low-rank DAS, boundless DAS, and MDAS, RAVEL's multi-task objective: DAS
+trained on country pairs *and* on continent/language pairs whose answer must not move.
+"""),
+    code(PRELUDE),
+    code("""
+use subspace::{LanguageModel, display::plot};
+use subspace::ravel::{self, Method, RavelData, RunConfig, Split, Role};
+
+let lm = LanguageModel::load_default()?;
+let data = RavelData::load(&RavelData::default_dir())?;
+let probe_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+    RavelData::default_dir().join("../results/ravel_probe_smollm2.json"))?)?;
+let probe: ravel::ProbeReport = serde_json::from_value(probe_json["report"].clone())?;
+println!("{} cities and {} templates in RAVEL's city data", data.cities.len(), data.templates.len());
+println!("probe (scripts: `subspace ravel-probe`): {} prompts tried, {} answered right, {} cities right on all of country, continent and language",
+         probe.tried, probe.known.len(), probe.cities_known_on_all.len());
+for split in Split::ALL {
+    let n = probe.known.iter().filter(|k| data.cities[k.city].split == split).count();
+    println!("  {split:?}: {n} known prompts");
+}
+"""),
+    md("""
+## The pairs
+
+A cause pair: a country prompt about the base city, and the source city's hidden state at its
+last token. Isolate pairs use continent and language prompts as the base.
+"""),
+    code("""
+let sample = ravel::split_examples(&lm, &data, &probe, Split::Train, 6, 0)?;
+for e in sample.iter().take(6) {
+    let ex = &e.example;
+    println!("{:?}\n   base  {:?} (city ends at token {})\n   source {:?} (token {})\n   target {:?}",
+             e.role, ex.base.text, ex.base_position, ex.source.text, ex.source_position, lm.tokenizer.decode_one(ex.target));
+}
+"""),
+    md("""
+## Six methods at layer 9, 16 dimensions
+
+Each trained method takes 60 Adam steps on batches of 32 train pairs.
+"""),
+    code("""
+let methods = [Method::Residual, Method::Neurons, Method::Das, Method::Lowrank, Method::Boundless, Method::Mdas];
+let mut results = Vec::new();
+for m in methods {
+    let mut cfg = RunConfig::new(m, 9);
+    cfg.dims = 16;
+    cfg.steps = 60;
+    cfg.n_train = 128;
+    cfg.n_eval = 120;
+    let r = ravel::methods::run(&lm, &data, &probe, &cfg)?;
+    println!("{:<10} Cause {:.2}  Isolate {:.2}  Disentangle {:.2}   ({} + {} test pairs, trained {:.0} s)",
+             r.method, r.cause, r.isolate, r.disentangle, r.n_cause, r.n_isolate, r.train_seconds);
+    results.push(r);
+}
+let names: Vec<String> = results.iter().map(|r| r.method.clone()).collect();
+plot::grouped_bars("Cause vs Isolate on test pairs (layer 9, 16 dims)", &names, &[
+    ("Cause".to_string(), results.iter().map(|r| r.cause as f32).collect()),
+    ("Isolate".to_string(), results.iter().map(|r| r.isolate as f32).collect()),
+    ("Disentangle".to_string(), results.iter().map(|r| r.disentangle as f32).collect()),
+])?
+"""),
+    md("""
+## Training curves
+"""),
+    code("""
+let trained: Vec<&ravel::RunResult> = results.iter().filter(|r| !r.losses.is_empty()).collect();
+let steps: Vec<f64> = (1..=trained[0].losses.len()).map(|s| s as f64).collect();
+plot::lines("training loss (cross-entropy, batches of 32)", "step", "loss", &steps,
+            &trained.iter().map(|r| (r.method.clone(), r.losses.iter().map(|&l| f64::from(l)).collect())).collect::<Vec<_>>())?
+"""),
+    md("""
+## Disentangle by layer
+
+From the sweep in `data/results/ravel_sweep.jsonl` (made by `scripts/ravel-sweep.sh`; the command
+and settings are recorded in RESULTS.md).
+"""),
+    code("""
+let lines: Vec<serde_json::Value> = std::fs::read_to_string(RavelData::default_dir().join("../results/ravel_sweep.jsonl"))?
+    .lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l)).collect::<Result<_, _>>()?;
+let mut layers: Vec<u64> = lines.iter().filter_map(|v| v["layer"].as_u64()).collect();
+layers.sort(); layers.dedup();
+let xs: Vec<f64> = layers.iter().map(|&l| l as f64).collect();
+let series: Vec<(String, Vec<f64>)> = [("residual", None), ("neurons", Some(16)), ("das", Some(16)), ("mdas", Some(16))]
+    .iter().map(|(m, dims)| {
+        let ys = layers.iter().map(|&l| lines.iter()
+            .find(|v| v["method"] == *m && v["layer"] == l && (dims.is_none() || v["dims"] == dims.unwrap()))
+            .and_then(|v| v["disentangle"].as_f64()).unwrap_or(f64::NAN)).collect();
+        (format!("{m}{}", dims.map(|d| format!(" ({d} dims)")).unwrap_or_default()), ys)
+    }).collect();
+plot::lines("Disentangle on test pairs, by layer", "layer", "Disentangle", &xs, &series)?
+"""),
+]
+
 if __name__ == "__main__":
     write("das_tutorial.ipynb", DAS_TUTORIAL)
+    write("ravel.ipynb", RAVEL)

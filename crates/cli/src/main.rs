@@ -27,6 +27,10 @@ enum Command {
     Das(commands::das::Args),
     /// Time loading, forward passes and training steps (see BENCHMARKS.md).
     Bench(commands::bench::Args),
+    /// Find the RAVEL prompts the model answers right (writes data/results/).
+    RavelProbe(commands::ravel::ProbeArgs),
+    /// RAVEL's Cause / Isolate / Disentangle for one method at one layer.
+    Ravel(commands::ravel::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,8 @@ fn main() -> ExitCode {
         Command::Patch(args) => commands::patch::run(args),
         Command::Das(args) => commands::das::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::RavelProbe(args) => commands::ravel::probe(args),
+        Command::Ravel(args) => commands::ravel::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

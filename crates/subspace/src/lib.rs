@@ -11,6 +11,7 @@ pub mod error;
 pub mod intervention;
 pub mod lm;
 pub mod patch;
+pub mod ravel;
 pub mod readout;
 pub mod run;
 pub mod site;

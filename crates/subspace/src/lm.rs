@@ -114,15 +114,7 @@ impl LanguageModel {
 
     /// The next-token distribution after `prompt`.
     pub fn predict(&self, prompt: &Prompt) -> Result<Prediction> {
-        let batch = self.batch(&[prompt]);
-        let ctx = self.model.context(&batch);
-        let mut h = self.model.embed(batch.ids.clone());
-        for block in &self.model.blocks {
-            h = block.forward(h, &ctx);
-        }
-        // The LM head only at the last position: the others are not needed.
-        let logits = self.model.logits_at(h, batch.seq_len - 1);
-        self.prediction(logits).map(|mut p| p.remove(0))
+        Ok(self.predict_batch(&[prompt])?.remove(0))
     }
 
     /// Next-token distributions from `[batch, vocab]` logits.
@@ -132,5 +124,22 @@ impl LanguageModel {
         Ok((0..b)
             .map(|i| Prediction::new(probs[i * v..(i + 1) * v].to_vec(), self.tokenizer.clone()))
             .collect())
+    }
+}
+
+impl LanguageModel {
+    /// Next-token distributions of several prompts in one (left-padded) forward pass.
+    pub fn predict_batch(&self, prompts: &[&Prompt]) -> Result<Vec<Prediction>> {
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = self.batch(prompts);
+        let ctx = self.model.context(&batch);
+        let mut h = self.model.embed(batch.ids.clone());
+        for block in &self.model.blocks {
+            h = block.forward(h, &ctx);
+        }
+        // The LM head only at the last position: the others are not needed.
+        self.prediction(self.model.logits_at(h, batch.seq_len - 1))
     }
 }

@@ -4,4 +4,5 @@ pub mod bench;
 pub mod common;
 pub mod das;
 pub mod patch;
+pub mod ravel;
 pub mod topk;

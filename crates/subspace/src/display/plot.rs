@@ -41,6 +41,11 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> SubspaceError {
     SubspaceError::Backend(format!("drawing a plot: {e:?}"))
 }
 
+/// Wide enough for the title (plotters' naive font metrics: ~8.5 px a character at 17 px).
+fn width_for(title: &str, min: u32) -> u32 {
+    min.max(title.chars().count() as u32 * 9 + 60)
+}
+
 fn render(
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<()>,
@@ -63,7 +68,7 @@ pub fn grouped_bars(
     series: &[(String, Vec<f32>)],
 ) -> Result<Svg> {
     let n = categories.len().max(1);
-    let width = (120 + 90 * n as u32).clamp(480, 1100);
+    let width = width_for(title, (120 + 90 * n as u32).clamp(480, 1100));
     render((width, 360), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 17))
@@ -162,7 +167,8 @@ pub fn lines(
             .unwrap_or(1.0)
             .max(xs.first().copied().unwrap_or(0.0) + 1.0),
     );
-    render((640, 360), |root| {
+    let integer_x = xs.iter().all(|x| x.fract() == 0.0);
+    render((width_for(title, 640), 360), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 17))
             .margin(12)
@@ -173,6 +179,13 @@ pub fn lines(
         chart
             .configure_mesh()
             .x_desc(x_desc)
+            .x_label_formatter(&|x| {
+                if integer_x {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x:.2}")
+                }
+            })
             .y_desc(y_desc)
             .draw()
             .map_err(plot_err)?;
@@ -229,7 +242,7 @@ pub fn heatmap(
 ) -> Result<Svg> {
     let (rows, cols) = (row_labels.len().max(1), col_labels.len().max(1));
     let height = (90 + 17 * rows as u32).clamp(300, 900);
-    let width = (110 + 72 * cols as u32).clamp(480, 1200);
+    let width = width_for(title, (110 + 72 * cols as u32).clamp(480, 1200));
     render((width, height), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 17))

@@ -1,0 +1,153 @@
+//! `subspace ravel-probe` and `subspace ravel`: RAVEL's Cause / Isolate / Disentangle for one
+//! method at one layer.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args as ClapArgs;
+use subspace::ravel::{self, Method, ProbeReport, RavelData, RunConfig};
+
+use super::common::ModelArgs;
+
+fn default_probe_file() -> PathBuf {
+    let dir = RavelData::default_dir();
+    dir.parent()
+        .unwrap_or(&dir)
+        .join("results/ravel_probe_smollm2.json")
+}
+
+#[derive(ClapArgs, Debug)]
+pub struct ProbeArgs {
+    /// Cities probed per split (evenly spaced through the file).
+    #[arg(long, default_value_t = 600)]
+    pub max_cities: usize,
+    /// Templates per attribute per split (few-shot first).
+    #[arg(long, default_value_t = 4)]
+    pub templates: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Where to write the known prompts.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn probe(args: ProbeArgs) -> Result<()> {
+    let lm = args.model.language_model()?;
+    let data = RavelData::load(&RavelData::default_dir())?;
+    let t = std::time::Instant::now();
+    let report = ravel::probe::probe_dataset(
+        &lm,
+        &data,
+        args.max_cities,
+        args.templates,
+        args.batch,
+        |m| eprintln!("{m}"),
+    )?;
+    let out = args.out.unwrap_or_else(default_probe_file);
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_vec_pretty(&serde_json::json!({
+        "model": lm.name,
+        "max_cities": args.max_cities,
+        "templates_per_attribute": args.templates,
+        "seconds": t.elapsed().as_secs_f64(),
+        "report": report,
+    }))?;
+    subspace::store::write_atomic(&out, &json)?;
+    eprintln!(
+        "{} known prompts of {} tried, {} cities known on all three attributes; wrote {}",
+        report.known.len(),
+        report.tried,
+        report.cities_known_on_all.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// residual, neurons, das, lowrank, boundless or mdas.
+    #[arg(long)]
+    pub method: String,
+    #[arg(long)]
+    pub layer: usize,
+    #[arg(long, default_value_t = 16)]
+    pub dims: usize,
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Cause pairs for training (isolate pairs: half as many per kept attribute).
+    #[arg(long, default_value_t = 256)]
+    pub train_pairs: usize,
+    /// Cause pairs for val and for test.
+    #[arg(long, default_value_t = 200)]
+    pub eval_pairs: usize,
+    /// Known prompts from `subspace ravel-probe`.
+    #[arg(long)]
+    pub probe: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn load_probe(path: Option<PathBuf>) -> Result<ProbeReport> {
+    let path = path.unwrap_or_else(default_probe_file);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {}; run `subspace ravel-probe` first",
+            path.display()
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(serde_json::from_value(v["report"].clone())?)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let lm = args.model.language_model()?;
+    let data = RavelData::load(&RavelData::default_dir())?;
+    let probe = load_probe(args.probe)?;
+    let mut config = RunConfig::new(Method::parse(&args.method)?, args.layer);
+    config.dims = args.dims;
+    config.steps = args.steps;
+    config.seed = args.seed;
+    config.lr = args.lr;
+    config.batch = args.batch;
+    config.n_train = args.train_pairs;
+    config.n_eval = args.eval_pairs;
+    let r = ravel::methods::run(&lm, &data, &probe, &config)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "method": r.method, "layer": r.layer, "dims": r.dims, "cause": r.cause,
+                "isolate": r.isolate, "disentangle": r.disentangle, "n_cause": r.n_cause,
+                "n_isolate": r.n_isolate, "train_seconds": r.train_seconds,
+                "val": r.val, "losses": r.losses,
+            })
+        );
+    } else {
+        println!(
+            "{} at layer {} ({:?} dims): Cause {:.3}  Isolate {:.3}  Disentangle {:.3}  (test: {} cause, {} isolate pairs; val Disentangle {:.3}; trained in {:.1} s)",
+            r.method,
+            r.layer,
+            r.dims,
+            r.cause,
+            r.isolate,
+            r.disentangle,
+            r.n_cause,
+            r.n_isolate,
+            r.val.disentangle,
+            r.train_seconds
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! RAVEL's metrics for an intervention at a site, on (base, source) pairs built from known prompts.
+//!
+//! - **Cause**: on prompts about the country, the patched run answers the *source* city's country.
+//! - **Isolate**: on prompts about the continent or the language, it still gives the *base* city's.
+//! - **Disentangle** = (Cause + Isolate) / 2.
+//!
+//! Pairs whose two cities share the attribute's value do not count for that attribute (the
+//! patch could not show any difference there).
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::data::{Attribute, RavelData, Split};
+use super::probe::{KnownPrompt, ProbeReport, locate};
+use crate::error::{Result, input};
+use crate::intervention::Intervention;
+use crate::lm::LanguageModel;
+use crate::site::Site;
+use crate::train::Example;
+
+/// What a pair is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A country prompt: the patch should bring the source's country.
+    Cause,
+    /// A continent or language prompt: the patch should keep the base's answer.
+    Isolate(Attribute),
+}
+
+/// A (base, source) example with its role.
+#[derive(Debug, Clone)]
+pub struct RavelExample {
+    pub example: Example,
+    pub role: Role,
+}
+
+/// Builds `n` pairs of `role` from `split`: the base is a known prompt of the role's attribute,
+/// the source a known country prompt of another city whose value for that attribute differs.
+pub fn pairs(
+    lm: &LanguageModel,
+    data: &RavelData,
+    probe: &ProbeReport,
+    split: Split,
+    role: Role,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<RavelExample>> {
+    let attribute = match role {
+        Role::Cause => Attribute::Country,
+        Role::Isolate(a) => a,
+    };
+    let of = |a: Attribute| -> Vec<&KnownPrompt> {
+        probe
+            .known
+            .iter()
+            .filter(|k| {
+                data.templates[k.template].attribute == a && data.cities[k.city].split == split
+            })
+            .collect()
+    };
+    let bases = of(attribute);
+    let sources = of(Attribute::Country);
+    if bases.is_empty() || sources.is_empty() {
+        return input(format!(
+            "no known {attribute:?} or Country prompts in the {split:?} split: probe more cities or templates"
+        ));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (role_tag(role) << 32));
+    let mut out = Vec::with_capacity(n);
+    let mut tries = 0;
+    while out.len() < n && tries < n * 50 {
+        tries += 1;
+        let b = bases[rng.random_range(0..bases.len())];
+        let s = sources[rng.random_range(0..sources.len())];
+        let (bc, sc) = (&data.cities[b.city], &data.cities[s.city]);
+        if b.city == s.city || bc.value(attribute) == sc.value(attribute) {
+            continue;
+        }
+        let base_t = &data.templates[b.template];
+        let source_t = &data.templates[s.template];
+        let (Some((base, _)), Some((source, _))) = (
+            locate(lm, base_t, &bc.name)?,
+            locate(lm, source_t, &sc.name)?,
+        ) else {
+            continue;
+        };
+        let target = match role {
+            Role::Cause => super::probe::answer_token(lm, &sc.country)?,
+            Role::Isolate(_) => b.answer,
+        };
+        out.push(RavelExample {
+            example: Example {
+                base,
+                source,
+                base_position: b.position,
+                source_position: s.position,
+                target,
+            },
+            role,
+        });
+    }
+    Ok(out)
+}
+
+fn role_tag(role: Role) -> u64 {
+    match role {
+        Role::Cause => 1,
+        Role::Isolate(Attribute::Continent) => 2,
+        Role::Isolate(Attribute::Language) => 3,
+        Role::Isolate(Attribute::Country) => 4,
+    }
+}
+
+/// A balanced set for one split: `n` cause pairs and `n / 2` isolate pairs per kept attribute.
+pub fn split_examples(
+    lm: &LanguageModel,
+    data: &RavelData,
+    probe: &ProbeReport,
+    split: Split,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<RavelExample>> {
+    let mut all = pairs(lm, data, probe, split, Role::Cause, n, seed)?;
+    for a in [Attribute::Continent, Attribute::Language] {
+        all.extend(pairs(
+            lm,
+            data,
+            probe,
+            split,
+            Role::Isolate(a),
+            n / 2,
+            seed,
+        )?);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    all.shuffle(&mut rng);
+    Ok(all)
+}
+
+/// Cause, Isolate and Disentangle of an intervention on a set of pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    pub cause: f64,
+    pub isolate: f64,
+    pub disentangle: f64,
+    pub n_cause: usize,
+    pub n_isolate: usize,
+}
+
+/// Evaluates `intervention` at `site` on `examples`, `batch` pairs per forward pass.
+pub fn evaluate(
+    lm: &LanguageModel,
+    site: Site,
+    intervention: &Intervention,
+    examples: &[RavelExample],
+    batch: usize,
+) -> Result<Scores> {
+    let (mut cause_hits, mut n_cause, mut iso_hits, mut n_iso) = (0usize, 0usize, 0usize, 0usize);
+    for chunk in examples.chunks(batch.max(1)) {
+        let exs: Vec<Example> = chunk.iter().map(|e| e.example.clone()).collect();
+        let preds = lm.patch_examples(site, &exs, intervention)?;
+        for (e, p) in chunk.iter().zip(preds) {
+            let hit = p.argmax().id == e.example.target;
+            match e.role {
+                Role::Cause => {
+                    n_cause += 1;
+                    cause_hits += usize::from(hit);
+                }
+                Role::Isolate(_) => {
+                    n_iso += 1;
+                    iso_hits += usize::from(hit);
+                }
+            }
+        }
+    }
+    let ratio = |h: usize, n: usize| {
+        if n == 0 {
+            f64::NAN
+        } else {
+            h as f64 / n as f64
+        }
+    };
+    let (cause, isolate) = (ratio(cause_hits, n_cause), ratio(iso_hits, n_iso));
+    Ok(Scores {
+        cause,
+        isolate,
+        disentangle: (cause + isolate) / 2.0,
+        n_cause,
+        n_isolate: n_iso,
+    })
+}

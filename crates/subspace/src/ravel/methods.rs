@@ -1,0 +1,190 @@
+//! The methods compared on RAVEL, each trained on train pairs and scored on test pairs the same way.
+
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::data::{RavelData, Split};
+use super::eval::{Role, Scores, evaluate, split_examples};
+use super::probe::ProbeReport;
+use crate::error::{Result, input};
+use crate::intervention::Intervention;
+use crate::lm::LanguageModel;
+use crate::site::Site;
+use crate::train::{self, DasConfig, Example};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Replace the whole vector.
+    Residual,
+    /// Replace `dims` random coordinates.
+    Neurons,
+    /// DAS: a full rotation, first `dims` rotated coordinates, trained on cause pairs.
+    Das,
+    /// Low-rank DAS: a `d × dims` orthonormal basis, trained on cause pairs.
+    Lowrank,
+    /// Boundless DAS: a full rotation with a learned soft boundary, trained on cause pairs.
+    Boundless,
+    /// Multi-task DAS: a full rotation trained on cause *and* isolate pairs.
+    Mdas,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "residual" => Method::Residual,
+            "neurons" => Method::Neurons,
+            "das" => Method::Das,
+            "lowrank" => Method::Lowrank,
+            "boundless" => Method::Boundless,
+            "mdas" => Method::Mdas,
+            other => {
+                return input(format!(
+                    "unknown method `{other}` (residual, neurons, das, lowrank, boundless, mdas)"
+                ));
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Residual => "residual",
+            Method::Neurons => "neurons",
+            Method::Das => "das",
+            Method::Lowrank => "lowrank",
+            Method::Boundless => "boundless",
+            Method::Mdas => "mdas",
+        }
+    }
+
+    pub fn trained(self) -> bool {
+        matches!(
+            self,
+            Method::Das | Method::Lowrank | Method::Boundless | Method::Mdas
+        )
+    }
+}
+
+/// Settings of one RAVEL run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub method: Method,
+    pub layer: usize,
+    pub dims: usize,
+    pub steps: usize,
+    pub seed: u64,
+    /// `None`: 1e-3 for rotations (torch's parametrisation moves fast), 1e-2 for low-rank.
+    pub lr: Option<f64>,
+    pub batch: usize,
+    /// Cause pairs per split (isolate pairs: half as many per kept attribute).
+    pub n_train: usize,
+    pub n_eval: usize,
+}
+
+impl RunConfig {
+    pub fn new(method: Method, layer: usize) -> Self {
+        RunConfig {
+            method,
+            layer,
+            dims: 16,
+            steps: 100,
+            seed: 0,
+            lr: None,
+            batch: 32,
+            n_train: 256,
+            n_eval: 200,
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    pub method: String,
+    pub layer: usize,
+    pub dims: Option<usize>,
+    pub cause: f64,
+    pub isolate: f64,
+    pub disentangle: f64,
+    pub n_cause: usize,
+    pub n_isolate: usize,
+    pub train_seconds: f64,
+    pub losses: Vec<f32>,
+    /// Scores on val (for choosing settings; test is only reported).
+    pub val: Scores,
+}
+
+/// Trains (if the method learns) on train pairs, scores on val and test pairs.
+pub fn run(
+    lm: &LanguageModel,
+    data: &RavelData,
+    probe: &ProbeReport,
+    config: &RunConfig,
+) -> Result<RunResult> {
+    let d = lm.hidden_size();
+    let device = lm.device();
+    let site = Site::block_output(config.layer);
+    site.check(lm.n_layers())?;
+    if config.method != Method::Residual && (config.dims == 0 || config.dims > d) {
+        return input(format!("--dims must be between 1 and {d}"));
+    }
+    let mut intervention = match config.method {
+        Method::Residual => Intervention::Replace,
+        Method::Neurons => {
+            let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+            let mut idx = sample(&mut rng, d, config.dims).into_vec();
+            idx.sort_unstable();
+            Intervention::Neurons(idx)
+        }
+        Method::Das | Method::Mdas => {
+            Intervention::random_rotation(d, config.dims, config.seed, &device)?
+        }
+        Method::Lowrank => Intervention::random_low_rank(d, config.dims, config.seed, &device)?,
+        Method::Boundless => {
+            Intervention::random_boundless(d, config.dims as f32 / d as f32, config.seed, &device)?
+        }
+    };
+    let mut losses = Vec::new();
+    let start = Instant::now();
+    if config.method.trained() {
+        let train_set = split_examples(lm, data, probe, Split::Train, config.n_train, config.seed)?;
+        let examples: Vec<Example> = train_set
+            .iter()
+            .filter(|e| config.method == Method::Mdas || e.role == Role::Cause)
+            .map(|e| e.example.clone())
+            .collect();
+        let lr = config.lr.unwrap_or(if config.method == Method::Lowrank {
+            1e-2
+        } else {
+            1e-3
+        });
+        let das = DasConfig::new(site, config.steps)
+            .with_lr(lr)
+            .with_batch_size(config.batch)
+            .with_seed(config.seed);
+        let report = train::train(lm, &mut intervention, &examples, &das, |_| {})?;
+        losses = report.losses;
+    }
+    let train_seconds = start.elapsed().as_secs_f64();
+    let val_set = split_examples(lm, data, probe, Split::Val, config.n_eval, config.seed + 1)?;
+    let test_set = split_examples(lm, data, probe, Split::Test, config.n_eval, config.seed + 2)?;
+    let val = evaluate(lm, site, &intervention, &val_set, config.batch)?;
+    let test = evaluate(lm, site, &intervention, &test_set, config.batch)?;
+    Ok(RunResult {
+        method: config.method.name().into(),
+        layer: config.layer,
+        dims: (config.method != Method::Residual).then_some(config.dims),
+        cause: test.cause,
+        isolate: test.isolate,
+        disentangle: test.disentangle,
+        n_cause: test.n_cause,
+        n_isolate: test.n_isolate,
+        train_seconds,
+        losses,
+        val,
+    })
+}
