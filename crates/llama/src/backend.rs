@@ -10,6 +10,8 @@ pub enum Backend {
     /// burn's pure-Rust CPU backend (the default: fastest measured here, no system library).
     #[default]
     Flex,
+    /// burn's ndarray CPU backend (`--features ndarray`; deprecated upstream, kept for comparison).
+    NdArray,
     /// LibTorch on the CPU (`--features tch`).
     LibTorchCpu,
     /// LibTorch on CUDA device 0 (`--features tch`, a CUDA build of torch, a GPU).
@@ -20,10 +22,11 @@ impl Backend {
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "flex" | "cpu" => Ok(Backend::Flex),
+            "ndarray" => Ok(Backend::NdArray),
             "tch" | "libtorch" | "tch-cpu" => Ok(Backend::LibTorchCpu),
             "cuda" | "tch-cuda" => Ok(Backend::LibTorchCuda),
             other => Err(LlamaError::Input(format!(
-                "unknown backend `{other}`; choose flex, tch (LibTorch CPU) or cuda (LibTorch CUDA)"
+                "unknown backend `{other}`; choose flex, ndarray, tch (LibTorch CPU) or cuda (LibTorch CUDA)"
             ))),
         }
     }
@@ -31,6 +34,7 @@ impl Backend {
     pub fn name(self) -> &'static str {
         match self {
             Backend::Flex => "flex",
+            Backend::NdArray => "ndarray",
             Backend::LibTorchCpu => "tch",
             Backend::LibTorchCuda => "cuda",
         }
@@ -48,9 +52,16 @@ impl Backend {
             #[cfg(feature = "tch")]
             #[allow(deprecated)]
             Backend::LibTorchCuda => Ok(Device::libtorch_cuda(0)),
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            Backend::NdArray => Ok(Device::ndarray()),
+            #[cfg(not(feature = "ndarray"))]
+            Backend::NdArray => Err(LlamaError::Input(
+                "backend `ndarray` needs a build with `--features ndarray`".into(),
+            )),
             #[cfg(not(feature = "tch"))]
             _ => Err(LlamaError::Input(format!(
-                "backend `{}` needs LibTorch: build with `--features tch` (see README, section LibTorch)",
+                "backend `{}` needs LibTorch: build with `--features tch` (see README, section Backends)",
                 self.name()
             ))),
         }

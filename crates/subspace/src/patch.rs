@@ -57,6 +57,7 @@ impl LanguageModel {
         source_position: usize,
         intervention: &Intervention,
     ) -> Result<Prediction> {
+        base.check_position(base_position, "base")?;
         let vector = source.vector(site, source_position)?;
         self.patch_many(
             base,

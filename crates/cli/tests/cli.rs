@@ -1,0 +1,165 @@
+//! The `subspace` binary as a user meets it: JSON shapes, and one clear line (no backtrace, exit
+//! code 1) for each mistake.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Output};
+
+const PARIS: &str = "The city of Paris is in the country of";
+const RIO: &str = "The city of Rio is in the country of";
+
+fn subspace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_subspace"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(
+        text.trim().lines().count(),
+        1,
+        "exactly one JSON object: {text}"
+    );
+    serde_json::from_str(&text).unwrap()
+}
+
+fn fails_with(out: &Output, needles: &[&str]) {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in stderr: {err}");
+    }
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn topk_json_has_the_promised_shape_and_france_first() {
+    let v = json(&subspace(&[
+        "topk", "--prompt", PARIS, "--k", "3", "--json",
+    ]));
+    assert_eq!(v["prompt"], PARIS);
+    assert_eq!(v["token_ids"].as_array().unwrap().len(), 9);
+    assert_eq!(v["tokens"][3], " Paris");
+    let top = v["topk"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    assert_eq!(top[0]["token"], " France");
+    let p = top[0]["prob"].as_f64().unwrap();
+    assert!((p - 0.76).abs() < 0.01, "{p}");
+    assert!(top[0]["id"].as_u64().is_some());
+}
+
+#[test]
+fn patch_json_moves_paris_to_brazil() {
+    let v = json(&subspace(&[
+        "patch",
+        "--base",
+        PARIS,
+        "--source",
+        RIO,
+        "--layer",
+        "9",
+        "--position",
+        "3",
+        "--json",
+    ]));
+    assert_eq!(v["base_topk"][0]["token"], " France");
+    assert_eq!(v["patched_topk"][0]["token"], " Brazil");
+}
+
+#[test]
+fn mistakes_get_one_clear_line() {
+    fails_with(
+        &subspace(&[
+            "topk",
+            "--prompt",
+            "x",
+            "--model",
+            "/nonexistent/model.gguf",
+        ]),
+        &["does not exist", "scripts/setup.sh"],
+    );
+    fails_with(
+        &subspace(&[
+            "patch",
+            "--base",
+            PARIS,
+            "--source",
+            RIO,
+            "--layer",
+            "30",
+            "--position",
+            "3",
+        ]),
+        &["layer 30", "0 to 29"],
+    );
+    fails_with(
+        &subspace(&[
+            "patch",
+            "--base",
+            PARIS,
+            "--source",
+            RIO,
+            "--layer",
+            "9",
+            "--position",
+            "9",
+        ]),
+        &["position 9", "base"],
+    );
+    fails_with(
+        &subspace(&[
+            "patch",
+            "--base",
+            PARIS,
+            "--source",
+            RIO,
+            "--layer",
+            "9",
+            "--position",
+            "3",
+            "--dims",
+            "600",
+        ]),
+        &["600"],
+    );
+    fails_with(
+        &subspace(&[
+            "das",
+            "--base",
+            PARIS,
+            "--source",
+            RIO,
+            "--target",
+            " Ouagadougou",
+            "--layer",
+            "9",
+            "--position",
+            "3",
+            "--dims",
+            "1",
+            "--steps",
+            "1",
+        ]),
+        &["tokens", "one token"],
+    );
+    fails_with(&subspace(&["topk", "--prompt", ""]), &["empty"]);
+    fails_with(
+        &subspace(&["topk", "--prompt", "x", "--backend", "tpu"]),
+        &["unknown backend"],
+    );
+}
