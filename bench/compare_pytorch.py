@@ -146,9 +146,11 @@ def nnsight_step(tok, repeats, brazil):
     for p in model.parameters():
         p.requires_grad_(False)
     d = model.config.hidden_size
+    # transformers 5 decoder layers return the hidden states themselves (the tutorial, written
+    # for transformers 4, indexes a tuple with [0]).
     with torch.no_grad():
         with model.trace(RIO):
-            hidden = [layer.output[0].save() for layer in model.model.layers]
+            source_hidden = model.model.layers[LAYER].output.save()
     rotator = torch.nn.Linear(d, d, bias=False)
     torch.nn.init.orthogonal_(rotator.weight)
     rotator = torch.nn.utils.parametrizations.orthogonal(rotator)
@@ -158,9 +160,9 @@ def nnsight_step(tok, repeats, brazil):
     def step():
         opt.zero_grad()
         with model.trace(PARIS):
-            out0 = model.model.layers[LAYER].output[0]
+            out0 = model.model.layers[LAYER].output
             base = out0[:, POS, :].clone()
-            rb, rs = rotator(base), rotator(hidden[LAYER][:, POS, :])
+            rb, rs = rotator(base), rotator(source_hidden[:, POS, :])
             patch = torch.cat([rs[:, :1], rb[:, 1:]], dim=1) @ rotator.weight
             out0[:, POS, :] = patch
             logits = model.lm_head.output[:, -1, :].save()

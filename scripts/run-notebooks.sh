@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# Executes notebooks in place with the Rust kernel (headless), failing on any error (a compile
-# error or a panic), and writes an HTML copy next to each.
-#   scripts/run-notebooks.sh [notebooks/das_tutorial.ipynb ...]
+# Executes notebooks with the Rust kernel (headless), failing on any error: a compile error, a
+# panic (the notebooks set `:preserve_vars_on_panic 0`, so a panic is an error) or an Err.
+#   scripts/run-notebooks.sh [--check] [notebooks/das_tutorial.ipynb ...]
+# Without --check each notebook is written back with its outputs, plus an HTML copy in
+# notebooks/html/. With --check (CI) the executed copy goes to notebooks/*.check.ipynb
+# (git-ignored) and the committed notebooks are left as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export JUPYTER_PATH="$PWD/.venv/share/jupyter"
-# evcxr's compiled dependencies survive kernel restarts here (its :cache), and across runs.
-export EVCXR_CACHE_DIR="${EVCXR_CACHE_DIR:-$HOME/.cache/evcxr}"
+check=0
+if [[ "${1:-}" == "--check" ]]; then check=1; shift; fi
 nbs=("$@")
-[[ ${#nbs[@]} -gt 0 ]] || nbs=(notebooks/*.ipynb)
+[[ ${#nbs[@]} -gt 0 ]] || nbs=(notebooks/das_tutorial.ipynb notebooks/ravel.ipynb)
 for nb in "${nbs[@]}"; do
   echo "== executing $nb"
   start=$(date +%s)
-  # A failing cell (compile error, panic, Err) raises here and stops the script.
-  .venv/bin/jupyter nbconvert --to notebook --execute --inplace \
+  if [[ $check == 1 ]]; then
+    out=(--output "$(basename "${nb%.ipynb}").check.ipynb")
+  else
+    out=(--inplace)
+  fi
+  # The kernel starts in the notebook's folder, so `:dep ../crates/subspace` resolves.
+  .venv/bin/jupyter nbconvert --to notebook --execute "${out[@]}" \
     --ExecutePreprocessor.kernel_name=rust --ExecutePreprocessor.timeout=3600 \
     --ExecutePreprocessor.startup_timeout=120 "$nb"
-  .venv/bin/jupyter nbconvert --to html "$nb" --output-dir notebooks/html >/dev/null 2>&1
+  if [[ $check == 0 ]]; then
+    .venv/bin/jupyter nbconvert --to html "$nb" --output-dir notebooks/html >/dev/null 2>&1
+  fi
   echo "== $nb executed in $(( $(date +%s) - start )) s"
 done

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: fetches the default model and PyPI torch (for the LibTorch
-# backend test), then the workspace tests in release mode, then the LibTorch comparison.
+# backend test), runs the workspace tests in release mode, the LibTorch comparison, and then
+# executes every notebook with the Rust kernel (installing evcxr_jupyter and JupyterLab first).
+# SUBSPACE_SKIP_NOTEBOOKS=1 skips the notebooks (they add ~20 minutes on a cold machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -12,6 +14,14 @@ echo "== cargo test (flex backend) =="
 cargo test --release --workspace
 
 echo "== cargo test --features tch (LibTorch CPU vs flex) =="
-# shellcheck source=scripts/tch-env.sh
-. scripts/tch-env.sh
-cargo test --release -p llama --features tch --test backends
+(
+  # shellcheck source=scripts/tch-env.sh
+  . scripts/tch-env.sh
+  cargo test --release -p llama --features tch --test backends
+)
+
+if [[ "${SUBSPACE_SKIP_NOTEBOOKS:-0}" != 1 ]]; then
+  echo "== notebooks (Rust kernel) =="
+  scripts/install-kernel.sh
+  scripts/run-notebooks.sh --check
+fi

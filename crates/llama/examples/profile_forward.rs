@@ -13,12 +13,12 @@ fn main() {
         .tokenizer
         .encode("The city of Paris is in the country of")
         .unwrap();
-    let batch = TokenBatch::new(&[ids.clone()], 0, &device);
+    let batch = TokenBatch::new(std::slice::from_ref(&ids), 0, &device);
     let model = &loaded.model;
     let sync = |t: &burn::tensor::Tensor<3>| {
         let _ = t.clone().narrow(2, 0, 1).into_data();
     };
-    for round in 0..3 {
+    for round in 0..30 {
         let t0 = Instant::now();
         let ctx = model.context(&batch);
         let mut h = model.embed(batch.ids.clone());
