@@ -17,13 +17,25 @@ fn bench(name: &str, flops: f64, f: impl Fn() -> Tensor<2>) {
 
 fn main() {
     let device = Device::flex();
-    for (m, k, n) in [(9, 576, 1536), (9, 1536, 576), (9, 576, 576), (6, 576, 1536), (1, 576, 49152)] {
+    for (m, k, n) in [
+        (9, 576, 1536),
+        (9, 1536, 576),
+        (9, 576, 576),
+        (6, 576, 1536),
+        (1, 576, 49152),
+    ] {
         let x: Tensor<2> = Tensor::random([m, k], Distribution::Normal(0.0, 1.0), &device);
         let w: Tensor<2> = Tensor::random([k, n], Distribution::Normal(0.0, 1.0), &device);
         let w_hf: Tensor<2> = Tensor::random([n, k], Distribution::Normal(0.0, 1.0), &device);
         let flops = 2.0 * (m * k * n) as f64;
-        bench(&format!("x[{m},{k}] @ W[{k},{n}]"), flops, || x.clone().matmul(w.clone()));
-        bench(&format!("(W_hf[{n},{k}] @ xT)T"), flops, || w_hf.clone().matmul(x.clone().transpose()).transpose());
-        bench(&format!("x @ W_hf^T (view)"), flops, || x.clone().matmul(w_hf.clone().transpose()));
+        bench(&format!("x[{m},{k}] @ W[{k},{n}]"), flops, || {
+            x.clone().matmul(w.clone())
+        });
+        bench(&format!("(W_hf[{n},{k}] @ xT)T"), flops, || {
+            w_hf.clone().matmul(x.clone().transpose()).transpose()
+        });
+        bench(&format!("x @ W_hf^T (view)"), flops, || {
+            x.clone().matmul(w_hf.clone().transpose())
+        });
     }
 }

@@ -45,6 +45,7 @@ fn last_position_logits_match_transformers() {
         let got = common::to_vec(logits);
         let (_, reference) = &want[&format!("logits.{i}")];
         let diff = common::max_abs_diff(&got, reference);
+        eprintln!("{text:?}: max |logit diff| vs transformers {diff:.2e}");
         assert!(diff <= 2e-3, "{text:?}: max |diff| {diff}");
         assert_eq!(
             common::top_k(&got, 10),
