@@ -24,4 +24,6 @@ if [[ "${SUBSPACE_SKIP_NOTEBOOKS:-0}" != 1 ]]; then
   echo "== notebooks (Rust kernel) =="
   scripts/install-kernel.sh
   scripts/run-notebooks.sh --check
+  echo "== browser test (JupyterLab + headless Chromium) =="
+  scripts/browser-test.sh
 fi

@@ -5,7 +5,8 @@
 //   node tests/browser/run.mjs            (after scripts/setup.sh; needs Debian's chromium)
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -16,10 +17,25 @@ const port = 8899;
 const token = "subspace-browser-test";
 const minutes = (m) => m * 60 * 1000;
 
+// Fresh user settings: render every cell (JupyterLab 4 otherwise only renders the cells in view,
+// so plots below the fold are not in the page), no autosave (the committed notebook must stay as
+// it is), no news prompt.
+const settings = mkdtempSync(path.join(os.tmpdir(), "subspace-lab-settings-"));
+const put = (plugin, value) => {
+  const [pkg, name] = plugin.split(":");
+  mkdirSync(path.join(settings, pkg), { recursive: true });
+  writeFileSync(path.join(settings, pkg, `${name}.jupyterlab-settings`), JSON.stringify(value));
+};
+put("@jupyterlab/notebook-extension:tracker", { windowingMode: "none" });
+put("@jupyterlab/docmanager-extension:plugin", { autosave: false });
+put("@jupyterlab/apputils-extension:notification", { fetchNews: "false", checkForUpdates: false });
+const workspaces = mkdtempSync(path.join(os.tmpdir(), "subspace-lab-workspaces-"));
+
 const lab = spawn(path.join(root, ".venv/bin/jupyter"), [
   "lab", "--no-browser", `--port=${port}`, "--ServerApp.ip=127.0.0.1", `--IdentityProvider.token=${token}`,
-  `--notebook-dir=${path.join(root, "notebooks")}`, "--ServerApp.disable_check_xsrf=True",
-], { env: { ...process.env, JUPYTER_PATH: path.join(root, ".venv/share/jupyter") }, stdio: ["ignore", "pipe", "pipe"] });
+  `--notebook-dir=${path.join(root, "notebooks")}`, "--ServerApp.disable_check_xsrf=True", "--allow-root",
+], { env: { ...process.env, JUPYTER_PATH: path.join(root, ".venv/share/jupyter"),
+         JUPYTERLAB_SETTINGS_DIR: settings, JUPYTERLAB_WORKSPACES_DIR: workspaces }, stdio: ["ignore", "pipe", "pipe"] });
 let labLog = "";
 lab.stdout.on("data", (d) => (labLog += d));
 lab.stderr.on("data", (d) => (labLog += d));
@@ -36,15 +52,14 @@ async function waitForServer() {
 }
 
 let failed = false;
-const browser = await (async () => {
+let browser = null;
+try {
   await waitForServer();
-  return chromium.launch({
+  browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
-})();
-try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   await page.goto(`http://127.0.0.1:${port}/lab/tree/das_tutorial.ipynb?token=${token}`);
   await page.waitForSelector(".jp-Notebook", { timeout: minutes(2) });
@@ -61,11 +76,14 @@ try {
     null, { timeout: minutes(25), polling: 2000 });
   const errors = await page.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']").allInnerTexts();
   const panics = errors.filter((t) => /panicked|Error:/.test(t));
-  const svgs = await page.locator(".jp-RenderedSVG svg, .jp-RenderedImage svg, .jp-OutputArea-output svg").count();
-  await page.screenshot({ path: path.join(artifacts, "das_tutorial.png"), fullPage: false });
-  // Scroll to the training plot and keep a second screenshot.
-  await page.locator("text=DAS training loss").first().scrollIntoViewIfNeeded().catch(() => {});
-  await page.screenshot({ path: path.join(artifacts, "das_tutorial_training.png") });
+  // JupyterLab renders image/svg+xml outputs as an <img> inside .jp-RenderedSVG.
+  const svgs = await page.locator(".jp-RenderedSVG").count();
+  // Screenshots of the first patch plot and of the layer sweep, as a reader sees them.
+  const plots = page.locator(".jp-RenderedSVG");
+  await plots.nth(0).scrollIntoViewIfNeeded();
+  await page.screenshot({ path: path.join(artifacts, "das_tutorial.png") });
+  await plots.nth(3).scrollIntoViewIfNeeded();
+  await page.screenshot({ path: path.join(artifacts, "das_tutorial_sweep.png") });
   console.log(`plots rendered: ${svgs}; error outputs: ${panics.length}`);
   if (svgs < 11) { console.error("expected at least 11 rendered plots"); failed = true; }
   if (panics.length > 0) { console.error(panics.join("\n")); failed = true; }
@@ -73,7 +91,7 @@ try {
   console.error(e);
   failed = true;
 } finally {
-  await browser.close();
+  if (browser) await browser.close();
   lab.kill("SIGTERM");
 }
 console.log(failed ? "0 passed, 1 failed" : "1 passed, 0 failed");
