@@ -34,7 +34,7 @@ fn main() {
         bench(&format!("(W_hf[{n},{k}] @ xT)T"), flops, || {
             w_hf.clone().matmul(x.clone().transpose()).transpose()
         });
-        bench(&format!("x @ W_hf^T (view)"), flops, || {
+        bench("x @ W_hf^T (view)", flops, || {
             x.clone().matmul(w_hf.clone().transpose())
         });
     }

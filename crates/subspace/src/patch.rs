@@ -103,6 +103,30 @@ impl LanguageModel {
 }
 
 impl LanguageModel {
+    /// The source vector of each example at `site` (its source prompt, its source position),
+    /// from one batched forward of the source prompts up to the site's layer.
+    ///
+    /// # Shapes
+    /// - output: `[examples, hidden]`
+    pub fn source_vectors(&self, site: Site, examples: &[crate::train::Example]) -> Tensor<2> {
+        let d = self.hidden_size();
+        let sources: Vec<&Prompt> = examples.iter().map(|e| &e.source).collect();
+        let batch = self.batch(&sources);
+        let traced = run::trace_until(&self.model, &batch, site.layer);
+        Tensor::cat(
+            examples
+                .iter()
+                .enumerate()
+                .map(|(r, e)| {
+                    traced
+                        .vector(site, r, batch.column(r, e.source_position))
+                        .reshape([1, d])
+                })
+                .collect(),
+            0,
+        )
+    }
+
     /// Patches a batch of (base, source) pairs in one forward pass (left-padded), each at its own
     /// positions: the next-token distribution of every patched base. The examples' targets are
     /// not used.
@@ -121,22 +145,7 @@ impl LanguageModel {
             e.base.check_position(e.base_position, "base")?;
             e.source.check_position(e.source_position, "source")?;
         }
-        let d = self.hidden_size();
-        let sources: Vec<&Prompt> = examples.iter().map(|e| &e.source).collect();
-        let source_batch = self.batch(&sources);
-        let traced = run::trace_until(&self.model, &source_batch, site.layer);
-        let source = Tensor::cat(
-            examples
-                .iter()
-                .enumerate()
-                .map(|(r, e)| {
-                    traced
-                        .vector(site, r, source_batch.column(r, e.source_position))
-                        .reshape([1, d])
-                })
-                .collect(),
-            0,
-        );
+        let source = self.source_vectors(site, examples);
         let bases: Vec<&Prompt> = examples.iter().map(|e| &e.base).collect();
         let batch = self.batch(&bases);
         let edit = Edit {

@@ -44,16 +44,7 @@ pub fn snapshot(repo: &str) -> Result<PathBuf> {
     get("tokenizer.json")?;
     match get("model.safetensors.index.json") {
         Ok(index) => {
-            #[derive(serde::Deserialize)]
-            struct Index {
-                weight_map: std::collections::HashMap<String, String>,
-            }
-            let text = std::fs::read_to_string(&index).map_err(|e| LlamaError::io(&index, e))?;
-            let parsed: Index =
-                serde_json::from_str(&text).map_err(|e| hub_err(format!("bad index: {e}")))?;
-            let mut shards: Vec<String> = parsed.weight_map.into_values().collect();
-            shards.sort();
-            shards.dedup();
+            let shards = crate::load::safetensors::shard_names(&index)?;
             for shard in shards {
                 get(&shard)?;
             }

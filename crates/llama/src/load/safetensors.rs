@@ -26,22 +26,28 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
     Ok(config)
 }
 
+/// The shard file names listed in a `model.safetensors.index.json`, sorted and deduplicated.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: HashMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).map_err(|e| LlamaError::io(index, e))?;
+    let parsed: Index = serde_json::from_str(&text).map_err(|e| LlamaError::Safetensors {
+        path: index.to_path_buf(),
+        reason: format!("invalid index: {e}"),
+    })?;
+    let mut files: Vec<String> = parsed.weight_map.into_values().collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
 /// The safetensors files of a checkpoint directory, sharded or not.
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        #[derive(serde::Deserialize)]
-        struct Index {
-            weight_map: HashMap<String, String>,
-        }
-        let text = std::fs::read_to_string(&index).map_err(|e| LlamaError::io(&index, e))?;
-        let parsed: Index = serde_json::from_str(&text).map_err(|e| LlamaError::Safetensors {
-            path: index.clone(),
-            reason: format!("invalid index: {e}"),
-        })?;
-        let mut files: Vec<String> = parsed.weight_map.into_values().collect();
-        files.sort();
-        files.dedup();
+        let files = shard_names(&index)?;
         files
             .into_iter()
             .map(|f| {

@@ -271,25 +271,8 @@ fn prepare(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Prepa
     let model = &lm.model;
     let device = lm.device();
     let bases: Vec<&Prompt> = examples.iter().map(|e| &e.base).collect();
-    let sources: Vec<&Prompt> = examples.iter().map(|e| &e.source).collect();
     let base_batch = lm.batch(&bases);
-    let source_batch = lm.batch(&sources);
-
-    // Source vectors at the site: one forward of the source prompts up to the site's layer.
-    let src_trace = crate::run::trace_until(model, &source_batch, site.layer);
-    let d = model.hidden_size();
-    let source = Tensor::cat(
-        examples
-            .iter()
-            .enumerate()
-            .map(|(r, e)| {
-                src_trace
-                    .vector(site, r, source_batch.column(r, e.source_position))
-                    .reshape([1, d])
-            })
-            .collect(),
-        0,
-    );
+    let source = lm.source_vectors(site, examples);
 
     // Base stream entering the site's block.
     let ctx = model.context(&base_batch);

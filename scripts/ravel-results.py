@@ -1,0 +1,41 @@
+"""Prints the RAVEL tables of RESULTS.md from data/results/ravel_sweep.jsonl.
+    python3 scripts/ravel-results.py
+"""
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+runs = [json.loads(l) for l in (ROOT / "data/results/ravel_sweep.jsonl").read_text().splitlines() if l.strip()]
+
+
+def fmt(v):
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+print("### By layer (16 dims for neurons, DAS and MDAS), test split\n")
+print("| layer | method | Cause | Isolate | Disentangle | val Disentangle | train s |")
+print("|---|---|---|---|---|---|---|")
+for r in sorted(runs, key=lambda r: (r["layer"], ["residual", "neurons", "das", "lowrank", "boundless", "mdas"].index(r["method"]), r["dims"] or 0)):
+    if r["method"] != "residual" and r["dims"] != 16:
+        continue
+    print(f"| {r['layer']} | {r['method']} | {fmt(r['cause'])} | {fmt(r['isolate'])} | {fmt(r['disentangle'])} | "
+          f"{fmt(r['val']['disentangle'])} | {r['train_seconds']:.0f} |")
+
+print("\n### By dims at layer 9, test split\n")
+print("| method | dims | Cause | Isolate | Disentangle | val Disentangle | train s |")
+print("|---|---|---|---|---|---|---|")
+for r in sorted(runs, key=lambda r: (r["method"], r["dims"] or 0)):
+    if r["layer"] == 9 and r["method"] in ("das", "mdas"):
+        print(f"| {r['method']} | {r['dims']} | {fmt(r['cause'])} | {fmt(r['isolate'])} | {fmt(r['disentangle'])} | "
+              f"{fmt(r['val']['disentangle'])} | {r['train_seconds']:.0f} |")
+
+print("\n### Best layer per method, chosen on val, reported on test\n")
+print("| method | layer (by val) | dims | Cause | Isolate | Disentangle |")
+print("|---|---|---|---|---|---|")
+for m in ["residual", "neurons", "das", "lowrank", "boundless", "mdas"]:
+    cand = [r for r in runs if r["method"] == m]
+    if not cand:
+        continue
+    best = max(cand, key=lambda r: r["val"]["disentangle"])
+    print(f"| {m} | {best['layer']} | {best['dims'] if best['dims'] is not None else '-'} | {fmt(best['cause'])} | "
+          f"{fmt(best['isolate'])} | {fmt(best['disentangle'])} |")
