@@ -29,6 +29,11 @@ pub enum SubspaceError {
         last_good: usize,
     },
 
+    #[error(
+        "training diverged at step {step}: {what}; the intervention keeps the weights of the step before. Lower the learning rate"
+    )]
+    Diverged { step: usize, what: String },
+
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,

@@ -23,6 +23,11 @@ const TAYLOR_TERMS: usize = 12;
 /// grows with the distance travelled. Before the first fold the run is exactly torch's.
 pub const REBASE_ABOVE: f64 = 2.0;
 
+/// A bound this large right after a step means the learning rate is absurd (Adam moves each
+/// entry of `L` by about `lr` a step, so `‖A‖` grows by at most ~`lr · d`): training stops
+/// instead of evaluating thousands of Taylor segments.
+pub const MAX_STEP_BOUND: f64 = 64.0;
+
 /// `‖L.tril(−1)‖_F`, an upper bound of `‖A‖₂`, read on the host.
 pub fn norm_bound(l: &Tensor<2>) -> Result<f64> {
     let s = l.clone().without_autodiff().tril(-1).powi_scalar(2).sum();

@@ -331,6 +331,7 @@ pub fn train(
         Params::Boundless(r, b) => (AdamState::new(r), Some(AdamState::new(b))),
     };
     let mut losses = Vec::with_capacity(config.steps);
+    let mut last_good: Option<Params> = None;
     let start = Instant::now();
     for step in 0..config.steps {
         let batch = &objective.batches[step % objective.batches.len()];
@@ -339,6 +340,17 @@ pub fn train(
         let (live, leaves) = match &params {
             Params::Exp { base, l } => {
                 let mut bound = exp_map::norm_bound(l)?;
+                if !bound.is_finite() || bound > exp_map::MAX_STEP_BOUND {
+                    // One Adam step moved the rotation absurdly far: the learning rate is far
+                    // too large. Stop with the last good rotation.
+                    if let Some(good) = &last_good {
+                        set_params(intervention, good, temperature)?;
+                    }
+                    return Err(SubspaceError::Diverged {
+                        step: step + 1,
+                        what: format!("the rotation's generator reached ‖A‖ ≈ {bound:.3e}"),
+                    });
+                }
                 if bound > exp_map::REBASE_ABOVE {
                     let folded = exp_map::exp_rows(base.clone(), l.clone(), bound);
                     params = Params::Exp {
@@ -372,7 +384,11 @@ pub fn train(
         let loss = objective.loss_tensor(&live, batch);
         let value = to_host(loss.clone().without_autodiff())?[0];
         if !value.is_finite() {
-            set_params(intervention, &params, temperature)?;
+            // The current parameters gave a non-finite loss: keep the ones before them (the
+            // initial ones if this is the first step, which `intervention` still holds).
+            if let Some(good) = &last_good {
+                set_params(intervention, good, temperature)?;
+            }
             return Err(SubspaceError::NonFiniteLoss {
                 step: step + 1,
                 loss: value,
@@ -381,6 +397,7 @@ pub fn train(
         }
         losses.push(value);
         let grads = loss.backward();
+        last_good = Some(params.clone());
         params = match (params, leaves) {
             (Params::Exp { base, l }, (Some(leaf), _)) => {
                 let g = leaf

@@ -1,0 +1,120 @@
+//! Bad input and failures: clear errors, nothing half-written, last good weights kept.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use subspace::readout::to_host;
+use subspace::{DasConfig, Example, Intervention, Site, SubspaceError, train};
+
+fn tiny_example(lm: &subspace::LanguageModel) -> Example {
+    Example {
+        base: lm.prompt("the quick brown fox jumps over").unwrap(),
+        source: lm.prompt("the lazy dog jumps over the").unwrap(),
+        base_position: 2,
+        source_position: 2,
+        target: 5,
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_with_the_step_and_keeps_the_last_good_weights() {
+    let lm = common::tiny();
+    let d = lm.hidden_size();
+    let mut iv = Intervention::random_rotation(d, 4, 0, &lm.device()).unwrap();
+    let before = match &iv {
+        Intervention::Rotated(r) => to_host(r.rotation.clone()).unwrap(),
+        _ => unreachable!(),
+    };
+    // An absurd learning rate blows the rotation up: the run must stop with a clear error and
+    // keep finite, orthogonal weights.
+    let err = train::train(
+        &lm,
+        &mut iv,
+        &[tiny_example(&lm)],
+        &DasConfig::new(Site::block_output(0), 50).with_lr(1e30),
+        |_| {},
+    )
+    .err();
+    assert!(
+        err.is_some(),
+        "a learning rate of 1e30 must not train silently"
+    );
+    let msg = err.as_ref().map(ToString::to_string).unwrap_or_default();
+    assert!(
+        matches!(
+            err,
+            Some(SubspaceError::Diverged { step: 2.., .. })
+                | Some(SubspaceError::NonFiniteLoss { .. })
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("step") && msg.contains("learning rate"),
+        "{msg}"
+    );
+    let after = match &iv {
+        Intervention::Rotated(r) => to_host(r.rotation.clone()).unwrap(),
+        _ => unreachable!(),
+    };
+    assert_eq!(after.len(), before.len());
+    let err = subspace::intervention::orthogonal::orthogonality_error(&after, d, d);
+    assert!(err < 1e-4, "the kept rotation is still orthogonal: {err}");
+    // An ordinary learning rate trains without error.
+    let mut iv = Intervention::random_low_rank(d, 4, 0, &lm.device()).unwrap();
+    train::train(
+        &lm,
+        &mut iv,
+        &[tiny_example(&lm)],
+        &DasConfig::new(Site::block_output(0), 5).with_lr(1e-2),
+        |_| {},
+    )
+    .unwrap();
+}
+
+#[test]
+fn saving_to_an_impossible_path_leaves_nothing_and_corrupt_files_are_refused() {
+    let lm = common::tiny();
+    let iv = Intervention::random_rotation(lm.hidden_size(), 2, 0, &lm.device()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let err = subspace::store::save(
+        &blocker.join("iv.safetensors"),
+        &lm,
+        Site::block_output(0),
+        &iv,
+        serde_json::json!({}),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("cannot create"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temporary file left behind"
+    );
+
+    let good = dir.path().join("iv.safetensors");
+    subspace::store::save(
+        &good,
+        &lm,
+        Site::block_output(1),
+        &iv,
+        serde_json::json!({}),
+    )
+    .unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = subspace::store::load(&cut, &lm).unwrap_err().to_string();
+    assert!(err.contains("is not a saved intervention"), "{err}");
+    let err = subspace::store::load(&dir.path().join("missing.safetensors"), &lm)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot read"), "{err}");
+    // The good file still loads.
+    assert_eq!(
+        subspace::store::load(&good, &lm).unwrap().site,
+        Site::block_output(1)
+    );
+}
