@@ -115,15 +115,4 @@ impl ForwardContext {
             mask: self.mask.clone().narrow(2, 0, to).narrow(3, 0, to),
         }
     }
-
-    /// Moves the context onto another device (e.g. its autodiff twin for training).
-    pub fn to_device(&self, device: &Device) -> Self {
-        ForwardContext {
-            rope: RopeTables {
-                cos: self.rope.cos.clone().to_device(device),
-                sin: self.rope.sin.clone().to_device(device),
-            },
-            mask: self.mask.clone().to_device(device),
-        }
-    }
 }
