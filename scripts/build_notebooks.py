@@ -384,10 +384,14 @@ plot::grouped_bars("Cause vs Isolate on test pairs (layer 9, 16 dims)", &names, 
 ## Training curves
 """),
     code("""
-let trained: Vec<&ravel::RunResult> = results.iter().filter(|r| !r.losses.is_empty()).collect();
-let steps: Vec<f64> = (1..=trained[0].losses.len()).map(|s| s as f64).collect();
-plot::lines("training loss (cross-entropy, batches of 32)", "step", "loss", &steps,
-            &trained.iter().map(|r| (r.method.clone(), r.losses.iter().map(|&l| f64::from(l)).collect())).collect::<Vec<_>>())?
+// One curve per trained method (the baselines have no loss).
+let curves: Vec<(String, Vec<f64>)> = results.iter()
+    .filter(|r| !r.losses.is_empty())
+    .map(|r| (r.method.clone(), r.losses.iter().map(|&l| f64::from(l)).collect()))
+    .collect();
+let n_steps = curves.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+let steps: Vec<f64> = (1..=n_steps).map(|s| s as f64).collect();
+plot::lines("training loss (cross-entropy, batches of 32)", "step", "loss", &steps, &curves)?
 """),
     md("""
 ## Disentangle by layer
@@ -413,5 +417,9 @@ plot::lines("Disentangle on test pairs, by layer", "layer", "Disentangle", &xs, 
 ]
 
 if __name__ == "__main__":
-    write("das_tutorial.ipynb", DAS_TUTORIAL)
-    write("ravel.ipynb", RAVEL)
+    # `build_notebooks.py ravel.ipynb` rewrites only that one (rewriting drops its outputs).
+    import sys
+    wanted = set(sys.argv[1:]) or {"das_tutorial.ipynb", "ravel.ipynb"}
+    for name, cells in [("das_tutorial.ipynb", DAS_TUTORIAL), ("ravel.ipynb", RAVEL)]:
+        if name in wanted:
+            write(name, cells)
