@@ -55,6 +55,23 @@ pub enum LlamaError {
 
 pub type Result<T, E = LlamaError> = std::result::Result<T, E>;
 
+/// The container formats' errors, in the model crate's words (a missing file names the set-up).
+impl From<formats::FormatError> for LlamaError {
+    fn from(e: formats::FormatError) -> Self {
+        use formats::FormatError as F;
+        match e {
+            F::NotFound { path } => LlamaError::MissingModel { path },
+            F::Io { path, source } => LlamaError::Io { path, source },
+            F::Gguf { path, reason } => LlamaError::Gguf { path, reason },
+            F::UnsupportedTensorType { name, type_name } => {
+                LlamaError::UnsupportedTensorType { name, type_name }
+            }
+            F::Tokenizer(m) => LlamaError::Tokenizer(m),
+            F::InterventionFile(m) => LlamaError::Input(m),
+        }
+    }
+}
+
 impl LlamaError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();

@@ -61,6 +61,12 @@ pub enum SubspaceError {
     Backend(String),
 }
 
+impl From<formats::FormatError> for SubspaceError {
+    fn from(e: formats::FormatError) -> Self {
+        SubspaceError::Model(e.into())
+    }
+}
+
 pub type Result<T, E = SubspaceError> = std::result::Result<T, E>;
 
 pub(crate) fn input<T>(msg: impl Into<String>) -> Result<T> {

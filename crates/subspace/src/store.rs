@@ -1,14 +1,15 @@
 //! Saving and loading trained interventions: one `.safetensors` file holding the weights, with a
-//! JSON description (site, kind, dims, model identity, shapes) in its metadata. Written to a
+//! JSON description (site, kind, dims, model identity, shapes) in its metadata (the container is
+//! `formats::intervention_file`; this module checks what the description says). Written to a
 //! temporary file in the same directory and renamed, so a crash never leaves half a file under
 //! the final name.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use formats::intervention_file::{self, HostTensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SubspaceError};
@@ -18,7 +19,6 @@ use crate::readout::to_host;
 use crate::site::Site;
 
 const FORMAT: &str = "subspace-intervention/1";
-const META_KEY: &str = "subspace";
 
 /// Which model an intervention belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,10 +105,10 @@ pub fn save(
     intervention: &Intervention,
     notes: serde_json::Value,
 ) -> Result<()> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
     let (mut dims, mut neurons, mut unrotate, mut temperature) = (None, None, None, None);
     let mut push = |name: &str, t: &Tensor<2>| -> Result<()> {
-        tensors.push((name.into(), t.dims().to_vec(), to_host(t.clone())?));
+        tensors.insert(name.into(), host_tensor(t.clone())?);
         Ok(())
     };
     match intervention {
@@ -143,28 +143,20 @@ pub fn save(
         model: ModelIdentity::of(lm)?,
         shapes: tensors
             .iter()
-            .map(|(n, s, _)| (n.clone(), s.clone()))
+            .map(|(n, t)| (n.clone(), t.shape.clone()))
             .collect(),
         notes,
     };
     let meta_json =
         serde_json::to_string(&meta).map_err(|e| SubspaceError::Input(e.to_string()))?;
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views: Vec<(String, TensorView)> = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            TensorView::new(Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| SubspaceError::Input(e.to_string()))
-        })
-        .collect::<Result<_>>()?;
-    let info = HashMap::from([(META_KEY.to_string(), meta_json)]);
-    let data = safetensors::serialize(views, Some(info))
-        .map_err(|e| SubspaceError::Input(e.to_string()))?;
+    let data = intervention_file::serialize(&meta_json, &tensors)?;
     write_atomic(path, &data)
+}
+
+/// A tensor copied to the host, for a container file.
+pub(crate) fn host_tensor<const D: usize>(t: Tensor<D>) -> Result<HostTensor> {
+    let shape = t.dims().to_vec();
+    Ok(HostTensor::new(shape, to_host(t)?)?)
 }
 
 /// Writes `data` to `path` through a temporary file in the same directory and a rename; on any
@@ -201,14 +193,9 @@ pub fn load(path: &Path, lm: &LanguageModel) -> Result<Saved> {
         path: path.to_path_buf(),
         reason,
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-    let meta_json = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(META_KEY))
-        .ok_or_else(|| bad("no `subspace` metadata (not written by subspace)".into()))?;
+    let file = intervention_file::parse(&bytes).map_err(|e| bad(e.to_string()))?;
     let meta: InterventionMeta =
-        serde_json::from_str(meta_json).map_err(|e| bad(format!("metadata: {e}")))?;
+        serde_json::from_str(&file.metadata_json).map_err(|e| bad(format!("metadata: {e}")))?;
     if meta.format != FORMAT {
         return Err(bad(format!(
             "format `{}`, expected `{FORMAT}`",
@@ -228,10 +215,10 @@ pub fn load(path: &Path, lm: &LanguageModel) -> Result<Saved> {
         });
     }
     meta.site.check(lm.n_layers())?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let device = lm.device();
-    let tensor =
-        |name: &str| -> Result<Tensor<2>> { read_tensor(&st, name, &meta, &device).map_err(bad) };
+    let tensor = |name: &str| -> Result<Tensor<2>> {
+        matrix(&file.tensors, name, meta.shapes.get(name), &device).map_err(bad)
+    };
     let d = lm.hidden_size();
     let intervention = match meta.kind.as_str() {
         "rotated" => Intervention::Rotated(RotatedSpace {
@@ -263,37 +250,24 @@ pub fn load(path: &Path, lm: &LanguageModel) -> Result<Saved> {
     })
 }
 
-fn read_tensor(
-    st: &SafeTensors,
+/// The matrix `name` of a container, whose shape must be the one the description states.
+pub(crate) fn matrix(
+    tensors: &BTreeMap<String, HostTensor>,
     name: &str,
-    meta: &InterventionMeta,
+    stated: Option<&Vec<usize>>,
     device: &Device,
 ) -> Result<Tensor<2>, String> {
-    let view = st
-        .tensor(name)
-        .map_err(|e| format!("tensor `{name}`: {e}"))?;
-    if view.dtype() != Dtype::F32 {
-        return Err(format!(
-            "tensor `{name}` is {:?}, expected F32",
-            view.dtype()
-        ));
+    let t = tensors
+        .get(name)
+        .ok_or_else(|| format!("tensor `{name}` is missing"))?;
+    match (stated, t.shape.as_slice()) {
+        (Some(s), &[rows, cols]) if *s == t.shape => Ok(Tensor::from_data(
+            TensorData::new(t.values.clone(), [rows, cols]),
+            device,
+        )),
+        _ => Err(format!(
+            "tensor `{name}` has shape {:?}, which its metadata contradicts",
+            t.shape
+        )),
     }
-    let shape = view.shape().to_vec();
-    if meta.shapes.get(name) != Some(&shape) || shape.len() != 2 {
-        return Err(format!(
-            "tensor `{name}` has shape {shape:?}, which its metadata contradicts"
-        ));
-    }
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    if values.iter().any(|v| !v.is_finite()) {
-        return Err(format!("tensor `{name}` holds non-finite values"));
-    }
-    Ok(Tensor::from_data(
-        TensorData::new(values, [shape[0], shape[1]]),
-        device,
-    ))
 }

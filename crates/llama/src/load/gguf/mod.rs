@@ -1,13 +1,7 @@
-//! GGUF files: the reader, dequantisation, and the mapping of llama GGUFs onto the model.
+//! Llama GGUF files: their `llama.*` metadata as a [`LlamaConfig`] and their tensor names mapped
+//! onto the model's. Reading the container itself is the `formats` crate's job.
 
-mod dequant;
-mod reader;
-pub mod tokenizer;
-mod types;
-
-pub use dequant::dequantize;
-pub use reader::{GgufFile, GgufValue, TensorInfo};
-pub use types::GgmlType;
+pub use formats::gguf::{GgmlType, GgufFile, GgufValue, TensorInfo, dequantize, tokenizer};
 
 use std::collections::HashMap;
 

@@ -13,7 +13,7 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use super::reader::{GgufFile, GgufValue};
-use crate::error::{LlamaError, Result};
+use crate::error::{FormatError, Result};
 
 /// Token types of `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
 const CONTROL: i64 = 3;
@@ -55,7 +55,7 @@ fn bytes_to_unicode() -> HashMap<u8, char> {
 
 fn strings<'a>(file: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
     let bad = || {
-        LlamaError::Tokenizer(format!(
+        FormatError::Tokenizer(format!(
             "GGUF metadata `{key}` is missing or not a list of strings"
         ))
     };
@@ -80,10 +80,10 @@ pub fn from_gguf(file: &GgufFile) -> Result<(Tokenizer, SpecialTokens)> {
         .get("tokenizer.ggml.model")
         .and_then(GgufValue::as_str)
         .ok_or_else(|| {
-            LlamaError::Tokenizer("the GGUF file has no tokenizer (tokenizer.ggml.model)".into())
+            FormatError::Tokenizer("the GGUF file has no tokenizer (tokenizer.ggml.model)".into())
         })?;
     if model != "gpt2" {
-        return Err(LlamaError::Tokenizer(format!(
+        return Err(FormatError::Tokenizer(format!(
             "GGUF tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`); use a Hugging Face directory with tokenizer.json instead"
         )));
     }
@@ -117,7 +117,7 @@ pub fn from_gguf(file: &GgufFile) -> Result<(Tokenizer, SpecialTokens)> {
             m.split_once(' ')
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .ok_or_else(|| {
-                    LlamaError::Tokenizer(format!("malformed merge `{m}` (expected two pieces)"))
+                    FormatError::Tokenizer(format!("malformed merge `{m}` (expected two pieces)"))
                 })
         })
         .collect::<Result<_>>()?;
@@ -130,7 +130,7 @@ pub fn from_gguf(file: &GgufFile) -> Result<(Tokenizer, SpecialTokens)> {
         )
         .build()
         .map_err(|e| {
-            LlamaError::Tokenizer(format!("cannot build BPE from GGUF vocabulary: {e}"))
+            FormatError::Tokenizer(format!("cannot build BPE from GGUF vocabulary: {e}"))
         })?;
 
     let mut tokenizer = Tokenizer::new(bpe);
@@ -146,7 +146,7 @@ pub fn from_gguf(file: &GgufFile) -> Result<(Tokenizer, SpecialTokens)> {
                 SplitDelimiterBehavior::Isolated,
                 false,
             )
-            .map_err(|e| LlamaError::Tokenizer(e.to_string()))?;
+            .map_err(|e| FormatError::Tokenizer(e.to_string()))?;
             let seq = Sequence::new(vec![
                 PreTokenizerWrapper::Split(split),
                 PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
@@ -191,10 +191,10 @@ pub fn from_gguf(file: &GgufFile) -> Result<(Tokenizer, SpecialTokens)> {
         let template = TemplateProcessing::builder()
             .try_single(format!("{bos_token} $A"))
             .and_then(|b| b.try_pair(format!("{bos_token} $A $B")))
-            .map_err(|e| LlamaError::Tokenizer(e.to_string()))?
+            .map_err(|e| FormatError::Tokenizer(e.to_string()))?
             .special_tokens(vec![(bos_token, bos)])
             .build()
-            .map_err(|e| LlamaError::Tokenizer(e.to_string()))?;
+            .map_err(|e| FormatError::Tokenizer(e.to_string()))?;
         tokenizer.with_post_processor(Some(template));
     }
     Ok((tokenizer, special))

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::types::GgmlType;
-use crate::error::{LlamaError, Result};
+use crate::error::{FormatError, Result};
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -154,11 +154,11 @@ impl GgufFile {
     /// Opens and parses a GGUF file (memory-mapped; the tensor bytes are read lazily).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(|e| LlamaError::io(path, e))?;
+        let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
         // SAFETY: the map is read-only and private to this process. Another process truncating
         // the file while it is mapped would be undefined behaviour; model files are not edited
         // in place, which is the usual contract of every memory-mapping model loader.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LlamaError::io(path, e))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
         Self::parse(path.to_path_buf(), Bytes::Mapped(map))
     }
 
@@ -172,7 +172,7 @@ impl GgufFile {
     }
 
     fn parse(path: PathBuf, bytes: Bytes) -> Result<Self> {
-        let err = |reason: String| LlamaError::Gguf {
+        let err = |reason: String| FormatError::Gguf {
             path: path.clone(),
             reason,
         };
@@ -315,7 +315,7 @@ impl GgufFile {
     /// A tensor dequantised to `f32`, row-major in [`TensorInfo::shape`] order.
     pub fn dequantize(&self, info: &TensorInfo) -> Result<Vec<f32>> {
         super::dequant::dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements())
-            .ok_or_else(|| LlamaError::UnsupportedTensorType {
+            .ok_or_else(|| FormatError::UnsupportedTensorType {
                 name: info.name.clone(),
                 type_name: info.ggml_type.name().to_string(),
             })
