@@ -41,6 +41,13 @@ pub struct Args {
     /// Save the trained intervention here (.safetensors).
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// Checkpoint training to this file; if it already holds a checkpoint of this same run,
+    /// training resumes from it (stop with Ctrl-C, run the same command again).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 10, requires = "checkpoint")]
+    pub checkpoint_every: usize,
     #[arg(long, default_value_t = 3)]
     pub k: usize,
     #[arg(long)]
@@ -67,7 +74,10 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut iv =
         Intervention::random_rotation(lm.hidden_size(), args.dims, args.seed, &lm.device())?;
-    let config = DasConfig::new(site, args.steps).with_lr(args.lr);
+    let mut config = DasConfig::new(site, args.steps).with_lr(args.lr);
+    if let Some(path) = &args.checkpoint {
+        config = config.with_checkpoint(path, args.checkpoint_every);
+    }
     let tty = std::io::stderr().is_terminal();
     let report = train::train(&lm, &mut iv, &[example], &config, |s| {
         let mut err = std::io::stderr();
@@ -90,6 +100,9 @@ pub fn run(args: Args) -> Result<()> {
             let _ = writeln!(err, "step {}/{} loss {:.4}", s.step, s.steps, s.loss);
         }
     })?;
+    if let Some(step) = report.resumed_after {
+        eprintln!("resumed from the checkpoint after step {step}");
+    }
     let src = lm.trace(&source)?;
     let patched = lm
         .patch(&base, &src, site, args.position, source_position, &iv)?

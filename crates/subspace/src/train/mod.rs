@@ -32,9 +32,11 @@
 //! the last column. No gradient reaches the model's weights.
 
 mod adam;
+mod checkpoint;
 pub mod exp_map;
 
 pub use adam::{AdamConfig, AdamState};
+pub use checkpoint::CheckpointConfig;
 
 use std::time::{Duration, Instant};
 
@@ -75,6 +77,8 @@ pub struct DasConfig {
     pub seed: u64,
     /// Boundless DAS only: temperature annealed linearly from the first to the second value.
     pub temperature: (f32, f32),
+    /// Write a checkpoint every K steps and resume from it if it exists (see [`checkpoint`]).
+    pub checkpoint: Option<CheckpointConfig>,
 }
 
 impl DasConfig {
@@ -87,7 +91,18 @@ impl DasConfig {
             batch_size: None,
             seed: 0,
             temperature: (50.0, 0.1),
+            checkpoint: None,
         }
+    }
+
+    /// Checkpoints to `path` every `every` steps; a run started while `path` holds a checkpoint
+    /// of the same run resumes from it.
+    pub fn with_checkpoint(mut self, path: impl Into<std::path::PathBuf>, every: usize) -> Self {
+        self.checkpoint = Some(CheckpointConfig {
+            path: path.into(),
+            every: every.max(1),
+        });
+        self
     }
 
     pub fn with_lr(mut self, lr: f64) -> Self {
@@ -119,9 +134,12 @@ pub struct StepReport {
 /// The outcome of a run.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
-    /// Loss at each step (before that step's update).
+    /// Loss at each step (before that step's update), including steps done before a resume.
     pub losses: Vec<f32>,
+    /// Seconds per step of this call's steps.
     pub seconds_per_step: f64,
+    /// The step a checkpoint was resumed after, if one was.
+    pub resumed_after: Option<usize>,
 }
 
 /// A minibatch prepared for repeated steps: everything below the site is computed once.
@@ -149,6 +167,20 @@ enum Params {
     Frame(Tensor<2>),
     /// A full rotation `[d, d]` and a boundary `[1]`.
     Boundless(Tensor<2>, Tensor<1>),
+}
+
+impl Params {
+    /// The tensors, on the host (for checkpoints).
+    fn host_tensors(&self) -> Result<Vec<formats::intervention_file::HostTensor>> {
+        use crate::store::host_tensor;
+        match self {
+            Params::Exp { base, l } => {
+                Ok(vec![host_tensor(base.clone())?, host_tensor(l.clone())?])
+            }
+            Params::Frame(f) => Ok(vec![host_tensor(f.clone())?]),
+            Params::Boundless(r, b) => Ok(vec![host_tensor(r.clone())?, host_tensor(b.clone())?]),
+        }
+    }
 }
 
 /// The DAS objective over a fixed set of examples, with the layers below the site cached.
@@ -331,9 +363,33 @@ pub fn train(
         Params::Boundless(r, b) => (AdamState::new(r), Some(AdamState::new(b))),
     };
     let mut losses = Vec::with_capacity(config.steps);
+    let mut first_step = 0;
+    let run = match &config.checkpoint {
+        Some(ck) => {
+            let run = checkpoint::run_fingerprint(examples, config, &params)?;
+            if let Some(saved) = checkpoint::load(&ck.path, &run, &params, &device)? {
+                if saved.step > config.steps {
+                    return input(format!(
+                        "the checkpoint {} is at step {}, beyond this run's {} steps; delete it or ask for more steps",
+                        ck.path.display(),
+                        saved.step,
+                        config.steps
+                    ));
+                }
+                first_step = saved.step;
+                losses = saved.losses;
+                params = saved.params;
+                state_a = saved.adam;
+                state_b = saved.adam_boundary;
+            }
+            Some(run)
+        }
+        None => None,
+    };
+    let resumed_after = (first_step > 0).then_some(first_step);
     let mut last_good: Option<Params> = None;
     let start = Instant::now();
-    for step in 0..config.steps {
+    for step in first_step..config.steps {
         let batch = &objective.batches[step % objective.batches.len()];
         let temperature = anneal(config.temperature, step, config.steps);
         // Leaves on the autodiff device; the model and cached states stay plain (constants).
@@ -433,6 +489,22 @@ pub fn train(
             }
             (p, _) => p,
         };
+        if let (Some(ck), Some(run)) = (&config.checkpoint, &run) {
+            let done = step + 1;
+            if done % ck.every == 0 || done == config.steps {
+                checkpoint::save(
+                    &ck.path,
+                    run,
+                    &checkpoint::Checkpoint {
+                        step: done,
+                        losses: losses.clone(),
+                        params: params.clone(),
+                        adam: state_a.clone(),
+                        adam_boundary: state_b.clone(),
+                    },
+                )?;
+            }
+        }
         progress(&StepReport {
             step: step + 1,
             steps: config.steps,
@@ -445,14 +517,16 @@ pub fn train(
         &params,
         anneal(config.temperature, config.steps, config.steps),
     )?;
-    let seconds_per_step = if config.steps == 0 {
+    let ran = config.steps - first_step;
+    let seconds_per_step = if ran == 0 {
         0.0
     } else {
-        start.elapsed().as_secs_f64() / config.steps as f64
+        start.elapsed().as_secs_f64() / ran as f64
     };
     Ok(TrainReport {
         losses,
         seconds_per_step,
+        resumed_after,
     })
 }
 
