@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: fetches the default model and PyPI torch (for the LibTorch
 # backend test), runs the workspace tests in release mode, the LibTorch comparison, and then
-# executes every notebook with the Rust kernel (installing evcxr_jupyter and JupyterLab first).
+# runs a short fuzz smoke of the file readers, and executes every notebook with the Rust kernel (installing evcxr_jupyter and JupyterLab first).
 # SUBSPACE_SKIP_NOTEBOOKS=1 skips the notebooks (they add ~20 minutes on a cold machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 scripts/fetch-model.sh
 scripts/venv.sh scripts/requirements-torch.txt
+scripts/venv.sh scripts/requirements-fuzz.txt
+# Fuzz seeds cut from the default model (git-ignored; the formats tests check them).
+.venv/bin/python fuzz/make_seeds.py >/dev/null
 
 echo "== cargo test (flex backend) =="
 cargo test --release --workspace
@@ -19,6 +22,9 @@ echo "== cargo test --features tch (LibTorch CPU vs flex) =="
   . scripts/tch-env.sh
   cargo test --release -p llama --features tch --test backends
 )
+
+echo "== fuzz smoke (30 s per target; RELIABILITY.md records the 10-minute runs) =="
+scripts/fuzz.sh 30
 
 if [[ "${SUBSPACE_SKIP_NOTEBOOKS:-0}" != 1 ]]; then
   echo "== notebooks (Rust kernel) =="
