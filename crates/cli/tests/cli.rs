@@ -34,8 +34,9 @@ fn fails_with(out: &Output, needles: &[&str]) {
     assert_eq!(
         out.status.code(),
         Some(1),
-        "stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     let err = String::from_utf8_lossy(&out.stderr);
     for n in needles {
@@ -79,6 +80,57 @@ fn patch_json_moves_paris_to_brazil() {
     ]));
     assert_eq!(v["base_topk"][0]["token"], " France");
     assert_eq!(v["patched_topk"][0]["token"], " Brazil");
+}
+
+#[test]
+fn a_trained_intervention_saved_by_das_is_applied_by_patch_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("brazil.safetensors");
+    let file = file.to_str().unwrap();
+    let trained = json(&subspace(&[
+        "das",
+        "--base",
+        PARIS,
+        "--source",
+        RIO,
+        "--target",
+        " Brazil",
+        "--layer",
+        "9",
+        "--position",
+        "3",
+        "--dims",
+        "1",
+        "--steps",
+        "10",
+        "--save",
+        file,
+        "--json",
+    ]));
+    assert_eq!(trained["patched_topk"][0]["token"], " Brazil");
+    let applied = json(&subspace(&[
+        "patch",
+        "--base",
+        PARIS,
+        "--source",
+        RIO,
+        "--position",
+        "3",
+        "--load",
+        file,
+        "--json",
+    ]));
+    // Same site, same weights: the same distribution (printed to 4 decimals or more).
+    for (a, b) in applied["patched_topk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(trained["patched_topk"].as_array().unwrap())
+    {
+        assert_eq!(a["token"], b["token"]);
+        let (pa, pb) = (a["prob"].as_f64().unwrap(), b["prob"].as_f64().unwrap());
+        assert!((pa - pb).abs() < 1e-4, "{pa} vs {pb}");
+    }
 }
 
 #[test]
@@ -161,5 +213,41 @@ fn mistakes_get_one_clear_line() {
     fails_with(
         &subspace(&["topk", "--prompt", "x", "--backend", "tpu"]),
         &["unknown backend"],
+    );
+    fails_with(
+        &subspace(&[
+            "das",
+            "--base",
+            PARIS,
+            "--source",
+            RIO,
+            "--target",
+            " Brazil",
+            "--layer",
+            "9",
+            "--position",
+            "3",
+            "--dims",
+            "0",
+        ]),
+        &["--dims", "at least 1"],
+    );
+    fails_with(
+        &subspace(&["ravel", "--method", "das", "--layer", "31", "--steps", "1"]),
+        &["layer 31"],
+    );
+    fails_with(
+        &subspace(&[
+            "patch",
+            "--base",
+            PARIS,
+            "--source",
+            RIO,
+            "--position",
+            "3",
+            "--load",
+            "/nonexistent/iv.safetensors",
+        ]),
+        &["cannot read", "iv.safetensors"],
     );
 }

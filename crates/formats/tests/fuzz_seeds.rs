@@ -33,7 +33,11 @@ fn gguf_reader_seeds() {
     let names: Vec<&str> = file.tensors.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(
         names,
-        ["blk.0.attn_norm.weight", "blk.0.attn_k.weight", "token_embd.weight"]
+        [
+            "blk.0.attn_norm.weight",
+            "blk.0.attn_k.weight",
+            "token_embd.weight"
+        ]
     );
     for t in &file.tensors {
         let v = file.dequantize(t).unwrap();

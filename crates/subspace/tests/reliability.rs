@@ -118,3 +118,70 @@ fn saving_to_an_impossible_path_leaves_nothing_and_corrupt_files_are_refused() {
         Site::block_output(1)
     );
 }
+
+#[test]
+fn nothing_to_train_and_files_whose_shapes_contradict_their_description_are_refused() {
+    let lm = common::tiny();
+    let d = lm.hidden_size();
+    // Patching 0 dimensions is the identity: nothing to train.
+    let mut iv = Intervention::random_rotation(d, 0, 0, &lm.device()).unwrap();
+    let err = train::train(
+        &lm,
+        &mut iv,
+        &[tiny_example(&lm)],
+        &DasConfig::new(Site::block_output(0), 3),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("0 dimensions") && err.contains("at least 1"),
+        "{err}"
+    );
+    // Residual patching has no parameters either.
+    let err = train::train(
+        &lm,
+        &mut Intervention::Replace,
+        &[tiny_example(&lm)],
+        &DasConfig::new(Site::block_output(0), 3),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no parameters to train"), "{err}");
+
+    // A file whose rotation is 64 x 64 but whose description says 2 x 2.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iv.safetensors");
+    let iv = Intervention::random_rotation(d, 2, 0, &lm.device()).unwrap();
+    subspace::store::save(
+        &path,
+        &lm,
+        Site::block_output(0),
+        &iv,
+        serde_json::json!({}),
+    )
+    .unwrap();
+    let file = formats::intervention_file::parse(&std::fs::read(&path).unwrap()).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_str(&file.metadata_json).unwrap();
+    meta["shapes"]["rotation"] = serde_json::json!([2, 2]);
+    let forged = formats::intervention_file::serialize(&meta.to_string(), &file.tensors).unwrap();
+    std::fs::write(&path, forged).unwrap();
+    let err = subspace::store::load(&path, &lm).unwrap_err().to_string();
+    assert!(
+        err.contains("rotation") && err.contains("contradicts"),
+        "{err}"
+    );
+
+    // A rotation of another hidden size under a correct description: refused by its check.
+    meta["shapes"]["rotation"] = serde_json::json!([3, 3]);
+    let mut tensors = file.tensors.clone();
+    tensors.insert(
+        "rotation".into(),
+        formats::intervention_file::HostTensor::new(vec![3, 3], vec![0.0; 9]).unwrap(),
+    );
+    let forged = formats::intervention_file::serialize(&meta.to_string(), &tensors).unwrap();
+    std::fs::write(&path, forged).unwrap();
+    let err = subspace::store::load(&path, &lm).unwrap_err().to_string();
+    assert!(err.contains("is not a saved intervention"), "{err}");
+}

@@ -15,8 +15,8 @@ pub struct Args {
     #[arg(long)]
     pub source: String,
     /// Layer whose output (residual stream after the block) is patched, 0-based.
-    #[arg(long)]
-    pub layer: usize,
+    #[arg(long, required_unless_present = "load")]
+    pub layer: Option<usize>,
     /// Token position in the base prompt, 0-based.
     #[arg(long)]
     pub position: usize,
@@ -27,8 +27,11 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', conflicts_with = "dims")]
     pub neurons: Option<Vec<usize>>,
     /// Patch the first N coordinates of an untrained random rotation.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "load")]
     pub dims: Option<usize>,
+    /// Apply an intervention saved by `subspace das --save` (at the site it was trained for).
+    #[arg(long, conflicts_with_all = ["neurons", "layer"])]
+    pub load: Option<std::path::PathBuf>,
     /// Seed of that rotation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -44,14 +47,21 @@ pub fn run(args: Args) -> Result<()> {
     let lm: LanguageModel = args.model.language_model()?;
     let base = lm.prompt(&args.base)?;
     let source = lm.prompt(&args.source)?;
-    let intervention = match (&args.neurons, args.dims) {
-        (Some(n), _) => Intervention::Neurons(n.clone()),
-        (None, Some(n)) => {
-            Intervention::random_rotation(lm.hidden_size(), n, args.seed, &lm.device())?
+    let (site, intervention) = match (&args.load, &args.neurons, args.dims, args.layer) {
+        (Some(path), ..) => {
+            let saved = subspace::store::load(path, &lm)?;
+            (saved.site, saved.intervention)
         }
-        (None, None) => Intervention::Replace,
+        (None, Some(n), _, Some(layer)) => {
+            (Site::block_output(layer), Intervention::Neurons(n.clone()))
+        }
+        (None, None, Some(n), Some(layer)) => (
+            Site::block_output(layer),
+            Intervention::random_rotation(lm.hidden_size(), n, args.seed, &lm.device())?,
+        ),
+        (None, None, None, Some(layer)) => (Site::block_output(layer), Intervention::Replace),
+        (None, _, _, None) => anyhow::bail!("--layer is required (or --load a saved intervention)"),
     };
-    let site = Site::block_output(args.layer);
     let before = lm.predict(&base)?.top(args.k);
     let src = lm.trace(&source)?;
     let after = lm
