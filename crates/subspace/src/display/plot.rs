@@ -89,13 +89,18 @@ pub fn grouped_bars(
         let slot = 0.8 / k;
         for (s, (name, values)) in series.iter().enumerate() {
             let color = PALETTE[s % PALETTE.len()];
-            let bars = values.iter().enumerate().map(move |(i, &v)| {
-                let x0 = i as f64 + 0.1 + s as f64 * slot;
-                Rectangle::new(
-                    [(x0, 0.0), (x0 + slot * 0.92, f64::from(v.clamp(0.0, 1.0)))],
-                    color.filled(),
-                )
-            });
+            // A missing value (NaN) draws no bar and the label "–".
+            let bars = values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(move |(i, &v)| {
+                    let x0 = i as f64 + 0.1 + s as f64 * slot;
+                    Rectangle::new(
+                        [(x0, 0.0), (x0 + slot * 0.92, f64::from(v.clamp(0.0, 1.0)))],
+                        color.filled(),
+                    )
+                });
             chart
                 .draw_series(bars)
                 .map_err(plot_err)?
@@ -106,9 +111,14 @@ pub fn grouped_bars(
             // The value above each bar.
             let labels = values.iter().enumerate().map(move |(i, &v)| {
                 let x = i as f64 + 0.1 + (s as f64 + 0.46) * slot;
+                let (text, y) = if v.is_finite() {
+                    (format!("{v:.2}"), f64::from(v.clamp(0.0, 0.93)))
+                } else {
+                    ("–".to_string(), 0.0)
+                };
                 Text::new(
-                    format!("{v:.2}"),
-                    (x, f64::from(v.clamp(0.0, 0.93)) + 0.015),
+                    text,
+                    (x, y + 0.015),
                     ("sans-serif", 11)
                         .into_font()
                         .color(&BLACK)
@@ -299,4 +309,23 @@ pub fn heatmap(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bars_draw_their_values_and_skip_missing_ones() {
+        let svg = grouped_bars(
+            "t",
+            &["a".to_string(), "b".to_string()],
+            &[("s".to_string(), vec![0.25, f32::NAN])],
+        )
+        .unwrap()
+        .0;
+        assert!(svg.starts_with("<svg") && svg.contains("0.25"), "{svg}");
+        assert!(svg.contains('–') && !svg.contains("NaN"), "{svg}");
+    }
 }
