@@ -36,6 +36,9 @@ for t in "${targets[@]}"; do
     echo "== $t FAILED (log: $log, inputs: fuzz/artifacts/$t)"
     exit 1
   }
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
-  echo "== $t: $execs executions in $(( $(date +%s) - start )) s, corpus $(ls "fuzz/corpus/$t" | wc -l) inputs, no crash"
+  stat() { grep -o "stat::$1: *[0-9]*" "$log" | grep -o '[0-9]*$' || echo "?"; }
+  done_line=$(grep 'DONE' "$log" | tail -1)
+  echo "== $t: $(stat number_of_executed_units) executions in $(( $(date +%s) - start )) s," \
+    "$(echo "$done_line" | grep -o 'cov: [0-9]*'), corpus $(echo "$done_line" | grep -o 'corp: [^ ]*')" \
+    "(files in fuzz/corpus/$t: $(ls "fuzz/corpus/$t" | wc -l)), peak RSS $(stat peak_rss_mb) MiB, no crash"
 done
