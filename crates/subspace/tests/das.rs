@@ -220,3 +220,43 @@ fn a_saved_intervention_reloads_bit_exactly_and_refuses_another_model() {
     // Nothing but the file itself was left in the directory.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// The training objective (cached lower layers, cached prefix keys/values, left-padded batch,
+/// LM head at the last column) must compute the same patched distribution as patching each
+/// example alone, which is what evaluation uses and what the PyTorch-hook test pins down.
+#[test]
+fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
+    use burn::tensor::activation::softmax;
+
+    let lm = common::tiny();
+    let texts = [
+        ("the quick brown fox jumps over the lazy", "a cat", 2, 1),
+        ("one dog", "the red house is near the green tree by", 1, 6),
+        ("my old car goes down the", "his new bike goes up a", 3, 3),
+    ];
+    let examples: Vec<Example> = texts
+        .iter()
+        .map(|(b, s, bp, sp)| Example {
+            base: lm.prompt(b).unwrap(),
+            source: lm.prompt(s).unwrap(),
+            base_position: *bp,
+            source_position: *sp,
+            target: 7,
+        })
+        .collect();
+    let iv = Intervention::random_rotation(lm.hidden_size(), 5, 3, &lm.device()).unwrap();
+    for layer in [0, 1] {
+        let site = Site::block_output(layer);
+        let objective = DasObjective::new(&lm, site, &examples, None).unwrap();
+        let probs = to_host(softmax(objective.logits(&iv, 0), 1)).unwrap();
+        let vocab = probs.len() / examples.len();
+        for (i, e) in examples.iter().enumerate() {
+            let src = lm.trace(&e.source).unwrap();
+            let alone = lm
+                .patch(&e.base, &src, site, e.base_position, e.source_position, &iv)
+                .unwrap();
+            let diff = common::max_abs_diff(&probs[i * vocab..(i + 1) * vocab], &alone.probs);
+            assert!(diff < 1e-5, "layer {layer}, example {i}: max |diff| {diff}");
+        }
+    }
+}
