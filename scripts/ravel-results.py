@@ -21,21 +21,46 @@ for r in sorted(runs, key=lambda r: (r["layer"], ["residual", "neurons", "das", 
     print(f"| {r['layer']} | {r['method']} | {fmt(r['cause'])} | {fmt(r['isolate'])} | {fmt(r['disentangle'])} | "
           f"{fmt(r['val']['disentangle'])} | {r['train_seconds']:.0f} |")
 
-print("\n### By dims at layer 9, test split\n")
-print("| method | dims | Cause | Isolate | Disentangle | val Disentangle | train s |")
-print("|---|---|---|---|---|---|---|")
-for r in sorted(runs, key=lambda r: (r["method"], r["dims"] or 0)):
-    if r["layer"] == 9 and r["method"] in ("das", "mdas"):
-        print(f"| {r['method']} | {r['dims']} | {fmt(r['cause'])} | {fmt(r['isolate'])} | {fmt(r['disentangle'])} | "
-              f"{fmt(r['val']['disentangle'])} | {r['train_seconds']:.0f} |")
+print("\n### By dims (1, 4, 16, 64), DAS and MDAS, test split: Cause / Isolate / Disentangle\n")
+print("| layer | method | 1 | 4 | 16 | 64 |")
+print("|---|---|---|---|---|---|")
+layers = sorted({r["layer"] for r in runs})
+for layer in layers:
+    for m in ("das", "mdas"):
+        cells = []
+        for d in (1, 4, 16, 64):
+            r = next((r for r in runs if r["layer"] == layer and r["method"] == m and r["dims"] == d), None)
+            cells.append("–" if r is None else f"{r['cause']:.2f} / {r['isolate']:.2f} / **{r['disentangle']:.2f}**")
+        if any(c != "–" for c in cells):
+            print(f"| {layer} | {m} | " + " | ".join(cells) + " |")
+
+other = [r for r in runs if r["method"] in ("lowrank", "boundless")]
+if other:
+    print("\n### Low-rank and boundless DAS, test split\n")
+    print("| layer | method | dims | Cause | Isolate | Disentangle | val Disentangle | train s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in sorted(other, key=lambda r: (r["layer"], r["method"])):
+        print(f"| {r['layer']} | {r['method']} | {r['dims']} | {fmt(r['cause'])} | {fmt(r['isolate'])} | "
+              f"{fmt(r['disentangle'])} | {fmt(r['val']['disentangle'])} | {r['train_seconds']:.0f} |")
 
 print("\n### Best layer per method, chosen on val, reported on test\n")
-print("| method | layer (by val) | dims | Cause | Isolate | Disentangle |")
+print("| method | layer (by val Disentangle) | dims | Cause | Isolate | Disentangle |")
 print("|---|---|---|---|---|---|")
 for m in ["residual", "neurons", "das", "lowrank", "boundless", "mdas"]:
     cand = [r for r in runs if r["method"] == m]
     if not cand:
         continue
     best = max(cand, key=lambda r: r["val"]["disentangle"])
+    print(f"| {m} | {best['layer']} | {best['dims'] if best['dims'] is not None else '-'} | {fmt(best['cause'])} | "
+          f"{fmt(best['isolate'])} | {fmt(best['disentangle'])} |")
+
+print("\n### Best Cause per method (the DAS target is Cause ≥ 0.9), chosen on val, reported on test\n")
+print("| method | layer | dims | Cause | Isolate | Disentangle |")
+print("|---|---|---|---|---|---|")
+for m in ["residual", "das", "lowrank", "boundless", "mdas"]:
+    cand = [r for r in runs if r["method"] == m]
+    if not cand:
+        continue
+    best = max(cand, key=lambda r: r["val"]["cause"])
     print(f"| {m} | {best['layer']} | {best['dims'] if best['dims'] is not None else '-'} | {fmt(best['cause'])} | "
           f"{fmt(best['isolate'])} | {fmt(best['disentangle'])} |")
