@@ -77,7 +77,8 @@ pub struct RunConfig {
     pub dims: usize,
     pub steps: usize,
     pub seed: u64,
-    /// `None`: 1e-3 for rotations (torch's parametrisation moves fast), 1e-2 for low-rank.
+    /// `None`: 1e-3 for full rotations (torch's parametrisation moves fast), 1e-2 for low-rank
+    /// and boundless (retracted Adam steps).
     pub lr: Option<f64>,
     pub batch: usize,
     /// Cause pairs per split (isolate pairs: half as many per kept attribute).
@@ -157,10 +158,11 @@ pub fn run(
             .filter(|e| config.method == Method::Mdas || e.role == Role::Cause)
             .map(|e| e.example.clone())
             .collect();
-        let lr = config.lr.unwrap_or(if config.method == Method::Lowrank {
-            1e-2
-        } else {
-            1e-3
+        // Low-rank and boundless take plain Adam steps followed by a QR retraction: each entry
+        // moves by about `lr`, far less than a step of torch's exponential parametrisation.
+        let lr = config.lr.unwrap_or(match config.method {
+            Method::Lowrank | Method::Boundless => 1e-2,
+            _ => 1e-3,
         });
         let das = DasConfig::new(site, config.steps)
             .with_lr(lr)
