@@ -64,3 +64,14 @@ for m in ["residual", "das", "lowrank", "boundless", "mdas"]:
     best = max(cand, key=lambda r: r["val"]["cause"])
     print(f"| {m} | {best['layer']} | {best['dims'] if best['dims'] is not None else '-'} | {fmt(best['cause'])} | "
           f"{fmt(best['isolate'])} | {fmt(best['disentangle'])} |")
+
+long_path = ROOT / "data/results/ravel_long.jsonl"
+if long_path.exists():
+    long_runs = [json.loads(l) for l in long_path.read_text().splitlines() if l.strip()]
+    print("\n### Longer training (4× the steps, 4× the pairs), test split\n")
+    print("| layer | method | dims | steps | train pairs | Cause | Isolate | Disentangle | val Cause | val Disentangle | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in long_runs:
+        print(f"| {r['layer']} | {r['method']} | {r['dims']} | {r['steps']} | {r['train_pairs']} | {fmt(r['cause'])} | "
+              f"{fmt(r['isolate'])} | {fmt(r['disentangle'])} | {fmt(r['val']['cause'])} | {fmt(r['val']['disentangle'])} | "
+              f"{r['train_seconds']:.0f} |")
