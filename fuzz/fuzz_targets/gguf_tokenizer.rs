@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let vocab = tok.get_vocab_size(true);
-    for id in [special.bos_id, special.eos_id, special.pad_id].into_iter().flatten() {
+    for id in [special.bos_id, special.eos_id, special.pad_id]
+        .into_iter()
+        .flatten()
+    {
         assert!((id as usize) < vocab.max(1));
     }
     if let Ok(enc) = tok.encode("The city of Paris is in the country of 🇫🇷\t42", true) {
