@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: fetches the default model and PyPI torch (for the LibTorch
-# backend test), runs the workspace tests in release mode, the LibTorch comparison, and then
-# runs a short fuzz smoke of the file readers, and executes every notebook with the Rust kernel (installing evcxr_jupyter and JupyterLab first).
+# backend test), runs the workspace tests in release mode, the LibTorch comparison, a short fuzz
+# smoke of the file readers, then executes every notebook with the Rust kernel (installing
+# evcxr_jupyter and JupyterLab first) and runs the tutorial in JupyterLab in headless Chromium.
 # SUBSPACE_SKIP_NOTEBOOKS=1 skips the notebooks (they add ~20 minutes on a cold machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
