@@ -43,27 +43,24 @@ if other:
         print(f"| {r['layer']} | {r['method']} | {r['dims']} | {fmt(r['cause'])} | {fmt(r['isolate'])} | "
               f"{fmt(r['disentangle'])} | {fmt(r['val']['disentangle'])} | {r['train_seconds']:.0f} |")
 
-print("\n### Best layer per method, chosen on val, reported on test\n")
-print("| method | layer (by val Disentangle) | dims | Cause | Isolate | Disentangle |")
-print("|---|---|---|---|---|---|")
-for m in ["residual", "neurons", "das", "lowrank", "boundless", "mdas"]:
-    cand = [r for r in runs if r["method"] == m]
-    if not cand:
-        continue
-    best = max(cand, key=lambda r: r["val"]["disentangle"])
-    print(f"| {m} | {best['layer']} | {best['dims'] if best['dims'] is not None else '-'} | {fmt(best['cause'])} | "
-          f"{fmt(best['isolate'])} | {fmt(best['disentangle'])} |")
+def best_table(title, column, key, methods):
+    """One row per method: the run with the highest val `key`, reported on test."""
+    print(f"\n### {title}\n")
+    print(f"| method | {column} | dims | Cause | Isolate | Disentangle |")
+    print("|---|---|---|---|---|---|")
+    for m in methods:
+        cand = [r for r in runs if r["method"] == m]
+        if not cand:
+            continue
+        best = max(cand, key=lambda r: r["val"][key])
+        print(f"| {m} | {best['layer']} | {best['dims'] if best['dims'] is not None else '-'} | {fmt(best['cause'])} | "
+              f"{fmt(best['isolate'])} | {fmt(best['disentangle'])} |")
 
-print("\n### Best Cause per method (the DAS target is Cause ≥ 0.9), chosen on val, reported on test\n")
-print("| method | layer | dims | Cause | Isolate | Disentangle |")
-print("|---|---|---|---|---|---|")
-for m in ["residual", "das", "lowrank", "boundless", "mdas"]:
-    cand = [r for r in runs if r["method"] == m]
-    if not cand:
-        continue
-    best = max(cand, key=lambda r: r["val"]["cause"])
-    print(f"| {m} | {best['layer']} | {best['dims'] if best['dims'] is not None else '-'} | {fmt(best['cause'])} | "
-          f"{fmt(best['isolate'])} | {fmt(best['disentangle'])} |")
+
+best_table("Best layer per method, chosen on val, reported on test", "layer (by val Disentangle)",
+           "disentangle", ["residual", "neurons", "das", "lowrank", "boundless", "mdas"])
+best_table("Best Cause per method (the DAS target is Cause ≥ 0.9), chosen on val, reported on test",
+           "layer", "cause", ["residual", "das", "lowrank", "boundless", "mdas"])
 
 long_path = ROOT / "data/results/ravel_long.jsonl"
 if long_path.exists():

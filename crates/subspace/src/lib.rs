@@ -8,6 +8,7 @@
 
 pub mod display;
 pub mod error;
+mod fingerprint;
 pub mod intervention;
 pub mod lm;
 pub mod patch;

@@ -13,6 +13,7 @@ use formats::intervention_file::{self, HostTensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SubspaceError};
+use crate::fingerprint::Fnv;
 use crate::intervention::{BoundlessSpace, Intervention, LowRankSpace, RotatedSpace, Unrotate};
 use crate::lm::LanguageModel;
 use crate::readout::to_host;
@@ -37,20 +38,17 @@ impl ModelIdentity {
         let [_, d] = w.dims();
         let rows = w.narrow(0, 0, 4).reshape([4 * d]);
         let values = to_host(rows)?;
-        // FNV-1a over the bit patterns: stable across platforms and runs.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for v in values {
-            for byte in v.to_bits().to_le_bytes() {
-                hash ^= u64::from(byte);
-                hash = hash.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
+        // Over the f32 bit patterns (4 bytes each): saved files keep matching.
+        let mut hash = Fnv::new();
+        values
+            .iter()
+            .for_each(|v| hash.bytes(&v.to_bits().to_le_bytes()));
         Ok(ModelIdentity {
             name: lm.name.clone(),
             hidden_size: lm.hidden_size(),
             n_layers: lm.n_layers(),
             vocab_size: lm.model.config.vocab_size,
-            fingerprint: format!("{hash:016x}"),
+            fingerprint: hash.hex(),
         })
     }
 

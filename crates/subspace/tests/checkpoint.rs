@@ -78,6 +78,17 @@ fn config(kind: Kind) -> DasConfig {
         .with_batch_size(2)
 }
 
+/// Trains a fresh intervention of `kind` with `config`; returns the report and the weights.
+fn run(
+    lm: &LanguageModel,
+    kind: Kind,
+    config: &DasConfig,
+) -> subspace::Result<(subspace::TrainReport, Vec<f32>)> {
+    let mut iv = fresh(lm, kind);
+    let report = train::train(lm, &mut iv, &examples(lm), config, |_| {})?;
+    Ok((report, weights(&iv)))
+}
+
 /// Trains with checkpoints every 3 steps and "kills" the run (a panic out of the progress
 /// callback) after step `kill_after`.
 fn killed_run(lm: &LanguageModel, kind: Kind, path: &Path, kill_after: usize) {
@@ -97,11 +108,9 @@ fn killed_run(lm: &LanguageModel, kind: Kind, path: &Path, kill_after: usize) {
 fn a_killed_run_resumes_to_exactly_the_uninterrupted_weights() {
     let lm = common::tiny();
     for kind in [Kind::Rotated, Kind::LowRank, Kind::Boundless] {
-        let mut straight = fresh(&lm, kind);
-        let uninterrupted =
-            train::train(&lm, &mut straight, &examples(&lm), &config(kind), |_| {}).unwrap();
+        let (uninterrupted, straight) = run(&lm, kind, &config(kind)).unwrap();
         assert_ne!(
-            weights(&straight),
+            straight,
             weights(&fresh(&lm, kind)),
             "{kind:?}: training moved the weights"
         );
@@ -111,20 +120,11 @@ fn a_killed_run_resumes_to_exactly_the_uninterrupted_weights() {
         killed_run(&lm, kind, &path, 5);
         assert!(path.exists(), "{kind:?}: the step-3 checkpoint was written");
 
-        let mut resumed = fresh(&lm, kind);
-        let report = train::train(
-            &lm,
-            &mut resumed,
-            &examples(&lm),
-            &config(kind).with_checkpoint(&path, 3),
-            |_| {},
-        )
-        .unwrap();
+        let (report, resumed) = run(&lm, kind, &config(kind).with_checkpoint(&path, 3)).unwrap();
         assert_eq!(report.resumed_after, Some(3), "{kind:?}");
         assert_eq!(report.losses, uninterrupted.losses, "{kind:?}: losses");
         assert_eq!(
-            weights(&resumed),
-            weights(&straight),
+            resumed, straight,
             "{kind:?}: resumed weights must equal the uninterrupted run's bit for bit"
         );
     }
@@ -134,8 +134,7 @@ fn a_killed_run_resumes_to_exactly_the_uninterrupted_weights() {
 fn a_crash_mid_save_leaves_the_previous_checkpoint_usable() {
     let lm = common::tiny();
     let kind = Kind::Rotated;
-    let mut straight = fresh(&lm, kind);
-    train::train(&lm, &mut straight, &examples(&lm), &config(kind), |_| {}).unwrap();
+    let (_, straight) = run(&lm, kind, &config(kind)).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt");
@@ -153,17 +152,9 @@ fn a_crash_mid_save_leaves_the_previous_checkpoint_usable() {
         good,
         "the checkpoint is untouched"
     );
-    let mut resumed = fresh(&lm, kind);
-    let report = train::train(
-        &lm,
-        &mut resumed,
-        &examples(&lm),
-        &config(kind).with_checkpoint(&path, 3),
-        |_| {},
-    )
-    .unwrap();
+    let (report, resumed) = run(&lm, kind, &config(kind).with_checkpoint(&path, 3)).unwrap();
     assert_eq!(report.resumed_after, Some(3));
-    assert_eq!(weights(&resumed), weights(&straight));
+    assert_eq!(resumed, straight);
 }
 
 #[test]
@@ -175,13 +166,10 @@ fn a_torn_or_foreign_checkpoint_is_refused_with_what_to_do() {
     killed_run(&lm, kind, &path, 4);
 
     // Another learning rate is another run: its checkpoint must not be mixed in.
-    let mut iv = fresh(&lm, kind);
-    let err = train::train(
+    let err = run(
         &lm,
-        &mut iv,
-        &examples(&lm),
+        kind,
         &config(kind).with_lr(1e-3).with_checkpoint(&path, 3),
-        |_| {},
     )
     .unwrap_err()
     .to_string();
@@ -193,15 +181,9 @@ fn a_torn_or_foreign_checkpoint_is_refused_with_what_to_do() {
     // A file cut short (a disk that lied about a flush) is refused, not half-read.
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
-    let err = train::train(
-        &lm,
-        &mut iv,
-        &examples(&lm),
-        &config(kind).with_checkpoint(&path, 3),
-        |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = run(&lm, kind, &config(kind).with_checkpoint(&path, 3))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("is not a usable checkpoint") && err.contains("delete it"),
         "{err}"

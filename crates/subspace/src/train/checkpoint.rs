@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AdamState, DasConfig, Example, Params};
 use crate::error::{Result, SubspaceError};
+use crate::fingerprint::Fnv;
 use crate::store::{host_tensor, write_atomic};
 
 const FORMAT: &str = "subspace-checkpoint/1";
@@ -75,7 +76,7 @@ pub(super) fn run_fingerprint(
     for t in initial.host_tensors()? {
         t.values.iter().for_each(|v| h.u64(u64::from(v.to_bits())));
     }
-    Ok(format!("{:016x}", h.0))
+    Ok(h.hex())
 }
 
 /// Writes `checkpoint` to `path` atomically.
@@ -220,22 +221,4 @@ pub(super) fn load(
         adam,
         adam_boundary,
     }))
-}
-
-/// FNV-1a, 64 bits: stable across platforms and runs.
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-    fn u64(&mut self, v: u64) {
-        for byte in v.to_le_bytes() {
-            self.0 ^= u64::from(byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn usize(&mut self, v: usize) {
-        self.u64(v as u64);
-    }
 }
