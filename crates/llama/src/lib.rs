@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod load;
 pub mod model;
+pub mod quant;
 pub mod tokenizer;
 
 pub use backend::Backend;

@@ -1,10 +1,10 @@
 //! Grouped-query self-attention with rotary embeddings and an additive mask.
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+use super::Projection;
 use super::context::ForwardContext;
 use crate::config::RopeLayout;
 
@@ -20,10 +20,10 @@ pub struct KeyValue {
 
 #[derive(Module, Debug)]
 pub struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
+    pub q_proj: Projection,
+    pub k_proj: Projection,
+    pub v_proj: Projection,
+    pub o_proj: Projection,
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,

@@ -1,15 +1,16 @@
 //! The SwiGLU feed-forward network.
 
 use burn::module::Module;
-use burn::nn::Linear;
+
+use super::Projection;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
 #[derive(Module, Debug)]
 pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub gate_proj: Projection,
+    pub up_proj: Projection,
+    pub down_proj: Projection,
 }
 
 impl Mlp {

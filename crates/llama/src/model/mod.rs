@@ -6,16 +6,18 @@ mod attention;
 mod block;
 mod context;
 mod mlp;
+mod projection;
 mod rope;
 
 pub use attention::{Attention, KeyValue};
 pub use block::Block;
 pub use context::{ForwardContext, TokenBatch};
 pub use mlp::Mlp;
+pub use projection::{Projection, QuantLinear};
 pub use rope::RopeTables;
 
 use burn::module::Module;
-use burn::nn::{Embedding, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{Embedding, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::LlamaConfig;
@@ -25,8 +27,10 @@ pub struct Llama {
     pub embed_tokens: Embedding,
     pub blocks: Vec<Block>,
     pub norm: RmsNorm,
-    /// `None` when the head is tied to the embeddings.
-    pub lm_head: Option<Linear>,
+    /// `None` when the head is tied to the embeddings and multiplies by them. A tied head whose
+    /// embeddings are kept quantised is `Some`: the quantised copy, read by the fast kernels,
+    /// while `embed_tokens` keeps the `f32` rows for the lookup.
+    pub lm_head: Option<Projection>,
     #[module(skip)]
     pub config: LlamaConfig,
 }
@@ -38,7 +42,7 @@ impl Llama {
         let d = config.hidden_size;
         let hd = config.head_dim();
         let (nh, nkv) = (config.num_attention_heads, config.n_kv_heads());
-        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let lin = |i, o| Projection::Dense(LinearConfig::new(i, o).with_bias(false).init(device));
         let norm = || {
             RmsNormConfig::new(d)
                 .with_epsilon(config.rms_norm_eps)

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use crate::config::{LlamaConfig, RopeLayout, RopeScaling};
 use crate::error::{LlamaError, Result};
 use crate::load::build::WeightSource;
+use crate::quant::{BLOCK, QuantMatrix};
 
 /// The configuration a llama GGUF describes in its `llama.*` metadata.
 pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
@@ -140,5 +141,18 @@ impl WeightSource for GgufWeights<'_> {
             return Ok(None);
         };
         Ok(Some((self.file.dequantize(info)?, info.shape())))
+    }
+
+    fn blocks(&mut self, name: &str) -> Result<Option<QuantMatrix>> {
+        let Some(info) = gguf_name(name).and_then(|g| self.index.get(g.as_str()).copied()) else {
+            return Ok(None);
+        };
+        let shape = info.shape();
+        // Rows that are not whole blocks (never in real models) stay dense.
+        if !QuantMatrix::supports(info.ggml_type) || shape.len() != 2 || shape[1] % BLOCK != 0 {
+            return Ok(None);
+        }
+        let bytes = self.file.tensor_bytes(info);
+        QuantMatrix::from_gguf(info.ggml_type, bytes, shape[0], shape[1]).map(Some)
     }
 }

@@ -1,0 +1,280 @@
+//! Products with a [`QuantMatrix`] that dequantise each block of 32 weights in registers, right
+//! where it is used: the weights are streamed at one byte each instead of four, which is what
+//! limits a forward of a few tokens on a CPU (each weight is used once per token).
+//!
+//! Two products, both over `m` token rows:
+//! - [`matmul_wt`]: `y = x · Wᵀ` (a linear layer's forward; `W` is `[out, in]`);
+//! - [`matmul_w`]: `y = g · W` (its input gradient).
+//!
+//! Tokens are taken up to 16 at a time so that their accumulators stay in registers while one
+//! dequantised block is reused for all of them. The body is written once, portable, and compiled
+//! three times: for AVX-512, for AVX2 + FMA, and without either; the widest one the CPU has is
+//! picked at run time. Rows are shared between threads with rayon.
+
+use rayon::prelude::*;
+
+use super::matrix::{BLOCK, QuantMatrix};
+
+/// Most token rows handled together: with AVX-512 their 16-wide accumulators fill 16 of the 32
+/// registers; AVX2 has 16 registers of half the width, so it takes half as many.
+fn max_tokens() -> usize {
+    if simd() == Simd::Avx512 { 16 } else { 8 }
+}
+
+/// `m` token rows cut into the fewest chunks of at most [`max_tokens`], of near-equal sizes
+/// (9 rows are 9, not 8 + 1: each chunk streams the whole matrix once).
+fn token_chunks(m: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let chunks = m.div_ceil(max_tokens()).max(1);
+    (0..chunks).map(move |c| c * m / chunks..(c + 1) * m / chunks)
+}
+/// Output rows per parallel task of [`matmul_wt`].
+const ROWS_PER_TASK: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+fn simd() -> Simd {
+    use std::sync::OnceLock;
+    static LEVEL: OnceLock<Simd> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::env::var_os("SUBSPACE_PORTABLE_KERNELS").is_some() {
+                return Simd::Portable;
+            }
+            let fma = is_x86_feature_detected!("fma");
+            if fma && is_x86_feature_detected!("avx512f") {
+                return Simd::Avx512;
+            }
+            if fma && is_x86_feature_detected!("avx2") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Portable
+    })
+}
+
+/// `a · b + c`, fused where the CPU has FMA (the portable build would call a slow libm `fmaf`).
+#[inline(always)]
+fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FUSED { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Block `b` of a row, in `f32`.
+#[inline(always)]
+fn dequant_block(scale: &[f32], min: &[f32], q: &[i8], b: usize) -> [f32; BLOCK] {
+    let (d, m) = (scale[b], min[b]);
+    let qb: &[i8; BLOCK] = q[b * BLOCK..(b + 1) * BLOCK]
+        .try_into()
+        .unwrap_or(&[0; BLOCK]);
+    let mut w = [0f32; BLOCK];
+    for j in 0..BLOCK {
+        // Same operations as the dequantiser (`d · q + m`, not fused), so the weight is exact.
+        w[j] = d * f32::from(qb[j]) + m;
+    }
+    w
+}
+
+/// `out[i · T + t] = Σ_c x[t][c] · w[rows.start + i][c]` for `T` token rows of `x` (`[T, k]`).
+#[inline(always)]
+fn xwt_rows<const T: usize, const FUSED: bool>(
+    x: &[f32],
+    w: &QuantMatrix,
+    first_row: usize,
+    out: &mut [f32],
+) {
+    let k = w.cols();
+    let nb = k / BLOCK;
+    for (i, o) in out.chunks_exact_mut(T).enumerate() {
+        let (scale, min, q) = w.row(first_row + i);
+        let mut acc = [[0f32; 16]; T];
+        for b in 0..nb {
+            let wb = dequant_block(scale, min, q, b);
+            for (t, acc_t) in acc.iter_mut().enumerate() {
+                let xb: &[f32; BLOCK] = x[t * k + b * BLOCK..t * k + (b + 1) * BLOCK]
+                    .try_into()
+                    .unwrap_or(&[0.0; BLOCK]);
+                for j in 0..16 {
+                    acc_t[j] = madd::<FUSED>(wb[j], xb[j], acc_t[j]);
+                    acc_t[j] = madd::<FUSED>(wb[j + 16], xb[j + 16], acc_t[j]);
+                }
+            }
+        }
+        for (o_t, acc_t) in o.iter_mut().zip(&acc) {
+            *o_t = acc_t.iter().sum();
+        }
+    }
+}
+
+/// Accumulates `acc[t][c] += Σ_{r ∈ rows} g[t][r] · w[r][c]` for `T` token rows (`g` is
+/// `[T, n]`, `acc` is `[T, k]`), four weight rows at a time so that each accumulator load
+/// serves four multiply-adds.
+#[inline(always)]
+fn gw_rows<const T: usize, const FUSED: bool>(
+    g: &[f32],
+    n: usize,
+    w: &QuantMatrix,
+    rows: std::ops::Range<usize>,
+    acc: &mut [f32],
+) {
+    let k = w.cols();
+    let nb = k / BLOCK;
+    let mut r = rows.start;
+    while r + 4 <= rows.end {
+        let row = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+        let mut coef = [[0f32; 4]; T];
+        for (t, c) in coef.iter_mut().enumerate() {
+            *c = [
+                g[t * n + r],
+                g[t * n + r + 1],
+                g[t * n + r + 2],
+                g[t * n + r + 3],
+            ];
+        }
+        for b in 0..nb {
+            let wb = row.map(|(s, m, q)| dequant_block(s, m, q, b));
+            for (t, c) in coef.iter().enumerate() {
+                let a: &mut [f32; BLOCK] =
+                    match (&mut acc[t * k + b * BLOCK..t * k + (b + 1) * BLOCK]).try_into() {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    };
+                for j in 0..BLOCK {
+                    let mut v = a[j];
+                    v = madd::<FUSED>(c[0], wb[0][j], v);
+                    v = madd::<FUSED>(c[1], wb[1][j], v);
+                    v = madd::<FUSED>(c[2], wb[2][j], v);
+                    v = madd::<FUSED>(c[3], wb[3][j], v);
+                    a[j] = v;
+                }
+            }
+        }
+        r += 4;
+    }
+    for r in r..rows.end {
+        let (s, m, q) = w.row(r);
+        for b in 0..nb {
+            let wb = dequant_block(s, m, q, b);
+            for t in 0..T {
+                let c = g[t * n + r];
+                let a = &mut acc[t * k + b * BLOCK..t * k + (b + 1) * BLOCK];
+                for (aj, &wj) in a.iter_mut().zip(&wb) {
+                    *aj = madd::<FUSED>(c, wj, *aj);
+                }
+            }
+        }
+    }
+}
+
+/// `$body::<T, FUSED>(args)` for a run-time token count `T ≤ 16`.
+macro_rules! by_tokens {
+    ($body:ident, $fused:literal, $t:expr, ($($arg:expr),*)) => {
+        match $t {
+            1 => $body::<1, $fused>($($arg),*),
+            2 => $body::<2, $fused>($($arg),*),
+            3 => $body::<3, $fused>($($arg),*),
+            4 => $body::<4, $fused>($($arg),*),
+            5 => $body::<5, $fused>($($arg),*),
+            6 => $body::<6, $fused>($($arg),*),
+            7 => $body::<7, $fused>($($arg),*),
+            8 => $body::<8, $fused>($($arg),*),
+            9 => $body::<9, $fused>($($arg),*),
+            10 => $body::<10, $fused>($($arg),*),
+            11 => $body::<11, $fused>($($arg),*),
+            12 => $body::<12, $fused>($($arg),*),
+            13 => $body::<13, $fused>($($arg),*),
+            14 => $body::<14, $fused>($($arg),*),
+            15 => $body::<15, $fused>($($arg),*),
+            _ => $body::<16, $fused>($($arg),*),
+        }
+    };
+}
+
+/// One entry point per SIMD level for a kernel body, and a function that calls the widest one
+/// the CPU has.
+macro_rules! simd_entries {
+    ($entry:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        fn $entry(t: usize, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            fn avx512(t: usize, $($arg: $ty),*) {
+                by_tokens!($body, true, t, ($($arg),*))
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2(t: usize, $($arg: $ty),*) {
+                by_tokens!($body, true, t, ($($arg),*))
+            }
+            match simd() {
+                // SAFETY: `simd()` checked that the CPU has these features.
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx512 => unsafe { avx512(t, $($arg),*) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2 => unsafe { avx2(t, $($arg),*) },
+                _ => by_tokens!($body, false, t, ($($arg),*)),
+            }
+        }
+    };
+}
+
+simd_entries!(xwt_task, xwt_rows, (x: &[f32], w: &QuantMatrix, first_row: usize, out: &mut [f32]));
+simd_entries!(gw_task, gw_rows, (g: &[f32], n: usize, w: &QuantMatrix, rows: std::ops::Range<usize>, acc: &mut [f32]));
+
+/// `y = x · Wᵀ`: `x` is `[m, cols]` row-major, the result `[m, rows]`.
+pub fn matmul_wt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
+    let (n, k) = (w.rows(), w.cols());
+    assert_eq!(x.len(), m * k, "x must be [m, {k}]");
+    let mut y = vec![0f32; m * n];
+    // Each chunk of `TOKENS` token rows computes `yᵀ` for its tokens (row-major `[n, T]`, so
+    // that parallel tasks own contiguous pieces), then transposes it into `y`.
+    for tokens in token_chunks(m) {
+        let t = tokens.len();
+        let x_chunk = &x[tokens.start * k..tokens.end * k];
+        let mut yt = vec![0f32; n * t];
+        yt.par_chunks_mut(ROWS_PER_TASK * t)
+            .enumerate()
+            .for_each(|(task, out)| xwt_task(t, x_chunk, w, task * ROWS_PER_TASK, out));
+        for (r, y_r) in yt.chunks_exact(t).enumerate() {
+            for (i, &v) in y_r.iter().enumerate() {
+                y[(tokens.start + i) * n + r] = v;
+            }
+        }
+    }
+    y
+}
+
+/// `y = g · W`: `g` is `[m, rows]` row-major, the result `[m, cols]`.
+pub fn matmul_w(g: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
+    let (n, k) = (w.rows(), w.cols());
+    assert_eq!(g.len(), m * n, "g must be [m, {n}]");
+    let mut y = vec![0f32; m * k];
+    // Rows are split between the threads; each sums its share into its own accumulator and
+    // the shares are added at the end (the accumulators are small: `m × cols`).
+    let tasks = rayon::current_num_threads().clamp(1, n.div_ceil(4).max(1));
+    let per_task = n.div_ceil(tasks).next_multiple_of(4);
+    for tokens in token_chunks(m) {
+        let t = tokens.len();
+        let g_chunk = &g[tokens.start * n..tokens.end * n];
+        let y_chunk = &mut y[tokens.start * k..tokens.end * k];
+        let partial: Vec<Vec<f32>> = (0..tasks)
+            .into_par_iter()
+            .map(|task| {
+                let rows = (task * per_task).min(n)..((task + 1) * per_task).min(n);
+                let mut acc = vec![0f32; t * k];
+                gw_task(t, g_chunk, n, w, rows, &mut acc);
+                acc
+            })
+            .collect();
+        for p in &partial {
+            for (yi, &pi) in y_chunk.iter_mut().zip(p) {
+                *yi += pi;
+            }
+        }
+    }
+    y
+}

@@ -1,0 +1,123 @@
+//! The quantised products as a burn backend extension, so that they take part in burn's
+//! autodiff: the forward is `x · Wᵀ`, its input gradient `g · W`. The weights are constants
+//! (no gradient reaches them), which is all DAS needs: it trains interventions, not the model.
+//!
+//! Implemented for the `flex` CPU backend and for autodiff over it. Other backends (LibTorch,
+//! ndarray) keep dense `f32` weights; the loader only keeps blocks for a flex device.
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::tensor::{Tensor, TensorData};
+
+use super::kernel::{matmul_w, matmul_wt};
+use super::matrix::QuantMatrix;
+
+/// A shared, immutable quantised weight (cloning it is a reference count).
+pub type QuantWeight = Arc<QuantMatrix>;
+
+#[backend_extension(Flex, Autodiff)]
+pub trait QuantOps: Backend {
+    /// `x · Wᵀ` over the last dimension: `[..., cols]` → `[..., rows]`.
+    fn quant_matmul_wt(x: FloatTensor<Self>, weight: QuantWeight) -> FloatTensor<Self>;
+    /// `g · W` over the last dimension: `[..., rows]` → `[..., cols]`.
+    fn quant_matmul_w(g: FloatTensor<Self>, weight: QuantWeight) -> FloatTensor<Self>;
+}
+
+/// Runs a host kernel on a flex tensor's values, flattening its leading dimensions.
+fn on_host(
+    x: FloatTensor<Flex>,
+    d_in: usize,
+    d_out: usize,
+    kernel: impl FnOnce(&[f32], usize) -> Vec<f32>,
+) -> FloatTensor<Flex> {
+    let device = x.device();
+    let mut shape = x.shape();
+    let dims = shape.num_dims();
+    assert_eq!(shape[dims - 1], d_in, "the last dimension must be {d_in}");
+    let m = shape.num_elements() / d_in;
+    let x = x.to_contiguous();
+    let values = match x.as_slice::<f32>() {
+        Some(v) => kernel(v, m),
+        // Not f32 (the model runs in f32; a caller cast it): compute in f32 and say nothing.
+        None => {
+            let data = x.into_data().convert::<f32>();
+            kernel(data.as_slice::<f32>().unwrap_or(&[]), m)
+        }
+    };
+    shape[dims - 1] = d_out;
+    Flex::float_from_data(TensorData::new(values, shape), &device)
+}
+
+impl QuantOps for Flex {
+    fn quant_matmul_wt(x: FloatTensor<Self>, w: QuantWeight) -> FloatTensor<Self> {
+        on_host(x, w.cols(), w.rows(), |x, m| matmul_wt(x, m, &w))
+    }
+
+    fn quant_matmul_w(g: FloatTensor<Self>, w: QuantWeight) -> FloatTensor<Self> {
+        on_host(g, w.rows(), w.cols(), |g, m| matmul_w(g, m, &w))
+    }
+}
+
+/// Backward of `x · Wᵀ`: `dx = dy · W`.
+#[derive(Debug)]
+struct MatmulWt;
+
+impl<B: Backend + QuantOps> Backward<B, 1> for MatmulWt {
+    type State = QuantWeight;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let w = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| B::quant_matmul_w(dy, w));
+    }
+}
+
+/// Backward of `g · W`: `dg = dy · Wᵀ`.
+#[derive(Debug)]
+struct MatmulW;
+
+impl<B: Backend + QuantOps> Backward<B, 1> for MatmulW {
+    type State = QuantWeight;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let w = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| B::quant_matmul_wt(dy, w));
+    }
+}
+
+impl<B: Backend + QuantOps, C: CheckpointStrategy> QuantOps for Autodiff<B, C> {
+    fn quant_matmul_wt(x: FloatTensor<Self>, w: QuantWeight) -> FloatTensor<Self> {
+        let (x, node) = x.into_parts();
+        let y = B::quant_matmul_wt(x, w.clone());
+        match MatmulWt.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(w, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn quant_matmul_w(g: FloatTensor<Self>, w: QuantWeight) -> FloatTensor<Self> {
+        let (g, node) = g.into_parts();
+        let y = B::quant_matmul_w(g, w.clone());
+        match MatmulW.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(w, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// `x · Wᵀ` on a high-level tensor.
+///
+/// # Shapes
+/// - `x`: `[..., cols]` → `[..., rows]`
+pub fn linear<const D: usize>(x: Tensor<D>, w: &QuantWeight) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as QuantOps>::quant_matmul_wt(
+        x.into_dispatch(),
+        w.clone(),
+    ))
+}
