@@ -28,7 +28,8 @@ fn random_q4_1(rows: usize, cols: usize, seed: u64) -> QuantMatrix {
 
 fn main() {
     let device = Device::flex();
-    let copies = 30; // one per layer, so that each call finds its weights out of cache
+    // One copy per layer, so that each call finds its weights out of cache (COPIES=1: warm).
+    let copies: usize = std::env::var("COPIES").ok().and_then(|c| c.parse().ok()).unwrap_or(30);
     for (m, k, n) in [
         (9, 576, 1536),
         (9, 1536, 576),

@@ -27,8 +27,6 @@ fn token_chunks(m: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let chunks = m.div_ceil(max_tokens()).max(1);
     (0..chunks).map(move |c| c * m / chunks..(c + 1) * m / chunks)
 }
-/// Output rows per parallel task of [`matmul_wt`].
-const ROWS_PER_TASK: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Simd {
@@ -136,7 +134,13 @@ fn gw_rows<const T: usize, const FUSED: bool>(
             ];
         }
         for b in 0..nb {
-            let wb = row.map(|(s, m, q)| dequant_block(s, m, q, b));
+            // Not `row.map(..)`: a closure is compiled without the caller's target features.
+            let wb = [
+                dequant_block(row[0].0, row[0].1, row[0].2, b),
+                dequant_block(row[1].0, row[1].1, row[1].2, b),
+                dequant_block(row[2].0, row[2].1, row[2].2, b),
+                dequant_block(row[3].0, row[3].1, row[3].2, b),
+            ];
             for (t, c) in coef.iter().enumerate() {
                 let a: &mut [f32; BLOCK] =
                     match (&mut acc[t * k + b * BLOCK..t * k + (b + 1) * BLOCK]).try_into() {
@@ -229,23 +233,39 @@ simd_entries!(gw_task, gw_rows, (g: &[f32], n: usize, w: &QuantMatrix, rows: std
 pub fn matmul_wt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), m * k, "x must be [m, {k}]");
+    // Parallel tasks own contiguous pieces of `yᵀ` (`[n, m]`), transposed into `y` at the end.
+    let threads = rayon::current_num_threads().max(1);
+    let per_task = n.div_ceil(4 * threads).clamp(16, 256).next_multiple_of(4);
+    let mut yt = vec![0f32; n * m];
+    yt.par_chunks_mut(per_task * m)
+        .enumerate()
+        .for_each(|(task, out)| xwt_rows_all_tokens(x, m, w, task * per_task, out));
     let mut y = vec![0f32; m * n];
-    // Each chunk of `TOKENS` token rows computes `yᵀ` for its tokens (row-major `[n, T]`, so
-    // that parallel tasks own contiguous pieces), then transposes it into `y`.
-    for tokens in token_chunks(m) {
-        let t = tokens.len();
-        let x_chunk = &x[tokens.start * k..tokens.end * k];
-        let mut yt = vec![0f32; n * t];
-        yt.par_chunks_mut(ROWS_PER_TASK * t)
-            .enumerate()
-            .for_each(|(task, out)| xwt_task(t, x_chunk, w, task * ROWS_PER_TASK, out));
-        for (r, y_r) in yt.chunks_exact(t).enumerate() {
-            for (i, &v) in y_r.iter().enumerate() {
-                y[(tokens.start + i) * n + r] = v;
-            }
+    for (r, y_r) in yt.chunks_exact(m).enumerate() {
+        for (t, &v) in y_r.iter().enumerate() {
+            y[t * n + r] = v;
         }
     }
     y
+}
+
+/// `out[i · m + t] = Σ_c x[t][c] · w[first_row + i][c]` for all `m` token rows.
+fn xwt_rows_all_tokens(x: &[f32], m: usize, w: &QuantMatrix, first_row: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() == Simd::Avx512 {
+        // SAFETY: `simd()` checked that the CPU has AVX-512F.
+        return unsafe { avx512::xwt(x, m, w, first_row, out) };
+    }
+    let k = w.cols();
+    let rows = out.len() / m;
+    for tokens in token_chunks(m) {
+        let t = tokens.len();
+        let mut part = vec![0f32; rows * t];
+        xwt_task(t, &x[tokens.start * k..tokens.end * k], w, first_row, &mut part);
+        for (o, p) in out.chunks_exact_mut(m).zip(part.chunks_exact(t)) {
+            o[tokens.clone()].copy_from_slice(p);
+        }
+    }
 }
 
 /// `y = g · W`: `g` is `[m, rows]` row-major, the result `[m, cols]`.
@@ -277,4 +297,107 @@ pub fn matmul_w(g: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
         }
     }
     y
+}
+
+/// The forward product with AVX-512 intrinsics, written as a small GEMM: a tile of 4 weight
+/// rows is dequantised once into an `f32` buffer that stays in L1, then multiplied with up to 6
+/// token rows at a time, keeping the 4 × 6 accumulators in registers (24 of 32). The portable
+/// body leaves the accumulators to the compiler, which spills them.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::QuantMatrix;
+
+    const ROWS: usize = 4;
+    const TOKENS: usize = 6;
+
+    /// `out[i · m + t] = Σ_c x[t][c] · w[first_row + i][c]`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn xwt(x: &[f32], m: usize, w: &QuantMatrix, first_row: usize, out: &mut [f32]) {
+        let k = w.cols();
+        let rows = out.len() / m;
+        assert!(x.len() >= m * k && first_row + rows <= w.rows() && k % 16 == 0);
+        let mut wbuf = vec![0f32; ROWS * k];
+        let chunks = m.div_ceil(TOKENS);
+        for r0 in (0..rows).step_by(ROWS) {
+            let nr = (rows - r0).min(ROWS);
+            for (i, buf) in wbuf.chunks_exact_mut(k).enumerate().take(nr) {
+                dequantize_row(w, first_row + r0 + i, buf);
+            }
+            for c in 0..chunks {
+                let tokens = c * m / chunks..(c + 1) * m / chunks;
+                let x_chunk = &x[tokens.start * k..tokens.end * k];
+                let out_tile = &mut out[r0 * m..(r0 + nr) * m];
+                let at = (tokens.start, m, nr);
+                match tokens.len() {
+                    1 => tile::<1>(&wbuf, x_chunk, k, out_tile, at),
+                    2 => tile::<2>(&wbuf, x_chunk, k, out_tile, at),
+                    3 => tile::<3>(&wbuf, x_chunk, k, out_tile, at),
+                    4 => tile::<4>(&wbuf, x_chunk, k, out_tile, at),
+                    5 => tile::<5>(&wbuf, x_chunk, k, out_tile, at),
+                    _ => tile::<6>(&wbuf, x_chunk, k, out_tile, at),
+                }
+            }
+        }
+    }
+
+    /// Row `r` in `f32` (the dequantiser's `d · q + m`, not fused).
+    #[target_feature(enable = "avx512f")]
+    fn dequantize_row(w: &QuantMatrix, r: usize, out: &mut [f32]) {
+        let (scale, min, q) = w.row(r);
+        assert!(out.len() == q.len() && q.len() == scale.len() * 32 && min.len() == scale.len());
+        let (qp, op) = (q.as_ptr(), out.as_mut_ptr());
+        for (b, (&d, &m)) in scale.iter().zip(min).enumerate() {
+            let (d, m) = (_mm512_set1_ps(d), _mm512_set1_ps(m));
+            for half in [0, 16] {
+                let at = b * 32 + half;
+                // SAFETY: `at + 16 <= q.len() == out.len()` (asserted above).
+                unsafe {
+                    let q8 = _mm_loadu_si128(qp.add(at).cast());
+                    let qf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8));
+                    _mm512_storeu_ps(op.add(at), _mm512_add_ps(_mm512_mul_ps(d, qf), m));
+                }
+            }
+        }
+    }
+
+    /// Dot products of the first `nr` buffered rows with `T` token rows, written to
+    /// `out[i · m + first_token + t]`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn tile<const T: usize>(
+        wbuf: &[f32],
+        x: &[f32],
+        k: usize,
+        out: &mut [f32],
+        (first_token, m, nr): (usize, usize, usize),
+    ) {
+        debug_assert!(wbuf.len() >= ROWS * k && x.len() >= T * k);
+        let wp = wbuf.as_ptr();
+        let xp = x.as_ptr();
+        let mut acc = [[_mm512_setzero_ps(); ROWS]; T];
+        for s in (0..k).step_by(16) {
+            // SAFETY: `s + 16 <= k`, the buffer holds `ROWS × k` values and `x` `T × k`.
+            unsafe {
+                let wv = [
+                    _mm512_loadu_ps(wp.add(s)),
+                    _mm512_loadu_ps(wp.add(k + s)),
+                    _mm512_loadu_ps(wp.add(2 * k + s)),
+                    _mm512_loadu_ps(wp.add(3 * k + s)),
+                ];
+                for (t, acc_t) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_loadu_ps(xp.add(t * k + s));
+                    for (a, &wi) in acc_t.iter_mut().zip(&wv) {
+                        *a = _mm512_fmadd_ps(wi, xv, *a);
+                    }
+                }
+            }
+        }
+        for (t, acc_t) in acc.iter().enumerate() {
+            for (i, &a) in acc_t.iter().enumerate().take(nr) {
+                out[i * m + first_token + t] = _mm512_reduce_add_ps(a);
+            }
+        }
+    }
 }

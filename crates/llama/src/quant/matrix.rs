@@ -128,7 +128,9 @@ impl QuantMatrix {
         )
     }
 
-    /// Row `r` in `f32`, written into `out` (`cols` values).
+    /// Row `r` in `f32`, written into `out` (`cols` values). Inlined so that it is vectorised
+    /// with the caller's target features.
+    #[inline(always)]
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let (scale, min, q) = self.row(r);
         for (b, (ob, qb)) in out
