@@ -229,6 +229,12 @@ macro_rules! simd_entries {
 simd_entries!(xwt_task, xwt_rows, (x: &[f32], w: &QuantMatrix, first_row: usize, out: &mut [f32]));
 simd_entries!(gw_task, gw_rows, (g: &[f32], n: usize, w: &QuantMatrix, rows: std::ops::Range<usize>, acc: &mut [f32]));
 
+/// Whether a product is large enough to pay for waking other threads (tens of microseconds
+/// each time; a DAS step makes hundreds of products, most of them small).
+fn worth_splitting(m: usize, w: &QuantMatrix) -> bool {
+    m * w.rows() * w.cols() >= 1 << 21
+}
+
 /// `y = x · Wᵀ`: `x` is `[m, cols]` row-major, the result `[m, rows]`.
 pub fn matmul_wt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
     let (n, k) = (w.rows(), w.cols());
@@ -237,9 +243,13 @@ pub fn matmul_wt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
     let threads = rayon::current_num_threads().max(1);
     let per_task = n.div_ceil(4 * threads).clamp(16, 256).next_multiple_of(4);
     let mut yt = vec![0f32; n * m];
-    yt.par_chunks_mut(per_task * m)
-        .enumerate()
-        .for_each(|(task, out)| xwt_rows_all_tokens(x, m, w, task * per_task, out));
+    if worth_splitting(m, w) {
+        yt.par_chunks_mut(per_task * m)
+            .enumerate()
+            .for_each(|(task, out)| xwt_rows_all_tokens(x, m, w, task * per_task, out));
+    } else {
+        xwt_rows_all_tokens(x, m, w, 0, &mut yt);
+    }
     let mut y = vec![0f32; m * n];
     for (r, y_r) in yt.chunks_exact(m).enumerate() {
         for (t, &v) in y_r.iter().enumerate() {
@@ -275,7 +285,11 @@ pub fn matmul_w(g: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
     let mut y = vec![0f32; m * k];
     // Rows are split between the threads; each sums its share into its own accumulator and
     // the shares are added at the end (the accumulators are small: `m × cols`).
-    let tasks = rayon::current_num_threads().clamp(1, n.div_ceil(4).max(1));
+    let tasks = if worth_splitting(m, w) {
+        rayon::current_num_threads().clamp(1, n.div_ceil(4).max(1))
+    } else {
+        1
+    };
     let per_task = n.div_ceil(tasks).next_multiple_of(4);
     for tokens in token_chunks(m) {
         let t = tokens.len();
