@@ -29,7 +29,10 @@ fn random_q4_1(rows: usize, cols: usize, seed: u64) -> QuantMatrix {
 fn main() {
     let device = Device::flex();
     // One copy per layer, so that each call finds its weights out of cache (COPIES=1: warm).
-    let copies: usize = std::env::var("COPIES").ok().and_then(|c| c.parse().ok()).unwrap_or(30);
+    let copies: usize = std::env::var("COPIES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(30);
     for (m, k, n) in [
         (9, 576, 1536),
         (9, 1536, 576),
@@ -93,7 +96,7 @@ fn main() {
             .clone()
             .matmul(dense[0].clone())
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap();
         let err = yq
             .iter()

@@ -5,6 +5,7 @@ mod common;
 
 use burn::tensor::Device;
 use llama::TokenBatch;
+use llama::load::WeightStorage;
 use serde_json::Value;
 
 type Tensors = std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>;
@@ -18,10 +19,32 @@ fn fixture() -> (Value, Tensors) {
     (meta, logits)
 }
 
+/// Both ways of storing the weights: in their GGUF blocks, multiplied by the quantised kernels
+/// (the default on flex), and dequantised to dense `f32` for burn's matmul.
 #[test]
 fn last_position_logits_match_transformers() {
+    for storage in [WeightStorage::Blocks, WeightStorage::F32] {
+        logits_match_transformers(storage);
+    }
+}
+
+fn logits_match_transformers(storage: WeightStorage) {
     let device = Device::flex();
-    let loaded = common::smollm(&device);
+    let loaded = common::smollm_with(&device, storage);
+    let blocks = storage == WeightStorage::Blocks;
+    let attn = &loaded.model.blocks[0].self_attn;
+    assert_eq!(
+        attn.q_proj.is_quantized(),
+        blocks,
+        "{storage:?}: q_proj storage"
+    );
+    assert_eq!(
+        loaded.model.blocks[29].mlp.down_proj.is_quantized(),
+        blocks,
+        "{storage:?}"
+    );
+    // The tied head gets a quantised copy of the embeddings only in block storage.
+    assert_eq!(loaded.model.lm_head.is_some(), blocks, "{storage:?}: head");
     let (meta, want) = fixture();
     let prompts = meta["prompts"].as_array().unwrap();
     assert!(prompts.len() >= 6);
@@ -45,7 +68,7 @@ fn last_position_logits_match_transformers() {
         let got = common::to_vec(logits);
         let (_, reference) = &want[&format!("logits.{i}")];
         let diff = common::max_abs_diff(&got, reference);
-        eprintln!("{text:?}: max |logit diff| vs transformers {diff:.2e}");
+        eprintln!("{storage:?} {text:?}: max |logit diff| vs transformers {diff:.2e}");
         assert!(diff <= 2e-3, "{text:?}: max |diff| {diff}");
         assert_eq!(
             common::top_k(&got, 10),

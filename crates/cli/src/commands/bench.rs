@@ -141,9 +141,14 @@ pub fn run(args: Args) -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    // How the weights are held: in their GGUF blocks (multiplied by the quantised kernels) or
+    // dequantised to f32 (`SUBSPACE_WEIGHTS=f32`, other backends, safetensors models).
+    let blocks = lm.model.blocks[0].mlp.gate_proj.is_quantized();
     let out = serde_json::json!({
         "model": lm.name,
         "backend": backend.name(),
+        "weights": if blocks { "blocks" } else { "f32" },
+        "kernels": if blocks { llama::quant::Kernels::best().name() } else { "backend matmul" },
         "threads": threads,
         "repeats": r,
         "load_s": load_s,
@@ -161,9 +166,11 @@ pub fn run(args: Args) -> Result<()> {
         println!("{out}");
     } else {
         println!(
-            "model {} on {} ({threads} threads), medians of {r}:",
+            "model {} on {} ({threads} threads, weights {}, kernels {}), medians of {r}:",
             lm.name,
-            backend.name()
+            backend.name(),
+            out["weights"].as_str().unwrap_or("?"),
+            out["kernels"].as_str().unwrap_or("?")
         );
         for key in [
             "load_s",

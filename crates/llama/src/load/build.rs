@@ -149,6 +149,7 @@ pub(crate) fn build(
     config: &LlamaConfig,
     source: &mut impl WeightSource,
     device: &Device,
+    storage: WeightStorage,
 ) -> Result<Llama> {
     config.validate()?;
     let d = config.hidden_size;
@@ -159,7 +160,7 @@ pub(crate) fn build(
     let mut b = Builder {
         source,
         device,
-        storage: WeightStorage::for_device(device),
+        storage,
     };
 
     // A tied head reads the embedding matrix; kept in blocks, it is the largest product of a

@@ -2,6 +2,8 @@
 //! Weight names and layouts of each format are handled here; the model knows none of them.
 
 mod build;
+
+pub use build::WeightStorage;
 pub mod gguf;
 pub mod hub;
 pub mod safetensors;
@@ -120,12 +122,26 @@ pub fn load(source: &ModelSource, device: &Device) -> Result<Loaded> {
     })
 }
 
-/// Loads a GGUF file: config from its metadata, weights dequantised to `f32`, tokenizer from
-/// its `tokenizer.ggml.*` entries.
+/// Loads a GGUF file: config from its metadata, tokenizer from its `tokenizer.ggml.*` entries,
+/// weights stored as [`WeightStorage::for_device`] chooses (in their blocks on flex).
 pub fn load_gguf(path: &Path, device: &Device) -> Result<(Llama, Tokenizer)> {
+    load_gguf_with(path, device, WeightStorage::for_device(device))
+}
+
+/// [`load_gguf`] with the weights stored as asked. [`WeightStorage::Blocks`] needs the flex
+/// backend (the kernels' only home); on another device it falls back to `f32`.
+pub fn load_gguf_with(
+    path: &Path,
+    device: &Device,
+    storage: WeightStorage,
+) -> Result<(Llama, Tokenizer)> {
+    let storage = match storage {
+        WeightStorage::Blocks if *device != Device::flex() => WeightStorage::F32,
+        s => s,
+    };
     let file = gguf::GgufFile::open(path)?;
     let config = gguf::config(&file)?;
-    let model = build::build(&config, &mut gguf::GgufWeights::new(&file), device)?;
+    let model = build::build(&config, &mut gguf::GgufWeights::new(&file), device, storage)?;
     let (inner, special) = gguf::tokenizer::from_gguf(&file)?;
     Ok((model, Tokenizer::from_parts(inner, &special)))
 }
@@ -136,7 +152,7 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(Llama, Tokenizer)> {
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let files = safetensors::weight_files(dir)?;
     let mut weights = safetensors::SafetensorsWeights::open(&files)?;
-    let model = build::build(&config, &mut weights, device)?;
+    let model = build::build(&config, &mut weights, device, WeightStorage::F32)?;
     Ok((model, tokenizer))
 }
 

@@ -15,45 +15,69 @@ use rayon::prelude::*;
 
 use super::matrix::{BLOCK, QuantMatrix};
 
-/// Most token rows handled together: with AVX-512 their 16-wide accumulators fill 16 of the 32
-/// registers; AVX2 has 16 registers of half the width, so it takes half as many.
-fn max_tokens() -> usize {
-    if simd() == Simd::Avx512 { 16 } else { 8 }
-}
-
-/// `m` token rows cut into the fewest chunks of at most [`max_tokens`], of near-equal sizes
-/// (9 rows are 9, not 8 + 1: each chunk streams the whole matrix once).
-fn token_chunks(m: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    let chunks = m.div_ceil(max_tokens()).max(1);
-    (0..chunks).map(move |c| c * m / chunks..(c + 1) * m / chunks)
-}
-
+/// Which compiled body of the kernels runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Simd {
+pub enum Kernels {
+    /// AVX-512F with FMA (the forward product written with intrinsics).
     Avx512,
+    /// AVX2 with FMA.
     Avx2,
+    /// No SIMD assumption (the compiler vectorises for the target's baseline).
     Portable,
 }
 
-fn simd() -> Simd {
-    use std::sync::OnceLock;
-    static LEVEL: OnceLock<Simd> = OnceLock::new();
-    *LEVEL.get_or_init(|| {
+impl Kernels {
+    /// The widest body this CPU runs, or the one `SUBSPACE_KERNELS=avx512|avx2|portable` names
+    /// if the CPU has it (to compare them or to rule one out).
+    pub fn best() -> Kernels {
+        use std::sync::OnceLock;
+        static BEST: OnceLock<Kernels> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let available = Kernels::available();
+            let asked = std::env::var("SUBSPACE_KERNELS")
+                .ok()
+                .and_then(|name| available.iter().copied().find(|k| k.name() == name));
+            asked.unwrap_or(available[0])
+        })
+    }
+
+    /// The bodies this CPU can run, widest first (always ends with `Portable`).
+    pub fn available() -> Vec<Kernels> {
+        let mut out = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var_os("SUBSPACE_PORTABLE_KERNELS").is_some() {
-                return Simd::Portable;
-            }
             let fma = is_x86_feature_detected!("fma");
-            if fma && is_x86_feature_detected!("avx512f") {
-                return Simd::Avx512;
+            if fma && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") {
+                out.push(Kernels::Avx512);
             }
             if fma && is_x86_feature_detected!("avx2") {
-                return Simd::Avx2;
+                out.push(Kernels::Avx2);
             }
         }
-        Simd::Portable
-    })
+        out.push(Kernels::Portable);
+        out
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Avx512 => "avx512",
+            Kernels::Avx2 => "avx2",
+            Kernels::Portable => "portable",
+        }
+    }
+
+    /// Most token rows handled together: with AVX-512 their 16-wide accumulators fill 16 of the
+    /// 32 registers; AVX2 has 16 registers of half the width, so it takes half as many.
+    fn max_tokens(self) -> usize {
+        if self == Kernels::Avx512 { 16 } else { 8 }
+    }
+
+    /// `m` token rows cut into the fewest chunks of at most [`Self::max_tokens`], of near-equal
+    /// sizes (9 rows are 9, not 8 + 1: each chunk streams the whole matrix once).
+    fn token_chunks(self, m: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let chunks = m.div_ceil(self.max_tokens()).max(1);
+        (0..chunks).map(move |c| c * m / chunks..(c + 1) * m / chunks)
+    }
 }
 
 /// `a · b + c`, fused where the CPU has FMA (the portable build would call a slow libm `fmaf`).
@@ -202,7 +226,7 @@ macro_rules! by_tokens {
 /// the CPU has.
 macro_rules! simd_entries {
     ($entry:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        fn $entry(t: usize, $($arg: $ty),*) {
+        fn $entry(level: Kernels, t: usize, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx2,fma")]
             fn avx512(t: usize, $($arg: $ty),*) {
@@ -213,13 +237,13 @@ macro_rules! simd_entries {
             fn avx2(t: usize, $($arg: $ty),*) {
                 by_tokens!($body, true, t, ($($arg),*))
             }
-            match simd() {
-                // SAFETY: `simd()` checked that the CPU has these features.
+            match level {
+                // SAFETY: `Kernels::available()` checked that the CPU has these features.
                 #[cfg(target_arch = "x86_64")]
-                Simd::Avx512 => unsafe { avx512(t, $($arg),*) },
+                Kernels::Avx512 => unsafe { avx512(t, $($arg),*) },
                 // SAFETY: as above.
                 #[cfg(target_arch = "x86_64")]
-                Simd::Avx2 => unsafe { avx2(t, $($arg),*) },
+                Kernels::Avx2 => unsafe { avx2(t, $($arg),*) },
                 _ => by_tokens!($body, false, t, ($($arg),*)),
             }
         }
@@ -237,6 +261,15 @@ fn worth_splitting(m: usize, w: &QuantMatrix) -> bool {
 
 /// `y = x · Wᵀ`: `x` is `[m, cols]` row-major, the result `[m, rows]`.
 pub fn matmul_wt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
+    matmul_wt_with(Kernels::best(), x, m, w)
+}
+
+/// [`matmul_wt`] with a chosen body (one of [`Kernels::available`]).
+pub fn matmul_wt_with(level: Kernels, x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
+    assert!(
+        Kernels::available().contains(&level),
+        "this CPU cannot run {level:?}"
+    );
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), m * k, "x must be [m, {k}]");
     // Parallel tasks own contiguous pieces of `yᵀ` (`[n, m]`), transposed into `y` at the end.
@@ -246,9 +279,9 @@ pub fn matmul_wt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
     if worth_splitting(m, w) {
         yt.par_chunks_mut(per_task * m)
             .enumerate()
-            .for_each(|(task, out)| xwt_rows_all_tokens(x, m, w, task * per_task, out));
+            .for_each(|(task, out)| xwt_rows_all_tokens(level, x, m, w, task * per_task, out));
     } else {
-        xwt_rows_all_tokens(x, m, w, 0, &mut yt);
+        xwt_rows_all_tokens(level, x, m, w, 0, &mut yt);
     }
     let mut y = vec![0f32; m * n];
     for (r, y_r) in yt.chunks_exact(m).enumerate() {
@@ -260,18 +293,32 @@ pub fn matmul_wt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
 }
 
 /// `out[i · m + t] = Σ_c x[t][c] · w[first_row + i][c]` for all `m` token rows.
-fn xwt_rows_all_tokens(x: &[f32], m: usize, w: &QuantMatrix, first_row: usize, out: &mut [f32]) {
+fn xwt_rows_all_tokens(
+    level: Kernels,
+    x: &[f32],
+    m: usize,
+    w: &QuantMatrix,
+    first_row: usize,
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
-    if simd() == Simd::Avx512 {
-        // SAFETY: `simd()` checked that the CPU has AVX-512F.
+    if level == Kernels::Avx512 {
+        // SAFETY: `Kernels::available()` checked that the CPU has AVX-512F.
         return unsafe { avx512::xwt(x, m, w, first_row, out) };
     }
     let k = w.cols();
     let rows = out.len() / m;
-    for tokens in token_chunks(m) {
+    for tokens in level.token_chunks(m) {
         let t = tokens.len();
         let mut part = vec![0f32; rows * t];
-        xwt_task(t, &x[tokens.start * k..tokens.end * k], w, first_row, &mut part);
+        xwt_task(
+            level,
+            t,
+            &x[tokens.start * k..tokens.end * k],
+            w,
+            first_row,
+            &mut part,
+        );
         for (o, p) in out.chunks_exact_mut(m).zip(part.chunks_exact(t)) {
             o[tokens.clone()].copy_from_slice(p);
         }
@@ -280,6 +327,15 @@ fn xwt_rows_all_tokens(x: &[f32], m: usize, w: &QuantMatrix, first_row: usize, o
 
 /// `y = g · W`: `g` is `[m, rows]` row-major, the result `[m, cols]`.
 pub fn matmul_w(g: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
+    matmul_w_with(Kernels::best(), g, m, w)
+}
+
+/// [`matmul_w`] with a chosen body (one of [`Kernels::available`]).
+pub fn matmul_w_with(level: Kernels, g: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
+    assert!(
+        Kernels::available().contains(&level),
+        "this CPU cannot run {level:?}"
+    );
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(g.len(), m * n, "g must be [m, {n}]");
     let mut y = vec![0f32; m * k];
@@ -291,7 +347,7 @@ pub fn matmul_w(g: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
         1
     };
     let per_task = n.div_ceil(tasks).next_multiple_of(4);
-    for tokens in token_chunks(m) {
+    for tokens in level.token_chunks(m) {
         let t = tokens.len();
         let g_chunk = &g[tokens.start * n..tokens.end * n];
         let y_chunk = &mut y[tokens.start * k..tokens.end * k];
@@ -300,7 +356,7 @@ pub fn matmul_w(g: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
             .map(|task| {
                 let rows = (task * per_task).min(n)..((task + 1) * per_task).min(n);
                 let mut acc = vec![0f32; t * k];
-                gw_task(t, g_chunk, n, w, rows, &mut acc);
+                gw_task(level, t, g_chunk, n, w, rows, &mut acc);
                 acc
             })
             .collect();

@@ -9,6 +9,6 @@ mod kernel;
 mod matrix;
 mod ops;
 
-pub use kernel::{matmul_w, matmul_wt};
+pub use kernel::{Kernels, matmul_w, matmul_w_with, matmul_wt, matmul_wt_with};
 pub use matrix::{BLOCK, QuantMatrix};
 pub use ops::{QuantOps, QuantWeight, linear};

@@ -17,6 +17,19 @@ pub fn smollm(device: &Device) -> Loaded {
     llama::load::load(&source, device).expect("loading the default model")
 }
 
+/// The default model with its weights stored as asked.
+pub fn smollm_with(device: &Device, storage: llama::load::WeightStorage) -> Loaded {
+    let Ok(ModelSource::Gguf(path)) = ModelSource::default_model() else {
+        panic!("the default model is missing: run scripts/fetch-model.sh")
+    };
+    let (model, tokenizer) = llama::load::load_gguf_with(&path, device, storage).unwrap();
+    Loaded {
+        model,
+        tokenizer,
+        source: ModelSource::Gguf(path),
+    }
+}
+
 /// All `f32` tensors of a safetensors file, by name.
 pub fn read_f32(path: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap();
