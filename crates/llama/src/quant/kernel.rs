@@ -7,9 +7,15 @@
 //! - [`matmul_w`]: `y = g · W` (its input gradient).
 //!
 //! Tokens are taken up to 16 at a time so that their accumulators stay in registers while one
-//! dequantised block is reused for all of them. The body is written once, portable, and compiled
-//! three times: for AVX-512, for AVX2 + FMA, and without either; the widest one the CPU has is
-//! picked at run time. Rows are shared between threads with rayon.
+//! dequantised block is reused for all of them. The bodies are written once, portable, and
+//! compiled three times: for AVX-512, for AVX2 + FMA, and without either ([`Kernels`]); the
+//! widest one the CPU has is picked at run time. The AVX-512 forward is written with intrinsics
+//! instead (module `avx512` below): the compiler spilled the portable body's accumulators.
+//! Rows are shared between threads with rayon, for products large enough to pay for it.
+//!
+//! Results do not depend on timing: each output is summed by one task in a fixed order, and the
+//! per-thread partial sums of [`matmul_w`] are added in task order, so a run is reproducible bit
+//! for bit (the checkpoint-resume tests rely on it).
 
 use rayon::prelude::*;
 
@@ -101,7 +107,7 @@ fn dequant_block(scale: &[f32], min: &[f32], q: &[i8], b: usize) -> [f32; BLOCK]
     w
 }
 
-/// `out[i · T + t] = Σ_c x[t][c] · w[rows.start + i][c]` for `T` token rows of `x` (`[T, k]`).
+/// `out[i · T + t] = Σ_c x[t][c] · w[first_row + i][c]` for `T` token rows of `x` (`[T, k]`).
 #[inline(always)]
 fn xwt_rows<const T: usize, const FUSED: bool>(
     x: &[f32],
