@@ -14,8 +14,8 @@
 //! Rows are shared between threads with rayon, for products large enough to pay for it.
 //!
 //! Results do not depend on timing: each output is summed by one task in a fixed order, and the
-//! per-thread partial sums of [`matmul_w`] are added in task order, so a run is reproducible bit
-//! for bit (the checkpoint-resume tests rely on it).
+//! per-thread partial sums of [`matmul_w`] are added in task order, so with the same number of
+//! threads a run is reproducible bit for bit (the checkpoint-resume tests rely on it).
 
 use rayon::prelude::*;
 
