@@ -95,7 +95,7 @@ fn products_match_python_dequantised_weights_for_every_kernel_body() {
             let want_y = reference(&x, m, &dense, rows, COLS, true);
             let g = values(m * rows, m + 1);
             let want_g = reference(&g, m, &dense, COLS, rows, false);
-            for &k in &kernels {
+            for &k in kernels {
                 let what = format!("{name}, m = {m}, {}", k.name());
                 assert_close(
                     &matmul_wt_with(k, &x, m, &w),

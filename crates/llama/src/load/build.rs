@@ -81,21 +81,31 @@ impl<S: WeightSource> Builder<'_, S> {
     /// several times slower on a strided (transposed) view than on a contiguous matrix.
     /// A bias-free linear layer, kept in blocks when the file has them and the storage asks.
     fn projection(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Projection> {
-        if self.storage == WeightStorage::Blocks
-            && let Some(w) = self.source.blocks(name)?
-        {
-            if [w.rows(), w.cols()] != [d_out, d_in] {
-                return Err(LlamaError::ShapeMismatch {
-                    name: name.into(),
-                    expected: vec![d_out, d_in],
-                    found: vec![w.rows(), w.cols()],
-                });
-            }
-            return Ok(Projection::Quantized(QuantLinear {
-                weight: Arc::new(w),
-            }));
+        match self.quantized(name, d_in, d_out)? {
+            Some(q) => Ok(q),
+            None => self.linear(name, d_in, d_out).map(Projection::Dense),
         }
-        self.linear(name, d_in, d_out).map(Projection::Dense)
+    }
+
+    /// The weight `name` (`[d_out, d_in]`) in its blocks, if the storage asks for blocks and
+    /// the file has them; the weight stays in the source either way.
+    fn quantized(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Option<Projection>> {
+        if self.storage != WeightStorage::Blocks {
+            return Ok(None);
+        }
+        let Some(w) = self.source.blocks(name)? else {
+            return Ok(None);
+        };
+        if [w.rows(), w.cols()] != [d_out, d_in] {
+            return Err(LlamaError::ShapeMismatch {
+                name: name.into(),
+                expected: vec![d_out, d_in],
+                found: vec![w.rows(), w.cols()],
+            });
+        }
+        Ok(Some(Projection::Quantized(QuantLinear {
+            weight: Arc::new(w),
+        })))
     }
 
     fn linear(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Linear> {
@@ -165,10 +175,8 @@ pub(crate) fn build(
 
     // A tied head reads the embedding matrix; kept in blocks, it is the largest product of a
     // next-token distribution, so it gets its own quantised copy (the lookup keeps f32 rows).
-    let tied_head = if config.tie_word_embeddings && b.storage == WeightStorage::Blocks {
-        b.projection("model.embed_tokens.weight", d, config.vocab_size)
-            .ok()
-            .filter(Projection::is_quantized)
+    let tied_head = if config.tie_word_embeddings {
+        b.quantized("model.embed_tokens.weight", d, config.vocab_size)?
     } else {
         None
     };

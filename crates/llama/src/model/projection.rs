@@ -39,9 +39,3 @@ impl Projection {
         matches!(self, Projection::Quantized(_))
     }
 }
-
-impl From<Linear> for Projection {
-    fn from(l: Linear) -> Self {
-        Projection::Dense(l)
-    }
-}

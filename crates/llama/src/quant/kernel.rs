@@ -47,21 +47,34 @@ impl Kernels {
         })
     }
 
-    /// The bodies this CPU can run, widest first (always ends with `Portable`).
-    pub fn available() -> Vec<Kernels> {
-        let mut out = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            let fma = is_x86_feature_detected!("fma");
-            if fma && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") {
-                out.push(Kernels::Avx512);
+    /// The bodies this CPU can run, widest first (always ends with `Portable`). Detected once.
+    pub fn available() -> &'static [Kernels] {
+        use std::sync::OnceLock;
+        static AVAILABLE: OnceLock<Vec<Kernels>> = OnceLock::new();
+        AVAILABLE.get_or_init(|| {
+            let mut out = Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            {
+                let fma = is_x86_feature_detected!("fma");
+                let avx2 = fma && is_x86_feature_detected!("avx2");
+                if avx2 && is_x86_feature_detected!("avx512f") {
+                    out.push(Kernels::Avx512);
+                }
+                if avx2 {
+                    out.push(Kernels::Avx2);
+                }
             }
-            if fma && is_x86_feature_detected!("avx2") {
-                out.push(Kernels::Avx2);
-            }
-        }
-        out.push(Kernels::Portable);
-        out
+            out.push(Kernels::Portable);
+            out
+        })
+    }
+
+    /// Refuses a body this CPU cannot run (its target features would be undefined behaviour).
+    fn assert_runs_here(self) {
+        assert!(
+            Kernels::available().contains(&self),
+            "this CPU cannot run {self:?}"
+        );
     }
 
     pub fn name(self) -> &'static str {
@@ -272,10 +285,7 @@ pub fn matmul_wt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
 
 /// [`matmul_wt`] with a chosen body (one of [`Kernels::available`]).
 pub fn matmul_wt_with(level: Kernels, x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
-    assert!(
-        Kernels::available().contains(&level),
-        "this CPU cannot run {level:?}"
-    );
+    level.assert_runs_here();
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), m * k, "x must be [m, {k}]");
     // Parallel tasks own contiguous pieces of `yᵀ` (`[n, m]`), transposed into `y` at the end.
@@ -338,10 +348,7 @@ pub fn matmul_w(g: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
 
 /// [`matmul_w`] with a chosen body (one of [`Kernels::available`]).
 pub fn matmul_w_with(level: Kernels, g: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
-    assert!(
-        Kernels::available().contains(&level),
-        "this CPU cannot run {level:?}"
-    );
+    level.assert_runs_here();
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(g.len(), m * n, "g must be [m, {n}]");
     let mut y = vec![0f32; m * k];

@@ -25,7 +25,6 @@ pub struct QuantMatrix {
     min: Vec<f32>,
     /// `[rows, cols]`
     q: Vec<i8>,
-    source: GgmlType,
 }
 
 impl QuantMatrix {
@@ -95,7 +94,6 @@ impl QuantMatrix {
             scale,
             min,
             q,
-            source: ty,
         })
     }
 
@@ -105,16 +103,6 @@ impl QuantMatrix {
 
     pub fn cols(&self) -> usize {
         self.cols
-    }
-
-    /// The GGUF block type the weights came from.
-    pub fn source_type(&self) -> GgmlType {
-        self.source
-    }
-
-    /// Bytes held (the model's resident weight memory).
-    pub fn bytes(&self) -> usize {
-        self.q.len() + 4 * (self.scale.len() + self.min.len())
     }
 
     /// Row `r`'s blocks: `(scales, mins, quants)`.
@@ -128,9 +116,7 @@ impl QuantMatrix {
         )
     }
 
-    /// Row `r` in `f32`, written into `out` (`cols` values). Inlined so that it is vectorised
-    /// with the caller's target features.
-    #[inline(always)]
+    /// Row `r` in `f32`, written into `out` (`cols` values).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let (scale, min, q) = self.row(r);
         for (b, (ob, qb)) in out

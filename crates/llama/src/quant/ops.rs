@@ -65,49 +65,64 @@ impl QuantOps for Flex {
     }
 }
 
-/// Backward of `x · Wᵀ`: `dx = dy · W`.
-#[derive(Debug)]
-struct MatmulWt;
+/// Which of the two products a node computed; the backward of each is the other.
+#[derive(Debug, Clone, Copy)]
+enum Product {
+    /// `x · Wᵀ`, whose input gradient is `dy · W`.
+    XWt,
+    /// `g · W`, whose input gradient is `dy · Wᵀ`.
+    GW,
+}
 
-impl<B: Backend + QuantOps> Backward<B, 1> for MatmulWt {
-    type State = QuantWeight;
+impl Product {
+    fn run<B: QuantOps>(self, x: FloatTensor<B>, w: QuantWeight) -> FloatTensor<B> {
+        match self {
+            Product::XWt => B::quant_matmul_wt(x, w),
+            Product::GW => B::quant_matmul_w(x, w),
+        }
+    }
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let w = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |dy| B::quant_matmul_w(dy, w));
+    fn transposed(self) -> Self {
+        match self {
+            Product::XWt => Product::GW,
+            Product::GW => Product::XWt,
+        }
+    }
+
+    /// The product on autodiff tensors: computed by the inner backend, recorded with the
+    /// weight as the backward's state.
+    fn tracked<B: Backend + QuantOps, C: CheckpointStrategy>(
+        self,
+        x: FloatTensor<Autodiff<B, C>>,
+        w: QuantWeight,
+    ) -> FloatTensor<Autodiff<B, C>> {
+        let (x, node) = x.into_parts();
+        let y = self.run::<B>(x, w.clone());
+        match self.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(w, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
     }
 }
 
-/// Backward of `g · W`: `dg = dy · Wᵀ`.
-#[derive(Debug)]
-struct MatmulW;
-
-impl<B: Backend + QuantOps> Backward<B, 1> for MatmulW {
+impl<B: Backend + QuantOps> Backward<B, 1> for Product {
     type State = QuantWeight;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let w = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |dy| B::quant_matmul_wt(dy, w));
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| {
+            self.transposed().run::<B>(dy, w)
+        });
     }
 }
 
 impl<B: Backend + QuantOps, C: CheckpointStrategy> QuantOps for Autodiff<B, C> {
     fn quant_matmul_wt(x: FloatTensor<Self>, w: QuantWeight) -> FloatTensor<Self> {
-        let (x, node) = x.into_parts();
-        let y = B::quant_matmul_wt(x, w.clone());
-        match MatmulWt.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(w, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        Product::XWt.tracked::<B, C>(x, w)
     }
 
     fn quant_matmul_w(g: FloatTensor<Self>, w: QuantWeight) -> FloatTensor<Self> {
-        let (g, node) = g.into_parts();
-        let y = B::quant_matmul_w(g, w.clone());
-        match MatmulW.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(w, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        Product::GW.tracked::<B, C>(g, w)
     }
 }
 

@@ -133,18 +133,23 @@ impl<'a> GgufWeights<'a> {
         let index = file.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
         GgufWeights { file, index }
     }
+
+    /// The tensor stored for a Hugging Face weight name.
+    fn info(&self, name: &str) -> Option<&'a TensorInfo> {
+        gguf_name(name).and_then(|g| self.index.get(g.as_str()).copied())
+    }
 }
 
 impl WeightSource for GgufWeights<'_> {
     fn take(&mut self, name: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
-        let Some(info) = gguf_name(name).and_then(|g| self.index.get(g.as_str()).copied()) else {
+        let Some(info) = self.info(name) else {
             return Ok(None);
         };
         Ok(Some((self.file.dequantize(info)?, info.shape())))
     }
 
     fn blocks(&mut self, name: &str) -> Result<Option<QuantMatrix>> {
-        let Some(info) = gguf_name(name).and_then(|g| self.index.get(g.as_str()).copied()) else {
+        let Some(info) = self.info(name) else {
             return Ok(None);
         };
         let shape = info.shape();
