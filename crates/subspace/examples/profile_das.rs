@@ -5,17 +5,19 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use subspace::train::DasObjective;
-use subspace::{Example, Intervention, LanguageModel, Site};
+use subspace::{Intervention, LanguageModel, Site};
 
 fn main() {
     let lm = LanguageModel::load_default().unwrap();
-    let ex = Example {
-        base: lm.prompt("The city of Paris is in the country of").unwrap(),
-        source: lm.prompt("The city of Rio is in the country of").unwrap(),
-        base_position: 3,
-        source_position: 3,
-        target: lm.token(" Brazil").unwrap(),
-    };
+    let ex = lm
+        .pair(
+            "The city of Paris is in the country of",
+            "The city of Rio is in the country of",
+        )
+        .unwrap()
+        .at("Paris", "Rio")
+        .unwrap()
+        .with_target(lm.token(" Brazil").unwrap());
     let t = Instant::now();
     let obj = DasObjective::new(&lm, Site::block_output(9), &[ex], None).unwrap();
     println!("prepare {:.1} ms", t.elapsed().as_secs_f64() * 1e3);

@@ -17,8 +17,75 @@ pub enum SubspaceError {
         tokens: Vec<String>,
     },
 
+    #[error("the prompt is empty: give some text for the model to continue")]
+    EmptyPrompt,
+
+    #[error(
+        "the {which} prompt has no token {word:?} (a word that is several tokens cannot be one position: give the position of one of its tokens with `at_positions`); its tokens are {tokens:?}"
+    )]
+    WordNotInPrompt {
+        which: &'static str,
+        word: String,
+        tokens: Vec<String>,
+    },
+
+    #[error(
+        "the prompt has {len} tokens but the model reads at most {max} (its context length); shorten the prompt (its attention alone would take about {attention_mib} MiB)"
+    )]
+    PromptTooLong {
+        len: usize,
+        max: usize,
+        attention_mib: u64,
+    },
+
+    #[error(
+        "base ({base_len} tokens) and source ({source_len} tokens) must have the same length to patch position by position"
+    )]
+    LengthMismatch { base_len: usize, source_len: usize },
+
+    #[error("{name} = {value} is not allowed: {expected}")]
+    BadSetting {
+        name: &'static str,
+        value: String,
+        expected: String,
+    },
+
     #[error("{0}")]
-    Input(String),
+    BadIntervention(String),
+
+    #[error(
+        "a `{kind}` intervention has no parameters to train; use a rotated, low-rank or boundless one"
+    )]
+    NotTrainable { kind: &'static str },
+
+    #[error(
+        "{what} was made with another model or tokenizer ({theirs}) than this one ({ours}); make it again with this model"
+    )]
+    OtherModel {
+        what: &'static str,
+        theirs: String,
+        ours: String,
+    },
+
+    #[error("{0}")]
+    Data(String),
+
+    #[error("{path} is not a usable checkpoint: {reason}; delete it to start the run afresh")]
+    BadCheckpoint {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
+    #[error(
+        "{path} is being written by another process (its lock {lock} is held); wait for it or choose another path"
+    )]
+    Busy {
+        path: std::path::PathBuf,
+        lock: std::path::PathBuf,
+    },
+
+    #[error("stopped on request after step {step}; {resume}")]
+    Interrupted { step: usize, resume: String },
 
     #[error(
         "training stopped at step {step}: the loss became {loss} (not finite); the intervention keeps the weights of step {last_good}. Try a smaller learning rate"
@@ -57,6 +124,11 @@ pub enum SubspaceError {
         current: String,
     },
 
+    #[error(
+        "the trained subspace collapsed (its directions became dependent); lower the learning rate"
+    )]
+    SubspaceCollapsed,
+
     #[error("tensor backend: {0}")]
     Backend(String),
 }
@@ -69,6 +141,19 @@ impl From<formats::FormatError> for SubspaceError {
 
 pub type Result<T, E = SubspaceError> = std::result::Result<T, E>;
 
-pub(crate) fn input<T>(msg: impl Into<String>) -> Result<T> {
-    Err(SubspaceError::Input(msg.into()))
+/// A setting outside its range: `bad_setting("lr", lr, "a finite number above 0")`.
+pub(crate) fn bad_setting<T>(
+    name: &'static str,
+    value: impl std::fmt::Display,
+    expected: impl Into<String>,
+) -> Result<T> {
+    Err(SubspaceError::BadSetting {
+        name,
+        value: value.to_string(),
+        expected: expected.into(),
+    })
+}
+
+pub(crate) fn bad_intervention<T>(msg: impl Into<String>) -> Result<T> {
+    Err(SubspaceError::BadIntervention(msg.into()))
 }

@@ -23,6 +23,10 @@ impl Fnv {
         self.u64(v as u64);
     }
 
+    pub(crate) fn value(&self) -> u64 {
+        self.0
+    }
+
     /// The hash as 16 hex digits.
     pub(crate) fn hex(&self) -> String {
         format!("{:016x}", self.0)

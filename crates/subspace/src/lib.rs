@@ -8,9 +8,11 @@
 
 pub mod display;
 pub mod error;
+mod file_lock;
 mod fingerprint;
 pub mod intervention;
 pub mod lm;
+pub mod pair;
 pub mod patch;
 pub mod ravel;
 pub mod readout;
@@ -21,9 +23,12 @@ pub mod sweep;
 pub mod train;
 pub mod tutorial;
 
+pub use display::Patched;
 pub use error::{Result, SubspaceError};
-pub use intervention::{Intervention, Unrotate};
+pub use intervention::{Intervention, PlacedIntervention, Unrotate};
 pub use lm::{LanguageModel, Prompt};
+pub use pair::{Example, Pair, PairPrompts};
+pub use patch::{PatchSpec, PromptTrace};
 pub use readout::{Prediction, TokenProb, TopK};
 pub use site::{Component, Site};
-pub use train::{DasConfig, Example, StepReport, TrainReport};
+pub use train::{DasConfig, StepReport, StopFlag, TrainReport};

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use burn::tensor::{Device, Tensor};
 use llama::{Backend, Llama, ModelSource, TokenBatch, Tokenizer};
 
-use crate::error::{Result, SubspaceError, input};
+use crate::error::{Result, SubspaceError};
+use crate::fingerprint::Fnv;
 use crate::readout::Prediction;
+use crate::run;
 
 /// A tokenized prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +18,9 @@ pub struct Prompt {
     pub ids: Vec<u32>,
     /// The text of each token, e.g. `["The", " city", " of", " Paris", ...]`.
     pub tokens: Vec<String>,
+    /// The tokenizer that made it ([`LanguageModel::tokenizer_tag`]): a prompt is only run
+    /// by a model that reads the same token ids.
+    pub(crate) tokenizer_tag: u64,
 }
 
 impl Prompt {
@@ -53,6 +58,19 @@ pub struct LanguageModel {
     pub tokenizer: Arc<Tokenizer>,
     /// What was loaded (file name or hub id).
     pub name: String,
+    tokenizer_tag: u64,
+}
+
+/// A fingerprint of a tokenizer's vocabulary: its size and the text of tokens spread over it.
+fn tokenizer_tag(tokenizer: &Tokenizer) -> u64 {
+    let n = tokenizer.vocab_size();
+    let mut hash = Fnv::new();
+    hash.usize(n);
+    let step = (n / 512).max(1);
+    for id in (0..n).step_by(step) {
+        hash.bytes(tokenizer.decode_one(id as u32).as_bytes());
+    }
+    hash.value()
 }
 
 impl LanguageModel {
@@ -69,11 +87,50 @@ impl LanguageModel {
 
     pub fn load_on(source: &ModelSource, backend: Backend) -> Result<Self> {
         let loaded = llama::load::load(source, &backend.device()?)?;
-        Ok(LanguageModel {
-            model: Arc::new(loaded.model),
-            tokenizer: Arc::new(loaded.tokenizer),
-            name: source.name(),
-        })
+        Ok(Self::new(loaded.model, loaded.tokenizer, source.name()))
+    }
+
+    /// A model and tokenizer already in memory.
+    pub fn new(model: Llama, tokenizer: Tokenizer, name: String) -> Self {
+        LanguageModel {
+            tokenizer_tag: tokenizer_tag(&tokenizer),
+            model: Arc::new(model),
+            tokenizer: Arc::new(tokenizer),
+            name,
+        }
+    }
+
+    /// Which tokenizer this model reads prompts of (see [`Prompt`]).
+    pub fn tokenizer_tag(&self) -> u64 {
+        self.tokenizer_tag
+    }
+
+    /// Refuses a prompt tokenized by another model's tokenizer, or longer than the context.
+    pub fn check_prompt(&self, prompt: &Prompt) -> Result<()> {
+        if prompt.tokenizer_tag != self.tokenizer_tag {
+            return Err(SubspaceError::OtherModel {
+                what: "this prompt",
+                theirs: format!("tokenizer {:016x}", prompt.tokenizer_tag),
+                ours: format!("{}, tokenizer {:016x}", self.name, self.tokenizer_tag),
+            });
+        }
+        self.check_length(prompt.len())
+    }
+
+    /// Refuses a sequence longer than the model's context, before anything is allocated for it.
+    pub fn check_length(&self, len: usize) -> Result<()> {
+        let max = self.model.config.max_position_embeddings;
+        if len > max {
+            // Scores of one layer's attention: heads × len × len floats.
+            let heads = self.model.config.num_attention_heads as u64;
+            let bytes = heads.saturating_mul(len as u64).saturating_mul(len as u64) * 4;
+            return Err(SubspaceError::PromptTooLong {
+                len,
+                max,
+                attention_mib: bytes >> 20,
+            });
+        }
+        Ok(())
     }
 
     pub fn device(&self) -> Device {
@@ -92,12 +149,14 @@ impl LanguageModel {
     pub fn prompt(&self, text: &str) -> Result<Prompt> {
         let ids = self.tokenizer.encode(text)?;
         if ids.is_empty() {
-            return input("the prompt is empty: give some text for the model to continue");
+            return Err(SubspaceError::EmptyPrompt);
         }
+        self.check_length(ids.len())?;
         Ok(Prompt {
             text: text.to_string(),
             tokens: self.tokenizer.pieces(&ids),
             ids,
+            tokenizer_tag: self.tokenizer_tag,
         })
     }
 
@@ -106,7 +165,8 @@ impl LanguageModel {
         Ok(self.tokenizer.single_token(word)?)
     }
 
-    /// A left-padded batch of prompts.
+    /// A left-padded batch of prompts (checked with [`LanguageModel::check_prompt`] by the
+    /// public entry points that take them).
     pub fn batch(&self, prompts: &[&Prompt]) -> TokenBatch {
         let rows: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
         TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device())
@@ -122,7 +182,13 @@ impl LanguageModel {
         let [b, v] = logits.dims();
         let probs = crate::readout::to_host(burn::tensor::activation::softmax(logits, 1))?;
         Ok((0..b)
-            .map(|i| Prediction::new(probs[i * v..(i + 1) * v].to_vec(), self.tokenizer.clone()))
+            .map(|i| {
+                Prediction::new(
+                    probs[i * v..(i + 1) * v].to_vec(),
+                    self.tokenizer.clone(),
+                    self.tokenizer_tag,
+                )
+            })
             .collect())
     }
 }
@@ -133,13 +199,10 @@ impl LanguageModel {
         if prompts.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = self.batch(prompts);
-        let ctx = self.model.context(&batch);
-        let mut h = self.model.embed(batch.ids.clone());
-        for block in &self.model.blocks {
-            h = block.forward(h, &ctx);
+        for p in prompts {
+            self.check_prompt(p)?;
         }
-        // The LM head only at the last position: the others are not needed.
-        self.prediction(self.model.logits_at(h, batch.seq_len - 1))
+        let batch = self.batch(prompts);
+        self.prediction(run::last_logits(&self.model, &batch, &[]))
     }
 }

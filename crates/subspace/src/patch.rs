@@ -1,11 +1,13 @@
-//! The tutorial's operations on one prompt: read every layer of a run, patch a base run with a
-//! source run's vector at a site.
+//! The tutorial's operations on one pair: read every layer of a run, and patch a base run with
+//! a source run's vector at a site.
 
 use burn::tensor::Tensor;
 
-use crate::error::{Result, input};
-use crate::intervention::Intervention;
+use crate::display::Patched;
+use crate::error::{Result, bad_intervention};
+use crate::intervention::{Intervention, PlacedIntervention};
 use crate::lm::{LanguageModel, Prompt};
+use crate::pair::Pair;
 use crate::readout::Prediction;
 use crate::run::{self, Edit, Trace};
 use crate::site::Site;
@@ -26,8 +28,8 @@ impl PromptTrace {
     }
 }
 
-/// One edit of a patched run: at `site`, token `position` of the base prompt, apply
-/// `intervention` with `source` as the source vector.
+/// One edit with an explicit source vector: at `site`, token `position` of the base prompt,
+/// apply `intervention` with `source` as the source vector.
 #[derive(Debug, Clone)]
 pub struct PatchSpec {
     pub site: Site,
@@ -39,6 +41,7 @@ pub struct PatchSpec {
 impl LanguageModel {
     /// Runs `prompt` and keeps the hidden states of every layer and component.
     pub fn trace(&self, prompt: &Prompt) -> Result<PromptTrace> {
+        self.check_prompt(prompt)?;
         let batch = self.batch(&[prompt]);
         Ok(PromptTrace {
             prompt: prompt.clone(),
@@ -46,40 +49,46 @@ impl LanguageModel {
         })
     }
 
-    /// The next-token distribution of `base` with the vector at (`site`, `base_position`)
-    /// patched from `source`'s run at `source_position` through `intervention`.
-    pub fn patch(
-        &self,
-        base: &Prompt,
-        source: &PromptTrace,
-        site: Site,
-        base_position: usize,
-        source_position: usize,
-        intervention: &Intervention,
-    ) -> Result<Prediction> {
-        base.check_position(base_position, "base")?;
-        let vector = source.vector(site, source_position)?;
-        self.patch_many(
-            base,
-            &[PatchSpec {
-                site,
-                position: base_position,
-                source: vector,
-                intervention: intervention.clone(),
-            }],
-        )
+    /// The base prompt's next-token distribution before and after `placed` is applied at the
+    /// pair's tokens, with the source prompt's run giving the source vector. Displays as a
+    /// table and a plot of the shift.
+    pub fn patch(&self, pair: &Pair, placed: &PlacedIntervention) -> Result<Patched> {
+        self.patch_all(pair, std::slice::from_ref(placed))
     }
 
-    /// The next-token distribution of `base` with several edits applied in one run.
-    pub fn patch_many(&self, base: &Prompt, patches: &[PatchSpec]) -> Result<Prediction> {
+    /// Like [`LanguageModel::patch`] with several interventions (at different sites) in one run.
+    pub fn patch_all(&self, pair: &Pair, placed: &[PlacedIntervention]) -> Result<Patched> {
+        let before = self.predict(&pair.base)?;
+        let after = self
+            .patch_pairs(std::slice::from_ref(pair), placed)?
+            .remove(0);
+        let what: Vec<String> = placed
+            .iter()
+            .map(|p| format!("{} at {}", p.intervention.kind(), p.site))
+            .collect();
+        Ok(Patched::new(
+            format!(
+                "{:?} ← {:?}: {}",
+                pair.base.text,
+                pair.source.text,
+                what.join(", ")
+            ),
+            before,
+            after,
+        ))
+    }
+
+    /// The next-token distribution of `base` with edits whose source vectors are given.
+    pub fn patch_vectors(&self, base: &Prompt, patches: &[PatchSpec]) -> Result<Prediction> {
+        self.check_prompt(base)?;
         let d = self.hidden_size();
         for p in patches {
             p.site.check(self.n_layers())?;
             base.check_position(p.position, "base")?;
             p.intervention.check(d)?;
             if p.source.dims() != [d] {
-                return input(format!(
-                    "a source vector must have {d} values, got {:?}",
+                return bad_intervention(format!(
+                    "a source vector must have {d} values (the hidden size), got {:?}",
                     p.source.dims()
                 ));
             }
@@ -94,32 +103,28 @@ impl LanguageModel {
                 intervention: &p.intervention,
             })
             .collect();
-        let ctx = self.model.context(&batch);
-        let h = self.model.embed(batch.ids.clone());
-        let h = run::run_blocks(&self.model, &ctx, h, 0..self.n_layers(), &edits, None);
-        let logits = self.model.logits_at(h, batch.seq_len - 1);
-        Ok(self.prediction(logits)?.remove(0))
+        Ok(self
+            .prediction(run::last_logits(&self.model, &batch, &edits))?
+            .remove(0))
     }
-}
 
-impl LanguageModel {
-    /// The source vector of each example at `site` (its source prompt, its source position),
-    /// from one batched forward of the source prompts up to the site's layer.
+    /// The source vector of each pair at `site` (its source prompt, its source position), from
+    /// one batched forward of the source prompts up to the site's layer.
     ///
     /// # Shapes
-    /// - output: `[examples, hidden]`
-    pub fn source_vectors(&self, site: Site, examples: &[crate::train::Example]) -> Tensor<2> {
+    /// - output: `[pairs, hidden]`
+    pub fn source_vectors(&self, site: Site, pairs: &[&Pair]) -> Tensor<2> {
         let d = self.hidden_size();
-        let sources: Vec<&Prompt> = examples.iter().map(|e| &e.source).collect();
+        let sources: Vec<&Prompt> = pairs.iter().map(|p| &p.source).collect();
         let batch = self.batch(&sources);
         let traced = run::trace_until(&self.model, &batch, site.layer);
         Tensor::cat(
-            examples
+            pairs
                 .iter()
                 .enumerate()
-                .map(|(r, e)| {
+                .map(|(r, p)| {
                     traced
-                        .vector(site, r, batch.column(r, e.source_position))
+                        .vector(site, r, batch.column(r, p.source_position))
                         .reshape([1, d])
                 })
                 .collect(),
@@ -127,40 +132,49 @@ impl LanguageModel {
         )
     }
 
-    /// Patches a batch of (base, source) pairs in one forward pass (left-padded), each at its own
-    /// positions: the next-token distribution of every patched base. The examples' targets are
-    /// not used.
-    pub fn patch_examples(
+    /// Checks that pairs can run on this model: prompts of its tokenizer, within its context.
+    pub fn check_pairs<'p>(&self, pairs: impl IntoIterator<Item = &'p Pair>) -> Result<()> {
+        for p in pairs {
+            self.check_prompt(&p.base)?;
+            self.check_prompt(&p.source)?;
+            p.base.check_position(p.base_position, "base")?;
+            p.source.check_position(p.source_position, "source")?;
+        }
+        Ok(())
+    }
+
+    /// Patches a batch of pairs in one forward pass (left-padded), each at its own tokens: the
+    /// next-token distribution of every patched base.
+    pub fn patch_pairs(
         &self,
-        site: Site,
-        examples: &[crate::train::Example],
-        intervention: &Intervention,
+        pairs: &[Pair],
+        placed: &[PlacedIntervention],
     ) -> Result<Vec<Prediction>> {
-        site.check(self.n_layers())?;
-        intervention.check(self.hidden_size())?;
-        if examples.is_empty() {
+        for p in placed {
+            p.site.check(self.n_layers())?;
+            p.intervention.check(self.hidden_size())?;
+        }
+        if pairs.is_empty() {
             return Ok(Vec::new());
         }
-        for e in examples {
-            e.base.check_position(e.base_position, "base")?;
-            e.source.check_position(e.source_position, "source")?;
-        }
-        let source = self.source_vectors(site, examples);
-        let bases: Vec<&Prompt> = examples.iter().map(|e| &e.base).collect();
+        self.check_pairs(pairs)?;
+        let refs: Vec<&Pair> = pairs.iter().collect();
+        let bases: Vec<&Prompt> = pairs.iter().map(|p| &p.base).collect();
         let batch = self.batch(&bases);
-        let edit = Edit {
-            site,
-            columns: examples
-                .iter()
-                .enumerate()
-                .map(|(r, e)| batch.column(r, e.base_position))
-                .collect(),
-            source,
-            intervention,
-        };
-        let ctx = self.model.context(&batch);
-        let h = self.model.embed(batch.ids.clone());
-        let h = run::run_blocks(&self.model, &ctx, h, 0..self.n_layers(), &[edit], None);
-        self.prediction(self.model.logits_at(h, batch.seq_len - 1))
+        let columns: Vec<usize> = pairs
+            .iter()
+            .enumerate()
+            .map(|(r, p)| batch.column(r, p.base_position))
+            .collect();
+        let edits: Vec<Edit> = placed
+            .iter()
+            .map(|p| Edit {
+                site: p.site,
+                columns: columns.clone(),
+                source: self.source_vectors(p.site, &refs),
+                intervention: &p.intervention,
+            })
+            .collect();
+        self.prediction(run::last_logits(&self.model, &batch, &edits))
     }
 }

@@ -28,6 +28,7 @@ pub struct TokenProb {
 pub struct Prediction {
     pub probs: Vec<f32>,
     tokenizer: Arc<Tokenizer>,
+    tokenizer_tag: u64,
 }
 
 impl std::fmt::Debug for Prediction {
@@ -39,8 +40,37 @@ impl std::fmt::Debug for Prediction {
 }
 
 impl Prediction {
-    pub fn new(probs: Vec<f32>, tokenizer: Arc<Tokenizer>) -> Self {
-        Prediction { probs, tokenizer }
+    pub fn new(probs: Vec<f32>, tokenizer: Arc<Tokenizer>, tokenizer_tag: u64) -> Self {
+        Prediction {
+            probs,
+            tokenizer,
+            tokenizer_tag,
+        }
+    }
+
+    /// Refuses to compare two distributions over different vocabularies.
+    pub fn check_comparable(&self, other: &Prediction) -> Result<()> {
+        if self.tokenizer_tag != other.tokenizer_tag || self.probs.len() != other.probs.len() {
+            return Err(SubspaceError::OtherModel {
+                what: "one of these predictions",
+                theirs: format!(
+                    "vocabulary of {} tokens, tokenizer {:016x}",
+                    other.probs.len(),
+                    other.tokenizer_tag
+                ),
+                ours: format!(
+                    "vocabulary of {} tokens, tokenizer {:016x}",
+                    self.probs.len(),
+                    self.tokenizer_tag
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The text of token `id`.
+    pub fn token_text(&self, id: u32) -> String {
+        self.tokenizer.decode_one(id)
     }
 
     /// The `k` most likely tokens, most likely first.
@@ -70,7 +100,12 @@ impl Prediction {
 
     /// Probability of the one token spelling `word` (e.g. `" Brazil"`).
     pub fn prob_of(&self, word: &str) -> Result<f32> {
-        Ok(self.prob(self.tokenizer.single_token(word)?))
+        Ok(self.prob(self.token_id(word)?))
+    }
+
+    /// The id of the one token spelling `word`; an error if it is several tokens.
+    pub fn token_id(&self, word: &str) -> Result<u32> {
+        Ok(self.tokenizer.single_token(word)?)
     }
 
     /// The most likely token.

@@ -1,6 +1,7 @@
-//! Forward passes that read and edit the residual stream: the model's block loop, with edits
-//! applied at their sites. Reading every layer ([`trace`]) and running only a range of layers
-//! from a cached state ([`run_blocks`]) are the same loop.
+//! The one forward loop that reads and edits the residual stream: the model's blocks, with edits
+//! applied at their sites. Predicting, tracing, patching, sweeping, training and generating all
+//! call [`run_blocks`]; they differ only in which layers they run, from which column, and what
+//! they keep ([`Keep`]).
 
 use std::ops::Range;
 
@@ -62,83 +63,129 @@ impl Trace {
     }
 }
 
-/// A full forward pass that keeps every component of every layer (with edits applied, if any).
-pub fn trace(model: &Llama, batch: &TokenBatch, edits: &[Edit]) -> Trace {
-    trace_layers(model, batch, edits, model.n_layers())
+/// What a run of blocks keeps besides the final stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// Every component of every block run (a [`Trace`]).
+    pub components: bool,
+    /// The keys/values of every block run (to continue from them: training, generation).
+    pub cache: bool,
 }
 
-/// Like [`trace`] but stops after block `layer` (its logits are those of that depth, not the
-/// model's: use it only to read hidden states).
-pub fn trace_until(model: &Llama, batch: &TokenBatch, layer: usize) -> Trace {
-    trace_layers(model, batch, &[], (layer + 1).min(model.n_layers()))
+/// What [`run_blocks`] returns.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// The stream leaving the last block run.
+    pub h: Tensor<3>,
+    /// Per block run, when [`Keep::components`]: `[block_input, attention, mlp, block_output]`.
+    pub components: Vec<[Tensor<3>; 4]>,
+    /// Per block run, when [`Keep::cache`]: keys/values of all columns (cached + new).
+    pub cache: Vec<KeyValue>,
 }
 
-fn trace_layers(model: &Llama, batch: &TokenBatch, edits: &[Edit], n: usize) -> Trace {
-    let ctx = model.context(batch);
-    let mut h = model.embed(batch.ids.clone());
-    let mut layers = Vec::with_capacity(n);
-    for (l, block) in model.blocks[..n].iter().enumerate() {
-        let input = apply_edits(h, Site::new(l, Component::BlockInput), edits, 0);
-        let attn = block.attention_branch(input.clone(), &ctx);
-        let attn = apply_edits(attn, Site::new(l, Component::AttentionOutput), edits, 0);
-        let mid = input.clone() + attn.clone();
-        let mlp = apply_edits(
-            block.mlp_branch(mid.clone()),
-            Site::new(l, Component::MlpOutput),
-            edits,
-            0,
-        );
-        let out = apply_edits(
-            mid + mlp.clone(),
-            Site::new(l, Component::BlockOutput),
-            edits,
-            0,
-        );
-        layers.push([input, attn, mlp, out.clone()]);
-        h = out;
-    }
-    let logits = (n == model.n_layers()).then(|| model.logits(h));
-    Trace { layers, logits }
+/// Columns computed before the ones being run: their first column and, per block of the run,
+/// their keys/values. Columns before an edit cannot change (attention is causal), so training
+/// computes them once; generation extends them by one column a token.
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    /// Batch column of `h`'s first column.
+    pub from: usize,
+    /// Keys/values of columns `..from`, one per block of the range.
+    pub prefix: &'a [KeyValue],
 }
 
-/// Runs blocks `layers` on `h` (the input of the first of them), applying `edits`.
+/// Runs blocks `layers` on `h` (the input of the first of them), applying `edits` at their sites.
 ///
-/// With `window = Some((from, prefix))`, `h` holds only columns `from..` and `prefix[i]` the
-/// keys/values of columns `..from` for the `i`-th block of the range: columns before an edit
-/// cannot change (attention is causal), so they are computed once and reused. `ctx` must then
-/// be [`ForwardContext::queries_from`]`(from)`.
+/// With a `window`, `h` holds only columns `window.from..` and `ctx` must be
+/// [`ForwardContext::queries_from`]`(from)`.
 ///
 /// # Shapes
-/// - `h`: `[batch, seq − from, hidden]` → same
+/// - `h`: `[batch, seq − from, hidden]` → [`Ran::h`] the same
 pub fn run_blocks(
     model: &Llama,
     ctx: &ForwardContext,
     mut h: Tensor<3>,
     layers: Range<usize>,
     edits: &[Edit],
-    window: Option<(usize, &[KeyValue])>,
-) -> Tensor<3> {
-    let from = window.map_or(0, |(f, _)| f);
+    window: Option<Window>,
+    keep: Keep,
+) -> Ran {
+    let from = window.map_or(0, |w| w.from);
+    let mut components = Vec::new();
+    let mut cache = Vec::new();
     for (i, l) in layers.enumerate() {
         let block = &model.blocks[l];
-        let prefix = window.map(|(_, kv)| &kv[i]);
-        let input = apply_edits(h, Site::new(l, Component::BlockInput), edits, from);
-        let (attn, _) = block.attention_branch_cached(input.clone(), ctx, prefix);
-        let attn = apply_edits(attn, Site::new(l, Component::AttentionOutput), edits, from);
-        let mid = input + attn;
-        let mlp = apply_edits(
-            block.mlp_branch(mid.clone()),
-            Site::new(l, Component::MlpOutput),
-            edits,
-            from,
-        );
-        h = apply_edits(mid + mlp, Site::new(l, Component::BlockOutput), edits, from);
+        let prefix = window.map(|w| &w.prefix[i]);
+        let edit = |t, c| apply_edits(t, Site::new(l, c), edits, from);
+        // The block's residual sum, written once: h + attn(norm h), then + mlp(norm .).
+        let input = edit(h, Component::BlockInput);
+        let (attn, kv) = block.attention_branch_cached(input.clone(), ctx, prefix);
+        let attn = edit(attn, Component::AttentionOutput);
+        let mid = input.clone() + attn.clone();
+        let mlp = edit(block.mlp_branch(mid.clone()), Component::MlpOutput);
+        h = edit(mid + mlp.clone(), Component::BlockOutput);
+        if keep.components {
+            components.push([input, attn, mlp, h.clone()]);
+        }
+        if keep.cache {
+            cache.push(kv);
+        }
     }
-    h
+    Ran {
+        h,
+        components,
+        cache,
+    }
 }
 
-/// Keys and values of every block in `layers` for the unedited columns `..from`, plus the
-/// input of the first block there. Computed once before training.
+/// A full forward pass from the tokens: embeddings, every block (with `edits`), and the
+/// next-token logits at the last column.
+///
+/// # Shapes
+/// - output: `[batch, vocab]`
+pub fn last_logits(model: &Llama, batch: &TokenBatch, edits: &[Edit]) -> Tensor<2> {
+    let ctx = model.context(batch);
+    let h = model.embed(batch.ids.clone());
+    let ran = run_blocks(
+        model,
+        &ctx,
+        h,
+        0..model.n_layers(),
+        edits,
+        None,
+        Keep::default(),
+    );
+    model.logits_at(ran.h, batch.seq_len - 1)
+}
+
+/// A forward pass that keeps every component of every layer (with edits applied, if any).
+pub fn trace(model: &Llama, batch: &TokenBatch, edits: &[Edit]) -> Trace {
+    trace_layers(model, batch, edits, model.n_layers())
+}
+
+/// Like [`trace`] but stops after block `layer` (it has no logits: use it only to read hidden
+/// states).
+pub fn trace_until(model: &Llama, batch: &TokenBatch, layer: usize) -> Trace {
+    trace_layers(model, batch, &[], (layer + 1).min(model.n_layers()))
+}
+
+fn trace_layers(model: &Llama, batch: &TokenBatch, edits: &[Edit], n: usize) -> Trace {
+    let ctx = model.context(batch);
+    let h = model.embed(batch.ids.clone());
+    let keep = Keep {
+        components: true,
+        cache: false,
+    };
+    let ran = run_blocks(model, &ctx, h, 0..n, edits, None, keep);
+    let logits = (n == model.n_layers()).then(|| model.logits(ran.h));
+    Trace {
+        layers: ran.components,
+        logits,
+    }
+}
+
+/// Keys and values of every block in `layers` for the unedited columns `..from`, given the
+/// stream `h` entering the first of them. Computed once before training.
 pub fn prefix_cache(
     model: &Llama,
     ctx: &ForwardContext,
@@ -146,37 +193,46 @@ pub fn prefix_cache(
     layers: Range<usize>,
     from: usize,
 ) -> Vec<KeyValue> {
-    let mut h = h.narrow(1, 0, from);
+    let keep = Keep {
+        components: false,
+        cache: true,
+    };
     let ctx = ctx.columns_before(from);
-    let mut out = Vec::with_capacity(layers.len());
-    for l in layers {
-        let (next, kv) = model.blocks[l].forward_cached(h, &ctx, None);
-        out.push(kv);
-        h = next;
-    }
-    out
+    run_blocks(model, &ctx, h.narrow(1, 0, from), layers, &[], None, keep).cache
 }
 
 /// Applies the edits that target `site` to `h`, whose first column is batch column `from`.
+/// Edits whose column lies before `from` (already in a cache) are skipped.
 pub fn apply_edits(mut h: Tensor<3>, site: Site, edits: &[Edit], from: usize) -> Tensor<3> {
+    let [_, s, d] = h.dims();
     for edit in edits.iter().filter(|e| e.site == site) {
-        let [_, _, d] = h.dims();
-        let rows: Vec<usize> = (0..edit.columns.len()).collect();
-        let base = Tensor::cat(
-            rows.iter()
-                .map(|&r| {
-                    h.clone()
-                        .narrow(0, r, 1)
-                        .narrow(1, edit.columns[r] - from, 1)
-                        .reshape([1, d])
-                })
-                .collect(),
-            0,
-        );
-        let new = edit.intervention.apply(base, edit.source.clone());
-        for &r in &rows {
+        let rows: Vec<usize> = (0..edit.columns.len())
+            .filter(|&r| edit.columns[r] >= from && edit.columns[r] - from < s)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let pick = |t: &Tensor<3>, r: usize| {
+            t.clone()
+                .narrow(0, r, 1)
+                .narrow(1, edit.columns[r] - from, 1)
+                .reshape([1, d])
+        };
+        let base = Tensor::cat(rows.iter().map(|&r| pick(&h, r)).collect(), 0);
+        let source = if rows.len() == edit.columns.len() {
+            edit.source.clone()
+        } else {
+            Tensor::cat(
+                rows.iter()
+                    .map(|&r| edit.source.clone().narrow(0, r, 1))
+                    .collect(),
+                0,
+            )
+        };
+        let new = edit.intervention.apply(base, source);
+        for (i, &r) in rows.iter().enumerate() {
             let c = edit.columns[r] - from;
-            let v = new.clone().narrow(0, r, 1).reshape([1, 1, d]);
+            let v = new.clone().narrow(0, i, 1).reshape([1, 1, d]);
             h = h.slice_assign([r..r + 1, c..c + 1, 0..d], v);
         }
     }

@@ -13,6 +13,7 @@ use formats::intervention_file::{self, HostTensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SubspaceError};
+pub use crate::file_lock::FileLock;
 use crate::fingerprint::Fnv;
 use crate::intervention::{BoundlessSpace, Intervention, LowRankSpace, RotatedSpace, Unrotate};
 use crate::lm::LanguageModel;
@@ -103,6 +104,9 @@ pub fn save(
     intervention: &Intervention,
     notes: serde_json::Value,
 ) -> Result<()> {
+    intervention.check(lm.hidden_size())?;
+    site.check(lm.n_layers())?;
+    let _lock = FileLock::acquire(path)?;
     let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
     let (mut dims, mut neurons, mut unrotate, mut temperature) = (None, None, None, None);
     let mut push = |name: &str, t: &Tensor<2>| -> Result<()> {
@@ -145,8 +149,7 @@ pub fn save(
             .collect(),
         notes,
     };
-    let meta_json =
-        serde_json::to_string(&meta).map_err(|e| SubspaceError::Input(e.to_string()))?;
+    let meta_json = serde_json::to_string(&meta).map_err(|e| SubspaceError::Data(e.to_string()))?;
     let data = intervention_file::serialize(&meta_json, &tensors)?;
     write_atomic(path, &data)
 }
@@ -164,9 +167,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| SubspaceError::Input(format!("{} is not a file path", path.display())))?;
+    let name = path.file_name().ok_or_else(|| SubspaceError::BadSetting {
+        name: "path",
+        value: path.display().to_string(),
+        expected: "a file path (it names a directory)".into(),
+    })?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         name.to_string_lossy(),

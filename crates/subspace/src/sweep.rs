@@ -4,7 +4,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
-use crate::error::{Result, input};
+use crate::error::{Result, SubspaceError};
 use crate::intervention::Intervention;
 use crate::lm::{LanguageModel, Prompt};
 use crate::patch::PromptTrace;
@@ -23,18 +23,30 @@ pub fn residual_sweep(
     component: Component,
 ) -> Result<Vec<Vec<f32>>> {
     if base.len() != source.prompt.len() {
-        return input(format!(
-            "base ({} tokens) and source ({} tokens) must have the same length to patch position by position",
-            base.len(),
-            source.prompt.len()
-        ));
+        return Err(SubspaceError::LengthMismatch {
+            base_len: base.len(),
+            source_len: source.prompt.len(),
+        });
+    }
+    lm.check_prompt(base)?;
+    lm.check_prompt(&source.prompt)?;
+    if source.trace.layers.len() != lm.n_layers() {
+        return Err(SubspaceError::OtherModel {
+            what: "the source trace",
+            theirs: format!("{} layers", source.trace.layers.len()),
+            ours: format!("{} layers", lm.n_layers()),
+        });
+    }
+    if target as usize >= lm.model.config.vocab_size {
+        return Err(SubspaceError::Data(format!(
+            "target token id {target} is outside the vocabulary ({} tokens)",
+            lm.model.config.vocab_size
+        )));
     }
     let n = base.len();
     let d = lm.hidden_size();
     let rows: Vec<&Prompt> = vec![base; n];
     let batch = lm.batch(&rows);
-    let ctx = lm.model.context(&batch);
-    let embedded = lm.model.embed(batch.ids.clone());
     let replace = Intervention::Replace;
     let mut out = Vec::with_capacity(lm.n_layers());
     for layer in 0..lm.n_layers() {
@@ -51,15 +63,7 @@ pub fn residual_sweep(
             source: sources,
             intervention: &replace,
         };
-        let h = run::run_blocks(
-            &lm.model,
-            &ctx,
-            embedded.clone(),
-            0..lm.n_layers(),
-            &[edit],
-            None,
-        );
-        let probs = softmax(lm.model.logits_at(h, n - 1), 1);
+        let probs = softmax(run::last_logits(&lm.model, &batch, &[edit]), 1);
         let p = to_host(probs.narrow(1, target as usize, 1).reshape([n]))?;
         out.push(p);
     }

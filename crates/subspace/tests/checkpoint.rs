@@ -26,12 +26,12 @@ fn examples(lm: &LanguageModel) -> Vec<Example> {
     ];
     pairs
         .iter()
-        .map(|(b, s, t)| Example {
-            base: lm.prompt(b).unwrap(),
-            source: lm.prompt(s).unwrap(),
-            base_position: 2,
-            source_position: 2,
-            target: *t,
+        .map(|&(b, s, t)| {
+            lm.pair(b, s)
+                .unwrap()
+                .at_positions(2, 2)
+                .unwrap()
+                .with_target(t)
         })
         .collect()
 }

@@ -9,16 +9,14 @@ use common::{CONTINENT, LANGUAGE, PARIS, RIO, smollm};
 use subspace::intervention::orthogonal;
 use subspace::readout::to_host;
 use subspace::train::{self, DasObjective};
-use subspace::{DasConfig, Example, Intervention, LanguageModel, Site};
+use subspace::{DasConfig, Example, Intervention, LanguageModel, Pair, Site};
+
+fn tutorial_pair(lm: &LanguageModel) -> Pair {
+    lm.pair(PARIS, RIO).unwrap().at("Paris", "Rio").unwrap()
+}
 
 fn tutorial_example(lm: &LanguageModel) -> Example {
-    Example {
-        base: lm.prompt(PARIS).unwrap(),
-        source: lm.prompt(RIO).unwrap(),
-        base_position: 3,
-        source_position: 3,
-        target: lm.token(" Brazil").unwrap(),
-    }
+    tutorial_pair(lm).with_target(lm.token(" Brazil").unwrap())
 }
 
 #[test]
@@ -39,25 +37,24 @@ fn das_on_the_tutorial_pair_moves_the_country_and_keeps_the_continent() {
     assert_eq!(report.losses.len(), 10);
     assert!(report.losses[9] < report.losses[0], "{:?}", report.losses);
 
-    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
-    let country = lm
-        .patch(&lm.prompt(PARIS).unwrap(), &src, site, 3, 3, &iv)
-        .unwrap();
+    let pair = tutorial_pair(lm);
+    let placed = iv.at(site);
+    let country = lm.patch(&pair, &placed).unwrap().after;
     let top = country.argmax();
     assert_eq!(top.token, " Brazil", "{:?}", country.top(3));
     assert!(top.prob >= 0.5, "{:?}", country.top(3));
-    let continent = lm
-        .patch(&lm.prompt(CONTINENT).unwrap(), &src, site, 3, 3, &iv)
-        .unwrap();
+    let on = |base: &str| {
+        let pair = pair.with_base(lm.prompt(base).unwrap(), "Paris").unwrap();
+        lm.patch(&pair, &placed).unwrap().after
+    };
+    let continent = on(CONTINENT);
     assert_eq!(
         continent.argmax().token,
         " Europe",
         "{:?}",
         continent.top(3)
     );
-    let language = lm
-        .patch(&lm.prompt(LANGUAGE).unwrap(), &src, site, 3, 3, &iv)
-        .unwrap();
+    let language = on(LANGUAGE);
     eprintln!(
         "after DAS: country {:?}\ncontinent {:?}\nlanguage {:?}",
         country.top(3),
@@ -150,13 +147,7 @@ fn rotation_stays_orthogonal_over_a_thousand_steps() {
     let d = lm.hidden_size();
     let base = lm.prompt("the quick brown fox jumps over").unwrap();
     let source = lm.prompt("the lazy dog jumps over the").unwrap();
-    let ex = Example {
-        base_position: 2,
-        source_position: 2,
-        target: 5,
-        base,
-        source,
-    };
+    let ex = Pair::new(base, source, 2, 2).unwrap().with_target(5);
     let mut iv = Intervention::random_rotation(d, 8, 1, &lm.device()).unwrap();
     train::train(
         &lm,
@@ -201,12 +192,12 @@ fn a_saved_intervention_reloads_bit_exactly_and_refuses_another_model() {
         to_host(b.rotation.clone()).unwrap(),
     );
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
-    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
-    let base = lm.prompt(PARIS).unwrap();
-    let p1 = lm.patch(&base, &src, site, 3, 3, &iv).unwrap();
+    let pair = tutorial_pair(lm);
+    let p1 = lm.patch(&pair, &iv.at(site)).unwrap().after;
     let p2 = lm
-        .patch(&base, &src, site, 3, 3, &loaded.intervention)
-        .unwrap();
+        .patch(&pair, &loaded.intervention.at(site))
+        .unwrap()
+        .after;
     assert_eq!(p1.probs, p2.probs);
 
     let other = common::tiny();
@@ -236,12 +227,12 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
     ];
     let examples: Vec<Example> = texts
         .iter()
-        .map(|(b, s, bp, sp)| Example {
-            base: lm.prompt(b).unwrap(),
-            source: lm.prompt(s).unwrap(),
-            base_position: *bp,
-            source_position: *sp,
-            target: 7,
+        .map(|&(b, s, bp, sp)| {
+            lm.pair(b, s)
+                .unwrap()
+                .at_positions(bp, sp)
+                .unwrap()
+                .with_target(7)
         })
         .collect();
     let iv = Intervention::random_rotation(lm.hidden_size(), 5, 3, &lm.device()).unwrap();
@@ -251,10 +242,7 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
         let probs = to_host(softmax(objective.logits(&iv, 0), 1)).unwrap();
         let vocab = probs.len() / examples.len();
         for (i, e) in examples.iter().enumerate() {
-            let src = lm.trace(&e.source).unwrap();
-            let alone = lm
-                .patch(&e.base, &src, site, e.base_position, e.source_position, &iv)
-                .unwrap();
+            let alone = lm.patch(&e.pair, &iv.clone().at(site)).unwrap().after;
             let diff = common::max_abs_diff(&probs[i * vocab..(i + 1) * vocab], &alone.probs);
             assert!(diff < 1e-5, "layer {layer}, example {i}: max |diff| {diff}");
         }

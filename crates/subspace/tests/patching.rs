@@ -6,7 +6,7 @@ mod common;
 
 use common::{CONTINENT, LANGUAGE, PARIS, RIO, smollm};
 use subspace::patch::PatchSpec;
-use subspace::{Component, Intervention, Site};
+use subspace::{Component, Intervention, Pair, Site};
 
 #[test]
 fn patching_layer0_everywhere_from_a_same_length_source_gives_the_source_run() {
@@ -24,7 +24,7 @@ fn patching_layer0_everywhere_from_a_same_length_source_gives_the_source_run() {
             intervention: Intervention::Replace,
         })
         .collect();
-    let patched = lm.patch_many(&base, &patches).unwrap();
+    let patched = lm.patch_vectors(&base, &patches).unwrap();
     let want = lm.predict(&source).unwrap();
     let diff = common::max_abs_diff(&common::log(&patched.probs), &common::log(&want.probs));
     assert!(diff < 1e-3, "log-prob diff {diff}");
@@ -40,7 +40,7 @@ fn patching_layer0_everywhere_from_a_same_length_source_gives_the_source_run() {
             intervention: Intervention::Replace,
         })
         .collect();
-    let same = lm.patch_many(&base, &patches).unwrap();
+    let same = lm.patch_vectors(&base, &patches).unwrap();
     let clean = lm.predict(&base).unwrap();
     assert!(common::max_abs_diff(&same.probs, &clean.probs) < 1e-6);
 }
@@ -50,14 +50,14 @@ fn subspace_and_neuron_patches_reduce_to_residual_patching_at_the_extremes() {
     let lm = smollm();
     let d = lm.hidden_size();
     let device = lm.device();
-    let base = lm.prompt(PARIS).unwrap();
-    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    let pair = lm.pair(PARIS, RIO).unwrap().at("Paris", "Rio").unwrap();
+    let base = pair.base.clone();
     let site = Site::block_output(9);
-    let run = |iv: &Intervention| lm.patch(&base, &src, site, 3, 3, iv).unwrap().probs;
+    let run = |iv: &Intervention| lm.patch(&pair, &iv.clone().at(site)).unwrap().after.probs;
 
     let residual = run(&Intervention::Replace);
     // The unpatched run through the same code path (no edits).
-    let clean = lm.patch_many(&base, &[]).unwrap().probs;
+    let clean = lm.patch_vectors(&base, &[]).unwrap().probs;
     assert!(common::max_abs_diff(&clean, &lm.predict(&base).unwrap().probs) < 1e-5);
     let all_dims = run(&Intervention::random_rotation(d, d, 7, &device).unwrap());
     let no_dims = run(&Intervention::random_rotation(d, 0, 7, &device).unwrap());
@@ -80,8 +80,7 @@ fn subspace_and_neuron_patches_reduce_to_residual_patching_at_the_extremes() {
 fn the_tutorials_literal_unrotation_scrambles_the_base_even_with_zero_dims() {
     let lm = smollm();
     let d = lm.hidden_size();
-    let base = lm.prompt(PARIS).unwrap();
-    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    let pair = lm.pair(PARIS, RIO).unwrap().at("Paris", "Rio").unwrap();
     let Intervention::Rotated(mut r) =
         Intervention::random_rotation(d, 0, 1, &lm.device()).unwrap()
     else {
@@ -89,15 +88,9 @@ fn the_tutorials_literal_unrotation_scrambles_the_base_even_with_zero_dims() {
     };
     r.unrotate = subspace::Unrotate::TutorialLiteral;
     let p = lm
-        .patch(
-            &base,
-            &src,
-            Site::block_output(9),
-            3,
-            3,
-            &Intervention::Rotated(r),
-        )
-        .unwrap();
+        .patch(&pair, &Intervention::Rotated(r).at(Site::block_output(9)))
+        .unwrap()
+        .after;
     assert!(p.prob_of(" France").unwrap() < 0.3, "{:?}", p.top(3));
 }
 
@@ -108,20 +101,11 @@ fn residual_patch_matches_pytorch_hooks() {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fix.join("residual_patch.json")).unwrap())
             .unwrap();
-    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    let residual = Intervention::Replace.at(Site::block_output(9));
     for (i, base) in [PARIS, CONTINENT, LANGUAGE].iter().enumerate() {
         assert_eq!(meta["cases"][i]["base"].as_str().unwrap(), *base);
-        let base = lm.prompt(base).unwrap();
-        let got = lm
-            .patch(
-                &base,
-                &src,
-                Site::block_output(9),
-                3,
-                3,
-                &Intervention::Replace,
-            )
-            .unwrap();
+        let pair = lm.pair(base, RIO).unwrap().at("Paris", "Rio").unwrap();
+        let got = lm.patch(&pair, &residual).unwrap().after;
         let want_logits = common::read_f32(
             &fix.join("residual_patch_logits.safetensors"),
             &format!("patched.{i}"),
@@ -138,17 +122,8 @@ fn residual_patch_matches_pytorch_hooks() {
         let diff = common::max_abs_diff(&common::log(&got.probs), &want);
         assert!(diff <= 2e-3, "case {i}: max |diff| {diff}");
     }
-    let paris = lm
-        .patch(
-            &lm.prompt(PARIS).unwrap(),
-            &src,
-            Site::block_output(9),
-            3,
-            3,
-            &Intervention::Replace,
-        )
-        .unwrap();
-    let top = paris.argmax();
+    let paris = lm.pair(PARIS, RIO).unwrap().at("Paris", "Rio").unwrap();
+    let top = lm.patch(&paris, &residual).unwrap().after.argmax();
     assert_eq!(top.token, " Brazil");
     assert!((top.prob - 0.48).abs() < 0.02);
 }
@@ -156,33 +131,26 @@ fn residual_patch_matches_pytorch_hooks() {
 #[test]
 fn attention_and_mlp_output_sites_are_distinct_and_consistent() {
     let lm = smollm();
-    let base = lm.prompt(PARIS).unwrap();
-    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
-    let at = |c| {
-        lm.patch(&base, &src, Site::new(5, c), 3, 3, &Intervention::Replace)
+    let pair = lm.pair(PARIS, RIO).unwrap().at("Paris", "Rio").unwrap();
+    let base = pair.base.clone();
+    let src = lm.trace(&pair.source).unwrap();
+    let patched_at = |site| {
+        lm.patch(&pair, &Intervention::Replace.at(site))
             .unwrap()
+            .after
             .probs
     };
+    let at = |c| patched_at(Site::new(5, c));
     // Block input of layer l+1 is block output of layer l.
     let a = at(Component::BlockOutput);
-    let b = lm
-        .patch(
-            &base,
-            &src,
-            Site::new(6, Component::BlockInput),
-            3,
-            3,
-            &Intervention::Replace,
-        )
-        .unwrap()
-        .probs;
+    let b = patched_at(Site::new(6, Component::BlockInput));
     assert!(common::max_abs_diff(&a, &b) < 1e-6);
     let attn = at(Component::AttentionOutput);
     let mlp = at(Component::MlpOutput);
     assert!(common::max_abs_diff(&attn, &mlp) > 1e-4);
     // Zeroing an attention output changes the prediction; adding a zero vector does not.
     let zero = lm
-        .patch_many(
+        .patch_vectors(
             &base,
             &[subspace::patch::PatchSpec {
                 site: Site::new(5, Component::AttentionOutput),
@@ -201,52 +169,23 @@ fn attention_and_mlp_output_sites_are_distinct_and_consistent() {
 #[test]
 fn out_of_range_inputs_are_clear_errors() {
     let lm = smollm();
-    let base = lm.prompt(PARIS).unwrap();
-    let src = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    let pair = lm.pair(PARIS, RIO).unwrap().at("Paris", "Rio").unwrap();
     let e = lm
-        .patch(
-            &base,
-            &src,
-            Site::block_output(30),
-            3,
-            3,
-            &Intervention::Replace,
-        )
+        .patch(&pair, &Intervention::Replace.at(Site::block_output(30)))
         .unwrap_err();
     assert!(e.to_string().contains("layers 0 to 29"), "{e}");
-    let e = lm
-        .patch(
-            &base,
-            &src,
-            Site::block_output(9),
-            9,
-            3,
-            &Intervention::Replace,
-        )
-        .unwrap_err();
+    let prompts = lm.pair(PARIS, RIO).unwrap();
+    let e = prompts.clone().at_positions(9, 3).unwrap_err();
     assert!(
         e.to_string().contains("position 9") && e.to_string().contains("base"),
         "{e}"
     );
-    let e = lm
-        .patch(
-            &base,
-            &src,
-            Site::block_output(9),
-            3,
-            12,
-            &Intervention::Replace,
-        )
-        .unwrap_err();
+    let e = prompts.at_positions(3, 12).unwrap_err();
     assert!(e.to_string().contains("source"), "{e}");
     let e = lm
         .patch(
-            &base,
-            &src,
-            Site::block_output(9),
-            3,
-            3,
-            &Intervention::Neurons(vec![5000]),
+            &pair,
+            &Intervention::Neurons(vec![5000]).at(Site::block_output(9)),
         )
         .unwrap_err();
     assert!(e.to_string().contains("5000"), "{e}");
@@ -268,30 +207,31 @@ fn a_batch_of_pairs_of_different_lengths_matches_patching_each_alone() {
         ),
         (LANGUAGE, "The city of Berlin is in the country of", 3, 3),
     ];
-    let examples: Vec<subspace::Example> = pairs
+    let pairs: Vec<Pair> = pairs
         .iter()
-        .map(|&(b, s, bp, sp)| subspace::Example {
-            base: lm.prompt(b).unwrap(),
-            source: lm.prompt(s).unwrap(),
-            base_position: bp,
-            source_position: sp,
-            target: 0,
-        })
+        .map(|&(b, s, bp, sp)| lm.pair(b, s).unwrap().at_positions(bp, sp).unwrap())
         .collect();
-    let iv = Intervention::random_rotation(lm.hidden_size(), 32, 3, &lm.device()).unwrap();
-    let batched = lm.patch_examples(site, &examples, &iv).unwrap();
-    for (e, got) in examples.iter().zip(&batched) {
+    let placed = Intervention::random_rotation(lm.hidden_size(), 32, 3, &lm.device())
+        .unwrap()
+        .at(site);
+    let batched = lm
+        .patch_pairs(&pairs, std::slice::from_ref(&placed))
+        .unwrap();
+    for (pair, got) in pairs.iter().zip(&batched) {
+        // Alone: the source vector read from the source prompt's own run.
+        let source = lm.trace(&pair.source).unwrap();
         let alone = lm
-            .patch(
-                &e.base,
-                &lm.trace(&e.source).unwrap(),
-                site,
-                e.base_position,
-                e.source_position,
-                &iv,
+            .patch_vectors(
+                &pair.base,
+                &[PatchSpec {
+                    site,
+                    position: pair.base_position,
+                    source: source.vector(site, pair.source_position).unwrap(),
+                    intervention: placed.intervention.clone(),
+                }],
             )
             .unwrap();
         let diff = common::max_abs_diff(&got.probs, &alone.probs);
-        assert!(diff < 1e-4, "{:?}: {diff}", e.base.text);
+        assert!(diff < 1e-4, "{:?}: {diff}", pair.base.text);
     }
 }

@@ -7,13 +7,14 @@ use subspace::readout::to_host;
 use subspace::{DasConfig, Example, Intervention, Site, SubspaceError, train};
 
 fn tiny_example(lm: &subspace::LanguageModel) -> Example {
-    Example {
-        base: lm.prompt("the quick brown fox jumps over").unwrap(),
-        source: lm.prompt("the lazy dog jumps over the").unwrap(),
-        base_position: 2,
-        source_position: 2,
-        target: 5,
-    }
+    lm.pair(
+        "the quick brown fox jumps over",
+        "the lazy dog jumps over the",
+    )
+    .unwrap()
+    .at_positions(2, 2)
+    .unwrap()
+    .with_target(5)
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args as ClapArgs;
 use llama::{Backend, ModelSource};
-use subspace::{DasConfig, Example, Intervention, LanguageModel, Site, train};
+use subspace::{DasConfig, Example, Intervention, LanguageModel, Pair, PatchSpec, Site, train};
 
 use super::common::ModelArgs;
 
@@ -103,17 +103,18 @@ pub fn run(args: Args) -> Result<()> {
     let rss_load_forward = peak_rss_mib();
     let src = lm.trace(&rio)?;
     let site = Site::block_output(9);
+    // One patched forward, the source vector read beforehand (as the PyTorch script does).
+    let spec = PatchSpec {
+        site,
+        position: 3,
+        source: src.vector(site, 3)?,
+        intervention: Intervention::Replace,
+    };
     let patched_forward_s = time(r, || {
-        Ok(lm.patch(&paris, &src, site, 3, 3, &Intervention::Replace)?)
+        Ok(lm.patch_vectors(&paris, std::slice::from_ref(&spec))?)
     })?;
 
-    let tutorial = Example {
-        base: paris.clone(),
-        source: rio.clone(),
-        base_position: 3,
-        source_position: 3,
-        target: lm.token(" Brazil")?,
-    };
+    let tutorial = Pair::new(paris.clone(), rio.clone(), 3, 3)?.with_target(lm.token(" Brazil")?);
     let das_step_s = step_time(&lm, std::slice::from_ref(&tutorial), r)?;
 
     let mut batch = Vec::with_capacity(args.batch);
@@ -128,13 +129,8 @@ pub fn run(args: Args) -> Result<()> {
                 .position(|t| t == " is")
                 .map_or(3, |i| i - 1)
         };
-        batch.push(Example {
-            base_position: pos(&base),
-            source_position: pos(&source),
-            target: lm.token(" France")?,
-            base,
-            source,
-        });
+        let (bp, sp) = (pos(&base), pos(&source));
+        batch.push(Pair::new(base, source, bp, sp)?.with_target(lm.token(" France")?));
     }
     let ravel_step_s = step_time(&lm, &batch, r.min(5))?;
     let threads = std::env::var("RAYON_NUM_THREADS")

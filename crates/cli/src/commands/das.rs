@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
-use subspace::{DasConfig, Example, Intervention, Site, train};
+use subspace::{DasConfig, Intervention, Pair, Site, train};
 
 use super::common::{ModelArgs, top_json};
 
@@ -61,17 +61,12 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--dims must be at least 1 (0 dimensions leave nothing to train)");
     }
     let lm = args.model.language_model()?;
-    let base = lm.prompt(&args.base)?;
-    let source = lm.prompt(&args.source)?;
     let source_position = args.source_position.unwrap_or(args.position);
     let site = Site::block_output(args.layer);
-    let example = Example {
-        target: lm.token(&args.target)?,
-        base: base.clone(),
-        source: source.clone(),
-        base_position: args.position,
-        source_position,
-    };
+    let pair = lm
+        .pair(&args.base, &args.source)?
+        .at_positions(args.position, source_position)?;
+    let example = pair.clone().with_target(lm.token(&args.target)?);
     let mut iv =
         Intervention::random_rotation(lm.hidden_size(), args.dims, args.seed, &lm.device())?;
     let mut config = DasConfig::new(site, args.steps).with_lr(args.lr);
@@ -103,18 +98,22 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(step) = report.resumed_after {
         eprintln!("resumed from the checkpoint after step {step}");
     }
-    let src = lm.trace(&source)?;
-    let patched = lm
-        .patch(&base, &src, site, args.position, source_position, &iv)?
-        .top(args.k);
+    let placed = iv.clone().at(site);
+    let patched = lm.patch(&pair, &placed)?.after.top(args.k);
     let mut evals = Vec::new();
     for text in &args.eval {
-        let p = lm.prompt(text)?;
-        let before = lm.predict(&p)?.top(args.k);
-        let after = lm
-            .patch(&p, &src, site, args.position, source_position, &iv)?
-            .top(args.k);
-        evals.push((text.clone(), before, after));
+        let on_eval = Pair::new(
+            lm.prompt(text)?,
+            pair.source.clone(),
+            args.position,
+            source_position,
+        )?;
+        let shown = lm.patch(&on_eval, &placed)?;
+        evals.push((
+            text.clone(),
+            shown.before.top(args.k),
+            shown.after.top(args.k),
+        ));
     }
     if let Some(path) = &args.save {
         let notes = serde_json::json!({

@@ -45,8 +45,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let lm: LanguageModel = args.model.language_model()?;
-    let base = lm.prompt(&args.base)?;
-    let source = lm.prompt(&args.source)?;
+    let pair = lm
+        .pair(&args.base, &args.source)?
+        .at_positions(args.position, args.source_position.unwrap_or(args.position))?;
     let (site, intervention) = match (&args.load, &args.neurons, args.dims, args.layer) {
         (Some(path), ..) => {
             let saved = subspace::store::load(path, &lm)?;
@@ -62,18 +63,9 @@ pub fn run(args: Args) -> Result<()> {
         (None, None, None, Some(layer)) => (Site::block_output(layer), Intervention::Replace),
         (None, _, _, None) => anyhow::bail!("--layer is required (or --load a saved intervention)"),
     };
-    let before = lm.predict(&base)?.top(args.k);
-    let src = lm.trace(&source)?;
-    let after = lm
-        .patch(
-            &base,
-            &src,
-            site,
-            args.position,
-            args.source_position.unwrap_or(args.position),
-            &intervention,
-        )?
-        .top(args.k);
+    let kind = intervention.kind();
+    let patched = lm.patch(&pair, &intervention.at(site))?;
+    let (before, after) = (patched.before.top(args.k), patched.after.top(args.k));
     if args.json {
         println!(
             "{}",
@@ -81,10 +73,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     } else {
         let cmp = subspace::display::Comparison {
-            titles: [
-                "base".into(),
-                format!("patched ({}, {site})", intervention.kind()),
-            ],
+            titles: ["base".into(), format!("patched ({kind}, {site})")],
             left: before,
             right: after,
         };

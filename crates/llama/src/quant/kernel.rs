@@ -400,7 +400,7 @@ mod avx512 {
     pub(super) fn xwt(x: &[f32], m: usize, w: &QuantMatrix, first_row: usize, out: &mut [f32]) {
         let k = w.cols();
         let rows = out.len() / m;
-        assert!(x.len() >= m * k && first_row + rows <= w.rows() && k % 16 == 0);
+        assert!(x.len() >= m * k && first_row + rows <= w.rows() && k.is_multiple_of(16));
         let mut wbuf = vec![0f32; ROWS * k];
         let chunks = m.div_ceil(TOKENS);
         for r0 in (0..rows).step_by(ROWS) {

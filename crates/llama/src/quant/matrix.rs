@@ -42,7 +42,7 @@ impl QuantMatrix {
         if !Self::supports(ty) || block != BLOCK {
             return Err(bad("only Q4_0, Q4_1 and Q8_0 are kept quantised".into()));
         }
-        if cols % BLOCK != 0 {
+        if !cols.is_multiple_of(BLOCK) {
             return Err(bad(format!(
                 "its rows ({cols} values) are not whole blocks of 32"
             )));

@@ -67,6 +67,17 @@ pub fn grouped_bars(
     categories: &[String],
     series: &[(String, Vec<f32>)],
 ) -> Result<Svg> {
+    grouped_bars_highlighting(title, categories, series, &[])
+}
+
+/// [`grouped_bars`] with some categories marked (a shaded band behind their bars and a bold
+/// label): the answers a reader should look at.
+pub fn grouped_bars_highlighting(
+    title: &str,
+    categories: &[String],
+    series: &[(String, Vec<f32>)],
+    highlighted: &[usize],
+) -> Result<Svg> {
     let n = categories.len().max(1);
     let width = width_for(title, (120 + 90 * n as u32).clamp(480, 1100));
     render((width, 360), |root| {
@@ -85,6 +96,13 @@ pub fn grouped_bars(
             .y_label_formatter(&|v| format!("{v:.1}"))
             .draw()
             .map_err(plot_err)?;
+        let bands = highlighted.iter().filter(|&&i| i < n).map(|&i| {
+            Rectangle::new(
+                [(i as f64 + 0.04, 0.0), (i as f64 + 0.96, 1.0)],
+                RGBColor(255, 236, 150).mix(0.55).filled(),
+            )
+        });
+        chart.draw_series(bands).map_err(plot_err)?;
         let k = series.len().max(1) as f64;
         let slot = 0.8 / k;
         for (s, (name, values)) in series.iter().enumerate() {
@@ -136,11 +154,17 @@ pub fn grouped_bars(
             .map_err(plot_err)?;
         for (i, c) in categories.iter().enumerate() {
             let (px, py) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+            let style = if highlighted.contains(&i) {
+                FontStyle::Bold
+            } else {
+                FontStyle::Normal
+            };
             root.draw(&Text::new(
                 format!("{c:?}"),
                 (px, py + 8),
                 ("sans-serif", 13)
                     .into_font()
+                    .style(style)
                     .color(&BLACK)
                     .pos(Pos::new(HPos::Center, VPos::Top)),
             ))

@@ -21,7 +21,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, input};
+use crate::error::{Result, bad_intervention};
 
 /// How a rotated patch is brought back to the model's basis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -105,7 +105,7 @@ impl Intervention {
     /// `orthogonal_` from `seed`.
     pub fn random_rotation(d: usize, n_dims: usize, seed: u64, device: &Device) -> Result<Self> {
         if n_dims > d {
-            return input(format!(
+            return bad_intervention(format!(
                 "cannot patch {n_dims} dimensions of a {d}-dimensional vector"
             ));
         }
@@ -119,20 +119,20 @@ impl Intervention {
     /// A rotation from a given row-major `d × d` matrix (e.g. exported from a torch run).
     pub fn rotation_from(matrix: &[f32], d: usize, n_dims: usize, device: &Device) -> Result<Self> {
         if matrix.len() != d * d {
-            return input(format!(
+            return bad_intervention(format!(
                 "a {d}×{d} rotation needs {} numbers, got {}",
                 d * d,
                 matrix.len()
             ));
         }
         if n_dims > d {
-            return input(format!(
+            return bad_intervention(format!(
                 "cannot patch {n_dims} dimensions of a {d}-dimensional vector"
             ));
         }
         let err = orthogonal::orthogonality_error(matrix, d, d);
         if err > 1e-3 {
-            return input(format!(
+            return bad_intervention(format!(
                 "the given matrix is not orthogonal (max |R Rᵀ − I| = {err:.2e})"
             ));
         }
@@ -146,7 +146,7 @@ impl Intervention {
     /// A random `k`-dimensional subspace (orthonormal basis from a seeded Gaussian).
     pub fn random_low_rank(d: usize, k: usize, seed: u64, device: &Device) -> Result<Self> {
         if k == 0 || k > d {
-            return input(format!(
+            return bad_intervention(format!(
                 "a low-rank subspace needs 1 to {d} dimensions, got {k}"
             ));
         }
@@ -164,7 +164,9 @@ impl Intervention {
         device: &Device,
     ) -> Result<Self> {
         if !(0.0..=1.0).contains(&initial_boundary) {
-            return input("the boundary is a fraction of the hidden size, between 0 and 1");
+            return bad_intervention(
+                "the boundary is a fraction of the hidden size, between 0 and 1",
+            );
         }
         Ok(Intervention::Boundless(BoundlessSpace {
             rotation: host_matrix(&orthogonal::random_orthogonal(d, seed), [d, d], device),
@@ -175,14 +177,15 @@ impl Intervention {
 
     /// Checks the intervention's sizes against the hidden size `d`.
     pub fn check(&self, d: usize) -> Result<()> {
-        let bad = |what: String| input(format!("{what} does not fit a hidden size of {d}"));
+        let bad =
+            |what: String| bad_intervention(format!("{what} does not fit a hidden size of {d}"));
         match self {
             Intervention::Neurons(idx) => {
                 if let Some(&i) = idx.iter().find(|&&i| i >= d) {
                     return bad(format!("neuron index {i}"));
                 }
                 if idx.is_empty() {
-                    return input("the neuron list is empty: give at least one index");
+                    return bad_intervention("the neuron list is empty: give at least one index");
                 }
             }
             Intervention::Rotated(r) => {
@@ -320,4 +323,22 @@ pub fn boundless_mask(
 pub(crate) fn host_matrix(m: &[f64], shape: [usize; 2], device: &Device) -> Tensor<2> {
     let data: Vec<f32> = m.iter().map(|&v| v as f32).collect();
     Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// An intervention and the site it acts on: `Intervention::Replace.at(Site::block_output(9))`.
+/// The token positions come from the [`crate::Pair`] it is applied to.
+#[derive(Debug, Clone)]
+pub struct PlacedIntervention {
+    pub site: crate::site::Site,
+    pub intervention: Intervention,
+}
+
+impl Intervention {
+    /// This intervention at `site`.
+    pub fn at(self, site: crate::site::Site) -> PlacedIntervention {
+        PlacedIntervention {
+            site,
+            intervention: self,
+        }
+    }
 }

@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{Attribute, RavelData, Split};
 use super::probe::{KnownPrompt, ProbeReport, locate};
-use crate::error::{Result, input};
+use crate::error::{Result, SubspaceError};
 use crate::intervention::Intervention;
 use crate::lm::LanguageModel;
+use crate::pair::{Example, Pair};
 use crate::site::Site;
-use crate::train::Example;
 
 /// What a pair is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,9 +63,9 @@ pub fn pairs(
     let bases = of(attribute);
     let sources = of(Attribute::Country);
     if bases.is_empty() || sources.is_empty() {
-        return input(format!(
+        return Err(SubspaceError::Data(format!(
             "no known {attribute:?} or Country prompts in the {split:?} split: probe more cities or templates"
-        ));
+        )));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (role_tag(role) << 32));
     let mut out = Vec::with_capacity(n);
@@ -91,13 +91,7 @@ pub fn pairs(
             Role::Isolate(_) => b.answer,
         };
         out.push(RavelExample {
-            example: Example {
-                base,
-                source,
-                base_position: b.position,
-                source_position: s.position,
-                target,
-            },
+            example: Pair::new(base, source, b.position, s.position)?.with_target(target),
             role,
         });
     }
@@ -158,9 +152,13 @@ pub fn evaluate(
     batch: usize,
 ) -> Result<Scores> {
     let (mut cause_hits, mut n_cause, mut iso_hits, mut n_iso) = (0usize, 0usize, 0usize, 0usize);
-    for chunk in examples.chunks(batch.max(1)) {
-        let exs: Vec<Example> = chunk.iter().map(|e| e.example.clone()).collect();
-        let preds = lm.patch_examples(site, &exs, intervention)?;
+    if batch == 0 {
+        return crate::error::bad_setting("batch", 0, "at least 1");
+    }
+    let placed = [intervention.clone().at(site)];
+    for chunk in examples.chunks(batch) {
+        let pairs: Vec<Pair> = chunk.iter().map(|e| e.example.pair.clone()).collect();
+        let preds = lm.patch_pairs(&pairs, &placed)?;
         for (e, p) in chunk.iter().zip(preds) {
             let hit = p.argmax().id == e.example.target;
             match e.role {

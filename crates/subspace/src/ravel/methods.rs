@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use super::data::{RavelData, Split};
 use super::eval::{Role, Scores, evaluate, split_examples};
 use super::probe::ProbeReport;
-use crate::error::{Result, input};
+use crate::error::{Result, bad_setting};
 use crate::intervention::Intervention;
 use crate::lm::LanguageModel;
+use crate::pair::Example;
 use crate::site::Site;
-use crate::train::{self, DasConfig, Example};
+use crate::train::{self, DasConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,9 +44,11 @@ impl Method {
             "boundless" => Method::Boundless,
             "mdas" => Method::Mdas,
             other => {
-                return input(format!(
-                    "unknown method `{other}` (residual, neurons, das, lowrank, boundless, mdas)"
-                ));
+                return bad_setting(
+                    "method",
+                    other,
+                    "one of residual, neurons, das, lowrank, boundless, mdas",
+                );
             }
         })
     }
@@ -131,7 +134,11 @@ pub fn run(
     let site = Site::block_output(config.layer);
     site.check(lm.n_layers())?;
     if config.method != Method::Residual && (config.dims == 0 || config.dims > d) {
-        return input(format!("--dims must be between 1 and {d}"));
+        return bad_setting(
+            "dims",
+            config.dims,
+            format!("between 1 and the hidden size, {d}"),
+        );
     }
     let mut intervention = match config.method {
         Method::Residual => Intervention::Replace,

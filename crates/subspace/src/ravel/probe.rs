@@ -47,7 +47,7 @@ pub fn answer_token(lm: &LanguageModel, value: &str) -> Result<u32> {
     let ids = lm.tokenizer.encode_plain(&format!(" {value}"))?;
     ids.first()
         .copied()
-        .ok_or_else(|| crate::error::SubspaceError::Input(format!("value {value:?} has no tokens")))
+        .ok_or_else(|| crate::error::SubspaceError::Data(format!("value {value:?} has no tokens")))
 }
 
 /// Probes `cities` × `templates` in batches of `batch`.
@@ -59,6 +59,9 @@ pub fn probe(
     batch: usize,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ProbeReport> {
+    if batch == 0 {
+        return crate::error::bad_setting("batch", 0, "at least 1");
+    }
     let mut jobs: Vec<(usize, usize, Prompt, usize, u32)> = Vec::new();
     for &c in cities {
         let city: &City = &data.cities[c];
@@ -75,7 +78,7 @@ pub fn probe(
     }
     let tried = jobs.len();
     let mut known = Vec::new();
-    for (i, chunk) in jobs.chunks(batch.max(1)).enumerate() {
+    for (i, chunk) in jobs.chunks(batch).enumerate() {
         let prompts: Vec<&Prompt> = chunk.iter().map(|j| &j.2).collect();
         let preds = lm.predict_batch(&prompts)?;
         for (job, pred) in chunk.iter().zip(preds) {
@@ -148,6 +151,12 @@ pub fn probe_dataset(
     batch: usize,
     mut progress: impl FnMut(&str),
 ) -> Result<ProbeReport> {
+    if max_cities == 0 {
+        return crate::error::bad_setting("cities per split", 0, "at least 1");
+    }
+    if per_attribute == 0 {
+        return crate::error::bad_setting("templates per attribute", 0, "at least 1");
+    }
     let mut known = Vec::new();
     let mut tried = 0;
     let mut all_known = Vec::new();
@@ -155,7 +164,7 @@ pub fn probe_dataset(
         let cities: Vec<usize> = (0..data.cities.len())
             .filter(|&i| data.cities[i].split == split)
             .collect();
-        let step = cities.len().div_ceil(max_cities.max(1)).max(1);
+        let step = cities.len().div_ceil(max_cities).max(1);
         let cities: Vec<usize> = cities.into_iter().step_by(step).collect();
         let first = ranked_templates(data, split, Attribute::Country)
             .into_iter()

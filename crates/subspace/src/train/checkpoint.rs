@@ -15,9 +15,12 @@ use burn::tensor::{Device, Tensor, TensorData};
 use formats::intervention_file::{self, HostTensor};
 use serde::{Deserialize, Serialize};
 
-use super::{AdamState, DasConfig, Example, Params};
+use super::adam::AdamState;
+use super::config::DasConfig;
+use super::params::{Moments, Params};
 use crate::error::{Result, SubspaceError};
 use crate::fingerprint::Fnv;
+use crate::pair::Example;
 use crate::store::{host_tensor, write_atomic};
 
 const FORMAT: &str = "subspace-checkpoint/1";
@@ -36,9 +39,7 @@ pub(super) struct Checkpoint {
     pub step: usize,
     pub losses: Vec<f32>,
     pub params: Params,
-    pub adam: AdamState<2>,
-    /// Boundless DAS's boundary has its own moments.
-    pub adam_boundary: Option<AdamState<1>>,
+    pub moments: Moments,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,12 +61,13 @@ pub(super) fn run_fingerprint(
 ) -> Result<String> {
     let mut h = Fnv::new();
     for e in examples {
-        for ids in [&e.base.ids, &e.source.ids] {
+        let p = &e.pair;
+        for ids in [&p.base.ids, &p.source.ids] {
             h.usize(ids.len());
             ids.iter().for_each(|&i| h.u64(u64::from(i)));
         }
-        h.usize(e.base_position);
-        h.usize(e.source_position);
+        h.usize(p.base_position);
+        h.usize(p.source_position);
         h.u64(u64::from(e.target));
     }
     let settings = format!(
@@ -90,9 +92,15 @@ pub(super) fn save(path: &Path, run: &str, checkpoint: &Checkpoint) -> Result<()
     for (name, t) in names.iter().zip(checkpoint.params.host_tensors()?) {
         tensors.insert(format!("param.{name}"), t);
     }
-    tensors.insert("adam.m".into(), host_tensor(checkpoint.adam.m.clone())?);
-    tensors.insert("adam.v".into(), host_tensor(checkpoint.adam.v.clone())?);
-    if let Some(b) = &checkpoint.adam_boundary {
+    tensors.insert(
+        "adam.m".into(),
+        host_tensor(checkpoint.moments.main.m.clone())?,
+    );
+    tensors.insert(
+        "adam.v".into(),
+        host_tensor(checkpoint.moments.main.v.clone())?,
+    );
+    if let Some(b) = &checkpoint.moments.boundary {
         tensors.insert("adam_boundary.m".into(), host_tensor(b.m.clone())?);
         tensors.insert("adam_boundary.v".into(), host_tensor(b.v.clone())?);
     }
@@ -102,10 +110,10 @@ pub(super) fn save(path: &Path, run: &str, checkpoint: &Checkpoint) -> Result<()
         step: checkpoint.step,
         kind: kind.into(),
         losses: checkpoint.losses.clone(),
-        adam_step: checkpoint.adam.step,
-        adam_boundary_step: checkpoint.adam_boundary.as_ref().map(|b| b.step),
+        adam_step: checkpoint.moments.main.step,
+        adam_boundary_step: checkpoint.moments.boundary.as_ref().map(|b| b.step),
     };
-    let json = serde_json::to_string(&meta).map_err(|e| SubspaceError::Input(e.to_string()))?;
+    let json = serde_json::to_string(&meta).map_err(|e| SubspaceError::Data(e.to_string()))?;
     write_atomic(path, &intervention_file::serialize(&json, &tensors)?)
 }
 
@@ -128,11 +136,9 @@ pub(super) fn load(
             });
         }
     };
-    let bad = |reason: String| {
-        SubspaceError::Input(format!(
-            "{} is not a usable checkpoint: {reason}; delete it to start the run afresh",
-            path.display()
-        ))
+    let bad = |reason: String| SubspaceError::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason,
     };
     let file = intervention_file::parse(&bytes).map_err(|e| bad(e.to_string()))?;
     let meta: Meta =
@@ -218,7 +224,9 @@ pub(super) fn load(
         step: meta.step,
         losses: meta.losses,
         params,
-        adam,
-        adam_boundary,
+        moments: Moments {
+            main: adam,
+            boundary: adam_boundary,
+        },
     }))
 }

@@ -1,0 +1,201 @@
+//! The DAS objective: cross-entropy of the patched run's next token against each example's
+//! target, with everything below the site computed once per minibatch.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+use llama::{ForwardContext, KeyValue};
+
+use super::exp_map;
+use super::params::frame_intervention;
+use crate::error::{Result, SubspaceError};
+use crate::intervention::Intervention;
+use crate::lm::{LanguageModel, Prompt};
+use crate::pair::{Example, Pair};
+use crate::readout::to_host;
+use crate::run::{Edit, Keep, Window, prefix_cache, run_blocks};
+use crate::site::Site;
+
+/// A minibatch prepared for repeated steps: everything below the site is computed once.
+pub(super) struct Prepared {
+    ctx: ForwardContext,
+    /// Stream entering the site's block, columns `from..`.
+    h: Tensor<3>,
+    /// First recomputed column and the cached keys/values of the columns before it.
+    from: usize,
+    prefix: Option<Vec<KeyValue>>,
+    columns: Vec<usize>,
+    source: Tensor<2>,
+    last: usize,
+    targets: Tensor<1, Int>,
+}
+
+/// The DAS objective over a fixed set of examples, with the layers below the site cached.
+pub struct DasObjective<'a> {
+    lm: &'a LanguageModel,
+    site: Site,
+    batches: Vec<Prepared>,
+}
+
+impl<'a> DasObjective<'a> {
+    /// Prepares `examples` in minibatches of `batch_size` (all at once for `None`).
+    pub fn new(
+        lm: &'a LanguageModel,
+        site: Site,
+        examples: &[Example],
+        batch_size: Option<usize>,
+    ) -> Result<Self> {
+        site.check(lm.n_layers())?;
+        if examples.is_empty() {
+            return Err(SubspaceError::Data(
+                "no training examples: give at least one (base, source, target)".into(),
+            ));
+        }
+        lm.check_pairs(examples.iter().map(|e| &e.pair))?;
+        let vocab = lm.model.config.vocab_size;
+        if let Some(e) = examples.iter().find(|e| e.target as usize >= vocab) {
+            return Err(SubspaceError::Data(format!(
+                "target token id {} is outside the vocabulary ({vocab} tokens)",
+                e.target
+            )));
+        }
+        let size = match batch_size {
+            Some(0) => return crate::error::bad_setting("batch size", 0, "at least 1"),
+            Some(n) => n,
+            None => examples.len(),
+        };
+        let batches = examples
+            .chunks(size)
+            .map(|chunk| prepare(lm, site, chunk))
+            .collect::<Result<_>>()?;
+        Ok(DasObjective { lm, site, batches })
+    }
+
+    pub fn n_batches(&self) -> usize {
+        self.batches.len()
+    }
+
+    pub(super) fn batch(&self, i: usize) -> &Prepared {
+        &self.batches[i % self.batches.len()]
+    }
+
+    /// Mean cross-entropy of batch `i` under `intervention` (no gradient).
+    pub fn loss(&self, intervention: &Intervention, i: usize) -> Result<f32> {
+        let loss = self.loss_tensor(intervention, self.batch(i));
+        Ok(to_host(loss)?[0])
+    }
+
+    /// Next-token logits `[batch, vocab]` of batch `i` under `intervention`.
+    pub fn logits(&self, intervention: &Intervention, i: usize) -> Tensor<2> {
+        self.patched_logits(intervention, self.batch(i))
+    }
+
+    /// Loss of batch `i` with the patched rows `base · exp(L.tril(−1) − L.tril(−1)ᵀ)`, and its
+    /// gradient with respect to `l` (torch's parametrisation of the rotation).
+    pub fn loss_and_grad_exp(
+        &self,
+        base: &Tensor<2>,
+        l: &Tensor<2>,
+        i: usize,
+    ) -> Result<(f32, Tensor<2>)> {
+        let bound = exp_map::norm_bound(l)?;
+        let leaf = l.clone().autodiff().require_grad();
+        let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound);
+        let loss = self.loss_tensor(&frame_intervention(frame), self.batch(i));
+        let value = to_host(loss.clone().without_autodiff())?[0];
+        let grads = loss.backward();
+        let grad = leaf
+            .grad(&grads)
+            .map(|g| g.without_autodiff())
+            .unwrap_or_else(|| l.zeros_like());
+        Ok((value, grad))
+    }
+
+    /// Loss of batch `i` when the patched subspace is spanned by the rows of `frame` (`[k, d]`,
+    /// orthonormal), and its gradient with respect to `frame`.
+    pub fn loss_and_grad(&self, frame: &Tensor<2>, i: usize) -> Result<(f32, Tensor<2>)> {
+        let leaf = frame.clone().autodiff().require_grad();
+        let loss = self.loss_tensor(&frame_intervention(leaf.clone()), self.batch(i));
+        let value = to_host(loss.clone().without_autodiff())?[0];
+        let grads = loss.backward();
+        let grad = leaf
+            .grad(&grads)
+            .map(|g| g.without_autodiff())
+            .unwrap_or_else(|| frame.zeros_like());
+        Ok((value, grad))
+    }
+
+    fn patched_logits(&self, intervention: &Intervention, b: &Prepared) -> Tensor<2> {
+        let model = &self.lm.model;
+        let edit = Edit {
+            site: self.site,
+            columns: b.columns.clone(),
+            source: b.source.clone(),
+            intervention,
+        };
+        let window = b.prefix.as_deref().map(|prefix| Window {
+            from: b.from,
+            prefix,
+        });
+        let ran = run_blocks(
+            model,
+            &b.ctx,
+            b.h.clone(),
+            self.site.layer..model.n_layers(),
+            std::slice::from_ref(&edit),
+            window,
+            Keep::default(),
+        );
+        model.logits_at(ran.h, b.last)
+    }
+
+    /// Mean cross-entropy of a prepared batch, `[1]`.
+    pub(super) fn loss_tensor(&self, intervention: &Intervention, b: &Prepared) -> Tensor<1> {
+        let logits = self.patched_logits(intervention, b);
+        let [n, _] = logits.dims();
+        let logp = log_softmax(logits, 1);
+        let picked = logp.gather(1, b.targets.clone().reshape([n, 1]));
+        picked.mean().neg().reshape([1])
+    }
+}
+
+fn prepare(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Prepared> {
+    let model = &lm.model;
+    let device = lm.device();
+    let pairs: Vec<&Pair> = examples.iter().map(|e| &e.pair).collect();
+    let bases: Vec<&Prompt> = pairs.iter().map(|p| &p.base).collect();
+    let base_batch = lm.batch(&bases);
+    let source = lm.source_vectors(site, &pairs);
+
+    // Base stream entering the site's block.
+    let ctx = model.context(&base_batch);
+    let h = model.embed(base_batch.ids.clone());
+    let h = run_blocks(model, &ctx, h, 0..site.layer, &[], None, Keep::default()).h;
+    let columns: Vec<usize> = pairs
+        .iter()
+        .enumerate()
+        .map(|(r, p)| base_batch.column(r, p.base_position))
+        .collect();
+    let from = columns.iter().copied().min().unwrap_or(0);
+    let s = base_batch.seq_len;
+    let (h, ctx, prefix) = if from == 0 {
+        (h, ctx, None)
+    } else {
+        let prefix = prefix_cache(model, &ctx, h.clone(), site.layer..model.n_layers(), from);
+        (
+            h.narrow(1, from, s - from),
+            ctx.queries_from(from),
+            Some(prefix),
+        )
+    };
+    let targets: Vec<i64> = examples.iter().map(|e| i64::from(e.target)).collect();
+    Ok(Prepared {
+        ctx,
+        h,
+        from,
+        prefix,
+        columns,
+        source,
+        last: s - 1 - from,
+        targets: Tensor::from_data(TensorData::new(targets, [examples.len()]), &device),
+    })
+}
