@@ -140,6 +140,46 @@ def residual_patch_fixture(tok, model):
     })
 
 
+def generation_fixture(tok, model):
+    """Greedy generation with transformers' `generate`, plain and with the tutorial's residual
+    patch (layer 9, token 3, from the Rio prompt) applied by a forward hook on the prompt's pass
+    only: later steps see the patch through the cache, as nnsight's `generate` does."""
+    layer, position, n = 9, 3, 12
+    base = "The city of Paris is in the country of"
+    source = "The city of Rio is in the country of"
+    with torch.no_grad():
+        src = model(torch.tensor([tok(source)["input_ids"]]), output_hidden_states=True)
+        src = src.hidden_states[layer + 1][0, position].clone()
+        ids = torch.tensor([tok(base)["input_ids"]])
+
+        def greedy():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+            new = out[0, ids.shape[1]:].tolist()
+            assert len(new) == n, new
+            return new
+
+        plain = greedy()
+
+        def hook(_mod, _inp, out):
+            hs = out[0] if isinstance(out, tuple) else out
+            if hs.shape[1] > position:  # the prompt's pass, not a one-token decoding step
+                hs[0, position] = src
+            return out
+
+        h = model.model.layers[layer].register_forward_hook(hook)
+        try:
+            patched = greedy()
+        finally:
+            h.remove()
+    write_json(SUBSPACE_FIX / "generation.json", {
+        "base": base, "source": source, "layer": layer, "position": position, "tokens": n,
+        "greedy_ids": plain, "greedy_text": tok.decode(plain),
+        "patched_ids": patched, "patched_text": tok.decode(patched),
+        "how": "model.generate(do_sample=False, max_new_tokens=min_new_tokens=12); patched: forward hook on model.model.layers[9] replacing output[0][0, 3] with the source run's hidden_states[10][0, 3] on the prompt's pass",
+    })
+
+
 def dequant_fixture():
     """A GGUF holding random blocks of every supported type, and the Python gguf package's
     dequantisation of each."""
@@ -241,7 +281,7 @@ def tiny_llama():
 
 
 if __name__ == "__main__":
-    which = set(sys.argv[1:]) or {"smollm", "dequant", "tiny"}
+    which = set(sys.argv[1:]) or {"smollm", "dequant", "tiny", "generation"}
     if "dequant" in which:
         dequant_fixture()
     if "tiny" in which:
@@ -249,3 +289,10 @@ if __name__ == "__main__":
     if "smollm" in which:
         tok, model = smollm_logits_and_tokens()
         residual_patch_fixture(tok, model)
+    if "generation" in which:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(MODEL_DIR, gguf_file=GGUF_NAME)
+        model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, gguf_file=GGUF_NAME, dtype=torch.float32)
+        model.eval()
+        generation_fixture(tok, model)

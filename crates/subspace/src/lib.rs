@@ -10,6 +10,7 @@ pub mod display;
 pub mod error;
 mod file_lock;
 mod fingerprint;
+pub mod generate;
 pub mod intervention;
 pub mod lm;
 pub mod pair;
@@ -25,6 +26,7 @@ pub mod tutorial;
 
 pub use display::Patched;
 pub use error::{Result, SubspaceError};
+pub use generate::Generated;
 pub use intervention::{Intervention, PlacedIntervention, Unrotate};
 pub use lm::{LanguageModel, Prompt};
 pub use pair::{Example, Pair, PairPrompts};

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod common;
 pub mod das;
+pub mod generate;
 pub mod patch;
 pub mod ravel;
 pub mod topk;
