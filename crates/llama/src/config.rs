@@ -140,6 +140,66 @@ impl LlamaConfig {
         if self.num_attention_heads == 0 || self.n_kv_heads() == 0 {
             return bad("the number of attention heads must be positive".into());
         }
+        if self.intermediate_size == 0 {
+            return bad("intermediate_size (the MLP width) must be positive".into());
+        }
+        // Far above any released Llama (405B: 126 layers, hidden 16384, MLP 53248, vocab 128256,
+        // context 131072); beyond them a config is corrupt, and would only fail later, slowly,
+        // in an allocation.
+        for (name, value, max) in [
+            ("num_hidden_layers", self.num_hidden_layers, 1 << 12),
+            ("hidden_size", self.hidden_size, 1 << 17),
+            ("intermediate_size", self.intermediate_size, 1 << 19),
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("num_attention_heads", self.num_attention_heads, 1 << 12),
+            ("head_dim", self.head_dim(), 1 << 12),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1 << 24,
+            ),
+        ] {
+            if value > max {
+                return bad(format!(
+                    "{name} = {value} is beyond any Llama model (at most {max}); the config is corrupt"
+                ));
+            }
+        }
+        if self.max_position_embeddings == 0 {
+            return bad("max_position_embeddings (the context length) must be positive".into());
+        }
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return bad(format!(
+                "hidden_size {} is not divisible by {} attention heads (and no head_dim is given)",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return bad(format!(
+                "rms_norm_eps = {} must be a finite number above 0",
+                self.rms_norm_eps
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad(format!(
+                "rope_theta = {} must be a finite number above 0",
+                self.rope_theta
+            ));
+        }
+        if let Some(s) = &self.rope_scaling
+            && s.rope_type == "llama3"
+            && !(s.factor.is_finite()
+                && s.factor > 0.0
+                && s.low_freq_factor.is_finite()
+                && s.high_freq_factor.is_finite()
+                && s.low_freq_factor > 0.0
+                && s.high_freq_factor > s.low_freq_factor
+                && s.original_max_position_embeddings > 0)
+        {
+            return bad(format!(
+                "rope_scaling {s:?}: factor must be above 0, 0 < low_freq_factor < high_freq_factor, original_max_position_embeddings above 0"
+            ));
+        }
         if !self.num_attention_heads.is_multiple_of(self.n_kv_heads()) {
             return bad(format!(
                 "{} attention heads cannot be shared among {} key/value heads",

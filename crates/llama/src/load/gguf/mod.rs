@@ -79,7 +79,8 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         num_hidden_layers: int("block_count")?,
         num_attention_heads: n_heads,
         num_key_value_heads: Some(int("attention.head_count_kv").unwrap_or(n_heads)),
-        head_dim: Some(int("rope.dimension_count").unwrap_or(hidden / n_heads.max(1))),
+        // Absent: hidden / heads, which `validate` checks divides evenly.
+        head_dim: int("rope.dimension_count").ok(),
         rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
         rope_theta: float("rope.freq_base").unwrap_or(10_000.0),
         rope_scaling,
