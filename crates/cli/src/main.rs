@@ -23,6 +23,8 @@ enum Command {
     Topk(commands::topk::Args),
     /// Patch one site of a base prompt from a source prompt; show top-k before and after.
     Patch(commands::patch::Args),
+    /// Greedy continuation of a prompt, optionally with a patch held in the cache.
+    Generate(commands::generate::Args),
     /// Train a rotated subspace with Distributed Alignment Search.
     Das(commands::das::Args),
     /// Time loading, forward passes and training steps (see BENCHMARKS.md).
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Topk(args) => commands::topk::run(args),
         Command::Patch(args) => commands::patch::run(args),
         Command::Das(args) => commands::das::run(args),
+        Command::Generate(args) => commands::generate::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::RavelProbe(args) => commands::ravel::probe(args),
         Command::Ravel(args) => commands::ravel::run(args),
@@ -46,12 +49,21 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let interrupted = matches!(
+                e.downcast_ref::<subspace::SubspaceError>(),
+                Some(subspace::SubspaceError::Interrupted { .. })
+            );
             // One line per cause, no backtrace: the message is for the user.
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            // 130: the shell's code for a run stopped by Ctrl-C.
+            if interrupted {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -251,3 +251,139 @@ fn mistakes_get_one_clear_line() {
         &["cannot read", "iv.safetensors"],
     );
 }
+
+/// Ctrl-C (SIGINT) and SIGTERM during `subspace das --checkpoint`: the run stops after a step
+/// with exit code 130 and a whole checkpoint, and running the same command again resumes it to
+/// exactly the losses and weights of a run that was never stopped.
+#[test]
+fn a_signal_during_das_leaves_a_checkpoint_that_resumes_exactly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (checkpoint, resumed_file, straight_file) = (
+        path("run.ckpt"),
+        path("resumed.safetensors"),
+        path("straight.safetensors"),
+    );
+    let args = |checkpoint: Option<&str>, save: &str| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "das",
+            "--base",
+            PARIS,
+            "--source",
+            RIO,
+            "--target",
+            " Brazil",
+            "--layer",
+            "9",
+            "--position",
+            "3",
+            "--dims",
+            "2",
+            "--steps",
+            "24",
+            "--seed",
+            "3",
+            "--save",
+            save,
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(c) = checkpoint {
+            a.extend([
+                "--checkpoint".into(),
+                c.into(),
+                "--checkpoint-every".into(),
+                "5".into(),
+            ]);
+        }
+        a
+    };
+    // Runs until stderr reports step `at`, then sends `signal`; returns the exit code and stderr.
+    let interrupt = |at: usize, signal: &str| -> (Option<i32>, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_subspace"))
+            .args(args(Some(&checkpoint), &resumed_file))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            seen.push_str(&line);
+            if line.starts_with(&format!("step {at}/")) {
+                let pid = child.id().to_string();
+                assert!(
+                    Command::new("kill")
+                        .args([signal, &pid])
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+                break;
+            }
+            line.clear();
+        }
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        seen.push_str(&rest);
+        (child.wait().unwrap().code(), seen)
+    };
+    let (code, err) = interrupt(3, "-INT");
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        err.contains("stopped on request after step") && err.contains("run.ckpt"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let (code, err) = interrupt(9, "-TERM");
+    assert_eq!(code, Some(130), "{err}");
+    // It went on from the checkpoint, not from the start.
+    assert!(!err.contains("step 1/24"), "{err}");
+    let owned = args(Some(&checkpoint), &resumed_file);
+    let resumed = json(&subspace(
+        &owned.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let owned = args(None, &straight_file);
+    let straight = json(&subspace(
+        &owned.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    assert_eq!(resumed["losses"], straight["losses"]);
+    assert_eq!(resumed["losses"].as_array().unwrap().len(), 24);
+    // The saved weights are the same bits (the notes hold the same losses too).
+    let tensors = |file: &str| {
+        let bytes = std::fs::read(file).unwrap();
+        let (n, _) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        bytes[8 + n..].to_vec()
+    };
+    assert_eq!(tensors(&resumed_file), tensors(&straight_file));
+}
+
+#[test]
+fn generate_continues_the_tutorial_prompt_and_the_patch_sends_paris_to_brazil() {
+    let v = json(&subspace(&[
+        "generate",
+        "--prompt",
+        PARIS,
+        "-n",
+        "3",
+        "--source",
+        RIO,
+        "--layer",
+        "9",
+        "--position",
+        "3",
+        "--json",
+    ]));
+    assert!(v["text"].as_str().unwrap().starts_with(" France"), "{v}");
+    assert!(
+        v["patched_text"].as_str().unwrap().starts_with(" Brazil"),
+        "{v}"
+    );
+    assert_eq!(v["patched_ids"].as_array().unwrap().len(), 3);
+}

@@ -1,5 +1,7 @@
 //! Options every model-using subcommand accepts, and loading the model from them.
 
+use std::io::{IsTerminal, Write};
+
 use anyhow::{Context, Result};
 use clap::Args;
 use llama::{Backend, ModelSource};
@@ -37,4 +39,59 @@ impl ModelArgs {
 /// A top-k list as the JSON entries every command prints.
 pub fn top_json(top: &subspace::TopK) -> serde_json::Value {
     serde_json::to_value(&top.0).unwrap_or_default()
+}
+
+/// A flag raised by Ctrl-C (SIGINT) or SIGTERM: training stops after the step it is in, writes
+/// its checkpoint and returns [`subspace::SubspaceError::Interrupted`]. A second signal exits at
+/// once (the checkpoint on disk is then the previous one, still whole: files are replaced
+/// atomically).
+pub fn stop_on_signals() -> subspace::StopFlag {
+    let stop = subspace::StopFlag::new();
+    let flag = stop.clone();
+    let installed = ctrlc::set_handler(move || {
+        if flag.is_raised() {
+            std::process::exit(130);
+        }
+        flag.raise();
+        eprintln!("\nstopping after this step (press Ctrl-C again to quit now)");
+    });
+    if let Err(e) = installed {
+        eprintln!("warning: Ctrl-C will not stop training cleanly: {e}");
+    }
+    stop
+}
+
+/// Training progress on stderr: a bar with loss, steps/s and ETA on a terminal, a line every
+/// `every` steps otherwise (logs, notebooks).
+pub fn progress(every: usize) -> impl FnMut(&subspace::StepReport) {
+    let tty = std::io::stderr().is_terminal();
+    move |s: &subspace::StepReport| {
+        let mut err = std::io::stderr();
+        let secs = s.elapsed.as_secs_f64();
+        let rate = s.step as f64 / secs.max(1e-9);
+        let eta = (s.steps - s.step.min(s.steps)) as f64 / rate.max(1e-9);
+        if tty {
+            let done = 30 * s.step / s.steps.max(1);
+            let _ = write!(
+                err,
+                "\r[{}{}] {}/{} loss {:.4}  {:.2} steps/s  ETA {:.0}s ",
+                "#".repeat(done),
+                " ".repeat(30 - done),
+                s.step,
+                s.steps,
+                s.loss,
+                rate,
+                eta
+            );
+            if s.step == s.steps {
+                let _ = writeln!(err);
+            }
+        } else if s.step.is_multiple_of(every.max(1)) || s.step == s.steps {
+            let _ = writeln!(
+                err,
+                "step {}/{} loss {:.4} ({:.1}s, ETA {:.0}s)",
+                s.step, s.steps, s.loss, secs, eta
+            );
+        }
+    }
 }

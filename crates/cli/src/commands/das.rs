@@ -1,14 +1,13 @@
 //! `subspace das`: train a rotation so that patching its first N dimensions moves the base's
 //! answer to the target, then evaluate it on other prompts.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use subspace::{DasConfig, Intervention, Pair, Site, train};
 
-use super::common::{ModelArgs, top_json};
+use super::common::{ModelArgs, progress, stop_on_signals, top_json};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -73,28 +72,8 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(path) = &args.checkpoint {
         config = config.with_checkpoint(path, args.checkpoint_every);
     }
-    let tty = std::io::stderr().is_terminal();
-    let report = train::train(&lm, &mut iv, &[example], &config, |s| {
-        let mut err = std::io::stderr();
-        if tty {
-            let done = 30 * s.step / s.steps.max(1);
-            let _ = write!(
-                err,
-                "\r[{}{}] {}/{} loss {:.4} ({:.1}s)",
-                "#".repeat(done),
-                " ".repeat(30 - done),
-                s.step,
-                s.steps,
-                s.loss,
-                s.elapsed.as_secs_f64()
-            );
-            if s.step == s.steps {
-                let _ = writeln!(err);
-            }
-        } else if !args.json {
-            let _ = writeln!(err, "step {}/{} loss {:.4}", s.step, s.steps, s.loss);
-        }
-    })?;
+    let config = config.with_stop(stop_on_signals());
+    let report = train::train(&lm, &mut iv, &[example], &config, progress(1))?;
     if let Some(step) = report.resumed_after {
         eprintln!("resumed from the checkpoint after step {step}");
     }

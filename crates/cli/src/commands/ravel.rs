@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
 use subspace::ravel::{self, Method, ProbeReport, RavelData, RunConfig};
 
-use super::common::ModelArgs;
+use super::common::{ModelArgs, progress, stop_on_signals};
 
 fn default_probe_file() -> PathBuf {
     let dir = RavelData::default_dir();
@@ -93,6 +93,13 @@ pub struct Args {
     /// Known prompts from `subspace ravel-probe`.
     #[arg(long)]
     pub probe: Option<PathBuf>,
+    /// Checkpoint training to this file; if it already holds a checkpoint of this same run,
+    /// training resumes from it (stop with Ctrl-C, run the same command again).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 10, requires = "checkpoint")]
+    pub checkpoint_every: usize,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -123,7 +130,15 @@ pub fn run(args: Args) -> Result<()> {
     config.batch = args.batch;
     config.n_train = args.train_pairs;
     config.n_eval = args.eval_pairs;
-    let r = ravel::methods::run(&lm, &data, &probe, &config)?;
+    if let Some(path) = &args.checkpoint {
+        config.checkpoint = Some(subspace::train::CheckpointConfig {
+            path: path.clone(),
+            every: args.checkpoint_every,
+        });
+    }
+    config.stop = Some(stop_on_signals());
+    let every = (args.steps / 20).max(1);
+    let r = ravel::methods::run_with_progress(&lm, &data, &probe, &config, progress(every))?;
     if args.json {
         println!(
             "{}",

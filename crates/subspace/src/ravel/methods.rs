@@ -15,7 +15,7 @@ use crate::intervention::Intervention;
 use crate::lm::LanguageModel;
 use crate::pair::Example;
 use crate::site::Site;
-use crate::train::{self, DasConfig};
+use crate::train::{self, CheckpointConfig, DasConfig, StepReport, StopFlag};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -87,6 +87,12 @@ pub struct RunConfig {
     /// Cause pairs per split (isolate pairs: half as many per kept attribute).
     pub n_train: usize,
     pub n_eval: usize,
+    /// Checkpoint the training here and resume from it (see [`DasConfig::with_checkpoint`]).
+    #[serde(skip)]
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Raised (by a Ctrl-C handler) to stop training after the current step.
+    #[serde(skip)]
+    pub stop: Option<StopFlag>,
 }
 
 impl RunConfig {
@@ -101,7 +107,39 @@ impl RunConfig {
             batch: 32,
             n_train: 256,
             n_eval: 200,
+            checkpoint: None,
+            stop: None,
         }
+    }
+}
+
+impl RunConfig {
+    /// Checks every number before anything runs (a notebook call gets the same errors as the
+    /// CLI's options).
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 {
+            return bad_setting("batch", 0, "at least 1");
+        }
+        if self.n_train == 0 {
+            return bad_setting("train pairs", 0, "at least 1");
+        }
+        if self.n_eval == 0 {
+            return bad_setting("eval pairs", 0, "at least 1");
+        }
+        if self.method.trained() && self.steps == 0 {
+            return bad_setting("steps", 0, "at least 1 for a trained method");
+        }
+        if let Some(lr) = self.lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            return bad_setting("lr", lr, "a finite number above 0");
+        }
+        if let Some(ck) = &self.checkpoint
+            && ck.every == 0
+        {
+            return bad_setting("checkpoint interval", 0, "at least 1 step");
+        }
+        Ok(())
     }
 }
 
@@ -129,6 +167,18 @@ pub fn run(
     probe: &ProbeReport,
     config: &RunConfig,
 ) -> Result<RunResult> {
+    run_with_progress(lm, data, probe, config, |_| {})
+}
+
+/// [`run`], calling `progress` after every training step.
+pub fn run_with_progress(
+    lm: &LanguageModel,
+    data: &RavelData,
+    probe: &ProbeReport,
+    config: &RunConfig,
+    progress: impl FnMut(&StepReport),
+) -> Result<RunResult> {
+    config.validate()?;
     let d = lm.hidden_size();
     let device = lm.device();
     let site = Site::block_output(config.layer);
@@ -171,11 +221,17 @@ pub fn run(
             Method::Lowrank | Method::Boundless => 1e-2,
             _ => 1e-3,
         });
-        let das = DasConfig::new(site, config.steps)
+        let mut das = DasConfig::new(site, config.steps)
             .with_lr(lr)
             .with_batch_size(config.batch)
             .with_seed(config.seed);
-        let report = train::train(lm, &mut intervention, &examples, &das, |_| {})?;
+        if let Some(ck) = &config.checkpoint {
+            das = das.with_checkpoint(&ck.path, ck.every);
+        }
+        if let Some(stop) = &config.stop {
+            das = das.with_stop(stop.clone());
+        }
+        let report = train::train(lm, &mut intervention, &examples, &das, progress)?;
         losses = report.losses;
     }
     let train_seconds = start.elapsed().as_secs_f64();
