@@ -66,7 +66,7 @@ impl LanguageModel {
             .iter()
             .map(|p| format!("{} at {}", p.intervention.kind(), p.site))
             .collect();
-        Ok(Patched::new(
+        Patched::new(
             format!(
                 "{:?} ← {:?}: {}",
                 pair.base.text,
@@ -75,7 +75,7 @@ impl LanguageModel {
             ),
             before,
             after,
-        ))
+        )
     }
 
     /// The next-token distribution of `base` with edits whose source vectors are given.

@@ -1,10 +1,6 @@
 //! The DAS tutorial's setting for each model: prompts, site and answer tokens. The tutorial ran
 //! on Llama-3.2-1B; SmolLM2-135M needs a fuller prompt and a later layer (see [`Setting::smollm2`]).
 
-use crate::display::plot::{Svg, grouped_bars};
-use crate::error::Result;
-use crate::readout::Prediction;
-
 /// Everything that differs between the tutorial's model and ours.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Setting {
@@ -18,6 +14,9 @@ pub struct Setting {
     pub layer: usize,
     /// Token position of the city in base and source prompts.
     pub position: usize,
+    /// The base and source cities: the tokens patched (`lm.pair(..)?.at(base_city, source_city)`).
+    pub base_city: String,
+    pub source_city: String,
     /// The source city's country (the DAS target).
     pub target: String,
     /// Answers whose probabilities the plots follow, per prompt kind.
@@ -43,6 +42,8 @@ impl Setting {
             language: "The city of Paris is a city whose main language is".into(),
             layer: 9,
             position: 3,
+            base_city: "Paris".into(),
+            source_city: "Rio".into(),
             target: " Brazil".into(),
             country_answers: strings(&[" France", " Brazil"]),
             continent_answers: strings(&[" Europe", " South"]),
@@ -76,20 +77,4 @@ impl Setting {
             }
         }
     }
-}
-
-/// A bar plot of the answers' probabilities before and after a patch.
-pub fn shift_plot(
-    title: &str,
-    answers: &[String],
-    before: &Prediction,
-    after: &Prediction,
-) -> Result<Svg> {
-    let mut b = Vec::with_capacity(answers.len());
-    let mut a = Vec::with_capacity(answers.len());
-    for w in answers {
-        b.push(before.prob_of(w)?);
-        a.push(after.prob_of(w)?);
-    }
-    grouped_bars(title, answers, &[("base".into(), b), ("patched".into(), a)])
 }

@@ -25,15 +25,17 @@ pub struct Patched {
 }
 
 impl Patched {
-    /// `before` and `after` must be distributions of the same model (the library makes them so).
-    pub fn new(title: String, before: Prediction, after: Prediction) -> Self {
+    /// `before` and `after` must be distributions of the same model's vocabulary (an
+    /// [`crate::SubspaceError::OtherModel`] error otherwise).
+    pub fn new(title: String, before: Prediction, after: Prediction) -> Result<Self> {
+        before.check_comparable(&after)?;
         let highlighted = vec![before.argmax().id, after.argmax().id];
-        Patched {
+        Ok(Patched {
             title,
             before,
             after,
             highlighted,
-        }
+        })
     }
 
     /// Marks these answers in the plot (each one token, e.g. `" Brazil"`), and makes sure they

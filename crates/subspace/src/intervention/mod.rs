@@ -342,3 +342,37 @@ impl Intervention {
         }
     }
 }
+
+impl Intervention {
+    /// The same rotation patching its first `n_dims` rotated coordinates instead; an error for
+    /// an intervention that is not a rotation or for more dimensions than it has.
+    pub fn with_n_dims(self, n_dims: usize) -> Result<Intervention> {
+        match self {
+            Intervention::Rotated(r) => {
+                let d = r.rotation.dims()[0];
+                if n_dims > d {
+                    return bad_intervention(format!(
+                        "a {d}-dimensional rotation cannot patch {n_dims} dimensions"
+                    ));
+                }
+                Ok(Intervention::Rotated(RotatedSpace { n_dims, ..r }))
+            }
+            other => bad_intervention(format!(
+                "only a rotation has a number of patched dimensions to change, not {}",
+                other.kind()
+            )),
+        }
+    }
+
+    /// The same rotation brought back to the model's basis with `unrotate` (the tutorial's
+    /// literal form is [`Unrotate::TutorialLiteral`]); an error for a non-rotation.
+    pub fn with_unrotate(self, unrotate: Unrotate) -> Result<Intervention> {
+        match self {
+            Intervention::Rotated(r) => Ok(Intervention::Rotated(RotatedSpace { unrotate, ..r })),
+            other => bad_intervention(format!(
+                "only a rotation is rotated back, not {}",
+                other.kind()
+            )),
+        }
+    }
+}
