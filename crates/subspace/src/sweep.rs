@@ -14,7 +14,7 @@ use crate::site::{Component, Site};
 
 /// `p(target)` after replacing the `component` vector of every (layer, position) of `base` by
 /// the source's at the same position: `result[layer][position]`. One batched forward per layer
-/// (one row per position).
+/// (one row per position), from the clean run's input to that layer.
 pub fn residual_sweep(
     lm: &LanguageModel,
     base: &Prompt,
@@ -47,6 +47,10 @@ pub fn residual_sweep(
     let d = lm.hidden_size();
     let rows: Vec<&Prompt> = vec![base; n];
     let batch = lm.batch(&rows);
+    let ctx = lm.model.context(&batch);
+    // Layers below the edited one compute what the clean run computes: start each layer's
+    // batch from the clean run's input to that layer (one trace), not from the embeddings.
+    let clean = run::trace(&lm.model, &lm.batch(&[base]), &[]);
     let replace = Intervention::Replace;
     let mut out = Vec::with_capacity(lm.n_layers());
     for layer in 0..lm.n_layers() {
@@ -63,7 +67,19 @@ pub fn residual_sweep(
             source: sources,
             intervention: &replace,
         };
-        let probs = softmax(run::last_logits(&lm.model, &batch, &[edit]), 1);
+        let input = clean
+            .at(Site::new(layer, Component::BlockInput))
+            .repeat_dim(0, n);
+        let ran = run::run_blocks(
+            &lm.model,
+            &ctx,
+            input,
+            layer..lm.n_layers(),
+            &[edit],
+            None,
+            run::Keep::default(),
+        );
+        let probs = softmax(lm.model.logits_at(ran.h, batch.seq_len - 1), 1);
         let p = to_host(probs.narrow(1, target as usize, 1).reshape([n]))?;
         out.push(p);
     }

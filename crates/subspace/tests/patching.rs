@@ -235,3 +235,37 @@ fn a_batch_of_pairs_of_different_lengths_matches_patching_each_alone() {
         assert!(diff < 1e-4, "{:?}: {diff}", pair.base.text);
     }
 }
+
+/// The sweep (one batch per layer, started from the clean run's input to that layer) must give,
+/// cell by cell, what a single patch gives, and the single patch is pinned to PyTorch hooks.
+#[test]
+fn the_layer_by_position_sweep_agrees_with_single_patches() {
+    let lm = smollm();
+    let base = lm.prompt(PARIS).unwrap();
+    let source = lm.trace(&lm.prompt(RIO).unwrap()).unwrap();
+    let brazil = lm.token(" Brazil").unwrap();
+    for component in [Component::BlockOutput, Component::AttentionOutput] {
+        let sweep = subspace::sweep::residual_sweep(lm, &base, &source, brazil, component).unwrap();
+        assert_eq!((sweep.len(), sweep[0].len()), (30, 9));
+        for (layer, position) in [(0, 0), (0, 3), (9, 3), (17, 8), (29, 8), (29, 2)] {
+            let site = Site::new(layer, component);
+            let single = lm
+                .patch_vectors(
+                    &base,
+                    &[PatchSpec {
+                        site,
+                        position,
+                        source: source.vector(site, position).unwrap(),
+                        intervention: Intervention::Replace,
+                    }],
+                )
+                .unwrap()
+                .prob(brazil);
+            let got = sweep[layer][position];
+            assert!(
+                (got - single).abs() < 1e-4,
+                "{component:?} layer {layer} position {position}: sweep {got}, patch {single}"
+            );
+        }
+    }
+}

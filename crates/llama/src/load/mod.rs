@@ -32,9 +32,12 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
-    /// Interprets a `--model` argument: an existing file or directory, else a hub id
-    /// (`owner/name`), else an error.
+    /// Interprets a `--model` argument: `default` (the default model), an existing file or
+    /// directory, else a hub id (`owner/name`), else an error.
     pub fn parse(spec: &str) -> Result<Self> {
+        if spec == "default" {
+            return Self::default_model();
+        }
         let path = Path::new(spec);
         if path.is_dir() {
             return Ok(ModelSource::HfDir(path.to_path_buf()));

@@ -4,6 +4,7 @@
 mod patched;
 pub mod plot;
 mod table;
+mod training;
 
 pub use patched::Patched;
 pub use plot::Svg;

@@ -29,7 +29,8 @@ impl Patched {
     /// [`crate::SubspaceError::OtherModel`] error otherwise).
     pub fn new(title: String, before: Prediction, after: Prediction) -> Result<Self> {
         before.check_comparable(&after)?;
-        let highlighted = vec![before.argmax().id, after.argmax().id];
+        let mut highlighted = vec![before.argmax().id, after.argmax().id];
+        highlighted.dedup();
         Ok(Patched {
             title,
             before,
