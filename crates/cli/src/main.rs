@@ -60,6 +60,7 @@ fn main() -> ExitCode {
             }
             // 130: the shell's code for a run stopped by Ctrl-C.
             if interrupted {
+                eprintln!("  to resume: run the same command again");
                 ExitCode::from(130)
             } else {
                 ExitCode::FAILURE

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum LlamaError {
     #[error(
-        "model file {path} does not exist; run `scripts/setup.sh` to fetch the default model, or pass --model with a GGUF file, a Hugging Face directory or a hub id"
+        "model file {path} does not exist; run `scripts/setup.sh` to fetch the default model, or load a GGUF file, a Hugging Face directory or a hub id instead"
     )]
     MissingModel { path: PathBuf },
 

@@ -162,7 +162,7 @@ pub fn train(
             params.write_into(intervention, anneal(config.temperature, done, config.steps))?;
             let resume = match &checkpointing {
                 Some((ck, _, _)) => format!(
-                    "the checkpoint {} holds it: run the same command again to resume",
+                    "the checkpoint {} holds it: train again with the same checkpoint to resume",
                     ck.path.display()
                 ),
                 None => "nothing was saved (no checkpoint was asked for)".into(),
