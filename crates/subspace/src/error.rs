@@ -43,6 +43,15 @@ pub enum SubspaceError {
     )]
     LengthMismatch { base_len: usize, source_len: usize },
 
+    #[error(
+        "{what} would need about {need_mib} MiB, but this machine has {available_mib} MiB available; use shorter prompts or smaller batches"
+    )]
+    TooBigForMemory {
+        what: String,
+        need_mib: u64,
+        available_mib: u64,
+    },
+
     #[error("{name} = {value} is not allowed: {expected}")]
     BadSetting {
         name: &'static str,

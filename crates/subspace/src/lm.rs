@@ -133,6 +133,42 @@ impl LanguageModel {
         Ok(())
     }
 
+    /// Refuses a forward pass that would not fit in memory, before it allocates: `batch` rows
+    /// of `len` tokens; `keep_trace` when every layer's four components are kept (a trace).
+    /// The estimate counts what grows with the input: one layer's attention scores and
+    /// probabilities (`batch × heads × len² × 2`), the mask, the stream and MLP activations, and
+    /// the kept trace (`layers × 4 × batch × len × hidden`), all `f32`.
+    pub fn check_memory(&self, batch: usize, len: usize, keep_trace: bool) -> Result<()> {
+        let Some(available) = available_memory() else {
+            return Ok(());
+        };
+        let c = &self.model.config;
+        let (b, s) = (batch as u128, len as u128);
+        let attention = b * c.num_attention_heads as u128 * s * s * 2 + b * s * s;
+        let activations = b * s * (8 * c.hidden_size as u128 + 3 * c.intermediate_size as u128);
+        let trace = if keep_trace {
+            c.num_hidden_layers as u128 * 4 * b * s * c.hidden_size as u128
+        } else {
+            0
+        };
+        let need = (attention + activations + trace) * 4;
+        if need > available as u128 {
+            return Err(SubspaceError::TooBigForMemory {
+                what: format!(
+                    "a forward pass of {batch} prompt(s) of {len} tokens{}",
+                    if keep_trace {
+                        " keeping every layer"
+                    } else {
+                        ""
+                    }
+                ),
+                need_mib: u64::try_from(need >> 20).unwrap_or(u64::MAX),
+                available_mib: available >> 20,
+            });
+        }
+        Ok(())
+    }
+
     pub fn device(&self) -> Device {
         self.model.device()
     }
@@ -202,7 +238,17 @@ impl LanguageModel {
         for p in prompts {
             self.check_prompt(p)?;
         }
+        let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        self.check_memory(prompts.len(), longest, false)?;
         let batch = self.batch(prompts);
         self.prediction(run::last_logits(&self.model, &batch, &[]))
     }
+}
+
+/// Bytes of memory the system can still give (Linux `MemAvailable`); `None` elsewhere.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -42,6 +42,7 @@ impl LanguageModel {
     /// Runs `prompt` and keeps the hidden states of every layer and component.
     pub fn trace(&self, prompt: &Prompt) -> Result<PromptTrace> {
         self.check_prompt(prompt)?;
+        self.check_memory(1, prompt.len(), true)?;
         let batch = self.batch(&[prompt]);
         Ok(PromptTrace {
             prompt: prompt.clone(),
@@ -158,6 +159,12 @@ impl LanguageModel {
             return Ok(Vec::new());
         }
         self.check_pairs(pairs)?;
+        let longest = pairs
+            .iter()
+            .map(|p| p.base.len().max(p.source.len()))
+            .max()
+            .unwrap_or(0);
+        self.check_memory(pairs.len(), longest, false)?;
         let refs: Vec<&Pair> = pairs.iter().collect();
         let bases: Vec<&Prompt> = pairs.iter().map(|p| &p.base).collect();
         let batch = self.batch(&bases);

@@ -30,6 +30,7 @@ pub fn residual_sweep(
     }
     lm.check_prompt(base)?;
     lm.check_prompt(&source.prompt)?;
+    lm.check_memory(base.len(), base.len(), false)?;
     if source.trace.layers.len() != lm.n_layers() {
         return Err(SubspaceError::OtherModel {
             what: "the source trace",

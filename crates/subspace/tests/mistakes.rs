@@ -483,3 +483,34 @@ fn a_raised_stop_flag_checkpoints_and_the_resume_is_exact() {
     };
     assert_eq!(host(&resumed), host(&straight));
 }
+
+/// A batch that fits the context but not the machine (2000 prompts of 4001 tokens: terabytes of
+/// attention scores) is refused by its estimate before anything is allocated, naming both sizes.
+#[test]
+fn a_batch_too_big_for_memory_is_refused_before_allocating() {
+    let lm = smollm();
+    let long = lm.prompt(&"Paris ".repeat(4000)).unwrap();
+    let many: Vec<&subspace::Prompt> = vec![&long; 2000];
+    let start = std::time::Instant::now();
+    let e = lm.predict_batch(&many).unwrap_err();
+    match &e {
+        SubspaceError::TooBigForMemory {
+            need_mib,
+            available_mib,
+            ..
+        } => {
+            // 2000 × 9 heads × 4001² × 2 (scores, probabilities) × 4 bytes alone.
+            let scores_mib = (2000u64 * 9 * 4001 * 4001 * 2 * 4) >> 20;
+            assert!(*need_mib >= scores_mib, "{need_mib} < {scores_mib}");
+            assert!(need_mib > available_mib);
+        }
+        other => panic!("{other}"),
+    }
+    assert!(
+        e.to_string().contains("2000 prompt(s) of 4001 tokens"),
+        "{e}"
+    );
+    assert!(start.elapsed().as_secs() < 10);
+    // The same prompt alone fits and runs.
+    assert!(lm.check_memory(1, long.len(), true).is_ok());
+}
