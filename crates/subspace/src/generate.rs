@@ -68,7 +68,7 @@ impl LanguageModel {
             return bad_setting("tokens to generate", 0, "at least 1");
         }
         // The whole sequence must fit the context, checked before anything runs.
-        self.check_length(prompt.len() + n - 1)?;
+        self.check_length(prompt.len().saturating_add(n - 1))?;
         let model = &self.model;
         let keep = Keep {
             components: false,

@@ -101,6 +101,11 @@ fn bad_generation_requests_are_clear_errors() {
         "{e}"
     );
     let e = lm.generate(&prompt, 1 << 40).unwrap_err();
+    let e2 = lm.generate(&prompt, usize::MAX).unwrap_err();
+    assert!(
+        matches!(e2, subspace::SubspaceError::PromptTooLong { .. }),
+        "{e2}"
+    );
     assert!(
         matches!(e, subspace::SubspaceError::PromptTooLong { .. }),
         "{e}"
