@@ -146,12 +146,14 @@ pub fn run(args: Args) -> Result<()> {
                 "method": r.method, "layer": r.layer, "dims": r.dims, "cause": r.cause,
                 "isolate": r.isolate, "disentangle": r.disentangle, "n_cause": r.n_cause,
                 "n_isolate": r.n_isolate, "train_seconds": r.train_seconds,
-                "val": r.val, "losses": r.losses,
+                "train": r.train, "val": r.val, "losses": r.losses,
+                "test": {"cause": r.cause, "isolate": r.isolate, "disentangle": r.disentangle,
+                         "n_cause": r.n_cause, "n_isolate": r.n_isolate},
             })
         );
     } else {
         println!(
-            "{} at layer {} ({:?} dims): Cause {:.3}  Isolate {:.3}  Disentangle {:.3}  (test: {} cause, {} isolate pairs; val Disentangle {:.3}; trained in {:.1} s)",
+            "{} at layer {} ({:?} dims): Cause {:.3}  Isolate {:.3}  Disentangle {:.3}  (test: {} cause, {} isolate pairs; val Disentangle {:.3}; train Disentangle {:.3}; trained in {:.1} s)",
             r.method,
             r.layer,
             r.dims,
@@ -161,6 +163,7 @@ pub fn run(args: Args) -> Result<()> {
             r.n_cause,
             r.n_isolate,
             r.val.disentangle,
+            r.train.map_or(f64::NAN, |t| t.disentangle),
             r.train_seconds
         );
     }

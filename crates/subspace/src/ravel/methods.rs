@@ -158,6 +158,11 @@ pub struct RunResult {
     pub losses: Vec<f32>,
     /// Scores on val (for choosing settings; test is only reported).
     pub val: Scores,
+    /// Scores on the train pairs the method was fit to (for a baseline: train-split pairs of
+    /// the same size), so that underfitting (train low) and overfitting (train far above val)
+    /// show. `None` in results written before it was reported.
+    #[serde(default)]
+    pub train: Option<Scores>,
 }
 
 /// Trains (if the method learns) on train pairs, scores on val and test pairs.
@@ -208,8 +213,8 @@ pub fn run_with_progress(
     };
     let mut losses = Vec::new();
     let start = Instant::now();
+    let train_set = split_examples(lm, data, probe, Split::Train, config.n_train, config.seed)?;
     if config.method.trained() {
-        let train_set = split_examples(lm, data, probe, Split::Train, config.n_train, config.seed)?;
         let examples: Vec<Example> = train_set
             .iter()
             .filter(|e| config.method == Method::Mdas || e.role == Role::Cause)
@@ -237,6 +242,7 @@ pub fn run_with_progress(
     let train_seconds = start.elapsed().as_secs_f64();
     let val_set = split_examples(lm, data, probe, Split::Val, config.n_eval, config.seed + 1)?;
     let test_set = split_examples(lm, data, probe, Split::Test, config.n_eval, config.seed + 2)?;
+    let train = evaluate(lm, site, &intervention, &train_set, config.batch)?;
     let val = evaluate(lm, site, &intervention, &val_set, config.batch)?;
     let test = evaluate(lm, site, &intervention, &test_set, config.batch)?;
     Ok(RunResult {
@@ -251,5 +257,6 @@ pub fn run_with_progress(
         train_seconds,
         losses,
         val,
+        train: Some(train),
     })
 }
