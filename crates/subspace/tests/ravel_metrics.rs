@@ -40,6 +40,12 @@ fn an_intervention_that_changes_nothing_scores_cause_0_and_isolate_1() {
         16,
     )
     .unwrap();
+    // A rotation patching all 576 dimensions is residual patching: the same scores, pair by
+    // pair (an untrained DAS at d dims cannot differ from the residual baseline).
+    let all =
+        Intervention::random_rotation(lm.hidden_size(), lm.hidden_size(), 3, &lm.device()).unwrap();
+    let full = ravel::eval::evaluate(lm, Site::block_output(0), &all, &examples, 16).unwrap();
+    assert_eq!(full, residual);
     // Some source countries come through and some base answers are lost (the city's other
     // tokens and the few-shot context still speak for the base city, so not all).
     assert!(
