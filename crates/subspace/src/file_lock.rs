@@ -1,4 +1,4 @@
-//! One writer per saved file: an exclusive lock on a sidecar `<file>.lock`, so that two
+//! One writer per saved file: an exclusive lock on a sidecar `.<file>.lock`, so that two
 //! processes saving (or training into) the same path do not interleave, and the second is told
 //! instead of silently overwriting the first.
 //!
