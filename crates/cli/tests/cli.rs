@@ -304,7 +304,7 @@ fn a_signal_during_das_leaves_a_checkpoint_that_resumes_exactly() {
         a
     };
     // Runs until stderr reports step `at`, then sends `signal`; returns the exit code and stderr.
-    let interrupt = |at: usize, signal: &str| -> (Option<i32>, String) {
+    let interrupt = |at: usize, signal: libc::c_int| -> (Option<i32>, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_subspace"))
             .args(args(Some(&checkpoint), &resumed_file))
             .stdout(Stdio::null())
@@ -317,14 +317,9 @@ fn a_signal_during_das_leaves_a_checkpoint_that_resumes_exactly() {
         while stderr.read_line(&mut line).unwrap() > 0 {
             seen.push_str(&line);
             if line.starts_with(&format!("step {at}/")) {
-                let pid = child.id().to_string();
-                assert!(
-                    Command::new("kill")
-                        .args([signal, &pid])
-                        .status()
-                        .unwrap()
-                        .success()
-                );
+                let pid = libc::pid_t::try_from(child.id()).unwrap();
+                // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+                assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
                 break;
             }
             line.clear();
@@ -334,14 +329,14 @@ fn a_signal_during_das_leaves_a_checkpoint_that_resumes_exactly() {
         seen.push_str(&rest);
         (child.wait().unwrap().code(), seen)
     };
-    let (code, err) = interrupt(3, "-INT");
+    let (code, err) = interrupt(3, libc::SIGINT);
     assert_eq!(code, Some(130), "{err}");
     assert!(
         err.contains("stopped on request after step") && err.contains("run.ckpt"),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
-    let (code, err) = interrupt(9, "-TERM");
+    let (code, err) = interrupt(9, libc::SIGTERM);
     assert_eq!(code, Some(130), "{err}");
     // It went on from the checkpoint, not from the start.
     assert!(!err.contains("step 1/24"), "{err}");
