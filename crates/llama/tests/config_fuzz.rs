@@ -86,6 +86,27 @@ fn assert_buildable(c: &LlamaConfig, case: &str) {
     assert!(c.inv_freq().iter().all(|f| f.is_finite()), "{case}");
 }
 
+/// One mapped case: a panic fails the test, an accepted config must be buildable, a refusal
+/// must say something.
+fn tally(
+    mapped: std::thread::Result<llama::Result<LlamaConfig>>,
+    label: &str,
+    accepted: &mut usize,
+    refused: &mut usize,
+) {
+    match mapped {
+        Err(_) => panic!("{label}: panicked"),
+        Ok(Ok(c)) => {
+            assert_buildable(&c, label);
+            *accepted += 1;
+        }
+        Ok(Err(e)) => {
+            assert!(!e.to_string().is_empty(), "{label}");
+            *refused += 1;
+        }
+    }
+}
+
 #[test]
 fn mutated_config_json_is_an_error_or_a_buildable_config() {
     let valid: serde_json::Value = serde_json::from_str(VALID).unwrap();
@@ -106,17 +127,8 @@ fn mutated_config_json_is_an_error_or_a_buildable_config() {
         }
         let text = v.to_string();
         let label = format!("case {case}: {text}");
-        match catch_unwind(|| LlamaConfig::from_json(&text)) {
-            Err(_) => panic!("{label}: panicked"),
-            Ok(Ok(c)) => {
-                assert_buildable(&c, &label);
-                accepted += 1;
-            }
-            Ok(Err(e)) => {
-                assert!(!e.to_string().is_empty(), "{label}");
-                refused += 1;
-            }
-        }
+        let mapped = catch_unwind(|| LlamaConfig::from_json(&text));
+        tally(mapped, &label, &mut accepted, &mut refused);
     }
     // Both outcomes are exercised (a generator that only ever breaks configs tests little).
     assert!(
@@ -208,17 +220,7 @@ fn mutated_gguf_metadata_is_an_error_or_a_buildable_config() {
             let file = GgufFile::from_bytes(bytes).unwrap();
             llama::load::gguf::config(&file)
         });
-        match result {
-            Err(_) => panic!("{label}: panicked"),
-            Ok(Ok(c)) => {
-                assert_buildable(&c, &label);
-                accepted += 1;
-            }
-            Ok(Err(e)) => {
-                assert!(!e.to_string().is_empty(), "{label}");
-                refused += 1;
-            }
-        }
+        tally(result, &label, &mut accepted, &mut refused);
     }
     assert!(
         accepted > 100 && refused > 1000,

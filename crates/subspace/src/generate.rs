@@ -47,19 +47,9 @@ impl LanguageModel {
         n: usize,
     ) -> Result<Generated> {
         self.check_pairs([pair])?;
-        for p in placed {
-            p.site.check(self.n_layers())?;
-            p.intervention.check(self.hidden_size())?;
-        }
-        let edits: Vec<Edit> = placed
-            .iter()
-            .map(|p| Edit {
-                site: p.site,
-                columns: vec![pair.base_position],
-                source: self.source_vectors(p.site, &[pair]),
-                intervention: &p.intervention,
-            })
-            .collect();
+        self.check_placed(placed)?;
+        // One unpadded row: the base token's column is its position.
+        let edits = self.pair_edits(&[pair], vec![pair.base_position], placed);
         self.greedy(&pair.base, &edits, n)
     }
 

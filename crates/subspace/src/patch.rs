@@ -115,22 +115,67 @@ impl LanguageModel {
     /// # Shapes
     /// - output: `[pairs, hidden]`
     pub fn source_vectors(&self, site: Site, pairs: &[&Pair]) -> Tensor<2> {
+        self.source_vectors_at(&[site], pairs).remove(0)
+    }
+
+    /// [`LanguageModel::source_vectors`] at several sites, from one forward of the source
+    /// prompts up to the highest of their layers.
+    fn source_vectors_at(&self, sites: &[Site], pairs: &[&Pair]) -> Vec<Tensor<2>> {
+        let Some(top) = sites.iter().map(|s| s.layer).max() else {
+            return Vec::new();
+        };
         let d = self.hidden_size();
         let sources: Vec<&Prompt> = pairs.iter().map(|p| &p.source).collect();
         let batch = self.batch(&sources);
-        let traced = run::trace_until(&self.model, &batch, site.layer);
-        Tensor::cat(
-            pairs
-                .iter()
-                .enumerate()
-                .map(|(r, p)| {
-                    traced
-                        .vector(site, r, batch.column(r, p.source_position))
-                        .reshape([1, d])
-                })
-                .collect(),
-            0,
-        )
+        let traced = run::trace_until(&self.model, &batch, top);
+        sites
+            .iter()
+            .map(|&site| {
+                Tensor::cat(
+                    pairs
+                        .iter()
+                        .enumerate()
+                        .map(|(r, p)| {
+                            traced
+                                .vector(site, r, batch.column(r, p.source_position))
+                                .reshape([1, d])
+                        })
+                        .collect(),
+                    0,
+                )
+            })
+            .collect()
+    }
+
+    /// The edits that apply `placed` at each pair's base token, found at batch column
+    /// `columns[r]` for pair `r`, the source vectors read from the pairs' source prompts.
+    pub(crate) fn pair_edits<'a>(
+        &self,
+        pairs: &[&Pair],
+        columns: Vec<usize>,
+        placed: &'a [PlacedIntervention],
+    ) -> Vec<Edit<'a>> {
+        let sites: Vec<Site> = placed.iter().map(|p| p.site).collect();
+        placed
+            .iter()
+            .zip(self.source_vectors_at(&sites, pairs))
+            .map(|(p, source)| Edit {
+                site: p.site,
+                columns: columns.clone(),
+                source,
+                intervention: &p.intervention,
+            })
+            .collect()
+    }
+
+    /// Checks that placed interventions fit this model: their layers exist, their shapes fit
+    /// its hidden size.
+    pub fn check_placed(&self, placed: &[PlacedIntervention]) -> Result<()> {
+        for p in placed {
+            p.site.check(self.n_layers())?;
+            p.intervention.check(self.hidden_size())?;
+        }
+        Ok(())
     }
 
     /// Checks that pairs can run on this model: prompts of its tokenizer, within its context.
@@ -151,10 +196,7 @@ impl LanguageModel {
         pairs: &[Pair],
         placed: &[PlacedIntervention],
     ) -> Result<Vec<Prediction>> {
-        for p in placed {
-            p.site.check(self.n_layers())?;
-            p.intervention.check(self.hidden_size())?;
-        }
+        self.check_placed(placed)?;
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
@@ -173,15 +215,7 @@ impl LanguageModel {
             .enumerate()
             .map(|(r, p)| batch.column(r, p.base_position))
             .collect();
-        let edits: Vec<Edit> = placed
-            .iter()
-            .map(|p| Edit {
-                site: p.site,
-                columns: columns.clone(),
-                source: self.source_vectors(p.site, &refs),
-                intervention: &p.intervention,
-            })
-            .collect();
+        let edits = self.pair_edits(&refs, columns, placed);
         self.prediction(run::last_logits(&self.model, &batch, &edits))
     }
 }

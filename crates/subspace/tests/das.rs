@@ -145,9 +145,7 @@ fn low_rank_frame_gradient_agrees_with_finite_differences() {
 fn rotation_stays_orthogonal_over_a_thousand_steps() {
     let lm = common::tiny();
     let d = lm.hidden_size();
-    let base = lm.prompt("the quick brown fox jumps over").unwrap();
-    let source = lm.prompt("the lazy dog jumps over the").unwrap();
-    let ex = Pair::new(base, source, 2, 2).unwrap().with_target(5);
+    let ex = common::tiny_example(&lm);
     let mut iv = Intervention::random_rotation(d, 8, 1, &lm.device()).unwrap();
     train::train(
         &lm,

@@ -241,15 +241,7 @@ fn a_prompt_longer_than_the_context_is_refused_before_running() {
 #[test]
 fn bad_numbers_are_refused_before_any_step() {
     let lm = common::tiny();
-    let pair = lm
-        .pair(
-            "the quick brown fox jumps over",
-            "the lazy dog jumps over the",
-        )
-        .unwrap()
-        .at_positions(2, 2)
-        .unwrap();
-    let example = pair.with_target(5);
+    let example = common::tiny_example(&lm);
     let site = Site::block_output(0);
     let base = DasConfig::new(site, 3);
     let cases: Vec<(&str, DasConfig)> = vec![
@@ -388,12 +380,7 @@ fn a_second_run_on_a_checkpoint_in_use_is_told_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("run.ckpt");
     let _held = subspace::store::FileLock::acquire(&ck).unwrap();
-    let example = lm
-        .pair("the quick brown fox", "a lazy dog sat")
-        .unwrap()
-        .at_positions(1, 1)
-        .unwrap()
-        .with_target(3);
+    let example = common::tiny_example(&lm);
     let mut iv = Intervention::random_rotation(lm.hidden_size(), 2, 0, &lm.device()).unwrap();
     let config = DasConfig::new(Site::block_output(0), 5).with_checkpoint(&ck, 1);
     let mut steps = 0;
@@ -410,15 +397,7 @@ fn a_raised_stop_flag_checkpoints_and_the_resume_is_exact() {
     let lm = common::tiny();
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("run.ckpt");
-    let example = lm
-        .pair(
-            "the quick brown fox jumps over",
-            "the lazy dog jumps over the",
-        )
-        .unwrap()
-        .at_positions(2, 2)
-        .unwrap()
-        .with_target(5);
+    let example = common::tiny_example(&lm);
     let fresh = || Intervention::random_rotation(lm.hidden_size(), 4, 1, &lm.device()).unwrap();
     let site = Site::block_output(0);
     let steps = 12;

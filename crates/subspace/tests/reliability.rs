@@ -4,18 +4,7 @@
 mod common;
 
 use subspace::readout::to_host;
-use subspace::{DasConfig, Example, Intervention, Site, SubspaceError, train};
-
-fn tiny_example(lm: &subspace::LanguageModel) -> Example {
-    lm.pair(
-        "the quick brown fox jumps over",
-        "the lazy dog jumps over the",
-    )
-    .unwrap()
-    .at_positions(2, 2)
-    .unwrap()
-    .with_target(5)
-}
+use subspace::{DasConfig, Intervention, Site, SubspaceError, train};
 
 #[test]
 fn a_diverging_run_stops_with_the_step_and_keeps_the_last_good_weights() {
@@ -31,7 +20,7 @@ fn a_diverging_run_stops_with_the_step_and_keeps_the_last_good_weights() {
     let err = train::train(
         &lm,
         &mut iv,
-        &[tiny_example(&lm)],
+        &[common::tiny_example(&lm)],
         &DasConfig::new(Site::block_output(0), 50).with_lr(1e30),
         |_| {},
     )
@@ -65,7 +54,7 @@ fn a_diverging_run_stops_with_the_step_and_keeps_the_last_good_weights() {
     train::train(
         &lm,
         &mut iv,
-        &[tiny_example(&lm)],
+        &[common::tiny_example(&lm)],
         &DasConfig::new(Site::block_output(0), 5).with_lr(1e-2),
         |_| {},
     )
@@ -129,7 +118,7 @@ fn nothing_to_train_and_files_whose_shapes_contradict_their_description_are_refu
     let err = train::train(
         &lm,
         &mut iv,
-        &[tiny_example(&lm)],
+        &[common::tiny_example(&lm)],
         &DasConfig::new(Site::block_output(0), 3),
         |_| {},
     )
@@ -143,7 +132,7 @@ fn nothing_to_train_and_files_whose_shapes_contradict_their_description_are_refu
     let err = train::train(
         &lm,
         &mut Intervention::Replace,
-        &[tiny_example(&lm)],
+        &[common::tiny_example(&lm)],
         &DasConfig::new(Site::block_output(0), 3),
         |_| {},
     )

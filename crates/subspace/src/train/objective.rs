@@ -101,13 +101,7 @@ impl<'a> DasObjective<'a> {
         let leaf = l.clone().autodiff().require_grad();
         let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound);
         let loss = self.loss_tensor(&frame_intervention(frame), self.batch(i));
-        let value = to_host(loss.clone().without_autodiff())?[0];
-        let grads = loss.backward();
-        let grad = leaf
-            .grad(&grads)
-            .map(|g| g.without_autodiff())
-            .unwrap_or_else(|| l.zeros_like());
-        Ok((value, grad))
+        value_and_grad(loss, &leaf)
     }
 
     /// Loss of batch `i` when the patched subspace is spanned by the rows of `frame` (`[k, d]`,
@@ -115,13 +109,7 @@ impl<'a> DasObjective<'a> {
     pub fn loss_and_grad(&self, frame: &Tensor<2>, i: usize) -> Result<(f32, Tensor<2>)> {
         let leaf = frame.clone().autodiff().require_grad();
         let loss = self.loss_tensor(&frame_intervention(leaf.clone()), self.batch(i));
-        let value = to_host(loss.clone().without_autodiff())?[0];
-        let grads = loss.backward();
-        let grad = leaf
-            .grad(&grads)
-            .map(|g| g.without_autodiff())
-            .unwrap_or_else(|| frame.zeros_like());
-        Ok((value, grad))
+        value_and_grad(loss, &leaf)
     }
 
     fn patched_logits(&self, intervention: &Intervention, b: &Prepared) -> Tensor<2> {
@@ -156,6 +144,18 @@ impl<'a> DasObjective<'a> {
         let picked = logp.gather(1, b.targets.clone().reshape([n, 1]));
         picked.mean().neg().reshape([1])
     }
+}
+
+/// The loss's value and its gradient with respect to `leaf` (zeros if the loss does not depend
+/// on it).
+fn value_and_grad(loss: Tensor<1>, leaf: &Tensor<2>) -> Result<(f32, Tensor<2>)> {
+    let value = to_host(loss.clone().without_autodiff())?[0];
+    let grads = loss.backward();
+    let grad = leaf
+        .grad(&grads)
+        .map(|g| g.without_autodiff())
+        .unwrap_or_else(|| leaf.clone().without_autodiff().zeros_like());
+    Ok((value, grad))
 }
 
 fn prepare(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Prepared> {

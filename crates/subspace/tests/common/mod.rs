@@ -23,6 +23,18 @@ pub fn tiny() -> LanguageModel {
     LanguageModel::load(dir.to_str().unwrap()).unwrap()
 }
 
+/// One training example on the tiny model: patch token 2 of a base from a source, target id 5.
+pub fn tiny_example(lm: &LanguageModel) -> subspace::Example {
+    lm.pair(
+        "the quick brown fox jumps over",
+        "the lazy dog jumps over the",
+    )
+    .unwrap()
+    .at_positions(2, 2)
+    .unwrap()
+    .with_target(5)
+}
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
