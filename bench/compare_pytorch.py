@@ -2,8 +2,14 @@
 installed), on the same GGUF on the same machine, alternating with the Rust runs; prints the
 figures and the ratios Rust / Python.
 
-    scripts/venv.sh scripts/requirements-ref.txt && .venv/bin/pip install nnsight==0.8.1
+    scripts/venv.sh scripts/requirements-ref.txt
     .venv/bin/python bench/compare_pytorch.py [--rounds 3] [--threads 2]
+
+At the tutorial's scale, on the Llama-3.2-1B-shaped checkpoint (scripts/make-llama1b-shaped.py;
+bf16 safetensors, layer 8 as in the tutorial; PyTorch computes in f32 unless --dtype bfloat16):
+
+    .venv/bin/python bench/compare_pytorch.py --model data/models/llama-3.2-1b-shaped \
+        --layer 8 --batch 8 --rounds 1 --repeats 3
 """
 
 import argparse
@@ -25,6 +31,10 @@ RIO = "The city of Rio is in the country of"
 CITIES = ["Paris", "Rio", "Tokyo", "Berlin", "Madrid", "Rome", "Cairo", "Lima", "Oslo", "Seoul", "Delhi",
           "Toronto", "Sydney", "Moscow", "Nairobi", "Bangkok"]
 LAYER, POS = 9, 3
+BATCH = 32
+# Where the model comes from: the default GGUF, or a Hugging Face directory (--model).
+MODEL_PATH, LOAD_KWARGS = MODEL_DIR, {"gguf_file": GGUF}
+DTYPE = "float32"
 
 
 def median_time(fn, repeats):
@@ -44,11 +54,13 @@ def python_bench(repeats, threads):
 
     torch.set_num_threads(threads)
     out = {"threads": threads, "torch": torch.__version__}
-    out["tokenizer_s"] = median_time(lambda: AutoTokenizer.from_pretrained(MODEL_DIR, gguf_file=GGUF), min(repeats, 3))
+    dtype = getattr(torch, DTYPE)
+    out["dtype"] = DTYPE
+    out["tokenizer_s"] = median_time(lambda: AutoTokenizer.from_pretrained(MODEL_PATH, **LOAD_KWARGS), min(repeats, 3))
     out["load_s"] = median_time(
-        lambda: AutoModelForCausalLM.from_pretrained(MODEL_DIR, gguf_file=GGUF, dtype=torch.float32), min(repeats, 3))
-    tok = AutoTokenizer.from_pretrained(MODEL_DIR, gguf_file=GGUF)
-    model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, gguf_file=GGUF, dtype=torch.float32).eval()
+        lambda: AutoModelForCausalLM.from_pretrained(MODEL_PATH, **LOAD_KWARGS, dtype=dtype), min(repeats, 3))
+    tok = AutoTokenizer.from_pretrained(MODEL_PATH, **LOAD_KWARGS)
+    model = AutoModelForCausalLM.from_pretrained(MODEL_PATH, **LOAD_KWARGS, dtype=dtype).eval()
     ids = torch.tensor([tok(PARIS)["input_ids"]])
     src_ids = torch.tensor([tok(RIO)["input_ids"]])
     with torch.no_grad():
@@ -74,7 +86,7 @@ def python_bench(repeats, threads):
     def das_step_fn(bases, sources, positions, targets):
         """The tutorial's training step in plain torch: rotator with torch's orthogonal
         parametrisation (matrix_exp), patch the first dimension, cross-entropy, Adam."""
-        rotator = torch.nn.Linear(d, d, bias=False)
+        rotator = torch.nn.Linear(d, d, bias=False, dtype=dtype)
         torch.nn.init.orthogonal_(rotator.weight)
         rotator = torch.nn.utils.parametrizations.orthogonal(rotator)
         opt = torch.optim.Adam(rotator.parameters())
@@ -116,7 +128,7 @@ def python_bench(repeats, threads):
     step = das_step_fn([PARIS], [RIO], ([POS], [POS]), [brazil])
     out["das_step_s"] = median_time(step, repeats)
     bases, sources, bpos, spos = [], [], [], []
-    for i in range(32):
+    for i in range(BATCH):
         a, b = CITIES[i % len(CITIES)], CITIES[(i * 7 + 3) % len(CITIES)]
         for lst, plist, city in ((bases, bpos, a), (sources, spos, b)):
             text = f"The city of {city} is in the country of"
@@ -124,7 +136,7 @@ def python_bench(repeats, threads):
             lst.append(text)
             plist.append(toks.index(" is") - 1)
     france = tok(" France")["input_ids"][0]
-    step = das_step_fn(bases, sources, (bpos, spos), [france] * 32)
+    step = das_step_fn(bases, sources, (bpos, spos), [france] * BATCH)
     out["ravel_step_s"] = median_time(step, min(repeats, 5))
 
     try:
@@ -142,7 +154,8 @@ def nnsight_step(tok, repeats, brazil):
     import nnsight
     import torch
 
-    model = nnsight.LanguageModel(str(MODEL_DIR), gguf_file=GGUF, dtype=torch.float32, dispatch=True)
+    dtype = getattr(torch, DTYPE)
+    model = nnsight.LanguageModel(str(MODEL_PATH), **LOAD_KWARGS, dtype=dtype, dispatch=True)
     for p in model.parameters():
         p.requires_grad_(False)
     d = model.config.hidden_size
@@ -151,7 +164,7 @@ def nnsight_step(tok, repeats, brazil):
     with torch.no_grad():
         with model.trace(RIO):
             source_hidden = model.model.layers[LAYER].output.save()
-    rotator = torch.nn.Linear(d, d, bias=False)
+    rotator = torch.nn.Linear(d, d, bias=False, dtype=dtype)
     torch.nn.init.orthogonal_(rotator.weight)
     rotator = torch.nn.utils.parametrizations.orthogonal(rotator)
     opt = torch.optim.Adam(rotator.parameters())
@@ -174,10 +187,12 @@ def nnsight_step(tok, repeats, brazil):
 
 
 def first_answer_python():
+    kw = ", ".join(f"{k}={v!r}" for k, v in LOAD_KWARGS.items())
+    kw = f", {kw}" if kw else ""
     code = (
         "import torch; from transformers import AutoModelForCausalLM, AutoTokenizer;"
-        f"t=AutoTokenizer.from_pretrained('{MODEL_DIR}', gguf_file='{GGUF}');"
-        f"m=AutoModelForCausalLM.from_pretrained('{MODEL_DIR}', gguf_file='{GGUF}', dtype=torch.float32);"
+        f"t=AutoTokenizer.from_pretrained('{MODEL_PATH}'{kw});"
+        f"m=AutoModelForCausalLM.from_pretrained('{MODEL_PATH}'{kw}, dtype=torch.{DTYPE});"
         f"p=m(torch.tensor([t('{PARIS}')['input_ids']])).logits[0,-1].softmax(-1);"
         "v,i=p.topk(3); print([(t.decode([int(j)]), float(x)) for x,j in zip(v,i)])"
     )
@@ -188,13 +203,31 @@ def first_answer_python():
 
 def first_answer_rust():
     t = time.perf_counter()
-    subprocess.run([str(BIN), "topk", "--prompt", PARIS, "--k", "3"], check=True, capture_output=True)
+    subprocess.run([str(BIN), "topk", "--prompt", PARIS, "--k", "3", *model_args()], check=True, capture_output=True)
     return time.perf_counter() - t
 
 
-def rust_bench(repeats):
-    r = subprocess.run([str(BIN), "bench", "--json", "--repeats", str(repeats)], check=True, capture_output=True, text=True)
+def model_args():
+    return [] if LOAD_KWARGS else ["--model", str(MODEL_PATH)]
+
+
+def rust_bench(repeats, env):
+    r = subprocess.run([str(BIN), "bench", "--json", "--repeats", str(repeats), "--layer", str(LAYER),
+                        "--batch", str(BATCH), *model_args()], check=True, capture_output=True, text=True, env=env)
     return json.loads(r.stdout)
+
+
+def configure(args):
+    """Module-level settings from the command line (the child process gets the same flags)."""
+    global MODEL_PATH, LOAD_KWARGS, LAYER, BATCH, DTYPE
+    if args.model:
+        MODEL_PATH, LOAD_KWARGS = Path(args.model).resolve(), {}
+    LAYER, BATCH, DTYPE = args.layer, args.batch, args.dtype
+
+
+def settings(args):
+    out = ["--layer", str(args.layer), "--batch", str(args.batch), "--dtype", args.dtype]
+    return out + (["--model", args.model] if args.model else [])
 
 
 def main():
@@ -203,19 +236,27 @@ def main():
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", action="store_true")
+    ap.add_argument("--model", help="a Hugging Face directory instead of the default GGUF")
+    ap.add_argument("--layer", type=int, default=9)
+    ap.add_argument("--batch", type=int, default=32, help="pairs in the batched DAS step")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="PyTorch's dtype")
+    ap.add_argument("--skip-first-answer", action="store_true")
     args = ap.parse_args()
+    configure(args)
     if args.child:
         print(json.dumps(python_bench(args.repeats, args.threads)))
         return
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), RAYON_NUM_THREADS=str(args.threads))
     rust, py, first_rs, first_py = [], [], [], []
     for r in range(args.rounds):
-        rust.append(rust_bench(args.repeats))
+        rust.append(rust_bench(args.repeats, env))
         child = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats),
-                                "--threads", str(args.threads)], check=True, capture_output=True, text=True, env=env)
+                                "--threads", str(args.threads), *settings(args)],
+                               check=True, capture_output=True, text=True, env=env)
         py.append(json.loads(child.stdout.strip().splitlines()[-1]))
-        first_rs.append(first_answer_rust())
-        first_py.append(first_answer_python())
+        if not args.skip_first_answer:
+            first_rs.append(first_answer_rust())
+            first_py.append(first_answer_python())
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     keys = ["load_s", "tokenizer_s", "forward_s", "patched_forward_s", "das_step_s", "ravel_step_s",
             "peak_rss_load_forward_mib", "peak_rss_mib"]
@@ -224,11 +265,14 @@ def main():
     for k in keys:
         a, b = med(rust, k), med(py, k)
         rows.append((k, a, b, a / b if a and b else None))
-    rows.append(("first_answer_s (process)", statistics.median(first_rs), statistics.median(first_py),
-                 statistics.median(first_rs) / statistics.median(first_py)))
+    if first_rs:
+        rows.append(("first_answer_s (process)", statistics.median(first_rs), statistics.median(first_py),
+                     statistics.median(first_rs) / statistics.median(first_py)))
     nn = med(py, "nnsight_das_step_s")
     if nn:
         rows.append(("das_step_s vs nnsight", med(rust, "das_step_s"), nn, med(rust, "das_step_s") / nn))
+    print(f"model {rust[0]['model']}, layer {LAYER}, batch {BATCH}; Rust weights {rust[0]['weights']}, "
+          f"PyTorch {DTYPE}")
     print(f"| measure | Rust ({rust[0]['backend']}) | Python | Rust / Python |")
     print("|---|---|---|---|")
     for k, a, b, ratio in rows:

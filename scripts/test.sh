@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: fetches the default model and PyPI torch (for the LibTorch
-# backend test), runs the workspace tests in release mode, the LibTorch comparison, a short fuzz
+# backend test), runs the workspace tests in release mode, the Llama-3.2-1B-shaped checkpoint
+# against transformers (written here, ~2 minutes), the LibTorch comparison, a short fuzz
 # smoke of the file readers, then executes every notebook with the Rust kernel (installing
 # evcxr_jupyter and JupyterLab first) and runs the tutorial in JupyterLab in headless Chromium.
 # SUBSPACE_SKIP_NOTEBOOKS=1 skips the notebooks (they add ~20 minutes on a cold machine).
@@ -12,11 +13,16 @@ scripts/install-mold.sh
 scripts/fetch-model.sh
 scripts/venv.sh scripts/requirements-torch.txt
 scripts/venv.sh scripts/requirements-fuzz.txt
+scripts/venv.sh scripts/requirements-ref.txt
 # Fuzz seeds cut from the default model (git-ignored; the formats tests check them).
 .venv/bin/python fuzz/make_seeds.py >/dev/null
 
 echo "== cargo test (flex backend) =="
 cargo test --release --workspace
+
+echo "== the tutorial's scale: a Llama-3.2-1B-shaped bf16 checkpoint vs transformers =="
+.venv/bin/python scripts/make-llama1b-shaped.py
+cargo test --release -p subspace --test llama1b_shaped -- --ignored
 
 echo "== cargo test --features tch (LibTorch CPU vs flex) =="
 (

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use formats::gguf::GgmlType;
-use llama::quant::{QuantMatrix, matmul_w, matmul_wt};
+use llama::quant::{PackedRows, QuantMatrix, matmul_w, matmul_wt};
 
 fn random_q4_1(rows: usize, cols: usize, seed: u64) -> QuantMatrix {
     let mut s = seed;

@@ -23,7 +23,7 @@ fn fixture() -> (Value, Tensors) {
 /// (the default on flex), and dequantised to dense `f32` for burn's matmul.
 #[test]
 fn last_position_logits_match_transformers() {
-    for storage in [WeightStorage::Blocks, WeightStorage::F32] {
+    for storage in [WeightStorage::Packed, WeightStorage::F32] {
         logits_match_transformers(storage);
     }
 }
@@ -31,20 +31,28 @@ fn last_position_logits_match_transformers() {
 fn logits_match_transformers(storage: WeightStorage) {
     let device = Device::flex();
     let loaded = common::smollm_with(&device, storage);
-    let blocks = storage == WeightStorage::Blocks;
+    let blocks = storage == WeightStorage::Packed;
     let attn = &loaded.model.blocks[0].self_attn;
     assert_eq!(
-        attn.q_proj.is_quantized(),
+        attn.q_proj.is_packed(),
         blocks,
         "{storage:?}: q_proj storage"
     );
     assert_eq!(
-        loaded.model.blocks[29].mlp.down_proj.is_quantized(),
+        loaded.model.blocks[29].mlp.down_proj.is_packed(),
         blocks,
         "{storage:?}"
     );
-    // The tied head gets a quantised copy of the embeddings only in block storage.
-    assert_eq!(loaded.model.lm_head.is_some(), blocks, "{storage:?}: head");
+    // The tied head multiplies by the embeddings, packed or dense: one copy either way.
+    assert!(loaded.model.lm_head.is_none(), "{storage:?}: head");
+    assert_eq!(
+        matches!(
+            loaded.model.embed_tokens,
+            llama::model::TokenEmbedding::Packed(_)
+        ),
+        blocks,
+        "{storage:?}: embeddings"
+    );
     let (meta, want) = fixture();
     let prompts = meta["prompts"].as_array().unwrap();
     assert!(prompts.len() >= 6);

@@ -1,40 +1,58 @@
-//! The quantised-weight products against a plain `f64` product of the weights as Python's
-//! `gguf` package dequantises them (fixtures from scripts/make_fixtures.py), for every block type
-//! the kernels hold, every kernel body this CPU runs, and token counts that exercise every tile
-//! size, tail and the multi-threaded split.
+//! The packed-weight products against a plain `f64` product of the weights as Python's `gguf`
+//! package dequantises them (fixtures from scripts/make_fixtures.py), for every block type the
+//! kernels hold and bf16, every kernel body this CPU runs, and token counts that exercise every
+//! tile size, tail and the multi-threaded split.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use llama::load::gguf::GgufFile;
-use llama::quant::{Kernels, QuantMatrix, linear, matmul_w_with, matmul_wt_with};
+use llama::quant::{
+    Bf16Matrix, Kernels, PackedMatrix, PackedRows, QuantMatrix, linear, matmul_w_with,
+    matmul_wt_with,
+};
 
 const COLS: usize = 512;
-const BLOCKS_PER_ROW: usize = COLS / 32;
+
+/// Every block type the kernels hold, as the fixture names them.
+const BLOCK_TYPES: [&str; 8] = [
+    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k",
+];
 
 /// A `[rows, 512]` matrix of type `name` made of the fixture's blocks (rows and blocks shuffled
-/// so that no two rows are alike), with the `f32` values gguf-py gives them.
-fn matrix(name: &str, rows: usize) -> (QuantMatrix, Vec<f32>) {
+/// so that no two rows are alike): its raw bytes, and the `f32` values gguf-py gives them.
+fn raw_matrix(name: &str, rows: usize) -> (formats::gguf::GgmlType, Vec<u8>, Vec<f32>) {
     let file = GgufFile::open(common::fixtures().join("dequant.gguf")).unwrap();
     let expected = common::read_f32(&common::fixtures().join("dequant_expected.safetensors"));
     let info = file.tensor(name).unwrap();
     let (_, values) = &expected[name];
     let bytes = file.tensor_bytes(info);
-    let (_, block_bytes) = info.ggml_type.block_layout();
-    let n_blocks = values.len() / 32;
+    // bf16 is stored one value at a time: shuffle it in runs of 32 like the 32-blocks.
+    let (block, block_bytes) = match info.ggml_type.block_layout() {
+        (1, size) => (32, 32 * size),
+        layout => layout,
+    };
+    let n_blocks = values.len() / block;
     let (mut q, mut f) = (Vec::new(), Vec::new());
     for r in 0..rows {
-        for j in 0..BLOCKS_PER_ROW {
+        for j in 0..COLS / block {
             let b = (r * 5 + j * 7 + r * j) % n_blocks;
             q.extend_from_slice(&bytes[b * block_bytes..(b + 1) * block_bytes]);
-            f.extend_from_slice(&values[b * 32..(b + 1) * 32]);
+            f.extend_from_slice(&values[b * block..(b + 1) * block]);
         }
     }
-    (
-        QuantMatrix::from_gguf(info.ggml_type, &q, rows, COLS).unwrap(),
-        f,
-    )
+    (info.ggml_type, q, f)
+}
+
+fn matrix(name: &str, rows: usize) -> (QuantMatrix, Vec<f32>) {
+    let (ty, q, f) = raw_matrix(name, rows);
+    (QuantMatrix::from_gguf(ty, &q, rows, COLS).unwrap(), f)
+}
+
+fn bf16_matrix(rows: usize) -> (Bf16Matrix, Vec<f32>) {
+    let (_, q, f) = raw_matrix("bf16", rows);
+    (Bf16Matrix::from_bytes(q, rows, COLS).unwrap(), f)
 }
 
 fn values(n: usize, seed: usize) -> Vec<f32> {
@@ -82,48 +100,71 @@ fn assert_close(got: &[f32], (want, scale): &(Vec<f64>, Vec<f64>), what: &str) {
     }
 }
 
+/// 67 rows: tiles of 4 with a tail of 3, and several parallel tasks for large m.
+const ROWS: usize = 67;
+
 #[test]
 fn products_match_python_dequantised_weights_for_every_kernel_body() {
+    assert_eq!(Kernels::available().last(), Some(&Kernels::Portable));
+    for name in BLOCK_TYPES {
+        let (w, dense) = matrix(name, ROWS);
+        check_products(name, &w, &dense);
+    }
+    let (w, dense) = bf16_matrix(ROWS);
+    check_products("bf16", &w, &dense);
+}
+
+fn check_products(name: &str, w: &impl PackedRows, dense: &[f32]) {
+    let rows = ROWS;
     let kernels = Kernels::available();
-    assert_eq!(kernels.last(), Some(&Kernels::Portable));
-    for name in ["q4_0", "q4_1", "q8_0"] {
-        // 67 rows: tiles of 4 with a tail of 3, and several parallel tasks for large m.
-        let rows = 67;
-        let (w, dense) = matrix(name, rows);
+    {
         for m in [1, 2, 5, 6, 7, 9, 13, 16, 17, 33, 70] {
             let x = values(m * COLS, m);
-            let want_y = reference(&x, m, &dense, rows, COLS, true);
+            let want_y = reference(&x, m, dense, rows, COLS, true);
             let g = values(m * rows, m + 1);
-            let want_g = reference(&g, m, &dense, COLS, rows, false);
+            let want_g = reference(&g, m, dense, COLS, rows, false);
             for &k in kernels {
                 let what = format!("{name}, m = {m}, {}", k.name());
                 assert_close(
-                    &matmul_wt_with(k, &x, m, &w),
+                    &matmul_wt_with(k, &x, m, w),
                     &want_y,
                     &format!("x·Wᵀ {what}"),
                 );
-                assert_close(
-                    &matmul_w_with(k, &g, m, &w),
-                    &want_g,
-                    &format!("g·W {what}"),
-                );
+                assert_close(&matmul_w_with(k, &g, m, w), &want_g, &format!("g·W {what}"));
             }
         }
     }
 }
 
+/// Exactly (`==`: equal values, the only slack being the sign of a zero, which the `+ min` of
+/// `d · q + min` turns positive), with the portable and (where the CPU has it) the AVX-512
+/// widening of a row.
 #[test]
 fn weights_unpack_to_python_values_exactly() {
-    for name in ["q4_0", "q4_1", "q8_0"] {
-        let (w, dense) = matrix(name, 9);
+    fn check(name: &str, w: &impl PackedRows, dense: &[f32]) {
         assert_eq!(w.dequantize(), dense, "{name}");
+        #[cfg(target_arch = "x86_64")]
+        if Kernels::available().contains(&Kernels::Avx512) {
+            let mut row = vec![0f32; COLS];
+            for r in 0..w.rows() {
+                // SAFETY: the CPU has AVX-512F (checked above).
+                unsafe { w.dequantize_row_avx512(r, &mut row) };
+                assert_eq!(row, dense[r * COLS..(r + 1) * COLS], "{name} row {r}");
+            }
+        }
     }
+    for name in BLOCK_TYPES {
+        let (w, dense) = matrix(name, 9);
+        check(name, &w, &dense);
+    }
+    let (w, dense) = bf16_matrix(9);
+    check("bf16", &w, &dense);
 }
 
 #[test]
 fn types_the_kernels_do_not_hold_are_refused() {
     let file = GgufFile::open(common::fixtures().join("dequant.gguf")).unwrap();
-    for name in ["q5_0", "q4_k", "f16"] {
+    for name in ["f16", "f32", "bf16"] {
         let info = file.tensor(name).unwrap();
         let shape = info.shape();
         let err =
@@ -137,8 +178,8 @@ fn types_the_kernels_do_not_hold_are_refused() {
 #[test]
 fn autodiff_gives_the_input_gradient() {
     let (rows, m) = (67, 9);
-    let (w, dense) = matrix("q4_1", rows);
-    let w = std::sync::Arc::new(w);
+    let (w, dense) = matrix("q4_k", rows);
+    let w = std::sync::Arc::new(PackedMatrix::Blocks(w));
     let x = values(m * COLS, 3);
     let c = values(m * rows, 4);
     let device = Device::flex().autodiff();

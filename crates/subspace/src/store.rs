@@ -35,10 +35,9 @@ pub struct ModelIdentity {
 
 impl ModelIdentity {
     pub fn of(lm: &LanguageModel) -> Result<Self> {
-        let w = lm.model.embed_tokens.weight.val();
-        let [_, d] = w.dims();
-        let rows = w.narrow(0, 0, 4).reshape([4 * d]);
-        let values = to_host(rows)?;
+        // The same values whether the embeddings are dense or packed (packed rows widen with
+        // the dequantiser's own formula).
+        let values = lm.model.embed_tokens.rows_of(&[0, 1, 2, 3]);
         // Over the f32 bit patterns (4 bytes each): saved files keep matching.
         let mut hash = Fnv::new();
         values

@@ -17,6 +17,10 @@ pub struct Args {
     /// Examples in the batched (RAVEL-style) training step.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// The layer patched and trained at (token 3, the city): 9 on the default model, 8 as the
+    /// tutorial does on Llama-3.2-1B.
+    #[arg(long, default_value_t = 9)]
+    pub layer: usize,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -56,14 +60,14 @@ fn time<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
 }
 
 /// Median seconds per step of a DAS run of `repeats + 1` steps, the first dropped as warm-up.
-fn step_time(lm: &LanguageModel, examples: &[Example], repeats: usize) -> Result<f64> {
+fn step_time(lm: &LanguageModel, site: Site, examples: &[Example], repeats: usize) -> Result<f64> {
     let mut iv = Intervention::random_rotation(lm.hidden_size(), 1, 0, &lm.device())?;
     let mut stamps = Vec::new();
     train::train(
         lm,
         &mut iv,
         examples,
-        &DasConfig::new(Site::block_output(9), repeats + 1),
+        &DasConfig::new(site, repeats + 1),
         |s| stamps.push(s.elapsed.as_secs_f64()),
     )?;
     let steps: Vec<f64> = stamps.windows(2).map(|w| w[1] - w[0]).collect();
@@ -102,7 +106,8 @@ pub fn run(args: Args) -> Result<()> {
     let forward_s = time(r, || Ok(lm.predict(&paris)?))?;
     let rss_load_forward = peak_rss_mib();
     let src = lm.trace(&rio)?;
-    let site = Site::block_output(9);
+    let site = Site::block_output(args.layer);
+    site.check(lm.n_layers())?;
     // One patched forward, the source vector read beforehand (as the PyTorch script does).
     let spec = PatchSpec {
         site,
@@ -115,7 +120,7 @@ pub fn run(args: Args) -> Result<()> {
     })?;
 
     let tutorial = Pair::new(paris.clone(), rio.clone(), 3, 3)?.with_target(lm.token(" Brazil")?);
-    let das_step_s = step_time(&lm, std::slice::from_ref(&tutorial), r)?;
+    let das_step_s = step_time(&lm, site, std::slice::from_ref(&tutorial), r)?;
 
     let mut batch = Vec::with_capacity(args.batch);
     for i in 0..args.batch {
@@ -132,21 +137,23 @@ pub fn run(args: Args) -> Result<()> {
         let (bp, sp) = (pos(&base), pos(&source));
         batch.push(Pair::new(base, source, bp, sp)?.with_target(lm.token(" France")?));
     }
-    let ravel_step_s = step_time(&lm, &batch, r.min(5))?;
+    let ravel_step_s = step_time(&lm, site, &batch, r.min(5))?;
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    // How the weights are held: in their GGUF blocks (multiplied by the quantised kernels) or
-    // dequantised to f32 (`SUBSPACE_WEIGHTS=f32`, other backends, safetensors models).
-    let blocks = lm.model.blocks[0].mlp.gate_proj.is_quantized();
+    // How the weights are held: packed as the file keeps them (GGUF blocks or bf16, multiplied
+    // by the packed kernels) or widened to f32 (`SUBSPACE_WEIGHTS=f32`, other backends).
+    let storage = lm.model.weight_storage();
+    let blocks = storage != "f32";
     let out = serde_json::json!({
         "model": lm.name,
         "backend": backend.name(),
-        "weights": if blocks { "blocks" } else { "f32" },
+        "weights": storage,
         "kernels": if blocks { llama::quant::Kernels::best().name() } else { "backend matmul" },
         "threads": threads,
         "repeats": r,
+        "layer": args.layer,
         "load_s": load_s,
         "tokenizer_s": tokenizer_s,
         "forward_s": forward_s,

@@ -9,39 +9,41 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::LlamaConfig;
 use crate::error::{LlamaError, Result};
-use crate::model::{Attention, Block, Llama, Mlp, Projection, QuantLinear};
-use crate::quant::QuantMatrix;
+use crate::model::{Attention, Block, Llama, Mlp, PackedLinear, Projection, TokenEmbedding};
+use crate::quant::{PackedMatrix, PackedWeight};
 
 /// Row-major `f32` weights by Hugging Face name.
 pub(crate) trait WeightSource {
     /// Removes and returns the weight `name` with its row-major shape, or `None` if absent.
     fn take(&mut self, name: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>>;
 
-    /// The weight `name` in its quantisation blocks, if the file stores it in a block type the
-    /// kernels read ([`QuantMatrix::supports`]); `None` otherwise (then [`take`](Self::take) it).
-    /// Leaves the weight in place.
-    fn blocks(&mut self, _name: &str) -> Result<Option<QuantMatrix>> {
+    /// The weight `name` packed as the file stores it, if the kernels read that storage (GGUF
+    /// blocks of [`crate::quant::QuantMatrix::supports`], bf16) and its rows are whole blocks;
+    /// `None` otherwise (then [`take`](Self::take) it). Leaves the weight in place.
+    fn packed(&mut self, _name: &str) -> Result<Option<PackedMatrix>> {
         Ok(None)
     }
 }
 
-/// How the loader stores weights that the file keeps quantised.
+/// How the loader stores weights that the file keeps quantised or in bf16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightStorage {
-    /// In their blocks, one byte per weight, multiplied by [`crate::quant`]'s kernels: a
-    /// third of the memory, a forward ~2× faster on a CPU. The weights are the same numbers.
-    Blocks,
-    /// Dequantised to dense `f32` tensors, multiplied by the backend's matmul.
+    /// As the file keeps them: GGUF blocks at one byte per weight, bf16 at two (read in place
+    /// from the mapped file), multiplied by [`crate::quant`]'s kernels. A third (blocks) or half
+    /// (bf16) of the memory of `f32`, and a faster forward on a CPU; the weights are the same
+    /// numbers.
+    Packed,
+    /// Widened to dense `f32` tensors, multiplied by the backend's matmul.
     F32,
 }
 
 impl WeightStorage {
-    /// Blocks on the flex CPU backend (the only one with the kernels), unless
+    /// Packed on the flex CPU backend (the only one with the kernels), unless
     /// `SUBSPACE_WEIGHTS=f32` asks for dense weights (benchmarks, comparisons).
     pub fn for_device(device: &Device) -> Self {
         let dense_asked = std::env::var("SUBSPACE_WEIGHTS").is_ok_and(|v| v == "f32");
         if *device == Device::flex() && !dense_asked {
-            WeightStorage::Blocks
+            WeightStorage::Packed
         } else {
             WeightStorage::F32
         }
@@ -76,24 +78,22 @@ impl<S: WeightSource> Builder<'_, S> {
         Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
     }
 
-    /// A bias-free linear layer from a `[out, in]` weight. burn's `Linear` multiplies by an
-    /// `[in, out]` matrix; it is transposed once here, on the host, because the CPU matmul is
-    /// several times slower on a strided (transposed) view than on a contiguous matrix.
-    /// A bias-free linear layer, kept in blocks when the file has them and the storage asks.
+    /// A bias-free linear layer, kept packed when the file's storage allows and the storage
+    /// asks.
     fn projection(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Projection> {
-        match self.quantized(name, d_in, d_out)? {
-            Some(q) => Ok(q),
+        match self.packed(name, d_in, d_out)? {
+            Some(weight) => Ok(Projection::Packed(PackedLinear { weight })),
             None => self.linear(name, d_in, d_out).map(Projection::Dense),
         }
     }
 
-    /// The weight `name` (`[d_out, d_in]`) in its blocks, if the storage asks for blocks and
-    /// the file has them; the weight stays in the source either way.
-    fn quantized(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Option<Projection>> {
-        if self.storage != WeightStorage::Blocks {
+    /// The weight `name` (`[d_out, d_in]`) packed, if the storage asks for it and the file's
+    /// storage allows; the weight stays in the source either way.
+    fn packed(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Option<PackedWeight>> {
+        if self.storage != WeightStorage::Packed {
             return Ok(None);
         }
-        let Some(w) = self.source.blocks(name)? else {
+        let Some(w) = self.source.packed(name)? else {
             return Ok(None);
         };
         if [w.rows(), w.cols()] != [d_out, d_in] {
@@ -103,11 +103,12 @@ impl<S: WeightSource> Builder<'_, S> {
                 found: vec![w.rows(), w.cols()],
             });
         }
-        Ok(Some(Projection::Quantized(QuantLinear {
-            weight: Arc::new(w),
-        })))
+        Ok(Some(Arc::new(w)))
     }
 
+    /// A bias-free linear layer from a `[out, in]` weight. burn's `Linear` multiplies by an
+    /// `[in, out]` matrix; it is transposed once here, on the host, because the CPU matmul is
+    /// several times slower on a strided (transposed) view than on a contiguous matrix.
     fn linear(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Linear> {
         let (data, found) = self
             .source
@@ -173,15 +174,13 @@ pub(crate) fn build(
         storage,
     };
 
-    // A tied head reads the embedding matrix; kept in blocks, it is the largest product of a
-    // next-token distribution, so it gets its own quantised copy (the lookup keeps f32 rows).
-    let tied_head = if config.tie_word_embeddings {
-        b.quantized("model.embed_tokens.weight", d, config.vocab_size)?
-    } else {
-        None
-    };
-    let embed_tokens = Embedding {
-        weight: frozen(b.tensor("model.embed_tokens.weight", [config.vocab_size, d])?),
+    // Packed, the embedding matrix serves both the lookup (rows widened on the fly) and a tied
+    // head (the largest product of a next-token distribution): one copy.
+    let embed_tokens = match b.packed("model.embed_tokens.weight", d, config.vocab_size)? {
+        Some(weight) => TokenEmbedding::Packed(PackedLinear { weight }),
+        None => TokenEmbedding::Dense(Embedding {
+            weight: frozen(b.tensor("model.embed_tokens.weight", [config.vocab_size, d])?),
+        }),
     };
     let mut blocks = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
@@ -212,7 +211,7 @@ pub(crate) fn build(
     }
     let norm = b.norm("model.norm.weight", d, eps)?;
     let lm_head = if config.tie_word_embeddings {
-        tied_head
+        None
     } else {
         Some(b.projection("lm_head.weight", d, config.vocab_size)?)
     };

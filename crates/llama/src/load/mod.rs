@@ -131,7 +131,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<(Llama, Tokenizer)> {
     load_gguf_with(path, device, WeightStorage::for_device(device))
 }
 
-/// [`load_gguf`] with the weights stored as asked. [`WeightStorage::Blocks`] needs the flex
+/// [`load_gguf`] with the weights stored as asked. [`WeightStorage::Packed`] needs the flex
 /// backend (the kernels' only home); on another device it falls back to `f32`.
 pub fn load_gguf_with(
     path: &Path,
@@ -139,7 +139,7 @@ pub fn load_gguf_with(
     storage: WeightStorage,
 ) -> Result<(Llama, Tokenizer)> {
     let storage = match storage {
-        WeightStorage::Blocks if *device != Device::flex() => WeightStorage::F32,
+        WeightStorage::Packed if *device != Device::flex() => WeightStorage::F32,
         s => s,
     };
     let file = gguf::GgufFile::open(path)?;
@@ -149,13 +149,20 @@ pub fn load_gguf_with(
     Ok((model, Tokenizer::from_parts(inner, &special)))
 }
 
-/// Loads a Hugging Face directory (`config.json`, `*.safetensors`, `tokenizer.json`).
+/// Loads a Hugging Face directory (`config.json`, `*.safetensors`, `tokenizer.json`); bf16
+/// weights stay bf16, read in place from the mapped files, as [`WeightStorage::for_device`]
+/// chooses (on flex).
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(Llama, Tokenizer)> {
     let config = safetensors::read_config(dir)?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let files = safetensors::weight_files(dir)?;
     let mut weights = safetensors::SafetensorsWeights::open(&files)?;
-    let model = build::build(&config, &mut weights, device, WeightStorage::F32)?;
+    let model = build::build(
+        &config,
+        &mut weights,
+        device,
+        WeightStorage::for_device(device),
+    )?;
     Ok((model, tokenizer))
 }
 

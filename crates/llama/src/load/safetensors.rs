@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
@@ -10,6 +11,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::config::{LlamaConfig, RopeLayout};
 use crate::error::{LlamaError, Result};
 use crate::load::build::WeightSource;
+use crate::quant::{Bf16Matrix, PackedMatrix};
 
 /// Reads `config.json` in `dir`.
 pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
@@ -75,9 +77,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
 }
 
-/// Memory-mapped safetensors files, indexed by tensor name.
+/// Memory-mapped safetensors files, indexed by tensor name. bf16 matrices are served packed and
+/// read in place from the map (which they keep alive); everything else is copied out widened.
 pub(crate) struct SafetensorsWeights {
-    maps: Vec<(PathBuf, memmap2::Mmap)>,
+    maps: Vec<(PathBuf, Arc<memmap2::Mmap>)>,
     index: HashMap<String, usize>,
 }
 
@@ -96,13 +99,36 @@ impl SafetensorsWeights {
             for name in st.names() {
                 index.insert(name.to_string(), i);
             }
-            maps.push((path.clone(), map));
+            maps.push((path.clone(), Arc::new(map)));
         }
         Ok(SafetensorsWeights { maps, index })
     }
 }
 
 impl WeightSource for SafetensorsWeights {
+    fn packed(&mut self, name: &str) -> Result<Option<PackedMatrix>> {
+        let Some(&i) = self.index.get(name) else {
+            return Ok(None);
+        };
+        let (path, map) = &self.maps[i];
+        let st = SafeTensors::deserialize(map).map_err(|e| LlamaError::Safetensors {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let view = st.tensor(name).map_err(|e| LlamaError::Safetensors {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let shape = view.shape();
+        if view.dtype() != Dtype::BF16 || shape.len() != 2 {
+            return Ok(None);
+        }
+        // The tensor's place in the map: its bytes are a sub-slice of the mapped file.
+        let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
+        let range = start..start + view.data().len();
+        Ok(Bf16Matrix::mapped(map.clone(), range, shape[0], shape[1]).map(PackedMatrix::Bf16))
+    }
+
     fn take(&mut self, name: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
         let Some(&i) = self.index.get(name) else {
             return Ok(None);

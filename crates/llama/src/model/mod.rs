@@ -5,6 +5,7 @@
 mod attention;
 mod block;
 mod context;
+mod embedding;
 mod mlp;
 mod projection;
 mod rope;
@@ -12,24 +13,24 @@ mod rope;
 pub use attention::{Attention, KeyValue};
 pub use block::Block;
 pub use context::{ForwardContext, TokenBatch};
+pub use embedding::TokenEmbedding;
 pub use mlp::Mlp;
-pub use projection::{Projection, QuantLinear};
+pub use projection::{PackedLinear, Projection};
 pub use rope::RopeTables;
 
 use burn::module::Module;
-use burn::nn::{Embedding, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::LlamaConfig;
 
 #[derive(Module, Debug)]
 pub struct Llama {
-    pub embed_tokens: Embedding,
+    pub embed_tokens: TokenEmbedding,
     pub blocks: Vec<Block>,
     pub norm: RmsNorm,
-    /// `None` when the head is tied to the embeddings and multiplies by them. A tied head whose
-    /// embeddings are kept quantised is `Some`: the quantised copy, read by the fast kernels,
-    /// while `embed_tokens` keeps the `f32` rows for the lookup.
+    /// `None` when the head is tied to the embeddings and multiplies by them (dense or packed,
+    /// one copy either way).
     pub lm_head: Option<Projection>,
     #[module(skip)]
     pub config: LlamaConfig,
@@ -70,7 +71,9 @@ impl Llama {
             })
             .collect();
         Llama {
-            embed_tokens: burn::nn::EmbeddingConfig::new(config.vocab_size, d).init(device),
+            embed_tokens: TokenEmbedding::Dense(
+                burn::nn::EmbeddingConfig::new(config.vocab_size, d).init(device),
+            ),
             blocks,
             norm: norm(),
             lm_head: (!config.tie_word_embeddings).then(|| lin(d, config.vocab_size)),
@@ -87,7 +90,7 @@ impl Llama {
     }
 
     pub fn device(&self) -> Device {
-        self.embed_tokens.weight.device()
+        self.norm.gamma.device()
     }
 
     /// The rotary tables and mask for a batch.
@@ -100,7 +103,15 @@ impl Llama {
     /// # Shapes
     /// - `ids`: `[batch, seq]` → `[batch, seq, hidden]`
     pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        self.embed_tokens.forward(ids)
+        self.embed_tokens.forward(ids, &self.device())
+    }
+
+    /// What the weights are stored as (`"f32"`, `"Q4_1 blocks"`, `"bf16"`), read off the first
+    /// block's MLP (the bulk of the weights).
+    pub fn weight_storage(&self) -> String {
+        self.blocks
+            .first()
+            .map_or_else(|| "f32".into(), |b| b.mlp.gate_proj.storage())
     }
 
     /// Final norm and LM head.
@@ -111,14 +122,17 @@ impl Llama {
         let h = self.norm.forward(h);
         match &self.lm_head {
             Some(head) => head.forward(h),
-            None => {
+            None => match &self.embed_tokens {
                 // Tied head: multiply by the embedding matrix transposed. The transpose is a
                 // view; the CPU matmul reads it with strides, so no copy of the vocabulary.
-                let [b, s, d] = h.dims();
-                let w = self.embed_tokens.weight.val().transpose();
-                let vocab = w.dims()[1];
-                h.reshape([b * s, d]).matmul(w).reshape([b, s, vocab])
-            }
+                TokenEmbedding::Dense(e) => {
+                    let [b, s, d] = h.dims();
+                    let w = e.weight.val().transpose();
+                    let vocab = w.dims()[1];
+                    h.reshape([b * s, d]).matmul(w).reshape([b, s, vocab])
+                }
+                TokenEmbedding::Packed(p) => p.forward(h),
+            },
         }
     }
 

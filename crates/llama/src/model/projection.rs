@@ -1,25 +1,35 @@
-//! A bias-free linear layer whose weight is either a dense `f32` tensor or kept in its GGUF
-//! quantisation blocks (see [`crate::quant`]).
+//! A bias-free linear layer whose weight is either a dense `f32` tensor or kept packed as the
+//! file stores it (GGUF blocks or bf16; see [`crate::quant`]).
 
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 
-use crate::quant::{QuantWeight, linear};
+use crate::quant::{PackedWeight, linear};
 
 #[derive(Module, Debug)]
 pub enum Projection {
     /// burn's `Linear`, weight `[in, out]`.
     Dense(Linear),
-    /// Weight `[out, in]` in blocks, multiplied by the quantised kernels (flex backend only).
-    Quantized(QuantLinear),
+    /// Weight `[out, in]` packed, multiplied by the packed kernels (flex backend only).
+    Packed(PackedLinear),
 }
 
-/// A frozen weight held in quantisation blocks; a constant for burn (no parameter).
+/// A frozen packed weight; a constant for burn (no parameter).
 #[derive(Module, Debug)]
-pub struct QuantLinear {
+pub struct PackedLinear {
     #[module(skip)]
-    pub weight: QuantWeight,
+    pub weight: PackedWeight,
+}
+
+impl PackedLinear {
+    /// `x · Wᵀ`
+    ///
+    /// # Shapes
+    /// - `x`: `[..., in]` → `[..., out]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, &self.weight)
+    }
 }
 
 impl Projection {
@@ -30,12 +40,20 @@ impl Projection {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Projection::Dense(l) => l.forward(x),
-            Projection::Quantized(q) => linear(x, &q.weight),
+            Projection::Packed(p) => p.forward(x),
         }
     }
 
-    /// Whether the weight is kept quantised.
-    pub fn is_quantized(&self) -> bool {
-        matches!(self, Projection::Quantized(_))
+    /// Whether the weight is kept packed (blocks or bf16).
+    pub fn is_packed(&self) -> bool {
+        matches!(self, Projection::Packed(_))
+    }
+
+    /// What the weight is stored as: `"f32"`, `"Q4_1 blocks"`, `"bf16"`.
+    pub fn storage(&self) -> String {
+        match self {
+            Projection::Dense(_) => "f32".into(),
+            Projection::Packed(p) => p.weight.kind(),
+        }
     }
 }

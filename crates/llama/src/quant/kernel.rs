@@ -1,6 +1,8 @@
-//! Products with a [`QuantMatrix`] that dequantise each block of 32 weights in registers, right
-//! where it is used: the weights are streamed at one byte each instead of four, which is what
-//! limits a forward of a few tokens on a CPU (each weight is used once per token).
+//! Products with a packed matrix ([`PackedRows`]: GGUF blocks or bf16) that widen each block of
+//! 32 weights to `f32` in registers, right where it is used: the weights are streamed at one or
+//! two bytes each instead of four, which is what limits a forward of a few tokens on a CPU (each
+//! weight is used once per token). The bodies are generic over the storage; only the widening of
+//! a block differs.
 //!
 //! Two products, both over `m` token rows:
 //! - [`matmul_wt`]: `y = x · Wᵀ` (a linear layer's forward; `W` is `[out, in]`);
@@ -19,7 +21,7 @@
 
 use rayon::prelude::*;
 
-use super::matrix::{BLOCK, QuantMatrix};
+use super::packed::{BLOCK, PackedRow, PackedRows};
 
 /// Which compiled body of the kernels runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,36 +107,21 @@ fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FUSED { a.mul_add(b, c) } else { a * b + c }
 }
 
-/// Block `b` of a row, in `f32`.
-#[inline(always)]
-fn dequant_block(scale: &[f32], min: &[f32], q: &[i8], b: usize) -> [f32; BLOCK] {
-    let (d, m) = (scale[b], min[b]);
-    let qb: &[i8; BLOCK] = q[b * BLOCK..(b + 1) * BLOCK]
-        .try_into()
-        .unwrap_or(&[0; BLOCK]);
-    let mut w = [0f32; BLOCK];
-    for j in 0..BLOCK {
-        // Same operations as the dequantiser (`d · q + m`, not fused), so the weight is exact.
-        w[j] = d * f32::from(qb[j]) + m;
-    }
-    w
-}
-
 /// `out[i · T + t] = Σ_c x[t][c] · w[first_row + i][c]` for `T` token rows of `x` (`[T, k]`).
 #[inline(always)]
-fn xwt_rows<const T: usize, const FUSED: bool>(
+fn xwt_rows<const T: usize, const FUSED: bool, W: PackedRows>(
     x: &[f32],
-    w: &QuantMatrix,
+    w: &W,
     first_row: usize,
     out: &mut [f32],
 ) {
     let k = w.cols();
     let nb = k / BLOCK;
     for (i, o) in out.chunks_exact_mut(T).enumerate() {
-        let (scale, min, q) = w.row(first_row + i);
+        let row = w.row(first_row + i);
         let mut acc = [[0f32; 16]; T];
         for b in 0..nb {
-            let wb = dequant_block(scale, min, q, b);
+            let wb = row.block(b);
             for (t, acc_t) in acc.iter_mut().enumerate() {
                 let xb: &[f32; BLOCK] = x[t * k + b * BLOCK..t * k + (b + 1) * BLOCK]
                     .try_into()
@@ -155,10 +142,10 @@ fn xwt_rows<const T: usize, const FUSED: bool>(
 /// `[T, n]`, `acc` is `[T, k]`), four weight rows at a time so that each accumulator load
 /// serves four multiply-adds.
 #[inline(always)]
-fn gw_rows<const T: usize, const FUSED: bool>(
+fn gw_rows<const T: usize, const FUSED: bool, W: PackedRows>(
     g: &[f32],
     n: usize,
-    w: &QuantMatrix,
+    w: &W,
     rows: std::ops::Range<usize>,
     acc: &mut [f32],
 ) {
@@ -179,10 +166,10 @@ fn gw_rows<const T: usize, const FUSED: bool>(
         for b in 0..nb {
             // Not `row.map(..)`: a closure is compiled without the caller's target features.
             let wb = [
-                dequant_block(row[0].0, row[0].1, row[0].2, b),
-                dequant_block(row[1].0, row[1].1, row[1].2, b),
-                dequant_block(row[2].0, row[2].1, row[2].2, b),
-                dequant_block(row[3].0, row[3].1, row[3].2, b),
+                row[0].block(b),
+                row[1].block(b),
+                row[2].block(b),
+                row[3].block(b),
             ];
             for (t, c) in coef.iter().enumerate() {
                 let a: &mut [f32; BLOCK] =
@@ -203,9 +190,9 @@ fn gw_rows<const T: usize, const FUSED: bool>(
         r += 4;
     }
     for r in r..rows.end {
-        let (s, m, q) = w.row(r);
+        let row = w.row(r);
         for b in 0..nb {
-            let wb = dequant_block(s, m, q, b);
+            let wb = row.block(b);
             for t in 0..T {
                 let c = g[t * n + r];
                 let a = &mut acc[t * k + b * BLOCK..t * k + (b + 1) * BLOCK];
@@ -221,22 +208,22 @@ fn gw_rows<const T: usize, const FUSED: bool>(
 macro_rules! by_tokens {
     ($body:ident, $fused:literal, $t:expr, ($($arg:expr),*)) => {
         match $t {
-            1 => $body::<1, $fused>($($arg),*),
-            2 => $body::<2, $fused>($($arg),*),
-            3 => $body::<3, $fused>($($arg),*),
-            4 => $body::<4, $fused>($($arg),*),
-            5 => $body::<5, $fused>($($arg),*),
-            6 => $body::<6, $fused>($($arg),*),
-            7 => $body::<7, $fused>($($arg),*),
-            8 => $body::<8, $fused>($($arg),*),
-            9 => $body::<9, $fused>($($arg),*),
-            10 => $body::<10, $fused>($($arg),*),
-            11 => $body::<11, $fused>($($arg),*),
-            12 => $body::<12, $fused>($($arg),*),
-            13 => $body::<13, $fused>($($arg),*),
-            14 => $body::<14, $fused>($($arg),*),
-            15 => $body::<15, $fused>($($arg),*),
-            _ => $body::<16, $fused>($($arg),*),
+            1 => $body::<1, $fused, _>($($arg),*),
+            2 => $body::<2, $fused, _>($($arg),*),
+            3 => $body::<3, $fused, _>($($arg),*),
+            4 => $body::<4, $fused, _>($($arg),*),
+            5 => $body::<5, $fused, _>($($arg),*),
+            6 => $body::<6, $fused, _>($($arg),*),
+            7 => $body::<7, $fused, _>($($arg),*),
+            8 => $body::<8, $fused, _>($($arg),*),
+            9 => $body::<9, $fused, _>($($arg),*),
+            10 => $body::<10, $fused, _>($($arg),*),
+            11 => $body::<11, $fused, _>($($arg),*),
+            12 => $body::<12, $fused, _>($($arg),*),
+            13 => $body::<13, $fused, _>($($arg),*),
+            14 => $body::<14, $fused, _>($($arg),*),
+            15 => $body::<15, $fused, _>($($arg),*),
+            _ => $body::<16, $fused, _>($($arg),*),
         }
     };
 }
@@ -245,15 +232,15 @@ macro_rules! by_tokens {
 /// the CPU has.
 macro_rules! simd_entries {
     ($entry:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        fn $entry(level: Kernels, t: usize, $($arg: $ty),*) {
+        fn $entry<W: PackedRows>(level: Kernels, t: usize, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx2,fma")]
-            fn avx512(t: usize, $($arg: $ty),*) {
+            fn avx512<W: PackedRows>(t: usize, $($arg: $ty),*) {
                 by_tokens!($body, true, t, ($($arg),*))
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
-            fn avx2(t: usize, $($arg: $ty),*) {
+            fn avx2<W: PackedRows>(t: usize, $($arg: $ty),*) {
                 by_tokens!($body, true, t, ($($arg),*))
             }
             match level {
@@ -269,22 +256,22 @@ macro_rules! simd_entries {
     };
 }
 
-simd_entries!(xwt_task, xwt_rows, (x: &[f32], w: &QuantMatrix, first_row: usize, out: &mut [f32]));
-simd_entries!(gw_task, gw_rows, (g: &[f32], n: usize, w: &QuantMatrix, rows: std::ops::Range<usize>, acc: &mut [f32]));
+simd_entries!(xwt_task, xwt_rows, (x: &[f32], w: &W, first_row: usize, out: &mut [f32]));
+simd_entries!(gw_task, gw_rows, (g: &[f32], n: usize, w: &W, rows: std::ops::Range<usize>, acc: &mut [f32]));
 
 /// Whether a product is large enough to pay for waking other threads (tens of microseconds
 /// each time; a DAS step makes hundreds of products, most of them small).
-fn worth_splitting(m: usize, w: &QuantMatrix) -> bool {
+fn worth_splitting(m: usize, w: &impl PackedRows) -> bool {
     m * w.rows() * w.cols() >= 1 << 21
 }
 
 /// `y = x · Wᵀ`: `x` is `[m, cols]` row-major, the result `[m, rows]`.
-pub fn matmul_wt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
+pub fn matmul_wt(x: &[f32], m: usize, w: &impl PackedRows) -> Vec<f32> {
     matmul_wt_with(Kernels::best(), x, m, w)
 }
 
 /// [`matmul_wt`] with a chosen body (one of [`Kernels::available`]).
-pub fn matmul_wt_with(level: Kernels, x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
+pub fn matmul_wt_with(level: Kernels, x: &[f32], m: usize, w: &impl PackedRows) -> Vec<f32> {
     level.assert_runs_here();
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), m * k, "x must be [m, {k}]");
@@ -309,11 +296,11 @@ pub fn matmul_wt_with(level: Kernels, x: &[f32], m: usize, w: &QuantMatrix) -> V
 }
 
 /// `out[i · m + t] = Σ_c x[t][c] · w[first_row + i][c]` for all `m` token rows.
-fn xwt_rows_all_tokens(
+fn xwt_rows_all_tokens<W: PackedRows>(
     level: Kernels,
     x: &[f32],
     m: usize,
-    w: &QuantMatrix,
+    w: &W,
     first_row: usize,
     out: &mut [f32],
 ) {
@@ -342,12 +329,12 @@ fn xwt_rows_all_tokens(
 }
 
 /// `y = g · W`: `g` is `[m, rows]` row-major, the result `[m, cols]`.
-pub fn matmul_w(g: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
+pub fn matmul_w(g: &[f32], m: usize, w: &impl PackedRows) -> Vec<f32> {
     matmul_w_with(Kernels::best(), g, m, w)
 }
 
 /// [`matmul_w`] with a chosen body (one of [`Kernels::available`]).
-pub fn matmul_w_with(level: Kernels, g: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
+pub fn matmul_w_with(level: Kernels, g: &[f32], m: usize, w: &impl PackedRows) -> Vec<f32> {
     level.assert_runs_here();
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(g.len(), m * n, "g must be [m, {n}]");
@@ -387,17 +374,24 @@ pub fn matmul_w_with(level: Kernels, g: &[f32], m: usize, w: &QuantMatrix) -> Ve
 /// token rows at a time, keeping the 4 × 6 accumulators in registers (24 of 32). The portable
 /// body leaves the accumulators to the compiler, which spills them.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::QuantMatrix;
+    use super::PackedRows;
+    use crate::quant::matrix::QuantRow;
 
     const ROWS: usize = 4;
     const TOKENS: usize = 6;
 
     /// `out[i · m + t] = Σ_c x[t][c] · w[first_row + i][c]`.
     #[target_feature(enable = "avx512f")]
-    pub(super) fn xwt(x: &[f32], m: usize, w: &QuantMatrix, first_row: usize, out: &mut [f32]) {
+    pub(super) fn xwt<W: PackedRows>(
+        x: &[f32],
+        m: usize,
+        w: &W,
+        first_row: usize,
+        out: &mut [f32],
+    ) {
         let k = w.cols();
         let rows = out.len() / m;
         assert!(x.len() >= m * k && first_row + rows <= w.rows() && k.is_multiple_of(16));
@@ -406,7 +400,8 @@ mod avx512 {
         for r0 in (0..rows).step_by(ROWS) {
             let nr = (rows - r0).min(ROWS);
             for (i, buf) in wbuf.chunks_exact_mut(k).enumerate().take(nr) {
-                dequantize_row(w, first_row + r0 + i, buf);
+                // SAFETY: this function runs only where the CPU has AVX-512F.
+                unsafe { w.dequantize_row_avx512(first_row + r0 + i, buf) };
             }
             for c in 0..chunks {
                 let tokens = c * m / chunks..(c + 1) * m / chunks;
@@ -425,22 +420,42 @@ mod avx512 {
         }
     }
 
-    /// Row `r` in `f32` (the dequantiser's `d · q + m`, not fused).
+    /// A block-quantised row in `f32` (the dequantiser's `d · q + m`, not fused).
     #[target_feature(enable = "avx512f")]
-    fn dequantize_row(w: &QuantMatrix, r: usize, out: &mut [f32]) {
-        let (scale, min, q) = w.row(r);
-        assert!(out.len() == q.len() && q.len() == scale.len() * 32 && min.len() == scale.len());
+    pub(crate) fn dequantize_blocks_row(row: QuantRow<'_>, out: &mut [f32]) {
+        let QuantRow {
+            scale,
+            min,
+            q,
+            halves,
+        } = row;
+        let group = if halves { 16 } else { 32 };
+        assert!(out.len() == q.len() && q.len() == scale.len() * group && min.len() == scale.len());
         let (qp, op) = (q.as_ptr(), out.as_mut_ptr());
-        for (b, (&d, &m)) in scale.iter().zip(min).enumerate() {
-            let (d, m) = (_mm512_set1_ps(d), _mm512_set1_ps(m));
-            for half in [0, 16] {
-                let at = b * 32 + half;
-                // SAFETY: `at + 16 <= q.len() == out.len()` (asserted above).
-                unsafe {
-                    let q8 = _mm_loadu_si128(qp.add(at).cast());
-                    let qf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8));
-                    _mm512_storeu_ps(op.add(at), _mm512_add_ps(_mm512_mul_ps(d, qf), m));
-                }
+        for at in (0..q.len()).step_by(16) {
+            let g = at / group;
+            let (d, m) = (_mm512_set1_ps(scale[g]), _mm512_set1_ps(min[g]));
+            // SAFETY: `at + 16 <= q.len() == out.len()` (asserted above).
+            unsafe {
+                let q8 = _mm_loadu_si128(qp.add(at).cast());
+                let qf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8));
+                _mm512_storeu_ps(op.add(at), _mm512_add_ps(_mm512_mul_ps(d, qf), m));
+            }
+        }
+    }
+
+    /// A bf16 row (`2 · out.len()` little-endian bytes) widened to `f32`: each value's 16 bits
+    /// become the top half of an `f32`.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn widen_bf16_row(bytes: &[u8], out: &mut [f32]) {
+        assert!(bytes.len() == 2 * out.len() && out.len().is_multiple_of(16));
+        let (bp, op) = (bytes.as_ptr(), out.as_mut_ptr());
+        for at in (0..out.len()).step_by(16) {
+            // SAFETY: `2 (at + 16) <= bytes.len()` and `at + 16 <= out.len()` (asserted above).
+            unsafe {
+                let h = _mm256_loadu_si256(bp.add(2 * at).cast());
+                let wide = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h));
+                _mm512_storeu_ps(op.add(at), _mm512_castsi512_ps(wide));
             }
         }
     }

@@ -1,100 +1,213 @@
-//! A weight matrix kept in its GGUF blocks of 32, unpacked to one signed byte per weight so that
-//! one kernel serves every block type: `w = scale · q + min` per block.
+//! A weight matrix kept in its GGUF blocks, unpacked to one signed byte per weight so that one
+//! kernel serves every block type: `w = scale · q + min`, with one scale and min per group of
+//! 32 weights (16 for Q6_K).
 
 use formats::gguf::GgmlType;
 
+use super::packed::{BLOCK, PackedRow, PackedRows};
 use crate::error::{LlamaError, Result};
 
-/// Weights per block (every block type kept here has 32).
-pub const BLOCK: usize = 32;
-
-/// A `[rows, cols]` row-major matrix (Hugging Face orientation: `[out, in]`) in blocks of 32
-/// along each row. `w[r][c] = scale[r, c/32] · q[r][c] + min[r, c/32]`, computed in `f32` exactly
-/// as the dequantiser does (same operations, same order), so a product with these weights equals
-/// one with the dequantised `f32` matrix up to the order of the sums.
+/// A `[rows, cols]` row-major matrix (Hugging Face orientation: `[out, in]`).
+/// `w[r][c] = scale[r, c/g] · q[r][c] + min[r, c/g]` for groups of `g` = 32 weights (16 for
+/// Q6_K), computed in `f32` exactly as the dequantiser does (same operations, same order), so a
+/// product with these weights equals one with the dequantised `f32` matrix up to the order of
+/// the sums. The K-quants' super-block scales are folded in: a Q4_K group's scale is `d · sc`,
+/// its min `−dmin · m`.
 ///
 /// One byte per weight instead of the file's half byte (Q4): twice the bytes of Q4 to stream, a
-/// third of `f32`'s, and a kernel with no nibble shuffling that also serves Q8_0.
+/// third of `f32`'s, and a kernel with no bit shuffling that serves every type.
 #[derive(Debug, Clone)]
 pub struct QuantMatrix {
+    ty: GgmlType,
     rows: usize,
     cols: usize,
-    /// `[rows, cols / 32]`
+    /// Weights per scale: 32, or 16 (Q6_K).
+    group: usize,
+    /// `[rows, cols / group]`
     scale: Vec<f32>,
-    /// `[rows, cols / 32]`; zeros for the symmetric types (Q4_0, Q8_0).
+    /// `[rows, cols / group]`; zeros for the symmetric types.
     min: Vec<f32>,
     /// `[rows, cols]`
     q: Vec<i8>,
 }
 
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// The 6-bit scale and min of sub-block `j` in the 12 scale bytes of Q4_K / Q5_K (ggml's
+/// `get_scale_min_k4`).
+fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
+    let (sc, m) = if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    };
+    (f32::from(sc), f32::from(m))
+}
+
+/// Accumulates groups: each block of the file appends its groups' scales and mins and fills
+/// its weights' quants.
+struct Groups {
+    scale: Vec<f32>,
+    min: Vec<f32>,
+}
+
+impl Groups {
+    fn push(&mut self, scale: f32, min: f32) {
+        self.scale.push(scale);
+        self.min.push(min);
+    }
+}
+
+/// Unpacks one file block (`b`) into its quants (`q`, the block's weights) and groups, with
+/// the dequantiser's formulas (crates/formats/src/gguf/dequant.rs).
+fn unpack(ty: GgmlType, b: &[u8], q: &mut [i8], g: &mut Groups) {
+    match ty {
+        GgmlType::Q8_0 => {
+            g.push(f16_at(b, 0), 0.0);
+            for (qi, &byte) in q.iter_mut().zip(&b[2..34]) {
+                *qi = byte as i8;
+            }
+        }
+        GgmlType::Q4_0 => {
+            // `d (q − 8)`: the offset moves into the integer, exactly.
+            g.push(f16_at(b, 0), 0.0);
+            for (j, &byte) in b[2..18].iter().enumerate() {
+                q[j] = (byte & 0x0F) as i8 - 8;
+                q[j + 16] = (byte >> 4) as i8 - 8;
+            }
+        }
+        GgmlType::Q4_1 => {
+            g.push(f16_at(b, 0), f16_at(b, 2));
+            for (j, &byte) in b[4..20].iter().enumerate() {
+                q[j] = (byte & 0x0F) as i8;
+                q[j + 16] = (byte >> 4) as i8;
+            }
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let (min, qh_at, qs_at, offset) = if ty == GgmlType::Q5_0 {
+                (0.0, 2, 6, 16)
+            } else {
+                (f16_at(b, 2), 4, 8, 0)
+            };
+            g.push(f16_at(b, 0), min);
+            let qh = u32::from_le_bytes([b[qh_at], b[qh_at + 1], b[qh_at + 2], b[qh_at + 3]]);
+            for (j, &byte) in b[qs_at..qs_at + 16].iter().enumerate() {
+                let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                q[j] = ((byte & 0x0F) | h0) as i8 - offset;
+                q[j + 16] = ((byte >> 4) | h1) as i8 - offset;
+            }
+        }
+        GgmlType::Q4K | GgmlType::Q5K => {
+            // `d · sc · q − dmin · m` per sub-block of 32, q with a fifth bit for Q5_K.
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            let scales = &b[4..16];
+            let (qh, qs) = if ty == GgmlType::Q5K {
+                (Some(&b[16..48]), &b[48..176])
+            } else {
+                (None, &b[16..144])
+            };
+            for (chunk, (qs, q)) in qs.chunks_exact(32).zip(q.chunks_exact_mut(64)).enumerate() {
+                for half in 0..2 {
+                    let (sc, m) = scale_min_k4(2 * chunk + half, scales);
+                    g.push(d * sc, -(dmin * m));
+                    let bit = (1u8 << half) << (2 * chunk);
+                    for l in 0..32 {
+                        let low = if half == 0 { qs[l] & 0x0F } else { qs[l] >> 4 };
+                        let high = qh.map_or(0, |qh| if qh[l] & bit != 0 { 16 } else { 0 });
+                        q[32 * half + l] = (low | high) as i8;
+                    }
+                }
+            }
+        }
+        GgmlType::Q6K => {
+            // `d · sc · (q − 32)` per sub-block of 16.
+            let d = f16_at(b, 208);
+            for half in 0..2 {
+                let ql = &b[64 * half..64 * half + 64];
+                let qh = &b[128 + 32 * half..128 + 32 * half + 32];
+                let sc = &b[192 + 8 * half..192 + 8 * half + 8];
+                let q = &mut q[128 * half..128 * half + 128];
+                for l in 0..32 {
+                    q[l] = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i8 - 32;
+                    q[l + 32] = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                    q[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                    q[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+                }
+                // Groups in weight order: weights 16 k .. 16 k + 16 use `sc[k]`.
+                for &s in sc {
+                    g.push(d * f32::from(s as i8), 0.0);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 impl QuantMatrix {
     /// The block types this matrix can hold without changing a weight.
     pub fn supports(ty: GgmlType) -> bool {
-        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+        use GgmlType::*;
+        matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4K | Q5K | Q6K)
     }
 
     /// Unpacks a GGUF tensor's bytes (`rows × cols` elements of type `ty`).
     pub fn from_gguf(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Self> {
         let (block, block_bytes) = ty.block_layout();
         let bad = |why: String| {
-            LlamaError::Input(format!("cannot keep a {ty:?} tensor in blocks: {why}"))
+            LlamaError::Input(format!(
+                "cannot keep a {} tensor in blocks: {why}",
+                ty.name()
+            ))
         };
-        if !Self::supports(ty) || block != BLOCK {
-            return Err(bad("only Q4_0, Q4_1 and Q8_0 are kept quantised".into()));
+        if !Self::supports(ty) {
+            return Err(bad(
+                "only Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K are kept in blocks".into(),
+            ));
         }
-        if !cols.is_multiple_of(BLOCK) {
+        if !cols.is_multiple_of(block) {
             return Err(bad(format!(
-                "its rows ({cols} values) are not whole blocks of 32"
+                "its rows ({cols} values) are not whole blocks of {block}"
             )));
         }
-        let n_blocks = rows * cols / BLOCK;
+        let n_blocks = rows * cols / block;
         if bytes.len() != n_blocks * block_bytes {
             return Err(bad(format!(
                 "{} bytes for {n_blocks} blocks of {block_bytes}",
                 bytes.len()
             )));
         }
-        let mut scale = Vec::with_capacity(n_blocks);
-        let mut min = Vec::with_capacity(n_blocks);
+        let group = if ty == GgmlType::Q6K { 16 } else { BLOCK };
+        let n_groups = rows * cols / group;
+        let mut groups = Groups {
+            scale: Vec::with_capacity(n_groups),
+            min: Vec::with_capacity(n_groups),
+        };
         let mut q = vec![0i8; rows * cols];
-        let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
         for (b, qb) in bytes
             .chunks_exact(block_bytes)
-            .zip(q.chunks_exact_mut(BLOCK))
+            .zip(q.chunks_exact_mut(block))
         {
-            scale.push(f16_at(b, 0));
-            match ty {
-                GgmlType::Q8_0 => {
-                    min.push(0.0);
-                    for (qi, &byte) in qb.iter_mut().zip(&b[2..34]) {
-                        *qi = byte as i8;
-                    }
-                }
-                GgmlType::Q4_0 => {
-                    // `d (q − 8)`: the offset moves into the integer, exactly.
-                    min.push(0.0);
-                    for (j, &byte) in b[2..18].iter().enumerate() {
-                        qb[j] = (byte & 0x0F) as i8 - 8;
-                        qb[j + 16] = (byte >> 4) as i8 - 8;
-                    }
-                }
-                _ => {
-                    // Q4_1: `d q + m`.
-                    min.push(f16_at(b, 2));
-                    for (j, &byte) in b[4..20].iter().enumerate() {
-                        qb[j] = (byte & 0x0F) as i8;
-                        qb[j + 16] = (byte >> 4) as i8;
-                    }
-                }
-            }
+            unpack(ty, b, qb, &mut groups);
         }
         Ok(QuantMatrix {
+            ty,
             rows,
             cols,
-            scale,
-            min,
+            group,
+            scale: groups.scale,
+            min: groups.min,
             q,
         })
+    }
+
+    pub fn ggml_type(&self) -> GgmlType {
+        self.ty
     }
 
     pub fn rows(&self) -> usize {
@@ -105,37 +218,69 @@ impl QuantMatrix {
         self.cols
     }
 
-    /// Row `r`'s blocks: `(scales, mins, quants)`.
+    pub fn bytes(&self) -> usize {
+        self.q.len() + 4 * (self.scale.len() + self.min.len())
+    }
+}
+
+/// Row `r`'s groups and quants.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantRow<'a> {
+    pub(crate) scale: &'a [f32],
+    pub(crate) min: &'a [f32],
+    pub(crate) q: &'a [i8],
+    /// Groups of 16 (two per block) instead of 32.
+    pub(crate) halves: bool,
+}
+
+impl PackedRow for QuantRow<'_> {
     #[inline(always)]
-    pub(crate) fn row(&self, r: usize) -> (&[f32], &[f32], &[i8]) {
-        let nb = self.cols / BLOCK;
-        (
-            &self.scale[r * nb..(r + 1) * nb],
-            &self.min[r * nb..(r + 1) * nb],
-            &self.q[r * self.cols..(r + 1) * self.cols],
-        )
+    fn block(self, b: usize) -> [f32; BLOCK] {
+        let qb: &[i8; BLOCK] = self.q[b * BLOCK..(b + 1) * BLOCK]
+            .try_into()
+            .unwrap_or(&[0; BLOCK]);
+        let (d, m) = if self.halves {
+            (
+                [self.scale[2 * b], self.scale[2 * b + 1]],
+                [self.min[2 * b], self.min[2 * b + 1]],
+            )
+        } else {
+            ([self.scale[b]; 2], [self.min[b]; 2])
+        };
+        let mut w = [0f32; BLOCK];
+        for j in 0..BLOCK {
+            // Same operations as the dequantiser (`d · q + m`, not fused), so the weight is exact.
+            w[j] = d[j / 16] * f32::from(qb[j]) + m[j / 16];
+        }
+        w
+    }
+}
+
+impl PackedRows for QuantMatrix {
+    type Row<'a> = QuantRow<'a>;
+
+    fn rows(&self) -> usize {
+        self.rows
     }
 
-    /// Row `r` in `f32`, written into `out` (`cols` values).
-    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let (scale, min, q) = self.row(r);
-        for (b, (ob, qb)) in out
-            .chunks_exact_mut(BLOCK)
-            .zip(q.chunks_exact(BLOCK))
-            .enumerate()
-        {
-            for (o, &qi) in ob.iter_mut().zip(qb) {
-                *o = scale[b] * f32::from(qi) + min[b];
-            }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    #[inline(always)]
+    fn row(&self, r: usize) -> QuantRow<'_> {
+        let ng = self.cols / self.group;
+        QuantRow {
+            scale: &self.scale[r * ng..(r + 1) * ng],
+            min: &self.min[r * ng..(r + 1) * ng],
+            q: &self.q[r * self.cols..(r + 1) * self.cols],
+            halves: self.group != BLOCK,
         }
     }
 
-    /// The whole matrix in `f32`, row-major `[rows, cols]`.
-    pub fn dequantize(&self) -> Vec<f32> {
-        let mut out = vec![0f32; self.rows * self.cols];
-        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
-            self.dequantize_row(r, row);
-        }
-        out
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dequantize_row_avx512(&self, r: usize, out: &mut [f32]) {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { super::kernel::avx512::dequantize_blocks_row(self.row(r), out) }
     }
 }

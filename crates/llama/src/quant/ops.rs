@@ -1,11 +1,9 @@
-//! The quantised products as a burn backend extension, so that they take part in burn's
+//! The packed products as a burn backend extension, so that they take part in burn's
 //! autodiff: the forward is `x · Wᵀ`, its input gradient `g · W`. The weights are constants
 //! (no gradient reaches them), which is all DAS needs: it trains interventions, not the model.
 //!
 //! Implemented for the `flex` CPU backend and for autodiff over it. Other backends (LibTorch,
-//! ndarray) keep dense `f32` weights; the loader only keeps blocks for a flex device.
-
-use std::sync::Arc;
+//! ndarray) keep dense `f32` weights; the loader only packs weights for a flex device.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -17,17 +15,14 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::{Tensor, TensorData};
 
 use super::kernel::{matmul_w, matmul_wt};
-use super::matrix::QuantMatrix;
-
-/// A shared, immutable quantised weight (cloning it is a reference count).
-pub type QuantWeight = Arc<QuantMatrix>;
+use super::packed::{PackedMatrix, PackedWeight};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait QuantOps: Backend {
     /// `x · Wᵀ` over the last dimension: `[..., cols]` → `[..., rows]`.
-    fn quant_matmul_wt(x: FloatTensor<Self>, weight: QuantWeight) -> FloatTensor<Self>;
+    fn quant_matmul_wt(x: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self>;
     /// `g · W` over the last dimension: `[..., rows]` → `[..., cols]`.
-    fn quant_matmul_w(g: FloatTensor<Self>, weight: QuantWeight) -> FloatTensor<Self>;
+    fn quant_matmul_w(g: FloatTensor<Self>, weight: PackedWeight) -> FloatTensor<Self>;
 }
 
 /// Runs a host kernel on a flex tensor's values, flattening its leading dimensions.
@@ -56,12 +51,18 @@ fn on_host(
 }
 
 impl QuantOps for Flex {
-    fn quant_matmul_wt(x: FloatTensor<Self>, w: QuantWeight) -> FloatTensor<Self> {
-        on_host(x, w.cols(), w.rows(), |x, m| matmul_wt(x, m, &w))
+    fn quant_matmul_wt(x: FloatTensor<Self>, w: PackedWeight) -> FloatTensor<Self> {
+        on_host(x, w.cols(), w.rows(), |x, m| match &*w {
+            PackedMatrix::Blocks(q) => matmul_wt(x, m, q),
+            PackedMatrix::Bf16(h) => matmul_wt(x, m, h),
+        })
     }
 
-    fn quant_matmul_w(g: FloatTensor<Self>, w: QuantWeight) -> FloatTensor<Self> {
-        on_host(g, w.rows(), w.cols(), |g, m| matmul_w(g, m, &w))
+    fn quant_matmul_w(g: FloatTensor<Self>, w: PackedWeight) -> FloatTensor<Self> {
+        on_host(g, w.rows(), w.cols(), |g, m| match &*w {
+            PackedMatrix::Blocks(q) => matmul_w(g, m, q),
+            PackedMatrix::Bf16(h) => matmul_w(g, m, h),
+        })
     }
 }
 
@@ -75,7 +76,7 @@ enum Product {
 }
 
 impl Product {
-    fn run<B: QuantOps>(self, x: FloatTensor<B>, w: QuantWeight) -> FloatTensor<B> {
+    fn run<B: QuantOps>(self, x: FloatTensor<B>, w: PackedWeight) -> FloatTensor<B> {
         match self {
             Product::XWt => B::quant_matmul_wt(x, w),
             Product::GW => B::quant_matmul_w(x, w),
@@ -94,7 +95,7 @@ impl Product {
     fn tracked<B: Backend + QuantOps, C: CheckpointStrategy>(
         self,
         x: FloatTensor<Autodiff<B, C>>,
-        w: QuantWeight,
+        w: PackedWeight,
     ) -> FloatTensor<Autodiff<B, C>> {
         let (x, node) = x.into_parts();
         let y = self.run::<B>(x, w.clone());
@@ -106,7 +107,7 @@ impl Product {
 }
 
 impl<B: Backend + QuantOps> Backward<B, 1> for Product {
-    type State = QuantWeight;
+    type State = PackedWeight;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let w = ops.state;
@@ -117,11 +118,11 @@ impl<B: Backend + QuantOps> Backward<B, 1> for Product {
 }
 
 impl<B: Backend + QuantOps, C: CheckpointStrategy> QuantOps for Autodiff<B, C> {
-    fn quant_matmul_wt(x: FloatTensor<Self>, w: QuantWeight) -> FloatTensor<Self> {
+    fn quant_matmul_wt(x: FloatTensor<Self>, w: PackedWeight) -> FloatTensor<Self> {
         Product::XWt.tracked::<B, C>(x, w)
     }
 
-    fn quant_matmul_w(g: FloatTensor<Self>, w: QuantWeight) -> FloatTensor<Self> {
+    fn quant_matmul_w(g: FloatTensor<Self>, w: PackedWeight) -> FloatTensor<Self> {
         Product::GW.tracked::<B, C>(g, w)
     }
 }
@@ -130,7 +131,7 @@ impl<B: Backend + QuantOps, C: CheckpointStrategy> QuantOps for Autodiff<B, C> {
 ///
 /// # Shapes
 /// - `x`: `[..., cols]` → `[..., rows]`
-pub fn linear<const D: usize>(x: Tensor<D>, w: &QuantWeight) -> Tensor<D> {
+pub fn linear<const D: usize>(x: Tensor<D>, w: &PackedWeight) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as QuantOps>::quant_matmul_wt(
         x.into_dispatch(),
         w.clone(),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use crate::config::{LlamaConfig, RopeLayout, RopeScaling};
 use crate::error::{LlamaError, Result};
 use crate::load::build::WeightSource;
-use crate::quant::{BLOCK, QuantMatrix};
+use crate::quant::{BLOCK, Bf16Matrix, PackedMatrix, QuantMatrix};
 
 /// The configuration a llama GGUF describes in its `llama.*` metadata.
 pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
@@ -149,16 +149,25 @@ impl WeightSource for GgufWeights<'_> {
         Ok(Some((self.file.dequantize(info)?, info.shape())))
     }
 
-    fn blocks(&mut self, name: &str) -> Result<Option<QuantMatrix>> {
+    fn packed(&mut self, name: &str) -> Result<Option<PackedMatrix>> {
         let Some(info) = self.info(name) else {
             return Ok(None);
         };
         let shape = info.shape();
-        // Rows that are not whole blocks (never in real models) stay dense.
-        if !QuantMatrix::supports(info.ggml_type) || shape.len() != 2 || shape[1] % BLOCK != 0 {
+        if shape.len() != 2 {
             return Ok(None);
         }
+        let (rows, cols) = (shape[0], shape[1]);
         let bytes = self.file.tensor_bytes(info);
-        QuantMatrix::from_gguf(info.ggml_type, bytes, shape[0], shape[1]).map(Some)
+        if info.ggml_type == GgmlType::BF16 {
+            return Ok(Bf16Matrix::from_bytes(bytes.to_vec(), rows, cols).map(PackedMatrix::Bf16));
+        }
+        // Rows that are not whole blocks (never in real models) stay dense.
+        let (block, _) = info.ggml_type.block_layout();
+        if !QuantMatrix::supports(info.ggml_type) || !cols.is_multiple_of(block.max(BLOCK)) {
+            return Ok(None);
+        }
+        QuantMatrix::from_gguf(info.ggml_type, bytes, rows, cols)
+            .map(|m| Some(PackedMatrix::Blocks(m)))
     }
 }

@@ -1,0 +1,111 @@
+//! What the kernels read: a `[rows, cols]` weight matrix kept as the file stores it (GGUF blocks
+//! or bf16), one row at a time, 32 weights at a time, widened to `f32` in registers.
+
+use std::sync::Arc;
+
+use super::bf16::Bf16Matrix;
+use super::matrix::QuantMatrix;
+
+/// Weights handed out per call of [`PackedRow::block`]. Every packed row is a whole number of
+/// them (the loader keeps other matrices dense).
+pub const BLOCK: usize = 32;
+
+/// One row of a packed matrix.
+pub trait PackedRow: Copy {
+    /// Weights `32 b .. 32 b + 32` in `f32`, computed exactly as the file's dequantiser
+    /// computes them (same operations, same order), so a product with a packed matrix equals
+    /// one with its dequantised `f32` matrix up to the order of the sums.
+    fn block(self, b: usize) -> [f32; BLOCK];
+}
+
+/// A row-major `[rows, cols]` matrix (Hugging Face orientation: `[out, in]`) that the kernels
+/// read block by block.
+pub trait PackedRows: Sync {
+    type Row<'a>: PackedRow
+    where
+        Self: 'a;
+
+    fn rows(&self) -> usize;
+    fn cols(&self) -> usize;
+    fn row(&self, r: usize) -> Self::Row<'_>;
+
+    /// Row `r` in `f32`, written into `out` (`cols` values).
+    fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let row = self.row(r);
+        for (b, o) in out.chunks_exact_mut(BLOCK).enumerate() {
+            o.copy_from_slice(&row.block(b));
+        }
+    }
+
+    /// [`Self::dequantize_row`] with AVX-512 instructions (the same values).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dequantize_row_avx512(&self, r: usize, out: &mut [f32]) {
+        self.dequantize_row(r, out);
+    }
+
+    /// The whole matrix in `f32`, row-major.
+    fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows() * self.cols()];
+        for (r, row) in out.chunks_exact_mut(self.cols()).enumerate() {
+            self.dequantize_row(r, row);
+        }
+        out
+    }
+}
+
+/// A weight as the file keeps it: what a [`crate::model::PackedLinear`] multiplies by.
+#[derive(Debug)]
+pub enum PackedMatrix {
+    /// GGUF quantisation blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K).
+    Blocks(QuantMatrix),
+    /// bf16, two bytes per weight (a Hugging Face checkpoint's dtype), possibly read in place
+    /// from the memory-mapped file.
+    Bf16(Bf16Matrix),
+}
+
+/// A shared, immutable packed weight (cloning it is a reference count).
+pub type PackedWeight = Arc<PackedMatrix>;
+
+impl PackedMatrix {
+    pub fn rows(&self) -> usize {
+        match self {
+            PackedMatrix::Blocks(m) => m.rows(),
+            PackedMatrix::Bf16(m) => m.rows(),
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match self {
+            PackedMatrix::Blocks(m) => m.cols(),
+            PackedMatrix::Bf16(m) => m.cols(),
+        }
+    }
+
+    /// Row `r` in `f32` (an embedding lookup).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        match self {
+            PackedMatrix::Blocks(m) => m.dequantize_row(r, out),
+            PackedMatrix::Bf16(m) => m.dequantize_row(r, out),
+        }
+    }
+
+    /// Bytes held for the weights (scales included; a mapped bf16 matrix's are the file's
+    /// pages).
+    pub fn bytes(&self) -> usize {
+        match self {
+            PackedMatrix::Blocks(m) => m.bytes(),
+            PackedMatrix::Bf16(m) => m.bytes(),
+        }
+    }
+
+    /// What the weights are stored as, for reports (`"Q4_1 blocks"`, `"bf16"`).
+    pub fn kind(&self) -> String {
+        match self {
+            PackedMatrix::Blocks(m) => format!("{} blocks", m.ggml_type().name()),
+            PackedMatrix::Bf16(_) => "bf16".into(),
+        }
+    }
+}
