@@ -99,8 +99,9 @@ fn q5_1(b: &[u8], y: &mut [f32]) {
     }
 }
 
-/// The 6-bit scale and min of sub-block `j` packed in the 12 scale bytes of Q4_K / Q5_K.
-fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
+/// The 6-bit scale and min of sub-block `j` packed in the 12 scale bytes of Q4_K / Q5_K
+/// (ggml's `get_scale_min_k4`).
+pub fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
     let (sc, m) = if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {

@@ -7,6 +7,6 @@ mod reader;
 pub mod tokenizer;
 mod types;
 
-pub use dequant::dequantize;
+pub use dequant::{dequantize, scale_min_k4};
 pub use reader::{GgufFile, GgufValue, TensorInfo};
 pub use types::GgmlType;

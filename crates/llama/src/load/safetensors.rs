@@ -105,61 +105,72 @@ impl SafetensorsWeights {
     }
 }
 
-impl WeightSource for SafetensorsWeights {
-    fn packed(&mut self, name: &str) -> Result<Option<PackedMatrix>> {
+impl SafetensorsWeights {
+    /// Calls `f` with the path and map of the file holding `name` and the tensor's view; `None`
+    /// if no file has it.
+    fn with_view<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(
+            &Path,
+            &Arc<memmap2::Mmap>,
+            safetensors::tensor::TensorView<'_>,
+        ) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         let Some(&i) = self.index.get(name) else {
             return Ok(None);
         };
         let (path, map) = &self.maps[i];
-        let st = SafeTensors::deserialize(map).map_err(|e| LlamaError::Safetensors {
+        let err = |e: safetensors::SafeTensorError| LlamaError::Safetensors {
             path: path.clone(),
             reason: e.to_string(),
-        })?;
-        let view = st.tensor(name).map_err(|e| LlamaError::Safetensors {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let shape = view.shape();
-        if view.dtype() != Dtype::BF16 || shape.len() != 2 {
-            return Ok(None);
-        }
-        // The tensor's place in the map: its bytes are a sub-slice of the mapped file.
-        let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
-        let range = start..start + view.data().len();
-        Ok(Bf16Matrix::mapped(map.clone(), range, shape[0], shape[1]).map(PackedMatrix::Bf16))
+        };
+        let st = SafeTensors::deserialize(map).map_err(err)?;
+        let view = st.tensor(name).map_err(err)?;
+        f(path, map, view)
+    }
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn packed(&mut self, name: &str) -> Result<Option<PackedMatrix>> {
+        self.with_view(name, |_, map, view| {
+            let shape = view.shape();
+            if view.dtype() != Dtype::BF16 || shape.len() != 2 {
+                return Ok(None);
+            }
+            // The tensor's place in the map: its bytes are a sub-slice of the mapped file.
+            let start = view.data().as_ptr() as usize - map.as_ptr() as usize;
+            let range = start..start + view.data().len();
+            Ok(Bf16Matrix::mapped(map.clone(), range, shape[0], shape[1]).map(PackedMatrix::Bf16))
+        })
     }
 
     fn take(&mut self, name: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>> {
-        let Some(&i) = self.index.get(name) else {
-            return Ok(None);
-        };
-        let (path, map) = &self.maps[i];
-        let err = |reason: String| LlamaError::Safetensors {
-            path: path.clone(),
-            reason,
-        };
-        let st = SafeTensors::deserialize(map).map_err(|e| err(e.to_string()))?;
-        let view = st.tensor(name).map_err(|e| err(e.to_string()))?;
-        let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(err(format!(
-                    "tensor `{name}` has dtype {other:?}; only F32, F16 and BF16 are supported"
-                )));
-            }
-        };
-        Ok(Some((data, view.shape().to_vec())))
+        self.with_view(name, |path, _, view| {
+            let bytes = view.data();
+            let data: Vec<f32> = match view.dtype() {
+                Dtype::F32 => bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                Dtype::F16 => bytes
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => bytes
+                    .chunks_exact(2)
+                    .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                other => {
+                    return Err(LlamaError::Safetensors {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "tensor `{name}` has dtype {other:?}; only F32, F16 and BF16 are supported"
+                        ),
+                    });
+                }
+            };
+    Ok(Some((data, view.shape().to_vec())))
+        })
     }
 }

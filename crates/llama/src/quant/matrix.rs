@@ -2,7 +2,7 @@
 //! kernel serves every block type: `w = scale · q + min`, with one scale and min per group of
 //! 32 weights (16 for Q6_K).
 
-use formats::gguf::GgmlType;
+use formats::gguf::{GgmlType, scale_min_k4};
 
 use super::packed::{BLOCK, PackedRow, PackedRows};
 use crate::error::{LlamaError, Result};
@@ -33,20 +33,6 @@ pub struct QuantMatrix {
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
-/// The 6-bit scale and min of sub-block `j` in the 12 scale bytes of Q4_K / Q5_K (ggml's
-/// `get_scale_min_k4`).
-fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
-    let (sc, m) = if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        (
-            (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4),
-            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
-        )
-    };
-    (f32::from(sc), f32::from(m))
 }
 
 /// Accumulates groups: each block of the file appends its groups' scales and mins and fills
