@@ -2,6 +2,8 @@
 heads of 64, MLP 8192, Llama-3 rope scaling, tied embeddings, bf16 safetensors) with SmolLM2's
 tokenizer (so vocab 49152, ~2.2 GB), and the references the Rust tests compare against:
 transformers' last-position logits and a residual patch at layer 8 made with a PyTorch hook.
+Then GGUF copies in Q8_0 and Q4_K_M (scripts/hf-to-gguf.py), each with its own reference:
+transformers' logits on the weights gguf-py's dequantiser reads back from that file.
 
 Llama-3.2-1B's own weights need a hub token; its shape does not. Written at test/bench time to
 data/models/llama-3.2-1b-shaped/ (git-ignored), never committed; skipped if already there.
@@ -24,6 +26,7 @@ VERSION = 1  # bump when the checkpoint or the references change
 PARIS = "The city of Paris is in the country of"
 RIO = "The city of Rio is in the country of"
 LAYER, POSITION = 8, 3
+GGUF_TYPES = ("q8_0", "q4_k_m")
 
 
 def config():
@@ -82,7 +85,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=MODEL_DIR / "llama-3.2-1b-shaped")
     args = ap.parse_args()
-    out = args.out
+    write_checkpoint(args.out)
+    for ftype in GGUF_TYPES:
+        write_gguf_copy(args.out, ftype)
+
+
+def write_checkpoint(out):
     stamp = out / "made-by.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("version") == VERSION:
         print(f"{out}: already written")
@@ -130,6 +138,75 @@ def main():
     }
     stamp.write_text(json.dumps(meta, indent=1))
     print(f"{out}: written in {time.time() - t:.0f} s")
+
+
+def gguf_weights(path, cfg):
+    """The HF state dict that gguf-py's dequantiser reads back from a GGUF file (rows un-permuted
+    back to HF's rotary layout): an independent reading of what the Rust loader reads."""
+    import gguf
+    import numpy as np
+
+    converter = load_converter()
+    names = {v: k for k, v in converter.PARTS.items()}
+    state = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        if t.name == "rope_freqs.weight":
+            continue
+        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        if t.name == "token_embd.weight":
+            hf = "model.embed_tokens.weight"
+        elif t.name == "output_norm.weight":
+            hf = "model.norm.weight"
+        else:
+            _, layer, part = t.name.split(".", 2)
+            hf = f"model.layers.{layer}.{names[part]}"
+            if part == "attn_q.weight":
+                w = converter.unpermute(w, cfg.num_attention_heads)
+            elif part == "attn_k.weight":
+                w = converter.unpermute(w, cfg.num_key_value_heads)
+        state[hf] = torch.from_numpy(np.ascontiguousarray(w))
+    return state
+
+
+def load_converter():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hf_to_gguf", ROOT / "scripts" / "hf-to-gguf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_gguf_copy(out, ftype):
+    """`model-FTYPE.gguf` and `reference-FTYPE.safetensors`, the reference written last (and
+    renamed into place), so that its presence means both are whole."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    path = out / f"model-{ftype}.gguf"
+    ref = out / f"reference-{ftype}.safetensors"
+    if ref.exists() and path.exists():
+        print(f"{path}: already written")
+        return
+    t = time.time()
+    counts = load_converter().convert(out, ftype, MODEL_DIR / GGUF, path)
+    print(f"{path}: {path.stat().st_size / 2**20:.0f} MiB {counts} in {time.time() - t:.0f} s",
+          file=sys.stderr)
+    torch.set_num_threads(2)
+    model = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    state = gguf_weights(path, model.config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    model.tie_weights()
+    assert torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = tok(PARIS, return_tensors="pt").input_ids
+    logits, hidden = last_logits(model, ids)
+    refs = {"paris_last_logits": logits, "paris_layer8_last": hidden[LAYER + 1][0, -1].float()}
+    partial = ref.with_suffix(".partial")
+    save_file({k: v.contiguous() for k, v in refs.items()}, str(partial))
+    partial.rename(ref)
+    print(f"{ref}: written in {time.time() - t:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 //! The tutorial's scale: a random checkpoint of Llama-3.2-1B's shape (bf16 safetensors, written
 //! by scripts/make-llama1b-shaped.py with transformers, ~2.2 GB, never committed) loads with its
-//! weights kept bf16, and its logits and a residual patch at layer 8 match transformers.
+//! weights kept bf16, and its logits and a residual patch at layer 8 match transformers. Its GGUF
+//! copies (Q8_0 and the Q4_K_M mix of Q4_K and Q6_K, written by scripts/hf-to-gguf.py in
+//! llama.cpp's layout: interleaved rotary rows, rope factors as a tensor) load with their weights
+//! kept in blocks and match transformers run on the weights gguf-py's dequantiser reads back.
 //!
 //! Ignored by a plain `cargo test` (it needs the checkpoint); scripts/test.sh writes it and runs
 //! `cargo test --release -p subspace --test llama1b_shaped -- --ignored`.
@@ -11,7 +14,8 @@
 //! relative errors of ~1e-6 each; through 16 layers that stays well under 1e-3 on logits of
 //! size ~4, which is the bound used. (Against transformers in bf16 arithmetic the differences
 //! are ~100× larger, since every activation is rounded to 8 bits of mantissa; that comparison is
-//! reported by the script, not asserted.)
+//! reported by the script, not asserted.) The same holds for the GGUF copies: the reference
+//! multiplies the f32 values gguf-py dequantises, which are exactly the values the blocks hold.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -133,4 +137,62 @@ fn a_residual_patch_at_layer_8_matches_a_pytorch_hook() {
     // The patch did something: the clean distribution is elsewhere.
     let clean = log_softmax(&common::read_f32(&refs, "paris_last_logits"));
     assert!(common::max_abs_diff(&clean, &want) > 100.0 * TOLERANCE);
+}
+
+/// Loads `model-{ftype}.gguf` and compares it with transformers on gguf-py's reading of it.
+fn gguf_copy_matches_transformers(ftype: &str, gate: &str, attn_v_layer0: &str) {
+    let dir = checkpoint();
+    let path = dir.join(format!("model-{ftype}.gguf"));
+    let refs = dir.join(format!("reference-{ftype}.safetensors"));
+    assert!(
+        refs.is_file(),
+        "{} is missing: run .venv/bin/python scripts/make-llama1b-shaped.py",
+        refs.display()
+    );
+    let lm = LanguageModel::load(path.to_str().unwrap()).unwrap();
+    let cfg = &lm.model.config;
+    assert_eq!(
+        (cfg.num_hidden_layers, cfg.hidden_size, cfg.n_kv_heads()),
+        (16, 2048, 8)
+    );
+    assert_eq!(
+        cfg.rope_freq_factors.as_ref().map(Vec::len),
+        Some(32),
+        "Llama-3 rope scaling arrives as llama.cpp's rope_freqs tensor"
+    );
+    assert_eq!(lm.model.weight_storage(), gate);
+    assert_eq!(
+        lm.model.blocks[0].self_attn.v_proj.storage(),
+        attn_v_layer0
+    );
+    assert!(lm.model.lm_head.is_none(), "tied head read from the packed embedding");
+
+    let paris = lm.prompt(PARIS).unwrap();
+    let batch = lm.batch(&[&paris]);
+    let got = to_host(subspace::run::last_logits(&lm.model, &batch, &[])).unwrap();
+    let want = common::read_f32(&refs, "paris_last_logits");
+    let diff = common::max_abs_diff(&got, &want);
+    eprintln!("{ftype}: max |logit diff| vs transformers on gguf-py's weights: {diff:.2e}");
+    assert!(diff < TOLERANCE, "{ftype}: max |logit diff| {diff}");
+    assert_eq!(top_ids(&got, 10), top_ids(&want, 10), "{ftype}: top-10 in order");
+
+    let site = Site::block_output(8);
+    let last = paris.ids.len() - 1;
+    let hidden = lm.trace(&paris).unwrap().vector(site, last).unwrap();
+    let want = common::read_f32(&refs, "paris_layer8_last");
+    let diff = common::max_abs_diff(&to_host(hidden).unwrap(), &want);
+    assert!(diff < TOLERANCE, "{ftype}: layer-8 residual max |diff| {diff}");
+}
+
+#[test]
+#[ignore = "needs scripts/make-llama1b-shaped.py's GGUF copies"]
+fn q8_0_gguf_copy_matches_transformers_on_its_dequantised_weights() {
+    gguf_copy_matches_transformers("q8_0", "Q8_0 blocks", "Q8_0 blocks");
+}
+
+#[test]
+#[ignore = "needs scripts/make-llama1b-shaped.py's GGUF copies"]
+fn q4_k_m_gguf_copy_matches_transformers_on_its_dequantised_weights() {
+    // llama.cpp's Q4_K_M: Q4_K, with Q6_K for attn_v in the first layers (and ffn_down, output).
+    gguf_copy_matches_transformers("q4_k_m", "Q4_K blocks", "Q6_K blocks");
 }

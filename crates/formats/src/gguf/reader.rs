@@ -312,6 +312,26 @@ impl GgufFile {
         &self.bytes[start..start + info.n_bytes]
     }
 
+    /// Says that this process is done with a tensor's bytes (a loader copied them out): the file
+    /// pages they occupy leave the resident set now instead of when the file is closed, so that
+    /// loading peaks near the size of what the model keeps, not that plus the whole file.
+    /// Reading the bytes again stays valid: the pages are read back from the file.
+    pub fn release(&self, info: &TensorInfo) {
+        #[cfg(unix)]
+        if let Bytes::Mapped(map) = &self.bytes {
+            // SAFETY: the map is read-only and private, and never written, so MADV_DONTNEED
+            // only drops clean copies of file pages; any later read faults them back in with
+            // the same contents. No reference into the map is invalidated.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    self.data_start + info.offset,
+                    info.n_bytes,
+                )
+            };
+        }
+    }
+
     /// A tensor dequantised to `f32`, row-major in [`TensorInfo::shape`] order.
     pub fn dequantize(&self, info: &TensorInfo) -> Result<Vec<f32>> {
         super::dequant::dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements())

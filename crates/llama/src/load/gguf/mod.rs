@@ -146,7 +146,9 @@ impl WeightSource for GgufWeights<'_> {
         let Some(info) = self.info(name) else {
             return Ok(None);
         };
-        Ok(Some((self.file.dequantize(info)?, info.shape())))
+        let values = self.file.dequantize(info)?;
+        self.file.release(info);
+        Ok(Some((values, info.shape())))
     }
 
     fn packed(&mut self, name: &str) -> Result<Option<PackedMatrix>> {
@@ -159,15 +161,23 @@ impl WeightSource for GgufWeights<'_> {
         }
         let (rows, cols) = (shape[0], shape[1]);
         let bytes = self.file.tensor_bytes(info);
-        if info.ggml_type == GgmlType::BF16 {
-            return Ok(Bf16Matrix::from_bytes(bytes.to_vec(), rows, cols).map(PackedMatrix::Bf16));
-        }
-        // Rows that are not whole blocks (never in real models) stay dense.
-        let (block, _) = info.ggml_type.block_layout();
-        if !QuantMatrix::supports(info.ggml_type) || !cols.is_multiple_of(block.max(BLOCK)) {
-            return Ok(None);
-        }
-        QuantMatrix::from_gguf(info.ggml_type, bytes, rows, cols)
-            .map(|m| Some(PackedMatrix::Blocks(m)))
+        let packed = if info.ggml_type == GgmlType::BF16 {
+            Bf16Matrix::from_bytes(bytes.to_vec(), rows, cols).map(PackedMatrix::Bf16)
+        } else {
+            // Rows that are not whole blocks (never in real models) stay dense.
+            let (block, _) = info.ggml_type.block_layout();
+            if !QuantMatrix::supports(info.ggml_type) || !cols.is_multiple_of(block.max(BLOCK)) {
+                return Ok(None);
+            }
+            Some(PackedMatrix::Blocks(QuantMatrix::from_gguf(
+                info.ggml_type,
+                bytes,
+                rows,
+                cols,
+            )?))
+        };
+        // Copied out (unpacked into the kernels' layout): the file's pages can go.
+        self.file.release(info);
+        Ok(packed)
     }
 }
