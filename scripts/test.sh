@@ -20,7 +20,7 @@ scripts/venv.sh scripts/requirements-ref.txt
 echo "== cargo test (flex backend) =="
 cargo test --release --workspace
 
-echo "== the tutorial's scale: a Llama-3.2-1B-shaped bf16 checkpoint vs transformers =="
+echo "== the tutorial's scale: a Llama-3.2-1B-shaped bf16 checkpoint and its Q8_0 / Q4_K_M GGUF copies vs transformers =="
 .venv/bin/python scripts/make-llama1b-shaped.py
 cargo test --release -p subspace --test llama1b_shaped -- --ignored
 

@@ -118,6 +118,10 @@ impl PackedRows for Bf16Matrix {
         Bf16Row(&self.as_bytes()[r * w..(r + 1) * w])
     }
 
+    fn bf16_row(&self, r: usize) -> Option<&[u8]> {
+        Some(self.row(r).0)
+    }
+
     #[cfg(target_arch = "x86_64")]
     unsafe fn dequantize_row_avx512(&self, r: usize, out: &mut [f32]) {
         // SAFETY: the caller guarantees AVX-512F.

@@ -46,6 +46,11 @@ pub trait PackedRows: Sync {
         self.dequantize_row(r, out);
     }
 
+    /// Row `r`'s bytes if the matrix is bf16 (for the kernels that multiply bf16 directly).
+    fn bf16_row(&self, _r: usize) -> Option<&[u8]> {
+        None
+    }
+
     /// The whole matrix in `f32`, row-major.
     fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows() * self.cols()];
