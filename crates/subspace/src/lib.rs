@@ -24,6 +24,10 @@ pub mod sweep;
 pub mod train;
 pub mod tutorial;
 
+/// Re-exported for notebooks (metadata of a saved intervention, reading result files): each
+/// `:dep` line costs the Rust kernel seconds of re-analysing the dependency graph.
+pub use serde_json;
+
 pub use display::Patched;
 pub use error::{Result, SubspaceError};
 pub use generate::Generated;
