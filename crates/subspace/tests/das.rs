@@ -246,3 +246,26 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
         }
     }
 }
+
+/// All 576 rotated dimensions patched is residual patching, for any rotation: `Rᵀ(R s) = s`.
+/// (The end point of a dims curve: a subspace can do no more than the whole vector.) A 575-dim
+/// patch is not, so the test would notice a rotation that ignored `n_dims`.
+#[test]
+fn das_with_every_dimension_is_residual_patching() {
+    let lm = smollm();
+    let pair = tutorial_pair(lm);
+    let site = Site::block_output(9);
+    let d = lm.hidden_size();
+    let residual = lm.patch(&pair, &Intervention::Replace.at(site)).unwrap().after;
+    let clean = lm.predict(&pair.base).unwrap();
+    assert!(common::max_abs_diff(&residual.probs, &clean.probs) > 1e-2, "the patch moves");
+    for seed in [0, 7] {
+        let full = Intervention::random_rotation(d, d, seed, &lm.device()).unwrap();
+        let got = lm.patch(&pair, &full.at(site)).unwrap().after;
+        let diff = common::max_abs_diff(&got.probs, &residual.probs);
+        assert!(diff < 1e-4, "seed {seed}: max |prob diff| {diff}");
+    }
+    let most = Intervention::random_rotation(d, d - 1, 0, &lm.device()).unwrap();
+    let got = lm.patch(&pair, &most.at(site)).unwrap().after;
+    assert!(common::max_abs_diff(&got.probs, &residual.probs) > 1e-4);
+}

@@ -294,6 +294,9 @@ fn a_ravel_run_with_batch_0_is_refused_at_once() {
         ("steps", |c| c.steps = 0),
         ("lr", |c| c.lr = Some(f64::INFINITY)),
         ("train pairs", |c| c.n_train = 0),
+        ("save path", |c| {
+            c.save = Some("/no/such/folder/run.safetensors".into());
+        }),
     ] {
         let mut config = RunConfig::new(Method::Das, 9);
         edit(&mut config);

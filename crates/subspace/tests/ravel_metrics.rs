@@ -72,3 +72,44 @@ fn a_run_reports_train_val_and_test_scores() {
         assert!((0.0..=1.0).contains(&s), "{s}");
     }
 }
+
+/// `--save`: the file holds the trained rotation (not its random start), the settings, and the
+/// scores, and the loaded rotation scores the same on the same pairs. A file that is not a RAVEL
+/// run is refused with a reason.
+#[test]
+fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
+    let lm = common::smollm();
+    let data = RavelData::load(&RavelData::default_dir()).unwrap();
+    let probe = probe();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("das.safetensors");
+    let mut config = RunConfig::new(Method::Das, 9);
+    config.steps = 3;
+    config.n_train = 8;
+    config.n_eval = 8;
+    config.lr = Some(1e-2);
+    config.save = Some(path.clone());
+    let r = ravel::methods::run(lm, &data, &probe, &config).unwrap();
+
+    let run = ravel::load_run(&path, lm).unwrap();
+    assert_eq!(run.site, Site::block_output(9));
+    assert_eq!((run.config.steps, run.config.n_eval, run.config.lr), (3, 8, Some(1e-2)));
+    assert_eq!(run.recorded.losses, r.losses);
+    let start = Intervention::random_rotation(lm.hidden_size(), 16, 0, &lm.device()).unwrap();
+    let (Intervention::Rotated(saved), Intervention::Rotated(start)) = (&run.intervention, &start)
+    else {
+        panic!("a rotation: {:?}", run.intervention.kind());
+    };
+    let host = |t: &burn::tensor::Tensor<2>| subspace::readout::to_host(t.clone()).unwrap();
+    let moved = common::max_abs_diff(&host(&saved.rotation), &host(&start.rotation));
+    assert!(moved > 1e-4, "the saved rotation is the trained one (moved {moved})");
+
+    let (val, test) = run.rescore(lm, &data, &probe).unwrap();
+    assert_eq!((val.cause, val.isolate), (r.val.cause, r.val.isolate));
+    assert_eq!((test.cause, test.isolate, test.n_cause), (r.cause, r.isolate, r.n_cause));
+
+    let plain = dir.path().join("plain.safetensors");
+    subspace::store::save(&plain, lm, run.site, &run.intervention, serde_json::json!({})).unwrap();
+    let e = ravel::load_run(&plain, lm).unwrap_err().to_string();
+    assert!(e.contains("not saved by `subspace ravel --save`"), "{e}");
+}

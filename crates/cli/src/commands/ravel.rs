@@ -100,6 +100,10 @@ pub struct Args {
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 10, requires = "checkpoint")]
     pub checkpoint_every: usize,
+    /// Save the trained intervention, its settings and its scores to this file (a notebook
+    /// loads it with `ravel::methods::load_run`).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -137,6 +141,7 @@ pub fn run(args: Args) -> Result<()> {
         });
     }
     config.stop = Some(stop_on_signals());
+    config.save = args.save.clone();
     let every = (args.steps / 20).max(1);
     let r = ravel::methods::run_with_progress(&lm, &data, &probe, &config, progress(every))?;
     if args.json {

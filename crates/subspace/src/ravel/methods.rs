@@ -1,5 +1,6 @@
 //! The methods compared on RAVEL, each trained on train pairs and scored on test pairs the same way.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::data::{RavelData, Split};
 use super::eval::{Role, Scores, evaluate, split_examples};
 use super::probe::ProbeReport;
-use crate::error::{Result, bad_setting};
+use crate::error::{Result, SubspaceError, bad_setting};
 use crate::intervention::Intervention;
 use crate::lm::LanguageModel;
 use crate::pair::Example;
@@ -93,6 +94,10 @@ pub struct RunConfig {
     /// Raised (by a Ctrl-C handler) to stop training after the current step.
     #[serde(skip)]
     pub stop: Option<StopFlag>,
+    /// Save the trained intervention here, with these settings and the scores (see
+    /// [`load_run`]): a notebook can then show an at-scale run without training it again.
+    #[serde(skip)]
+    pub save: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -109,6 +114,7 @@ impl RunConfig {
             n_eval: 200,
             checkpoint: None,
             stop: None,
+            save: None,
         }
     }
 }
@@ -139,6 +145,20 @@ impl RunConfig {
         {
             return bad_setting("checkpoint interval", 0, "at least 1 step");
         }
+        // Checked before training, so that a mistyped folder does not cost the trained run.
+        if let Some(path) = &self.save {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() || path.is_dir() {
+                return bad_setting(
+                    "save path",
+                    path.display(),
+                    "a file in an existing folder",
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -163,6 +183,19 @@ pub struct RunResult {
     /// show. `None` in results written before it was reported.
     #[serde(default)]
     pub train: Option<Scores>,
+}
+
+impl RunResult {
+    /// The test scores (kept as top-level fields for the results files written before).
+    pub fn test(&self) -> Scores {
+        Scores {
+            cause: self.cause,
+            isolate: self.isolate,
+            disentangle: self.disentangle,
+            n_cause: self.n_cause,
+            n_isolate: self.n_isolate,
+        }
+    }
 }
 
 /// Trains (if the method learns) on train pairs, scores on val and test pairs.
@@ -240,12 +273,9 @@ pub fn run_with_progress(
         losses = report.losses;
     }
     let train_seconds = start.elapsed().as_secs_f64();
-    let val_set = split_examples(lm, data, probe, Split::Val, config.n_eval, config.seed + 1)?;
-    let test_set = split_examples(lm, data, probe, Split::Test, config.n_eval, config.seed + 2)?;
     let train = evaluate(lm, site, &intervention, &train_set, config.batch)?;
-    let val = evaluate(lm, site, &intervention, &val_set, config.batch)?;
-    let test = evaluate(lm, site, &intervention, &test_set, config.batch)?;
-    Ok(RunResult {
+    let (val, test) = held_out_scores(lm, data, probe, site, &intervention, config)?;
+    let result = RunResult {
         method: config.method.name().into(),
         layer: config.layer,
         dims: (config.method != Method::Residual).then_some(config.dims),
@@ -258,5 +288,77 @@ pub fn run_with_progress(
         losses,
         val,
         train: Some(train),
+    };
+    if let Some(path) = &config.save {
+        let notes = serde_json::json!({ "ravel": { "config": config, "result": &result } });
+        crate::store::save(path, lm, site, &intervention, notes)?;
+    }
+    Ok(result)
+}
+
+/// The val and test scores of `intervention` at `site` on the pairs that a run with `config`'s
+/// `n_eval`, `seed` and `batch` scores: the same pairs whether the intervention was just
+/// trained or loaded from a file.
+pub fn held_out_scores(
+    lm: &LanguageModel,
+    data: &RavelData,
+    probe: &ProbeReport,
+    site: Site,
+    intervention: &Intervention,
+    config: &RunConfig,
+) -> Result<(Scores, Scores)> {
+    let val_set = split_examples(lm, data, probe, Split::Val, config.n_eval, config.seed + 1)?;
+    let test_set = split_examples(lm, data, probe, Split::Test, config.n_eval, config.seed + 2)?;
+    Ok((
+        evaluate(lm, site, intervention, &val_set, config.batch)?,
+        evaluate(lm, site, intervention, &test_set, config.batch)?,
+    ))
+}
+
+/// A run saved by `subspace ravel --save` (or [`RunConfig::save`]): the trained intervention
+/// and its site, the settings it was trained with and what it scored then.
+#[derive(Debug, Clone)]
+pub struct SavedRun {
+    pub site: Site,
+    pub intervention: Intervention,
+    pub config: RunConfig,
+    pub recorded: RunResult,
+}
+
+impl SavedRun {
+    /// Scores the loaded intervention again on its val and test pairs (which should give
+    /// `recorded`'s numbers: the model and the pairs are the same).
+    pub fn rescore(
+        &self,
+        lm: &LanguageModel,
+        data: &RavelData,
+        probe: &ProbeReport,
+    ) -> Result<(Scores, Scores)> {
+        held_out_scores(lm, data, probe, self.site, &self.intervention, &self.config)
+    }
+}
+
+/// Loads a saved RAVEL run for `lm` (refused, as by [`crate::store::load`], if it was trained
+/// on another model).
+pub fn load_run(path: &Path, lm: &LanguageModel) -> Result<SavedRun> {
+    let saved = crate::store::load(path, lm)?;
+    let ravel = &saved.meta.notes["ravel"];
+    let parse = |what: &str| -> Result<_> {
+        Err(SubspaceError::Data(format!(
+            "{} holds an intervention but no RAVEL {what}; it was not saved by `subspace ravel --save`",
+            path.display()
+        )))
+    };
+    let Ok(config) = serde_json::from_value::<RunConfig>(ravel["config"].clone()) else {
+        return parse("settings");
+    };
+    let Ok(recorded) = serde_json::from_value::<RunResult>(ravel["result"].clone()) else {
+        return parse("scores");
+    };
+    Ok(SavedRun {
+        site: saved.site,
+        intervention: saved.intervention,
+        config,
+        recorded,
     })
 }
