@@ -104,7 +104,8 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
     let moved = common::max_abs_diff(&host(&saved.rotation), &host(&start.rotation));
     assert!(moved > 1e-4, "the saved rotation is the trained one (moved {moved})");
 
-    let (val, test) = run.rescore(lm, &data, &probe).unwrap();
+    let val = run.rescore(lm, &data, &probe, Split::Val).unwrap();
+    let test = run.rescore(lm, &data, &probe, Split::Test).unwrap();
     assert_eq!((val.cause, val.isolate), (r.val.cause, r.val.isolate));
     assert_eq!((test.cause, test.isolate, test.n_cause), (r.cause, r.isolate, r.n_cause));
 

@@ -198,6 +198,39 @@ impl RunResult {
     }
 }
 
+/// The method's intervention before training: for the baselines, the only one (all of the
+/// vector; `dims` random neurons drawn with `seed`); for the trained methods, their start.
+/// Checks `config` and the layer first.
+pub fn initial_intervention(lm: &LanguageModel, config: &RunConfig) -> Result<Intervention> {
+    config.validate()?;
+    let d = lm.hidden_size();
+    let device = lm.device();
+    Site::block_output(config.layer).check(lm.n_layers())?;
+    if config.method != Method::Residual && (config.dims == 0 || config.dims > d) {
+        return bad_setting(
+            "dims",
+            config.dims,
+            format!("between 1 and the hidden size, {d}"),
+        );
+    }
+    Ok(match config.method {
+        Method::Residual => Intervention::Replace,
+        Method::Neurons => {
+            let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+            let mut idx = sample(&mut rng, d, config.dims).into_vec();
+            idx.sort_unstable();
+            Intervention::Neurons(idx)
+        }
+        Method::Das | Method::Mdas => {
+            Intervention::random_rotation(d, config.dims, config.seed, &device)?
+        }
+        Method::Lowrank => Intervention::random_low_rank(d, config.dims, config.seed, &device)?,
+        Method::Boundless => {
+            Intervention::random_boundless(d, config.dims as f32 / d as f32, config.seed, &device)?
+        }
+    })
+}
+
 /// Trains (if the method learns) on train pairs, scores on val and test pairs.
 pub fn run(
     lm: &LanguageModel,
@@ -216,34 +249,8 @@ pub fn run_with_progress(
     config: &RunConfig,
     progress: impl FnMut(&StepReport),
 ) -> Result<RunResult> {
-    config.validate()?;
-    let d = lm.hidden_size();
-    let device = lm.device();
+    let mut intervention = initial_intervention(lm, config)?;
     let site = Site::block_output(config.layer);
-    site.check(lm.n_layers())?;
-    if config.method != Method::Residual && (config.dims == 0 || config.dims > d) {
-        return bad_setting(
-            "dims",
-            config.dims,
-            format!("between 1 and the hidden size, {d}"),
-        );
-    }
-    let mut intervention = match config.method {
-        Method::Residual => Intervention::Replace,
-        Method::Neurons => {
-            let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-            let mut idx = sample(&mut rng, d, config.dims).into_vec();
-            idx.sort_unstable();
-            Intervention::Neurons(idx)
-        }
-        Method::Das | Method::Mdas => {
-            Intervention::random_rotation(d, config.dims, config.seed, &device)?
-        }
-        Method::Lowrank => Intervention::random_low_rank(d, config.dims, config.seed, &device)?,
-        Method::Boundless => {
-            Intervention::random_boundless(d, config.dims as f32 / d as f32, config.seed, &device)?
-        }
-    };
     let mut losses = Vec::new();
     let start = Instant::now();
     let train_set = split_examples(lm, data, probe, Split::Train, config.n_train, config.seed)?;
@@ -307,12 +314,30 @@ pub fn held_out_scores(
     intervention: &Intervention,
     config: &RunConfig,
 ) -> Result<(Scores, Scores)> {
-    let val_set = split_examples(lm, data, probe, Split::Val, config.n_eval, config.seed + 1)?;
-    let test_set = split_examples(lm, data, probe, Split::Test, config.n_eval, config.seed + 2)?;
     Ok((
-        evaluate(lm, site, intervention, &val_set, config.batch)?,
-        evaluate(lm, site, intervention, &test_set, config.batch)?,
+        split_scores(lm, data, probe, site, intervention, config, Split::Val)?,
+        split_scores(lm, data, probe, site, intervention, config, Split::Test)?,
     ))
+}
+
+/// The scores on one split's pairs as a run with `config` draws them: train (`n_train` pairs,
+/// `seed`), val (`n_eval`, `seed + 1`) or test (`n_eval`, `seed + 2`).
+pub fn split_scores(
+    lm: &LanguageModel,
+    data: &RavelData,
+    probe: &ProbeReport,
+    site: Site,
+    intervention: &Intervention,
+    config: &RunConfig,
+    split: Split,
+) -> Result<Scores> {
+    let (n, seed) = match split {
+        Split::Train => (config.n_train, config.seed),
+        Split::Val => (config.n_eval, config.seed + 1),
+        Split::Test => (config.n_eval, config.seed + 2),
+    };
+    let examples = split_examples(lm, data, probe, split, n, seed)?;
+    evaluate(lm, site, intervention, &examples, config.batch)
 }
 
 /// A run saved by `subspace ravel --save` (or [`RunConfig::save`]): the trained intervention
@@ -326,15 +351,16 @@ pub struct SavedRun {
 }
 
 impl SavedRun {
-    /// Scores the loaded intervention again on its val and test pairs (which should give
-    /// `recorded`'s numbers: the model and the pairs are the same).
+    /// Scores the loaded intervention again on one split's pairs, drawn as its run drew them
+    /// (so they give `recorded`'s numbers: the model and the pairs are the same).
     pub fn rescore(
         &self,
         lm: &LanguageModel,
         data: &RavelData,
         probe: &ProbeReport,
-    ) -> Result<(Scores, Scores)> {
-        held_out_scores(lm, data, probe, self.site, &self.intervention, &self.config)
+        split: Split,
+    ) -> Result<Scores> {
+        split_scores(lm, data, probe, self.site, &self.intervention, &self.config, split)
     }
 }
 
