@@ -124,7 +124,10 @@ fn check_products(name: &str, w: &impl PackedRows, dense: &[f32]) {
             let g = values(m * rows, m + 1);
             let want_g = reference(&g, m, dense, COLS, rows, false);
             // vdpbf16ps multiplies bf16 weights by the activations rounded to bf16.
-            let x_bf16: Vec<f32> = x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+            let x_bf16: Vec<f32> = x
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_f32())
+                .collect();
             let want_y_bf16 = reference(&x_bf16, m, dense, rows, COLS, true);
             for &k in kernels {
                 let what = format!("{name}, m = {m}, {}", k.name());

@@ -256,9 +256,15 @@ fn das_with_every_dimension_is_residual_patching() {
     let pair = tutorial_pair(lm);
     let site = Site::block_output(9);
     let d = lm.hidden_size();
-    let residual = lm.patch(&pair, &Intervention::Replace.at(site)).unwrap().after;
+    let residual = lm
+        .patch(&pair, &Intervention::Replace.at(site))
+        .unwrap()
+        .after;
     let clean = lm.predict(&pair.base).unwrap();
-    assert!(common::max_abs_diff(&residual.probs, &clean.probs) > 1e-2, "the patch moves");
+    assert!(
+        common::max_abs_diff(&residual.probs, &clean.probs) > 1e-2,
+        "the patch moves"
+    );
     for seed in [0, 7] {
         let full = Intervention::random_rotation(d, d, seed, &lm.device()).unwrap();
         let got = lm.patch(&pair, &full.at(site)).unwrap().after;

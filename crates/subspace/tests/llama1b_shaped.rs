@@ -161,11 +161,11 @@ fn gguf_copy_matches_transformers(ftype: &str, gate: &str, attn_v_layer0: &str) 
         "Llama-3 rope scaling arrives as llama.cpp's rope_freqs tensor"
     );
     assert_eq!(lm.model.weight_storage(), gate);
-    assert_eq!(
-        lm.model.blocks[0].self_attn.v_proj.storage(),
-        attn_v_layer0
+    assert_eq!(lm.model.blocks[0].self_attn.v_proj.storage(), attn_v_layer0);
+    assert!(
+        lm.model.lm_head.is_none(),
+        "tied head read from the packed embedding"
     );
-    assert!(lm.model.lm_head.is_none(), "tied head read from the packed embedding");
 
     let paris = lm.prompt(PARIS).unwrap();
     let batch = lm.batch(&[&paris]);
@@ -174,14 +174,21 @@ fn gguf_copy_matches_transformers(ftype: &str, gate: &str, attn_v_layer0: &str) 
     let diff = common::max_abs_diff(&got, &want);
     eprintln!("{ftype}: max |logit diff| vs transformers on gguf-py's weights: {diff:.2e}");
     assert!(diff < TOLERANCE, "{ftype}: max |logit diff| {diff}");
-    assert_eq!(top_ids(&got, 10), top_ids(&want, 10), "{ftype}: top-10 in order");
+    assert_eq!(
+        top_ids(&got, 10),
+        top_ids(&want, 10),
+        "{ftype}: top-10 in order"
+    );
 
     let site = Site::block_output(8);
     let last = paris.ids.len() - 1;
     let hidden = lm.trace(&paris).unwrap().vector(site, last).unwrap();
     let want = common::read_f32(&refs, "paris_layer8_last");
     let diff = common::max_abs_diff(&to_host(hidden).unwrap(), &want);
-    assert!(diff < TOLERANCE, "{ftype}: layer-8 residual max |diff| {diff}");
+    assert!(
+        diff < TOLERANCE,
+        "{ftype}: layer-8 residual max |diff| {diff}"
+    );
 }
 
 #[test]

@@ -93,7 +93,10 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
 
     let run = ravel::load_run(&path, lm).unwrap();
     assert_eq!(run.site, Site::block_output(9));
-    assert_eq!((run.config.steps, run.config.n_eval, run.config.lr), (3, 8, Some(1e-2)));
+    assert_eq!(
+        (run.config.steps, run.config.n_eval, run.config.lr),
+        (3, 8, Some(1e-2))
+    );
     assert_eq!(run.recorded.losses, r.losses);
     let start = Intervention::random_rotation(lm.hidden_size(), 16, 0, &lm.device()).unwrap();
     let (Intervention::Rotated(saved), Intervention::Rotated(start)) = (&run.intervention, &start)
@@ -102,15 +105,28 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
     };
     let host = |t: &burn::tensor::Tensor<2>| subspace::readout::to_host(t.clone()).unwrap();
     let moved = common::max_abs_diff(&host(&saved.rotation), &host(&start.rotation));
-    assert!(moved > 1e-4, "the saved rotation is the trained one (moved {moved})");
+    assert!(
+        moved > 1e-4,
+        "the saved rotation is the trained one (moved {moved})"
+    );
 
     let val = run.rescore(lm, &data, &probe, Split::Val).unwrap();
     let test = run.rescore(lm, &data, &probe, Split::Test).unwrap();
     assert_eq!((val.cause, val.isolate), (r.val.cause, r.val.isolate));
-    assert_eq!((test.cause, test.isolate, test.n_cause), (r.cause, r.isolate, r.n_cause));
+    assert_eq!(
+        (test.cause, test.isolate, test.n_cause),
+        (r.cause, r.isolate, r.n_cause)
+    );
 
     let plain = dir.path().join("plain.safetensors");
-    subspace::store::save(&plain, lm, run.site, &run.intervention, serde_json::json!({})).unwrap();
+    subspace::store::save(
+        &plain,
+        lm,
+        run.site,
+        &run.intervention,
+        serde_json::json!({}),
+    )
+    .unwrap();
     let e = ravel::load_run(&plain, lm).unwrap_err().to_string();
     assert!(e.contains("not saved by `subspace ravel --save`"), "{e}");
 }

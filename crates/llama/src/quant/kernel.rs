@@ -28,8 +28,8 @@ use super::packed::{BLOCK, PackedRow, PackedRows};
 pub enum Kernels {
     /// [`Kernels::Avx512`], except that a bf16 matrix's forward product uses AVX512-BF16's
     /// `vdpbf16ps` (32 bf16 products per instruction, summed in `f32`) on the activations
-    /// rounded to bf16 (a relative error of up to 2⁻⁹ each). 1.4× faster for a few tokens,
-    /// 2.7× for 72 (`--example bf16_probe`), but no longer exact, so only used when asked
+    /// rounded to bf16 (a relative error of up to 2⁻⁹ each). 1.4–1.6× faster for 1–9 tokens,
+    /// 1.1× for 72 (`--example bf16_probe`), but no longer exact, so only used when asked
     /// (`SUBSPACE_KERNELS=avx512bf16`): by default products match transformers in `f32`.
     Avx512Bf16,
     /// AVX-512F with FMA (the forward product written with intrinsics).
@@ -495,9 +495,9 @@ pub(crate) mod avx512 {
                         });
                         for (t, acc_t) in acc.iter_mut().enumerate().take(nt) {
                             let p = x.as_ptr().add((t0 + t) * k + s);
-                            let xv = std::mem::transmute::<__m512i, __m512bh>(
-                                _mm512_loadu_si512(p.cast()),
-                            );
+                            let xv = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                                p.cast(),
+                            ));
                             for (a, &wi) in acc_t.iter_mut().zip(&wv) {
                                 *a = _mm512_dpbf16_ps(*a, wi, xv);
                             }

@@ -152,11 +152,7 @@ impl RunConfig {
                 _ => Path::new("."),
             };
             if !dir.is_dir() || path.is_dir() {
-                return bad_setting(
-                    "save path",
-                    path.display(),
-                    "a file in an existing folder",
-                );
+                return bad_setting("save path", path.display(), "a file in an existing folder");
             }
         }
         Ok(())
@@ -281,7 +277,8 @@ pub fn run_with_progress(
     }
     let train_seconds = start.elapsed().as_secs_f64();
     let train = evaluate(lm, site, &intervention, &train_set, config.batch)?;
-    let (val, test) = held_out_scores(lm, data, probe, site, &intervention, config)?;
+    let val = split_scores(lm, data, probe, site, &intervention, config, Split::Val)?;
+    let test = split_scores(lm, data, probe, site, &intervention, config, Split::Test)?;
     let result = RunResult {
         method: config.method.name().into(),
         layer: config.layer,
@@ -301,23 +298,6 @@ pub fn run_with_progress(
         crate::store::save(path, lm, site, &intervention, notes)?;
     }
     Ok(result)
-}
-
-/// The val and test scores of `intervention` at `site` on the pairs that a run with `config`'s
-/// `n_eval`, `seed` and `batch` scores: the same pairs whether the intervention was just
-/// trained or loaded from a file.
-pub fn held_out_scores(
-    lm: &LanguageModel,
-    data: &RavelData,
-    probe: &ProbeReport,
-    site: Site,
-    intervention: &Intervention,
-    config: &RunConfig,
-) -> Result<(Scores, Scores)> {
-    Ok((
-        split_scores(lm, data, probe, site, intervention, config, Split::Val)?,
-        split_scores(lm, data, probe, site, intervention, config, Split::Test)?,
-    ))
 }
 
 /// The scores on one split's pairs as a run with `config` draws them: train (`n_train` pairs,
@@ -360,7 +340,15 @@ impl SavedRun {
         probe: &ProbeReport,
         split: Split,
     ) -> Result<Scores> {
-        split_scores(lm, data, probe, self.site, &self.intervention, &self.config, split)
+        split_scores(
+            lm,
+            data,
+            probe,
+            self.site,
+            &self.intervention,
+            &self.config,
+            split,
+        )
     }
 }
 
