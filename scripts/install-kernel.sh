@@ -14,6 +14,13 @@ if ! cargo install --list | grep -q "^evcxr_jupyter v$EVCXR_VERSION:"; then
   echo "installing evcxr_jupyter $EVCXR_VERSION (a cold build takes 10-20 minutes on 2 cores)"
   cargo install --locked "evcxr_jupyter@$EVCXR_VERSION"
 fi
+# The kernel's build folder starts from the workspace's Cargo.lock, so the notebooks compile the
+# same crate versions as the tests (not whatever crates.io has that day) and the stubs in
+# notebooks/kernel-stubs match them.
+if ! [[ -f notebooks/.evcxr-build/Cargo.lock ]]; then
+  mkdir -p notebooks/.evcxr-build
+  cp Cargo.lock notebooks/.evcxr-build/Cargo.lock
+fi
 scripts/venv.sh scripts/requirements-notebooks.txt
 JUPYTER_PATH="$PWD/.venv/share/jupyter" "$HOME/.cargo/bin/evcxr_jupyter" --install >/dev/null
 # --install writes into the first JUPYTER_PATH entry; make sure it landed in the venv.
