@@ -25,10 +25,21 @@ pub struct Pair {
 
 /// A pair and the token the patched run should predict next: one training or evaluation
 /// example of DAS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     pub pair: Pair,
     pub target: u32,
+    /// The example's weight in its minibatch's loss (1 unless set: the loss is then the plain
+    /// mean). Multi-task DAS uses it to weigh the cause objective against the isolate ones.
+    pub weight: f32,
+}
+
+impl Example {
+    /// This example with weight `weight` in the loss (relative to the others in its batch).
+    pub fn weighted(mut self, weight: f32) -> Example {
+        self.weight = weight;
+        self
+    }
 }
 
 impl LanguageModel {
@@ -84,7 +95,11 @@ impl Pair {
 
     /// This pair as a training example whose patched run should predict `target`.
     pub fn with_target(self, target: u32) -> Example {
-        Example { pair: self, target }
+        Example {
+            pair: self,
+            target,
+            weight: 1.0,
+        }
     }
 }
 

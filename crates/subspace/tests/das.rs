@@ -275,3 +275,56 @@ fn das_with_every_dimension_is_residual_patching() {
     let got = lm.patch(&pair, &most.at(site)).unwrap().after;
     assert!(common::max_abs_diff(&got.probs, &residual.probs) > 1e-4);
 }
+
+/// The loss of a batch of weighted examples is `Σ wᵢ CEᵢ / Σ wᵢ`, each `CEᵢ` measured alone
+/// (multi-task DAS weighs the cause objective against the isolate ones this way).
+#[test]
+fn weighted_examples_give_the_weighted_mean_of_their_losses() {
+    let lm = common::tiny();
+    let site = Site::block_output(1);
+    let iv = Intervention::random_rotation(lm.hidden_size(), 4, 3, &lm.device()).unwrap();
+    let a = common::tiny_example(&lm);
+    let b = lm
+        .pair("over the lazy dog the quick", "brown fox the quick jumps")
+        .unwrap()
+        .at_positions(3, 1)
+        .unwrap()
+        .with_target(9);
+    let alone = |e: &Example| {
+        let objective = DasObjective::new(&lm, site, std::slice::from_ref(e), None).unwrap();
+        f64::from(objective.loss(&iv, 0).unwrap())
+    };
+    let (la, lb) = (alone(&a), alone(&b));
+    assert!((la - lb).abs() > 1e-3, "the two examples must differ: {la} {lb}");
+    let both = |wa: f32, wb: f32| {
+        let batch = [a.clone().weighted(wa), b.clone().weighted(wb)];
+        f64::from(DasObjective::new(&lm, site, &batch, None).unwrap().loss(&iv, 0).unwrap())
+    };
+    let expect = (3.0 * la + 0.5 * lb) / 3.5;
+    assert!((both(3.0, 0.5) - expect).abs() < 1e-4, "{} vs {expect}", both(3.0, 0.5));
+    // Equal weights of any size are the plain mean.
+    assert!((both(2.0, 2.0) - (la + lb) / 2.0).abs() < 1e-4);
+    assert!((both(1.0, 1.0) - (la + lb) / 2.0).abs() < 1e-4);
+}
+
+/// Each step's learning rate follows the schedule: warm-up 1/(w+1), 2/(w+1), ... then a linear
+/// fall to 0 after the last step (hand-computed for lr 1e-2, 2 warm-up steps of 6).
+#[test]
+fn the_learning_rate_follows_the_warm_up_and_the_decay() {
+    let lm = common::tiny();
+    let example = common::tiny_example(&lm);
+    let mut iv = Intervention::random_rotation(lm.hidden_size(), 2, 0, &lm.device()).unwrap();
+    let config = DasConfig::new(Site::block_output(0), 6)
+        .with_lr(1e-2)
+        .with_schedule(train::LrSchedule {
+            warmup: 2,
+            decay: train::Decay::Linear,
+        });
+    let mut lrs = Vec::new();
+    train::train(&lm, &mut iv, &[example], &config, |s| lrs.push(s.lr)).unwrap();
+    let expect = [1e-2 / 3.0, 2e-2 / 3.0, 1e-2, 0.75e-2, 0.5e-2, 0.25e-2];
+    for (got, want) in lrs.iter().zip(expect) {
+        assert!((got - want).abs() < 1e-12, "{lrs:?}");
+    }
+    assert_eq!(lrs.len(), 6);
+}

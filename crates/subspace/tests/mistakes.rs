@@ -239,6 +239,21 @@ fn a_prompt_longer_than_the_context_is_refused_before_running() {
 }
 
 #[test]
+fn an_example_weight_that_is_not_positive_is_refused() {
+    let lm = common::tiny();
+    for w in [0.0, -1.0, f32::NAN] {
+        let example = common::tiny_example(&lm).weighted(w);
+        let e = train::DasObjective::new(&lm, Site::block_output(0), &[example], None)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&e, SubspaceError::BadSetting { name: "example weight", .. }),
+            "{w}: {e}"
+        );
+    }
+}
+
+#[test]
 fn bad_numbers_are_refused_before_any_step() {
     let lm = common::tiny();
     let example = common::tiny_example(&lm);
@@ -250,6 +265,13 @@ fn bad_numbers_are_refused_before_any_step() {
         ("lr", base.clone().with_lr(0.0)),
         ("steps", DasConfig::new(site, 0)),
         ("batch size", base.clone().with_batch_size(0)),
+        (
+            "warm-up",
+            base.clone().with_schedule(train::LrSchedule {
+                warmup: 3,
+                decay: train::Decay::Linear,
+            }),
+        ),
         (
             "checkpoint interval",
             base.clone().with_checkpoint("/tmp/never-written.ckpt", 0),
@@ -294,6 +316,9 @@ fn a_ravel_run_with_batch_0_is_refused_at_once() {
         ("steps", |c| c.steps = 0),
         ("lr", |c| c.lr = Some(f64::INFINITY)),
         ("train pairs", |c| c.n_train = 0),
+        ("epochs", |c| c.epochs = Some(0.0)),
+        ("warm-up", |c| c.warmup = 1.0),
+        ("isolate weight", |c| c.isolate_weight = f64::NAN),
         ("save path", |c| {
             c.save = Some("/no/such/folder/run.safetensors".into());
         }),

@@ -61,36 +61,40 @@ pub fn stop_on_signals() -> subspace::StopFlag {
     stop
 }
 
-/// Training progress on stderr: a bar with loss, steps/s and ETA on a terminal, a line every
-/// `every` steps otherwise (logs, notebooks).
-pub fn progress(every: usize) -> impl FnMut(&subspace::StepReport) {
+/// Training progress on stderr: a bar with loss, examples/s and ETA on a terminal, about 20
+/// lines over the run otherwise (logs, notebooks).
+pub fn progress() -> impl FnMut(&subspace::StepReport) {
     let tty = std::io::stderr().is_terminal();
+    let mut examples = 0usize;
     move |s: &subspace::StepReport| {
         let mut err = std::io::stderr();
+        examples += s.examples;
         let secs = s.elapsed.as_secs_f64();
         let rate = s.step as f64 / secs.max(1e-9);
+        let per_second = examples as f64 / secs.max(1e-9);
         let eta = (s.steps - s.step.min(s.steps)) as f64 / rate.max(1e-9);
         if tty {
             let done = 30 * s.step / s.steps.max(1);
             let _ = write!(
                 err,
-                "\r[{}{}] {}/{} loss {:.4}  {:.2} steps/s  ETA {:.0}s ",
+                "\r[{}{}] {}/{} loss {:.4}  {:.1} examples/s  lr {:.1e}  ETA {:.0}s ",
                 "#".repeat(done),
                 " ".repeat(30 - done),
                 s.step,
                 s.steps,
                 s.loss,
-                rate,
+                per_second,
+                s.lr,
                 eta
             );
             if s.step == s.steps {
                 let _ = writeln!(err);
             }
-        } else if s.step.is_multiple_of(every.max(1)) || s.step == s.steps {
+        } else if s.step.is_multiple_of((s.steps / 20).max(1)) || s.step == s.steps {
             let _ = writeln!(
                 err,
-                "step {}/{} loss {:.4} ({:.1}s, ETA {:.0}s)",
-                s.step, s.steps, s.loss, secs, eta
+                "step {}/{} loss {:.4} ({:.1} examples/s, lr {:.1e}, {:.1}s, ETA {:.0}s)",
+                s.step, s.steps, s.loss, per_second, s.lr, secs, eta
             );
         }
     }

@@ -73,7 +73,7 @@ pub fn run(args: Args) -> Result<()> {
         config = config.with_checkpoint(path, args.checkpoint_every);
     }
     let config = config.with_stop(stop_on_signals());
-    let report = train::train(&lm, &mut iv, &[example], &config, progress(1))?;
+    let report = train::train(&lm, &mut iv, &[example], &config, progress())?;
     if let Some(step) = report.resumed_after {
         eprintln!("resumed from the checkpoint after step {step}");
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use subspace::ravel::{self, Method, ProbeReport, RavelData, RunConfig};
+use subspace::ravel::{self, Method, ProbeReport, RavelData, RunConfig, RunEvent};
 
 use super::common::{ModelArgs, progress, stop_on_signals};
 
@@ -80,8 +80,21 @@ pub struct Args {
     pub steps: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Default: 1e-3 for das/mdas, 1e-2 for lowrank/boundless.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Passes over the train examples (replaces --steps).
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Fraction of the steps over which the learning rate warms up linearly from ~0.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+    /// The learning rate after the warm-up: constant, linear (to 0) or cosine (to 0).
+    #[arg(long, default_value = "constant")]
+    pub decay: String,
+    /// mdas: weight of each isolate example against a cause example's 1 in the loss.
+    #[arg(long, default_value_t = 1.0)]
+    pub isolate_weight: f64,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Cause pairs for training (isolate pairs: half as many per kept attribute).
@@ -131,6 +144,10 @@ pub fn run(args: Args) -> Result<()> {
     config.steps = args.steps;
     config.seed = args.seed;
     config.lr = args.lr;
+    config.epochs = args.epochs;
+    config.warmup = args.warmup;
+    config.decay = subspace::train::Decay::parse(&args.decay)?;
+    config.isolate_weight = args.isolate_weight;
     config.batch = args.batch;
     config.n_train = args.train_pairs;
     config.n_eval = args.eval_pairs;
@@ -142,12 +159,17 @@ pub fn run(args: Args) -> Result<()> {
     }
     config.stop = Some(stop_on_signals());
     config.save = args.save.clone();
-    let every = (args.steps / 20).max(1);
-    let r = ravel::methods::run_with_progress(&lm, &data, &probe, &config, progress(every))?;
+    let start = std::time::Instant::now();
+    let mut step = progress();
+    let r = ravel::methods::run_with_progress(&lm, &data, &probe, &config, |event| match event {
+        RunEvent::Phase(what) => eprintln!("[{:>5.0} s] {what}", start.elapsed().as_secs_f64()),
+        RunEvent::Step(s) => step(s),
+    })?;
     if args.json {
         println!(
             "{}",
             serde_json::json!({
+                "config": &config,
                 "method": r.method, "layer": r.layer, "dims": r.dims, "cause": r.cause,
                 "isolate": r.isolate, "disentangle": r.disentangle, "n_cause": r.n_cause,
                 "n_isolate": r.n_isolate, "train_seconds": r.train_seconds,

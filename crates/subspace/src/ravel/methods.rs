@@ -16,7 +16,7 @@ use crate::intervention::Intervention;
 use crate::lm::LanguageModel;
 use crate::pair::Example;
 use crate::site::Site;
-use crate::train::{self, CheckpointConfig, DasConfig, StepReport, StopFlag};
+use crate::train::{self, CheckpointConfig, DasConfig, Decay, LrSchedule, StepReport, StopFlag};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,6 +84,20 @@ pub struct RunConfig {
     /// `None`: 1e-3 for full rotations (torch's parametrisation moves fast), 1e-2 for low-rank
     /// and boundless (retracted Adam steps).
     pub lr: Option<f64>,
+    /// Train for this many passes over the train examples instead of `steps` (the steps are
+    /// then `ceil(epochs × examples / batch)`).
+    #[serde(default)]
+    pub epochs: Option<f64>,
+    /// Fraction of the steps over which the learning rate warms up linearly.
+    #[serde(default)]
+    pub warmup: f64,
+    /// How the learning rate falls after the warm-up.
+    #[serde(default)]
+    pub decay: Decay,
+    /// Multi-task DAS only: the weight of each isolate example relative to a cause example's 1
+    /// in the loss (HyperDAS weighs them 0.5 against 3.5).
+    #[serde(default = "one")]
+    pub isolate_weight: f64,
     pub batch: usize,
     /// Cause pairs per split (isolate pairs: half as many per kept attribute).
     pub n_train: usize,
@@ -109,6 +123,10 @@ impl RunConfig {
             steps: 100,
             seed: 0,
             lr: None,
+            epochs: None,
+            warmup: 0.0,
+            decay: Decay::Constant,
+            isolate_weight: 1.0,
             batch: 32,
             n_train: 256,
             n_eval: 200,
@@ -140,6 +158,17 @@ impl RunConfig {
         {
             return bad_setting("lr", lr, "a finite number above 0");
         }
+        if let Some(e) = self.epochs
+            && !(e.is_finite() && e > 0.0)
+        {
+            return bad_setting("epochs", e, "a finite number above 0, e.g. 3");
+        }
+        if !(0.0..1.0).contains(&self.warmup) {
+            return bad_setting("warm-up", self.warmup, "a fraction of the steps, at least 0 and below 1");
+        }
+        if !(self.isolate_weight.is_finite() && self.isolate_weight > 0.0) {
+            return bad_setting("isolate weight", self.isolate_weight, "a finite number above 0");
+        }
         if let Some(ck) = &self.checkpoint
             && ck.every == 0
         {
@@ -157,6 +186,10 @@ impl RunConfig {
         }
         Ok(())
     }
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// What one run measured.
@@ -227,7 +260,16 @@ pub fn initial_intervention(lm: &LanguageModel, config: &RunConfig) -> Result<In
     })
 }
 
-/// Trains (if the method learns) on train pairs, scores on val and test pairs.
+/// What a run is doing, for a progress display.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// A phase begins (building pairs, scoring a split), with how much it covers.
+    Phase(&'a str),
+    /// A training step has finished.
+    Step(&'a StepReport),
+}
+
+/// Trains (if the method learns) on train pairs, scores on train, val and test pairs.
 pub fn run(
     lm: &LanguageModel,
     data: &RavelData,
@@ -237,33 +279,56 @@ pub fn run(
     run_with_progress(lm, data, probe, config, |_| {})
 }
 
-/// [`run`], calling `progress` after every training step.
+/// [`run`], telling `progress` when each phase starts and when each training step ends.
 pub fn run_with_progress(
     lm: &LanguageModel,
     data: &RavelData,
     probe: &ProbeReport,
     config: &RunConfig,
-    progress: impl FnMut(&StepReport),
+    mut progress: impl FnMut(RunEvent),
 ) -> Result<RunResult> {
     let mut intervention = initial_intervention(lm, config)?;
     let site = Site::block_output(config.layer);
     let mut losses = Vec::new();
     let start = Instant::now();
+    progress(RunEvent::Phase(&format!(
+        "building train pairs ({} cause{})",
+        config.n_train,
+        if config.method == Method::Mdas { " + isolate" } else { "" }
+    )));
     let train_set = split_examples(lm, data, probe, Split::Train, config.n_train, config.seed)?;
     if config.method.trained() {
+        let isolate_weight = config.isolate_weight as f32;
         let examples: Vec<Example> = train_set
             .iter()
             .filter(|e| config.method == Method::Mdas || e.role == Role::Cause)
-            .map(|e| e.example.clone())
+            .map(|e| match e.role {
+                Role::Cause => e.example.clone(),
+                Role::Isolate(_) => e.example.clone().weighted(isolate_weight),
+            })
             .collect();
+        let steps = match config.epochs {
+            Some(epochs) => ((epochs * examples.len() as f64) / config.batch as f64).ceil() as usize,
+            None => config.steps,
+        }
+        .max(1);
         // Low-rank and boundless take plain Adam steps followed by a QR retraction: each entry
         // moves by about `lr`, far less than a step of torch's exponential parametrisation.
         let lr = config.lr.unwrap_or(match config.method {
             Method::Lowrank | Method::Boundless => 1e-2,
             _ => 1e-3,
         });
-        let mut das = DasConfig::new(site, config.steps)
+        let schedule = LrSchedule::warmup_fraction(config.warmup, steps, config.decay)?;
+        progress(RunEvent::Phase(&format!(
+            "training on {} examples: {steps} steps of {}, lr {lr:e}, {} decay after {} warm-up steps",
+            examples.len(),
+            config.batch,
+            config.decay,
+            schedule.warmup
+        )));
+        let mut das = DasConfig::new(site, steps)
             .with_lr(lr)
+            .with_schedule(schedule)
             .with_batch_size(config.batch)
             .with_seed(config.seed);
         if let Some(ck) = &config.checkpoint {
@@ -272,12 +337,20 @@ pub fn run_with_progress(
         if let Some(stop) = &config.stop {
             das = das.with_stop(stop.clone());
         }
-        let report = train::train(lm, &mut intervention, &examples, &das, progress)?;
+        let report = train::train(lm, &mut intervention, &examples, &das, |s| {
+            progress(RunEvent::Step(s))
+        })?;
         losses = report.losses;
     }
     let train_seconds = start.elapsed().as_secs_f64();
+    progress(RunEvent::Phase(&format!(
+        "scoring the {} train pairs",
+        train_set.len()
+    )));
     let train = evaluate(lm, site, &intervention, &train_set, config.batch)?;
+    progress(RunEvent::Phase("scoring val pairs"));
     let val = split_scores(lm, data, probe, site, &intervention, config, Split::Val)?;
+    progress(RunEvent::Phase("scoring test pairs"));
     let test = split_scores(lm, data, probe, site, &intervention, config, Split::Test)?;
     let result = RunResult {
         method: config.method.name().into(),

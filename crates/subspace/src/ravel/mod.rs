@@ -8,5 +8,5 @@ pub mod probe;
 
 pub use data::{Attribute, City, RavelData, Split, Template};
 pub use eval::{RavelExample, Role, Scores, evaluate, pairs, split_examples};
-pub use methods::{Method, RunConfig, RunResult, SavedRun, load_run};
+pub use methods::{Method, RunConfig, RunEvent, RunResult, SavedRun, load_run};
 pub use probe::{KnownPrompt, ProbeReport};

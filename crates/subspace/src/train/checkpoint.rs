@@ -69,11 +69,19 @@ pub(super) fn run_fingerprint(
         h.usize(p.base_position);
         h.usize(p.source_position);
         h.u64(u64::from(e.target));
+        // Only a weight other than 1 enters, so checkpoints written before weights existed
+        // still match their run.
+        if e.weight != 1.0 {
+            h.u64(u64::from(e.weight.to_bits()));
+        }
     }
-    let settings = format!(
+    let mut settings = format!(
         "{:?}|{}|{:?}|{:?}|{}|{:?}",
         config.site, config.steps, config.adam, config.batch_size, config.seed, config.temperature
     );
+    if !config.schedule.is_constant() {
+        settings.push_str(&format!("|{:?}", config.schedule));
+    }
     settings.bytes().for_each(|b| h.u64(u64::from(b)));
     for t in initial.host_tensors()? {
         t.values.iter().for_each(|v| h.u64(u64::from(v.to_bits())));

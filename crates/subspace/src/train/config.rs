@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::adam::AdamConfig;
 use super::checkpoint::CheckpointConfig;
+use super::schedule::LrSchedule;
 use crate::error::{Result, bad_setting};
 use crate::site::Site;
 
@@ -16,6 +17,8 @@ pub struct DasConfig {
     pub site: Site,
     pub steps: usize,
     pub adam: AdamConfig,
+    /// The learning rate's factor over the run (default: constant, as in the tutorial).
+    pub schedule: LrSchedule,
     /// Examples per step (`None`: all of them every step).
     pub batch_size: Option<usize>,
     /// Seed of the example order (minibatches).
@@ -54,6 +57,7 @@ impl DasConfig {
             site,
             steps,
             adam: AdamConfig::default(),
+            schedule: LrSchedule::default(),
             batch_size: None,
             seed: 0,
             temperature: (50.0, 0.1),
@@ -74,6 +78,11 @@ impl DasConfig {
 
     pub fn with_lr(mut self, lr: f64) -> Self {
         self.adam.lr = lr;
+        self
+    }
+
+    pub fn with_schedule(mut self, schedule: LrSchedule) -> Self {
+        self.schedule = schedule;
         self
     }
 
@@ -109,6 +118,7 @@ impl DasConfig {
         if !(a.eps.is_finite() && a.eps > 0.0) {
             return bad_setting("eps", a.eps, "a finite number above 0, e.g. 1e-8");
         }
+        self.schedule.validate(self.steps)?;
         if self.batch_size == Some(0) {
             return bad_setting("batch size", 0, "at least 1");
         }
@@ -134,6 +144,10 @@ pub struct StepReport {
     pub step: usize,
     pub steps: usize,
     pub loss: f32,
+    /// The learning rate this step used (the schedule applied).
+    pub lr: f64,
+    /// Examples in this step's minibatch.
+    pub examples: usize,
     pub elapsed: Duration,
 }
 

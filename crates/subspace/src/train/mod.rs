@@ -37,11 +37,13 @@ mod config;
 pub mod exp_map;
 mod objective;
 mod params;
+mod schedule;
 
 pub use adam::{AdamConfig, AdamState};
 pub use checkpoint::CheckpointConfig;
 pub use config::{DasConfig, StepReport, StopFlag, TrainReport};
 pub use objective::DasObjective;
+pub use schedule::{Decay, LrSchedule};
 
 use std::time::Instant;
 
@@ -131,7 +133,8 @@ pub fn train(
                 return Err(e);
             }
         };
-        let loss = objective.loss_tensor(&live, objective.batch(step));
+        let batch = objective.batch(step);
+        let loss = objective.loss_tensor(&live, batch);
         let value = to_host(loss.clone().without_autodiff())?[0];
         if !value.is_finite() {
             keep_last_good(intervention, &last_good, temperature)?;
@@ -144,7 +147,11 @@ pub fn train(
         losses.push(value);
         let grads = loss.backward();
         last_good = Some(params.clone());
-        params = params.update(leaves, &grads, &config.adam, &mut moments, &device)?;
+        let adam = AdamConfig {
+            lr: config.adam.lr * config.schedule.factor(step, config.steps),
+            ..config.adam.clone()
+        };
+        params = params.update(leaves, &grads, &adam, &mut moments, &device)?;
         let done = step + 1;
         let stop = config.stop.as_ref().is_some_and(|s| s.is_raised());
         if let Some((ck, _, _)) = &checkpointing
@@ -156,6 +163,8 @@ pub fn train(
             step: done,
             steps: config.steps,
             loss: value,
+            lr: adam.lr,
+            examples: batch.len(),
             elapsed: start.elapsed(),
         });
         if stop && done < config.steps {

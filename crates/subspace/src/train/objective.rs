@@ -27,6 +27,17 @@ pub(super) struct Prepared {
     source: Tensor<2>,
     last: usize,
     targets: Tensor<1, Int>,
+    /// Each example's weight divided by the batch's total (`None`: all weights are 1, the plain
+    /// mean).
+    weights: Option<Tensor<1>>,
+    n: usize,
+}
+
+impl Prepared {
+    /// Examples in the batch.
+    pub(super) fn len(&self) -> usize {
+        self.n
+    }
 }
 
 /// The DAS objective over a fixed set of examples, with the layers below the site cached.
@@ -52,6 +63,16 @@ impl<'a> DasObjective<'a> {
         }
         lm.check_pairs(examples.iter().map(|e| &e.pair))?;
         let vocab = lm.model.config.vocab_size;
+        if let Some(e) = examples
+            .iter()
+            .find(|e| !(e.weight.is_finite() && e.weight > 0.0))
+        {
+            return crate::error::bad_setting(
+                "example weight",
+                e.weight,
+                "a finite number above 0",
+            );
+        }
         if let Some(e) = examples.iter().find(|e| e.target as usize >= vocab) {
             return Err(SubspaceError::Data(format!(
                 "target token id {} is outside the vocabulary ({vocab} tokens)",
@@ -136,13 +157,17 @@ impl<'a> DasObjective<'a> {
         model.logits_at(ran.h, b.last)
     }
 
-    /// Mean cross-entropy of a prepared batch, `[1]`.
+    /// Weighted mean cross-entropy of a prepared batch (`Σ wᵢ CEᵢ / Σ wᵢ`; the plain mean when
+    /// every weight is 1), `[1]`.
     pub(super) fn loss_tensor(&self, intervention: &Intervention, b: &Prepared) -> Tensor<1> {
         let logits = self.patched_logits(intervention, b);
         let [n, _] = logits.dims();
         let logp = log_softmax(logits, 1);
         let picked = logp.gather(1, b.targets.clone().reshape([n, 1]));
-        picked.mean().neg().reshape([1])
+        match &b.weights {
+            None => picked.mean().neg().reshape([1]),
+            Some(w) => (picked.reshape([n]) * w.clone()).sum().neg().reshape([1]),
+        }
     }
 }
 
@@ -188,6 +213,13 @@ fn prepare(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Prepa
         )
     };
     let targets: Vec<i64> = examples.iter().map(|e| i64::from(e.target)).collect();
+    let weights = if examples.iter().all(|e| e.weight == 1.0) {
+        None
+    } else {
+        let total: f32 = examples.iter().map(|e| e.weight).sum();
+        let w: Vec<f32> = examples.iter().map(|e| e.weight / total).collect();
+        Some(Tensor::from_data(TensorData::new(w, [examples.len()]), &device))
+    };
     Ok(Prepared {
         ctx,
         h,
@@ -197,5 +229,7 @@ fn prepare(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Prepa
         source,
         last: s - 1 - from,
         targets: Tensor::from_data(TensorData::new(targets, [examples.len()]), &device),
+        weights,
+        n: examples.len(),
     })
 }
