@@ -295,13 +295,25 @@ fn weighted_examples_give_the_weighted_mean_of_their_losses() {
         f64::from(objective.loss(&iv, 0).unwrap())
     };
     let (la, lb) = (alone(&a), alone(&b));
-    assert!((la - lb).abs() > 1e-3, "the two examples must differ: {la} {lb}");
+    assert!(
+        (la - lb).abs() > 1e-3,
+        "the two examples must differ: {la} {lb}"
+    );
     let both = |wa: f32, wb: f32| {
         let batch = [a.clone().weighted(wa), b.clone().weighted(wb)];
-        f64::from(DasObjective::new(&lm, site, &batch, None).unwrap().loss(&iv, 0).unwrap())
+        f64::from(
+            DasObjective::new(&lm, site, &batch, None)
+                .unwrap()
+                .loss(&iv, 0)
+                .unwrap(),
+        )
     };
     let expect = (3.0 * la + 0.5 * lb) / 3.5;
-    assert!((both(3.0, 0.5) - expect).abs() < 1e-4, "{} vs {expect}", both(3.0, 0.5));
+    assert!(
+        (both(3.0, 0.5) - expect).abs() < 1e-4,
+        "{} vs {expect}",
+        both(3.0, 0.5)
+    );
     // Equal weights of any size are the plain mean.
     assert!((both(2.0, 2.0) - (la + lb) / 2.0).abs() < 1e-4);
     assert!((both(1.0, 1.0) - (la + lb) / 2.0).abs() < 1e-4);

@@ -247,7 +247,13 @@ fn an_example_weight_that_is_not_positive_is_refused() {
             .err()
             .unwrap();
         assert!(
-            matches!(&e, SubspaceError::BadSetting { name: "example weight", .. }),
+            matches!(
+                &e,
+                SubspaceError::BadSetting {
+                    name: "example weight",
+                    ..
+                }
+            ),
             "{w}: {e}"
         );
     }

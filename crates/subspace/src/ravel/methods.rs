@@ -164,10 +164,18 @@ impl RunConfig {
             return bad_setting("epochs", e, "a finite number above 0, e.g. 3");
         }
         if !(0.0..1.0).contains(&self.warmup) {
-            return bad_setting("warm-up", self.warmup, "a fraction of the steps, at least 0 and below 1");
+            return bad_setting(
+                "warm-up",
+                self.warmup,
+                "a fraction of the steps, at least 0 and below 1",
+            );
         }
         if !(self.isolate_weight.is_finite() && self.isolate_weight > 0.0) {
-            return bad_setting("isolate weight", self.isolate_weight, "a finite number above 0");
+            return bad_setting(
+                "isolate weight",
+                self.isolate_weight,
+                "a finite number above 0",
+            );
         }
         if let Some(ck) = &self.checkpoint
             && ck.every == 0
@@ -294,7 +302,11 @@ pub fn run_with_progress(
     progress(RunEvent::Phase(&format!(
         "building train pairs ({} cause{})",
         config.n_train,
-        if config.method == Method::Mdas { " + isolate" } else { "" }
+        if config.method == Method::Mdas {
+            " + isolate"
+        } else {
+            ""
+        }
     )));
     let train_set = split_examples(lm, data, probe, Split::Train, config.n_train, config.seed)?;
     if config.method.trained() {
@@ -308,7 +320,9 @@ pub fn run_with_progress(
             })
             .collect();
         let steps = match config.epochs {
-            Some(epochs) => ((epochs * examples.len() as f64) / config.batch as f64).ceil() as usize,
+            Some(epochs) => {
+                ((epochs * examples.len() as f64) / config.batch as f64).ceil() as usize
+            }
             None => config.steps,
         }
         .max(1);
@@ -320,7 +334,7 @@ pub fn run_with_progress(
         });
         let schedule = LrSchedule::warmup_fraction(config.warmup, steps, config.decay)?;
         progress(RunEvent::Phase(&format!(
-            "training on {} examples: {steps} steps of {}, lr {lr:e}, {} decay after {} warm-up steps",
+            "training on {} examples ({steps} steps of {}, lr {lr:e}, {} decay after {} warm-up steps); first the layers below the site run once over every example",
             examples.len(),
             config.batch,
             config.decay,

@@ -149,7 +149,7 @@ pub fn train(
         last_good = Some(params.clone());
         let adam = AdamConfig {
             lr: config.adam.lr * config.schedule.factor(step, config.steps),
-            ..config.adam.clone()
+            ..config.adam
         };
         params = params.update(leaves, &grads, &adam, &mut moments, &device)?;
         let done = step + 1;

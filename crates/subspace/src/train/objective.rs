@@ -218,7 +218,10 @@ fn prepare(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Prepa
     } else {
         let total: f32 = examples.iter().map(|e| e.weight).sum();
         let w: Vec<f32> = examples.iter().map(|e| e.weight / total).collect();
-        Some(Tensor::from_data(TensorData::new(w, [examples.len()]), &device))
+        Some(Tensor::from_data(
+            TensorData::new(w, [examples.len()]),
+            &device,
+        ))
     };
     Ok(Prepared {
         ctx,
