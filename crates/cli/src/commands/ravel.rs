@@ -74,32 +74,39 @@ pub struct Args {
     pub method: String,
     #[arg(long)]
     pub layer: usize,
-    #[arg(long, default_value_t = 16)]
-    pub dims: usize,
-    #[arg(long, default_value_t = 100)]
-    pub steps: usize,
+    // The training options default to the recipe chosen on val (`RunConfig::new`, RESULTS.md
+    // "Choosing the recipe on val"); each given option overrides its part of it.
+    /// Dimensions of the subspace (neurons: how many). Default 16.
+    #[arg(long)]
+    pub dims: Option<usize>,
+    /// Training steps. Default 240.
+    #[arg(long)]
+    pub steps: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Default: 1e-3 for das/mdas, 1e-2 for lowrank/boundless.
+    /// Peak learning rate. Default 1e-3 for das, 3e-3 for mdas, 1e-2 for lowrank/boundless.
     #[arg(long)]
     pub lr: Option<f64>,
     /// Passes over the train examples (replaces --steps).
     #[arg(long)]
     pub epochs: Option<f64>,
-    /// Fraction of the steps over which the learning rate warms up linearly from ~0.
-    #[arg(long, default_value_t = 0.0)]
-    pub warmup: f64,
-    /// The learning rate after the warm-up: constant, linear (to 0) or cosine (to 0).
-    #[arg(long, default_value = "constant")]
-    pub decay: String,
-    /// mdas: weight of each isolate example against a cause example's 1 in the loss.
-    #[arg(long, default_value_t = 1.0)]
-    pub isolate_weight: f64,
-    #[arg(long, default_value_t = 32)]
-    pub batch: usize,
-    /// Cause pairs for training (isolate pairs: half as many per kept attribute).
-    #[arg(long, default_value_t = 256)]
-    pub train_pairs: usize,
+    /// Fraction of the steps over which the learning rate warms up linearly from ~0. Default 0.1
+    /// for mdas, 0 for the others.
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// The learning rate after the warm-up: constant, linear (to 0) or cosine (to 0). Default
+    /// linear for mdas, constant for the others.
+    #[arg(long)]
+    pub decay: Option<String>,
+    /// mdas: weight of each isolate example against a cause example's 1 in the loss. Default 1.
+    #[arg(long)]
+    pub isolate_weight: Option<f64>,
+    /// Examples per step. Default 32.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Cause pairs for training (isolate pairs: half as many per kept attribute). Default 1024.
+    #[arg(long)]
+    pub train_pairs: Option<usize>,
     /// Cause pairs for val and for test.
     #[arg(long, default_value_t = 200)]
     pub eval_pairs: usize,
@@ -140,17 +147,32 @@ pub fn run(args: Args) -> Result<()> {
     let data = RavelData::load(&RavelData::default_dir())?;
     let probe = load_probe(args.probe)?;
     let mut config = RunConfig::new(Method::parse(&args.method)?, args.layer);
-    config.dims = args.dims;
-    config.steps = args.steps;
     config.seed = args.seed;
-    config.lr = args.lr;
-    config.epochs = args.epochs;
-    config.warmup = args.warmup;
-    config.decay = subspace::train::Decay::parse(&args.decay)?;
-    config.isolate_weight = args.isolate_weight;
-    config.batch = args.batch;
-    config.n_train = args.train_pairs;
     config.n_eval = args.eval_pairs;
+    // Resolved here so that --json and --save record the rate used, not "the default".
+    config.lr = Some(args.lr.unwrap_or_else(|| config.default_lr()));
+    config.epochs = args.epochs;
+    if let Some(v) = args.dims {
+        config.dims = v;
+    }
+    if let Some(v) = args.steps {
+        config.steps = v;
+    }
+    if let Some(v) = args.warmup {
+        config.warmup = v;
+    }
+    if let Some(v) = &args.decay {
+        config.decay = subspace::train::Decay::parse(v)?;
+    }
+    if let Some(v) = args.isolate_weight {
+        config.isolate_weight = v;
+    }
+    if let Some(v) = args.batch {
+        config.batch = v;
+    }
+    if let Some(v) = args.train_pairs {
+        config.n_train = v;
+    }
     if let Some(path) = &args.checkpoint {
         config.checkpoint = Some(subspace::train::CheckpointConfig {
             path: path.clone(),
