@@ -15,8 +15,9 @@ if ! cargo install --list | grep -q "^evcxr_jupyter v$EVCXR_VERSION:"; then
   cargo install --locked "evcxr_jupyter@$EVCXR_VERSION"
 fi
 # The kernel's build folder starts from the workspace's Cargo.lock, so the notebooks compile the
-# same crate versions as the tests (not whatever crates.io has that day) and the stubs in
-# notebooks/kernel-stubs match them.
+# tests' crate versions (not whatever crates.io has that day) and the stubs in
+# notebooks/kernel-stubs match them. (cargo re-resolves the few packages whose only dependents
+# are stubbed crates: ~10 small ones, e.g. cubecl-common, may come out newer.)
 if ! [[ -f notebooks/.evcxr-build/Cargo.lock ]]; then
   mkdir -p notebooks/.evcxr-build
   cp Cargo.lock notebooks/.evcxr-build/Cargo.lock

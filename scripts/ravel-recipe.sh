@@ -2,7 +2,7 @@
 # The recipe chosen on val (`subspace ravel`'s defaults), three seeds, layer 15; the seed-0 run is
 # saved to data/results/ravel_<method>_layer15.safetensors (what notebooks/ravel.ipynb loads).
 # Each run's JSON line goes to data/results/ravel_recipe.jsonl. RESULTS.md, "Choosing the recipe
-# on val". ~8.5 min per MDAS run, ~4.5 per DAS run on 2 cores.
+# on val". ~8.5 min per MDAS run, ~5 per DAS run on 2 cores.
 #   scripts/ravel-recipe.sh [das|mdas ...]   (default: mdas)
 set -euo pipefail
 cd "$(dirname "$0")/.."

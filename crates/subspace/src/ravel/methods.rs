@@ -118,7 +118,7 @@ impl RunConfig {
     /// 240 steps of 32 on 1024 cause pairs (plus as many isolate pairs for MDAS), isolate
     /// weight 1, peak lr [`RunConfig::default_lr`]; MDAS warms up linearly over the first 10 %
     /// of the steps and decays linearly to 0 after, the others keep a constant rate (their best
-    /// on val). About 4.5 min for DAS and 8.5 for MDAS on 2 cores, scoring included.
+    /// on val). About 5 min for DAS and 8.5 for MDAS on 2 cores, scoring included.
     pub fn new(method: Method, layer: usize) -> Self {
         let (warmup, decay) = match method {
             Method::Mdas => (0.1, Decay::Linear),
