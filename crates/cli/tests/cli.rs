@@ -238,6 +238,18 @@ fn mistakes_get_one_clear_line() {
     );
     fails_with(
         &subspace(&[
+            "ravel", "--method", "mdas", "--layer", "9", "--decay", "sideways",
+        ]),
+        &["sideways", "constant, linear, cosine"],
+    );
+    fails_with(
+        &subspace(&[
+            "ravel", "--method", "mdas", "--layer", "9", "--warmup", "1.5",
+        ]),
+        &["warm-up", "below 1"],
+    );
+    fails_with(
+        &subspace(&[
             "patch",
             "--base",
             PARIS,
