@@ -3,10 +3,12 @@
 //!
 //! ## Objective
 //! Each [`Example`] is a (base, source) [`crate::Pair`] with a target token: the cross-entropy of the
-//! patched run's next token against the target is minimised, averaged over the batch. An example
-//! whose target is the *source's* answer asks the subspace to carry the concept (DAS); one whose
-//! target is the *base's* own answer on another attribute asks it to leave that attribute alone.
-//! Mixing both in one batch is RAVEL's multi-task objective (MDAS).
+//! patched run's next token against the target is minimised, averaged over the batch (weighted
+//! by [`Example::weight`](crate::Example), 1 unless set). An example whose target is the
+//! *source's* answer asks the subspace to carry the concept (DAS); one whose target is the
+//! *base's* own answer on another attribute asks it to leave that attribute alone. Mixing both in
+//! one batch is RAVEL's multi-task objective (MDAS); their weights trade one against the other.
+//! The learning rate follows [`DasConfig::schedule`] (constant unless set: the tutorial's Adam).
 //!
 //! ## Orthogonality
 //! - **Rotated** (the tutorial's full `d × d` rotation): torch's own parametrisation, so a run
