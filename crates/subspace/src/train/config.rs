@@ -26,7 +26,7 @@ pub struct DasConfig {
     /// Boundless DAS only: temperature annealed linearly from the first to the second value.
     pub temperature: (f32, f32),
     /// Write a checkpoint every K steps and resume from it if it exists (see
-    /// [`super::checkpoint`]).
+    /// [`CheckpointConfig`] and [`DasConfig::with_checkpoint`]).
     pub checkpoint: Option<CheckpointConfig>,
     /// Set (e.g. by a Ctrl-C handler) to stop after the current step, checkpoint written.
     pub stop: Option<StopFlag>,
