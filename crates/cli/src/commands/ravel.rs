@@ -149,8 +149,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut config = RunConfig::new(Method::parse(&args.method)?, args.layer);
     config.seed = args.seed;
     config.n_eval = args.eval_pairs;
-    // Resolved here so that --json and --save record the rate used, not "the default".
-    config.lr = Some(args.lr.unwrap_or_else(|| config.default_lr()));
+    config.lr = args.lr;
     config.epochs = args.epochs;
     if let Some(v) = args.dims {
         config.dims = v;
@@ -191,7 +190,7 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "config": &config,
+                "config": config.resolved(),
                 "method": r.method, "layer": r.layer, "dims": r.dims, "cause": r.cause,
                 "isolate": r.isolate, "disentangle": r.disentangle, "n_cause": r.n_cause,
                 "n_isolate": r.n_isolate, "train_seconds": r.train_seconds,

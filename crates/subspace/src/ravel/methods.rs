@@ -81,7 +81,8 @@ pub struct RunConfig {
     pub dims: usize,
     pub steps: usize,
     pub seed: u64,
-    /// Peak learning rate. `None`: [`RunConfig::default_lr`].
+    /// Peak learning rate. `None`: [`RunConfig::default_lr`] ([`RunConfig::peak_lr`] says which
+    /// applies; a run records it here in what it saves).
     pub lr: Option<f64>,
     /// Train for this many passes over the train examples instead of `steps` (the steps are
     /// then `ceil(epochs × examples / batch)`).
@@ -155,6 +156,20 @@ impl RunConfig {
             Method::Lowrank | Method::Boundless => 1e-2,
             Method::Mdas => 3e-3,
             _ => 1e-3,
+        }
+    }
+
+    /// The peak learning rate a run uses: `lr` if given, else [`RunConfig::default_lr`].
+    pub fn peak_lr(&self) -> f64 {
+        self.lr.unwrap_or_else(|| self.default_lr())
+    }
+
+    /// These settings with `lr` set to [`RunConfig::peak_lr`]: what a run records, so that a
+    /// saved run says the rate it used, not "the default" of the version that trained it.
+    pub fn resolved(&self) -> RunConfig {
+        RunConfig {
+            lr: Some(self.peak_lr()),
+            ..self.clone()
         }
     }
 
@@ -316,6 +331,7 @@ pub fn run_with_progress(
     mut progress: impl FnMut(RunEvent),
 ) -> Result<RunResult> {
     let mut intervention = initial_intervention(lm, config)?;
+    let config = &config.resolved();
     let site = Site::block_output(config.layer);
     let mut losses = Vec::new();
     let start = Instant::now();
@@ -346,7 +362,7 @@ pub fn run_with_progress(
             None => config.steps,
         }
         .max(1);
-        let lr = config.lr.unwrap_or_else(|| config.default_lr());
+        let lr = config.peak_lr();
         let schedule = LrSchedule::warmup_fraction(config.warmup, steps, config.decay)?;
         progress(RunEvent::Phase(&format!(
             "training on {} examples ({steps} steps of {}, lr {lr:e}, {} decay after {} warm-up steps); first the layers below the site run once over every example",

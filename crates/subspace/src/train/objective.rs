@@ -30,13 +30,12 @@ pub(super) struct Prepared {
     /// Each example's weight divided by the batch's total (`None`: all weights are 1, the plain
     /// mean).
     weights: Option<Tensor<1>>,
-    n: usize,
 }
 
 impl Prepared {
     /// Examples in the batch.
     pub(super) fn len(&self) -> usize {
-        self.n
+        self.targets.dims()[0]
     }
 }
 
@@ -233,6 +232,5 @@ fn prepare(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Prepa
         last: s - 1 - from,
         targets: Tensor::from_data(TensorData::new(targets, [examples.len()]), &device),
         weights,
-        n: examples.len(),
     })
 }
