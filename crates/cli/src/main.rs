@@ -33,6 +33,8 @@ enum Command {
     RavelProbe(commands::ravel::ProbeArgs),
     /// RAVEL's Cause / Isolate / Disentangle for one method at one layer.
     Ravel(commands::ravel::Args),
+    /// Score a run saved by `subspace ravel --save` again (val and test by default).
+    RavelScore(commands::ravel::ScoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(args),
         Command::RavelProbe(args) => commands::ravel::probe(args),
         Command::Ravel(args) => commands::ravel::run(args),
+        Command::RavelScore(args) => commands::ravel::score(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -250,6 +250,19 @@ fn mistakes_get_one_clear_line() {
     );
     fails_with(
         &subspace(&[
+            "ravel-score",
+            "/nonexistent/run.safetensors",
+            "--split",
+            "dev",
+        ]),
+        &["\"dev\"", "train, val or test"],
+    );
+    fails_with(
+        &subspace(&["ravel-score", "/nonexistent/run.safetensors"]),
+        &["no saved run", "run.safetensors", "subspace ravel --save"],
+    );
+    fails_with(
+        &subspace(&[
             "patch",
             "--base",
             PARIS,
@@ -261,6 +274,63 @@ fn mistakes_get_one_clear_line() {
             "/nonexistent/iv.safetensors",
         ]),
         &["cannot read", "iv.safetensors"],
+    );
+}
+
+/// `subspace ravel-score` on a `--save`d run scores the same pairs the run scored, so it prints
+/// the run's own numbers, now with Isolate split by attribute.
+#[test]
+fn ravel_score_rescores_a_saved_run_as_it_was_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("das.safetensors");
+    let file = file.to_str().unwrap();
+    let run = json(&subspace(&[
+        "ravel",
+        "--method",
+        "das",
+        "--layer",
+        "9",
+        "--steps",
+        "2",
+        "--train-pairs",
+        "8",
+        "--eval-pairs",
+        "8",
+        "--save",
+        file,
+        "--json",
+    ]));
+    let scored = json(&subspace(&[
+        "ravel-score",
+        file,
+        "--split",
+        "val",
+        "--split",
+        "test",
+        "--json",
+    ]));
+    assert_eq!(
+        (scored["method"].as_str(), scored["layer"].as_u64()),
+        (Some("das"), Some(9))
+    );
+    for split in ["val", "test"] {
+        let (was, now) = (&run[split], &scored["scores"][split]);
+        for key in [
+            "cause",
+            "isolate",
+            "n_cause",
+            "n_isolate",
+            "isolate_continent",
+            "n_language",
+        ] {
+            assert_eq!(was[key], now[key], "{split} {key}");
+        }
+        let n = now["n_continent"].as_u64().unwrap() + now["n_language"].as_u64().unwrap();
+        assert_eq!(Some(n), now["n_isolate"].as_u64(), "{split}");
+    }
+    assert!(
+        scored["scores"]["train"].is_null(),
+        "only the splits asked for"
     );
 }
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use subspace::ravel::{self, Method, RavelData, Role, RunConfig, Split};
+use subspace::ravel::{self, Attribute, Method, RavelData, Role, RunConfig, Split};
 use subspace::{Intervention, Site};
 
 fn probe() -> ravel::ProbeReport {
@@ -31,6 +31,21 @@ fn an_intervention_that_changes_nothing_scores_cause_0_and_isolate_1() {
     assert_eq!((s.cause, s.isolate, s.disentangle), (0.0, 1.0, 0.5));
     assert_eq!(s.n_cause, n_cause);
     assert_eq!(s.n_isolate, examples.len() - n_cause);
+    // Per attribute: every kept answer is kept, and the two counts split the isolate pairs.
+    let count = |a| {
+        examples
+            .iter()
+            .filter(|e| e.role == Role::Isolate(a))
+            .count()
+    };
+    assert_eq!(
+        (s.isolate_continent, s.isolate_language),
+        (Some(1.0), Some(1.0))
+    );
+    assert_eq!(
+        (s.n_continent, s.n_language),
+        (count(Attribute::Continent), count(Attribute::Language))
+    );
 
     let residual = ravel::eval::evaluate(
         lm,
@@ -52,6 +67,39 @@ fn an_intervention_that_changes_nothing_scores_cause_0_and_isolate_1() {
         residual.cause > 0.1 && residual.isolate < 1.0,
         "{residual:?}"
     );
+}
+
+/// Isolate per attribute is Isolate on that attribute's pairs alone, and the pooled Isolate is
+/// their average weighted by pair counts.
+#[test]
+fn isolate_per_attribute_equals_scoring_that_attributes_pairs_alone() {
+    let lm = common::smollm();
+    let data = RavelData::load(&RavelData::default_dir()).unwrap();
+    let probe = probe();
+    let examples = ravel::split_examples(lm, &data, &probe, Split::Test, 32, 7).unwrap();
+    let site = Site::block_output(0);
+    let all = ravel::eval::evaluate(lm, site, &Intervention::Replace, &examples, 16).unwrap();
+    let alone = |a| {
+        let only: Vec<_> = examples
+            .iter()
+            .filter(|e| e.role == Role::Isolate(a))
+            .cloned()
+            .collect();
+        ravel::eval::evaluate(lm, site, &Intervention::Replace, &only, 16).unwrap()
+    };
+    let (continent, language) = (alone(Attribute::Continent), alone(Attribute::Language));
+    assert_eq!(all.isolate_continent, Some(continent.isolate));
+    assert_eq!(all.isolate_language, Some(language.isolate));
+    assert_eq!(
+        (all.n_continent, all.n_language),
+        (continent.n_isolate, language.n_isolate)
+    );
+    // Alone, a set of isolate pairs has no cause pairs: Cause is undefined, not 0.
+    assert!(continent.cause.is_nan() && continent.isolate_language.is_none());
+    let pooled = (continent.isolate * continent.n_isolate as f64
+        + language.isolate * language.n_isolate as f64)
+        / (continent.n_isolate + language.n_isolate) as f64;
+    assert!((all.isolate - pooled).abs() < 1e-12, "{all:?}");
 }
 
 #[test]

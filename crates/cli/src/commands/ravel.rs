@@ -1,11 +1,11 @@
 //! `subspace ravel-probe` and `subspace ravel`: RAVEL's Cause / Isolate / Disentangle for one
 //! method at one layer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use subspace::ravel::{self, Method, ProbeReport, RavelData, RunConfig, RunEvent};
+use subspace::ravel::{self, Method, ProbeReport, RavelData, RunConfig, RunEvent, Scores, Split};
 
 use super::common::{ModelArgs, progress, stop_on_signals};
 
@@ -195,18 +195,18 @@ pub fn run(args: Args) -> Result<()> {
                 "isolate": r.isolate, "disentangle": r.disentangle, "n_cause": r.n_cause,
                 "n_isolate": r.n_isolate, "train_seconds": r.train_seconds,
                 "train": r.train, "val": r.val, "losses": r.losses,
-                "test": {"cause": r.cause, "isolate": r.isolate, "disentangle": r.disentangle,
-                         "n_cause": r.n_cause, "n_isolate": r.n_isolate},
+                "test": r.test(),
             })
         );
     } else {
         println!(
-            "{} at layer {} ({:?} dims): Cause {:.3}  Isolate {:.3}  Disentangle {:.3}  (test: {} cause, {} isolate pairs; val Disentangle {:.3}; train Disentangle {:.3}; trained in {:.1} s)",
+            "{} at layer {} ({:?} dims): Cause {:.3}  Isolate {:.3} ({})  Disentangle {:.3}  (test: {} cause, {} isolate pairs; val Disentangle {:.3}; train Disentangle {:.3}; trained in {:.1} s)",
             r.method,
             r.layer,
             r.dims,
             r.cause,
             r.isolate,
+            per_attribute(&r.test()),
             r.disentangle,
             r.n_cause,
             r.n_isolate,
@@ -216,4 +216,101 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// "continent 0.71, language 0.62": Isolate split by the attribute the base prompt asks about.
+fn per_attribute(s: &Scores) -> String {
+    let show = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+    format!(
+        "continent {}, language {}",
+        show(s.isolate_continent),
+        show(s.isolate_language)
+    )
+}
+
+#[derive(ClapArgs, Debug)]
+pub struct ScoreArgs {
+    /// A run saved by `subspace ravel --save`.
+    pub file: PathBuf,
+    /// Splits to score: train, val or test (repeat the option for several). Default val and test.
+    #[arg(long = "split")]
+    pub splits: Vec<String>,
+    /// Known prompts from `subspace ravel-probe`.
+    #[arg(long)]
+    pub probe: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// `subspace ravel-score`: loads a saved run and scores it again on the pairs its run drew,
+/// with every metric this build reports (e.g. Isolate per attribute for a run saved before).
+pub fn score(args: ScoreArgs) -> Result<()> {
+    let splits = if args.splits.is_empty() {
+        vec![Split::Val, Split::Test]
+    } else {
+        args.splits
+            .iter()
+            .map(|s| Split::parse(s))
+            .collect::<subspace::Result<_>>()?
+    };
+    let lm = args.model.language_model()?;
+    let saved = load_saved(&args.file, &lm)?;
+    let data = RavelData::load(&RavelData::default_dir())?;
+    let probe = load_probe(args.probe)?;
+    let mut scored = serde_json::Map::new();
+    for split in splits {
+        let s = saved.rescore(&lm, &data, &probe, split)?;
+        if !args.json {
+            println!(
+                "{:<5} Cause {:.3}  Isolate {:.3} ({})  Disentangle {:.3}  ({} cause, {} isolate pairs)",
+                split.name(),
+                s.cause,
+                s.isolate,
+                per_attribute(&s),
+                s.disentangle,
+                s.n_cause,
+                s.n_isolate
+            );
+        }
+        scored.insert(split.name().into(), serde_json::to_value(s)?);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "file": args.file,
+                "method": saved.recorded.method,
+                "layer": saved.site.layer,
+                "dims": saved.recorded.dims,
+                "scores": scored,
+            })
+        );
+    } else {
+        eprintln!("{}", describe(&args.file, &saved));
+    }
+    Ok(())
+}
+
+fn load_saved(path: &Path, lm: &subspace::LanguageModel) -> Result<ravel::methods::SavedRun> {
+    if !path.is_file() {
+        anyhow::bail!(
+            "no saved run at {}: give a file written by `subspace ravel --save run.safetensors`",
+            path.display()
+        );
+    }
+    Ok(ravel::methods::load_run(path, lm)?)
+}
+
+fn describe(path: &Path, saved: &ravel::methods::SavedRun) -> String {
+    format!(
+        "{}: {} at layer {} ({:?} dims), seed {}, trained in {:.0} s",
+        path.display(),
+        saved.recorded.method,
+        saved.site.layer,
+        saved.recorded.dims,
+        saved.config.seed,
+        saved.recorded.train_seconds
+    )
 }

@@ -18,6 +18,26 @@ pub enum Split {
 
 impl Split {
     pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test];
+
+    /// "train", "val" or "test" (as in the JSON files).
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+
+    /// The split named `s` (as [`Split::name`] writes it).
+    pub fn parse(s: &str) -> Result<Self> {
+        Split::ALL
+            .into_iter()
+            .find(|split| split.name() == s)
+            .map_or_else(
+                || crate::error::bad_setting("split", format!("{s:?}"), "train, val or test"),
+                Ok,
+            )
+    }
 }
 
 /// The attributes the evaluation uses.

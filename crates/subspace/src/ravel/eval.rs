@@ -4,6 +4,9 @@
 //! - **Isolate**: on prompts about the continent or the language, it still gives the *base* city's.
 //! - **Disentangle** = (Cause + Isolate) / 2.
 //!
+//! Isolate is also reported per kept attribute (continent, language), because one number can
+//! hide a method that keeps the language and loses the continent.
+//!
 //! Pairs whose two cities share the attribute's value do not count for that attribute (the
 //! patch could not show any difference there).
 
@@ -134,6 +137,10 @@ pub fn split_examples(
 }
 
 /// Cause, Isolate and Disentangle of an intervention on a set of pairs.
+///
+/// `isolate` pools every isolate pair; `isolate_continent` and `isolate_language` split it by
+/// the attribute the base prompt asks about (`None` where the set has no such pair, and in runs
+/// saved before they were reported).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
     pub cause: f64,
@@ -141,6 +148,40 @@ pub struct Scores {
     pub disentangle: f64,
     pub n_cause: usize,
     pub n_isolate: usize,
+    #[serde(default)]
+    pub isolate_continent: Option<f64>,
+    #[serde(default)]
+    pub isolate_language: Option<f64>,
+    #[serde(default)]
+    pub n_continent: usize,
+    #[serde(default)]
+    pub n_language: usize,
+}
+
+/// Hits out of pairs, for one group of pairs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    hits: usize,
+    n: usize,
+}
+
+impl Tally {
+    fn add(&mut self, hit: bool) {
+        self.n += 1;
+        self.hits += usize::from(hit);
+    }
+
+    fn ratio(self) -> f64 {
+        if self.n == 0 {
+            f64::NAN
+        } else {
+            self.hits as f64 / self.n as f64
+        }
+    }
+
+    fn share(self) -> Option<f64> {
+        (self.n > 0).then(|| self.ratio())
+    }
 }
 
 /// Evaluates `intervention` at `site` on `examples`, `batch` pairs per forward pass.
@@ -151,10 +192,11 @@ pub fn evaluate(
     examples: &[RavelExample],
     batch: usize,
 ) -> Result<Scores> {
-    let (mut cause_hits, mut n_cause, mut iso_hits, mut n_iso) = (0usize, 0usize, 0usize, 0usize);
     if batch == 0 {
         return crate::error::bad_setting("batch", 0, "at least 1");
     }
+    let (mut cause, mut isolate) = (Tally::default(), Tally::default());
+    let (mut continent, mut language) = (Tally::default(), Tally::default());
     let placed = [intervention.clone().at(site)];
     for chunk in examples.chunks(batch) {
         let pairs: Vec<Pair> = chunk.iter().map(|e| e.example.pair.clone()).collect();
@@ -162,30 +204,28 @@ pub fn evaluate(
         for (e, p) in chunk.iter().zip(preds) {
             let hit = p.argmax().id == e.example.target;
             match e.role {
-                Role::Cause => {
-                    n_cause += 1;
-                    cause_hits += usize::from(hit);
-                }
-                Role::Isolate(_) => {
-                    n_iso += 1;
-                    iso_hits += usize::from(hit);
+                Role::Cause => cause.add(hit),
+                Role::Isolate(attribute) => {
+                    isolate.add(hit);
+                    match attribute {
+                        Attribute::Continent => continent.add(hit),
+                        Attribute::Language => language.add(hit),
+                        // Not built by `split_examples`; it still counts toward Isolate.
+                        Attribute::Country => {}
+                    }
                 }
             }
         }
     }
-    let ratio = |h: usize, n: usize| {
-        if n == 0 {
-            f64::NAN
-        } else {
-            h as f64 / n as f64
-        }
-    };
-    let (cause, isolate) = (ratio(cause_hits, n_cause), ratio(iso_hits, n_iso));
     Ok(Scores {
-        cause,
-        isolate,
-        disentangle: (cause + isolate) / 2.0,
-        n_cause,
-        n_isolate: n_iso,
+        cause: cause.ratio(),
+        isolate: isolate.ratio(),
+        disentangle: (cause.ratio() + isolate.ratio()) / 2.0,
+        n_cause: cause.n,
+        n_isolate: isolate.n,
+        isolate_continent: continent.share(),
+        isolate_language: language.share(),
+        n_continent: continent.n,
+        n_language: language.n,
     })
 }

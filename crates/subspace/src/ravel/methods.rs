@@ -246,6 +246,16 @@ pub struct RunResult {
     pub disentangle: f64,
     pub n_cause: usize,
     pub n_isolate: usize,
+    /// Test Isolate on continent prompts only (`None` in results written before it was reported).
+    #[serde(default)]
+    pub isolate_continent: Option<f64>,
+    /// Test Isolate on language prompts only.
+    #[serde(default)]
+    pub isolate_language: Option<f64>,
+    #[serde(default)]
+    pub n_continent: usize,
+    #[serde(default)]
+    pub n_language: usize,
     pub train_seconds: f64,
     pub losses: Vec<f32>,
     /// Scores on val (for choosing settings; test is only reported).
@@ -266,6 +276,10 @@ impl RunResult {
             disentangle: self.disentangle,
             n_cause: self.n_cause,
             n_isolate: self.n_isolate,
+            isolate_continent: self.isolate_continent,
+            isolate_language: self.isolate_language,
+            n_continent: self.n_continent,
+            n_language: self.n_language,
         }
     }
 }
@@ -406,6 +420,10 @@ pub fn run_with_progress(
         disentangle: test.disentangle,
         n_cause: test.n_cause,
         n_isolate: test.n_isolate,
+        isolate_continent: test.isolate_continent,
+        isolate_language: test.isolate_language,
+        n_continent: test.n_continent,
+        n_language: test.n_language,
         train_seconds,
         losses,
         val,
