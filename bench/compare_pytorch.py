@@ -10,6 +10,12 @@ bf16 safetensors, layer 8 as in the tutorial; PyTorch computes in f32 unless --d
 
     .venv/bin/python bench/compare_pytorch.py --model data/models/llama-3.2-1b-shaped \
         --layer 8 --batch 8 --rounds 1 --repeats 3
+
+The RAVEL recipe's step (`ravel_recipe` in `subspace bench`: few-shot prompts, a 16-dim
+subspace at layer 15, batches of 32) is run by PyTorch on the very same token ids, which the Rust
+bench writes to --ravel-examples; PyTorch trains as pyvene does (a d x k orthogonal
+parametrisation, a hook on the layer's output, the whole padded batch forward and backward each
+step, the sources' vectors read once without gradients). --skip-ravel leaves it out.
 """
 
 import argparse
@@ -35,6 +41,8 @@ BATCH = 32
 # Where the model comes from: the default GGUF, or a Hugging Face directory (--model).
 MODEL_PATH, LOAD_KWARGS = MODEL_DIR, {"gguf_file": GGUF}
 DTYPE = "float32"
+RAVEL_EXAMPLES = ROOT / "target" / "bench-ravel-examples.json"
+SKIP_RAVEL = False
 
 
 def median_time(fn, repeats):
@@ -139,6 +147,9 @@ def python_bench(repeats, threads):
     step = das_step_fn(bases, sources, (bpos, spos), [france] * BATCH)
     out["ravel_step_s"] = median_time(step, min(repeats, 5))
 
+    if not SKIP_RAVEL and RAVEL_EXAMPLES.exists():
+        out["ravel_recipe"] = ravel_recipe(model, repeats, dtype)
+
     try:
         import nnsight  # noqa: F401
         out["nnsight_das_step_s"] = nnsight_step(tok, repeats, brazil)
@@ -147,6 +158,82 @@ def python_bench(repeats, threads):
         out["nnsight_das_step_s"] = None
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
+
+
+def ravel_recipe(model, repeats, dtype):
+    """The RAVEL recipe's training step on the Rust bench's examples (same token ids): k = 16
+    rotated dimensions at layer 15, batch 32, Adam at 3e-3, weighted cross-entropy."""
+    import torch
+
+    rows = json.loads(RAVEL_EXAMPLES.read_text())
+    layer, k, batch = 15, 16, 32
+    d = model.config.hidden_size
+    pad_id = model.config.pad_token_id or model.config.eos_token_id or 0
+    if isinstance(pad_id, list):
+        pad_id = pad_id[0]
+
+    def left_padded(seqs):
+        n = max(len(s) for s in seqs)
+        ids = torch.tensor([[pad_id] * (n - len(s)) + s for s in seqs])
+        mask = torch.tensor([[0] * (n - len(s)) + [1] * len(s) for s in seqs])
+        return ids, mask, [n - len(s) for s in seqs]
+
+    def hidden_at(seqs, positions):
+        ids, mask, pad = left_padded(seqs)
+        pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        hs = model(ids, attention_mask=mask, position_ids=pos_ids, output_hidden_states=True).hidden_states[layer + 1]
+        return hs[torch.arange(len(seqs)), torch.tensor([p + q for p, q in zip(positions, pad)])]
+
+    batches = [rows[i:i + batch] for i in range(0, len(rows), batch)]
+
+    def sources_once():
+        with torch.no_grad():
+            return [hidden_at([r["source"] for r in b], [r["source_position"] for r in b]) for b in batches]
+
+    once_s = median_time(sources_once, min(repeats, 3))
+    sources = sources_once()
+    inputs = []
+    for b in batches:
+        ids, mask, pad = left_padded([r["base"] for r in b])
+        cols = torch.tensor([r["base_position"] + p for r, p in zip(b, pad)])
+        inputs.append((ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cols,
+                       torch.tensor([r["target"] for r in b]), torch.tensor([r["weight"] for r in b], dtype=dtype)))
+    rotate = torch.nn.Linear(d, k, bias=False, dtype=dtype)
+    torch.nn.init.orthogonal_(rotate.weight)
+    rotate = torch.nn.utils.parametrizations.orthogonal(rotate)
+    opt = torch.optim.Adam(rotate.parameters(), lr=3e-3)
+    state = {"i": 0}
+
+    def step():
+        i = state["i"] % len(inputs)
+        state["i"] += 1
+        ids, mask, pos_ids, cols, tgt, w = inputs[i]
+        src = sources[i]
+        opt.zero_grad()
+
+        def hook(_m, _i, o):
+            hs = o[0] if isinstance(o, tuple) else o
+            rows_ = torch.arange(hs.shape[0])
+            base = hs[rows_, cols]
+            w_ = rotate.weight  # k x d, orthonormal rows
+            patched = base + ((src - base) @ w_.T) @ w_
+            hs = hs.clone()
+            hs[rows_, cols] = patched
+            return (hs,) + tuple(o[1:]) if isinstance(o, tuple) else hs
+
+        h = model.model.layers[layer].register_forward_hook(hook)
+        logits = model(ids, attention_mask=mask, position_ids=pos_ids).logits[:, -1]
+        h.remove()
+        loss = (torch.nn.functional.cross_entropy(logits, tgt, reduction="none") * w).sum() / w.sum()
+        loss.backward()
+        opt.step()
+
+    # An even number of timed steps covers both batches equally often.
+    step_s = median_time(step, 2 * max(1, min(repeats, 5)))
+    n = len(rows)
+    return {"examples": n, "once_s": once_s, "once_s_per_example": once_s / n, "step_s": step_s,
+            "step_pairs_per_s": batch / step_s,
+            "epoch_pairs_per_s": n / (once_s + (n / batch) * step_s)}
 
 
 def nnsight_step(tok, repeats, brazil):
@@ -212,21 +299,24 @@ def model_args():
 
 
 def rust_bench(repeats, env):
+    ravel = ["--skip-ravel"] if SKIP_RAVEL else ["--ravel-examples", str(RAVEL_EXAMPLES)]
     r = subprocess.run([str(BIN), "bench", "--json", "--repeats", str(repeats), "--layer", str(LAYER),
-                        "--batch", str(BATCH), *model_args()], check=True, capture_output=True, text=True, env=env)
+                        "--batch", str(BATCH), *ravel, *model_args()], check=True, capture_output=True, text=True, env=env)
     return json.loads(r.stdout)
 
 
 def configure(args):
     """Module-level settings from the command line (the child process gets the same flags)."""
-    global MODEL_PATH, LOAD_KWARGS, LAYER, BATCH, DTYPE
+    global MODEL_PATH, LOAD_KWARGS, LAYER, BATCH, DTYPE, RAVEL_EXAMPLES, SKIP_RAVEL
     if args.model:
         MODEL_PATH, LOAD_KWARGS = Path(args.model).resolve(), {}
     LAYER, BATCH, DTYPE = args.layer, args.batch, args.dtype
+    RAVEL_EXAMPLES, SKIP_RAVEL = Path(args.ravel_examples).resolve(), args.skip_ravel
 
 
 def settings(args):
-    out = ["--layer", str(args.layer), "--batch", str(args.batch), "--dtype", args.dtype]
+    out = ["--layer", str(args.layer), "--batch", str(args.batch), "--dtype", args.dtype,
+           "--ravel-examples", str(args.ravel_examples)] + (["--skip-ravel"] if args.skip_ravel else [])
     return out + (["--model", args.model] if args.model else [])
 
 
@@ -241,6 +331,9 @@ def main():
     ap.add_argument("--batch", type=int, default=32, help="pairs in the batched DAS step")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="PyTorch's dtype")
     ap.add_argument("--skip-first-answer", action="store_true")
+    ap.add_argument("--skip-ravel", action="store_true", help="leave out the RAVEL recipe step")
+    ap.add_argument("--ravel-examples", default=str(ROOT / "target" / "bench-ravel-examples.json"),
+                    help="where the Rust bench writes the RAVEL step's token ids for PyTorch")
     args = ap.parse_args()
     configure(args)
     if args.child:
@@ -271,6 +364,11 @@ def main():
     nn = med(py, "nnsight_das_step_s")
     if nn:
         rows.append(("das_step_s vs nnsight", med(rust, "das_step_s"), nn, med(rust, "das_step_s") / nn))
+    for k in ["step_s", "step_pairs_per_s", "once_s_per_example", "epoch_pairs_per_s"]:
+        a = med([x["ravel_recipe"] for x in rust if x.get("ravel_recipe")], k) if any(x.get("ravel_recipe") for x in rust) else None
+        b = med([x["ravel_recipe"] for x in py if x.get("ravel_recipe")], k) if any(x.get("ravel_recipe") for x in py) else None
+        if a is not None and b is not None:
+            rows.append((f"RAVEL recipe {k}", a, b, a / b))
     print(f"model {rust[0]['model']}, layer {LAYER}, batch {BATCH}; Rust weights {rust[0]['weights']}, "
           f"PyTorch {DTYPE}")
     print(f"| measure | Rust ({rust[0]['backend']}) | Python | Rust / Python |")

@@ -1,5 +1,6 @@
 //! `subspace bench`: the figures of BENCHMARKS.md, as medians over repeated runs after warm-up.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -8,6 +9,8 @@ use llama::{Backend, ModelSource};
 use subspace::{DasConfig, Example, Intervention, LanguageModel, Pair, PatchSpec, Site, train};
 
 use super::common::ModelArgs;
+
+mod ravel;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -21,6 +24,12 @@ pub struct Args {
     /// tutorial does on Llama-3.2-1B.
     #[arg(long, default_value_t = 9)]
     pub layer: usize,
+    /// Skip the RAVEL recipe's training step (few-shot prompts at layer 15; ~1 minute).
+    #[arg(long)]
+    pub skip_ravel: bool,
+    /// Write the RAVEL step's examples (token ids) here, for bench/compare_pytorch.py.
+    #[arg(long)]
+    pub ravel_examples: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -138,6 +147,11 @@ pub fn run(args: Args) -> Result<()> {
         batch.push(Pair::new(base, source, bp, sp)?.with_target(lm.token(" France")?));
     }
     let ravel_step_s = step_time(&lm, site, &batch, r.min(5))?;
+    let ravel_recipe = if args.skip_ravel || lm.n_layers() <= ravel::LAYER {
+        None
+    } else {
+        ravel::measure(&lm, r, args.ravel_examples.as_deref())?
+    };
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -161,6 +175,7 @@ pub fn run(args: Args) -> Result<()> {
         "das_step_s": das_step_s,
         "ravel_step_s": ravel_step_s,
         "ravel_batch": args.batch,
+        "ravel_recipe": ravel_recipe,
         "peak_rss_after_load_mib": rss_after_load,
         "peak_rss_load_forward_mib": rss_load_forward,
         "peak_rss_mib": peak_rss_mib(),
@@ -186,6 +201,21 @@ pub fn run(args: Args) -> Result<()> {
             println!(
                 "  {key:<20} {:>9.4} s",
                 out[key].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+        if let Some(rr) = &ravel_recipe {
+            let f = |k: &str| rr[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "  RAVEL recipe (layer {}, {} dims, batch {}, {} examples of {:.0} tokens): step {:.3} s = {:.1} pairs/s; layers below the site {:.3} s per example; one epoch {:.1} pairs/s",
+                rr["layer"],
+                rr["dims"],
+                rr["batch"],
+                rr["examples"],
+                f("mean_base_tokens"),
+                f("step_s"),
+                f("step_pairs_per_s"),
+                f("once_s_per_example"),
+                f("epoch_pairs_per_s")
             );
         }
         for key in [
