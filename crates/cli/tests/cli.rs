@@ -278,7 +278,7 @@ fn mistakes_get_one_clear_line() {
 }
 
 /// `subspace ravel-score` on a `--save`d run scores the same pairs the run scored, so it prints
-/// the run's own numbers, now with Isolate split by attribute.
+/// the run's own numbers, now with Isolate split by attribute and Cause by source country.
 #[test]
 fn ravel_score_rescores_a_saved_run_as_it_was_scored() {
     let dir = tempfile::tempdir().unwrap();
@@ -307,6 +307,7 @@ fn ravel_score_rescores_a_saved_run_as_it_was_scored() {
         "val",
         "--split",
         "test",
+        "--by-country",
         "--json",
     ]));
     assert_eq!(
@@ -327,6 +328,15 @@ fn ravel_score_rescores_a_saved_run_as_it_was_scored() {
         }
         let n = now["n_continent"].as_u64().unwrap() + now["n_language"].as_u64().unwrap();
         assert_eq!(Some(n), now["n_isolate"].as_u64(), "{split}");
+        // The countries partition the cause pairs, and their hits make up Cause.
+        let rows = now["by_country"].as_array().unwrap();
+        let total = |k: &str| rows.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
+        assert_eq!(Some(total("pairs")), now["n_cause"].as_u64(), "{split}");
+        let cause = total("hits") as f64 / total("pairs") as f64;
+        assert!(
+            (cause - now["cause"].as_f64().unwrap()).abs() < 1e-12,
+            "{split}"
+        );
     }
     assert!(
         scored["scores"]["train"].is_null(),

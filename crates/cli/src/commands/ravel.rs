@@ -235,6 +235,9 @@ pub struct ScoreArgs {
     /// Splits to score: train, val or test (repeat the option for several). Default val and test.
     #[arg(long = "split")]
     pub splits: Vec<String>,
+    /// Also Cause per source country, with the train cities the model knows in each.
+    #[arg(long)]
+    pub by_country: bool,
     /// Known prompts from `subspace ravel-probe`.
     #[arg(long)]
     pub probe: Option<PathBuf>,
@@ -261,7 +264,18 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     let probe = load_probe(args.probe)?;
     let mut scored = serde_json::Map::new();
     for split in splits {
-        let s = saved.rescore(&lm, &data, &probe, split)?;
+        let examples = saved.pairs(&lm, &data, &probe, split)?;
+        let hits = ravel::outcomes(
+            &lm,
+            saved.site,
+            &saved.intervention,
+            &examples,
+            saved.config.batch,
+        )?;
+        let s = ravel::eval::scores(&examples, &hits);
+        let countries = args
+            .by_country
+            .then(|| ravel::breakdown::cause_by_source_country(&data, &probe, &examples, &hits));
         if !args.json {
             println!(
                 "{:<5} Cause {:.3}  Isolate {:.3} ({})  Disentangle {:.3}  ({} cause, {} isolate pairs)",
@@ -274,7 +288,14 @@ pub fn score(args: ScoreArgs) -> Result<()> {
                 s.n_isolate
             );
         }
-        scored.insert(split.name().into(), serde_json::to_value(s)?);
+        let mut entry = serde_json::to_value(s)?;
+        if let Some(rows) = &countries {
+            if !args.json {
+                print_by_country(rows);
+            }
+            entry["by_country"] = serde_json::to_value(rows)?;
+        }
+        scored.insert(split.name().into(), entry);
     }
     if args.json {
         println!(
@@ -291,6 +312,31 @@ pub fn score(args: ScoreArgs) -> Result<()> {
         eprintln!("{}", describe(&args.file, &saved));
     }
     Ok(())
+}
+
+fn print_by_country(rows: &[ravel::breakdown::CountryCause]) {
+    println!(
+        "      Cause by the source city's country (train cities known: the model answers their country):"
+    );
+    println!(
+        "      {:<28} {:>5} {:>6} {:>12}",
+        "country", "pairs", "Cause", "train cities"
+    );
+    for r in rows {
+        println!(
+            "      {:<28} {:>5} {:>6.2} {:>12}",
+            r.country,
+            r.pairs,
+            r.cause(),
+            r.train_cities
+        );
+    }
+    for min in [1, 5] {
+        let ((sp, sc), (up, uc)) = ravel::breakdown::seen_and_unseen(rows, min);
+        println!(
+            "      countries with >= {min} known train cities: {sp} pairs, Cause {sc:.2}; the others: {up} pairs, Cause {uc:.2}"
+        );
+    }
 }
 
 fn load_saved(path: &Path, lm: &subspace::LanguageModel) -> Result<ravel::methods::SavedRun> {

@@ -37,6 +37,9 @@ pub enum Role {
 pub struct RavelExample {
     pub example: Example,
     pub role: Role,
+    /// The cities of the two prompts (indices into [`RavelData::cities`]).
+    pub base_city: usize,
+    pub source_city: usize,
 }
 
 /// Builds `n` pairs of `role` from `split`: the base is a known prompt of the role's attribute,
@@ -96,6 +99,8 @@ pub fn pairs(
         out.push(RavelExample {
             example: Pair::new(base, source, b.position, s.position)?.with_target(target),
             role,
+            base_city: b.city,
+            source_city: s.city,
         });
     }
     Ok(out)
@@ -184,6 +189,33 @@ impl Tally {
     }
 }
 
+/// Whether each example's patched run answers its target (its most likely next token), in
+/// the order of `examples`, `batch` pairs per forward pass.
+pub fn outcomes(
+    lm: &LanguageModel,
+    site: Site,
+    intervention: &Intervention,
+    examples: &[RavelExample],
+    batch: usize,
+) -> Result<Vec<bool>> {
+    if batch == 0 {
+        return crate::error::bad_setting("batch", 0, "at least 1");
+    }
+    let placed = [intervention.clone().at(site)];
+    let mut hits = Vec::with_capacity(examples.len());
+    for chunk in examples.chunks(batch) {
+        let pairs: Vec<Pair> = chunk.iter().map(|e| e.example.pair.clone()).collect();
+        let preds = lm.patch_pairs(&pairs, &placed)?;
+        hits.extend(
+            chunk
+                .iter()
+                .zip(preds)
+                .map(|(e, p)| p.argmax().id == e.example.target),
+        );
+    }
+    Ok(hits)
+}
+
 /// Evaluates `intervention` at `site` on `examples`, `batch` pairs per forward pass.
 pub fn evaluate(
     lm: &LanguageModel,
@@ -192,32 +224,29 @@ pub fn evaluate(
     examples: &[RavelExample],
     batch: usize,
 ) -> Result<Scores> {
-    if batch == 0 {
-        return crate::error::bad_setting("batch", 0, "at least 1");
-    }
+    let hits = outcomes(lm, site, intervention, examples, batch)?;
+    Ok(scores(examples, &hits))
+}
+
+/// The scores of `examples` given whether each one hit (as [`outcomes`] reports them).
+pub fn scores(examples: &[RavelExample], hits: &[bool]) -> Scores {
     let (mut cause, mut isolate) = (Tally::default(), Tally::default());
     let (mut continent, mut language) = (Tally::default(), Tally::default());
-    let placed = [intervention.clone().at(site)];
-    for chunk in examples.chunks(batch) {
-        let pairs: Vec<Pair> = chunk.iter().map(|e| e.example.pair.clone()).collect();
-        let preds = lm.patch_pairs(&pairs, &placed)?;
-        for (e, p) in chunk.iter().zip(preds) {
-            let hit = p.argmax().id == e.example.target;
-            match e.role {
-                Role::Cause => cause.add(hit),
-                Role::Isolate(attribute) => {
-                    isolate.add(hit);
-                    match attribute {
-                        Attribute::Continent => continent.add(hit),
-                        Attribute::Language => language.add(hit),
-                        // Not built by `split_examples`; it still counts toward Isolate.
-                        Attribute::Country => {}
-                    }
+    for (e, &hit) in examples.iter().zip(hits) {
+        match e.role {
+            Role::Cause => cause.add(hit),
+            Role::Isolate(attribute) => {
+                isolate.add(hit);
+                match attribute {
+                    Attribute::Continent => continent.add(hit),
+                    Attribute::Language => language.add(hit),
+                    // Not built by `split_examples`; it still counts toward Isolate.
+                    Attribute::Country => {}
                 }
             }
         }
     }
-    Ok(Scores {
+    Scores {
         cause: cause.ratio(),
         isolate: isolate.ratio(),
         disentangle: (cause.ratio() + isolate.ratio()) / 2.0,
@@ -227,5 +256,5 @@ pub fn evaluate(
         isolate_language: language.share(),
         n_continent: continent.n,
         n_language: language.n,
-    })
+    }
 }

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::data::{RavelData, Split};
-use super::eval::{Role, Scores, evaluate, split_examples};
+use super::eval::{RavelExample, Role, Scores, evaluate, split_examples};
 use super::probe::ProbeReport;
 use crate::error::{Result, SubspaceError, bad_setting};
 use crate::intervention::Intervention;
@@ -436,8 +436,7 @@ pub fn run_with_progress(
     Ok(result)
 }
 
-/// The scores on one split's pairs as a run with `config` draws them: train (`n_train` pairs,
-/// `seed`), val (`n_eval`, `seed + 1`) or test (`n_eval`, `seed + 2`).
+/// The scores on one split's pairs as a run with `config` draws them (see [`split_pairs`]).
 pub fn split_scores(
     lm: &LanguageModel,
     data: &RavelData,
@@ -447,13 +446,25 @@ pub fn split_scores(
     config: &RunConfig,
     split: Split,
 ) -> Result<Scores> {
+    let examples = split_pairs(lm, data, probe, config, split)?;
+    evaluate(lm, site, intervention, &examples, config.batch)
+}
+
+/// One split's pairs as a run with `config` draws them: train (`n_train` cause pairs, `seed`),
+/// val (`n_eval`, `seed + 1`) or test (`n_eval`, `seed + 2`).
+pub fn split_pairs(
+    lm: &LanguageModel,
+    data: &RavelData,
+    probe: &ProbeReport,
+    config: &RunConfig,
+    split: Split,
+) -> Result<Vec<RavelExample>> {
     let (n, seed) = match split {
         Split::Train => (config.n_train, config.seed),
         Split::Val => (config.n_eval, config.seed + 1),
         Split::Test => (config.n_eval, config.seed + 2),
     };
-    let examples = split_examples(lm, data, probe, split, n, seed)?;
-    evaluate(lm, site, intervention, &examples, config.batch)
+    split_examples(lm, data, probe, split, n, seed)
 }
 
 /// A run saved by `subspace ravel --save` (or [`RunConfig::save`]): the trained intervention
@@ -485,6 +496,17 @@ impl SavedRun {
             &self.config,
             split,
         )
+    }
+
+    /// The pairs of one split as its run drew them (for a breakdown of [`SavedRun::rescore`]).
+    pub fn pairs(
+        &self,
+        lm: &LanguageModel,
+        data: &RavelData,
+        probe: &ProbeReport,
+        split: Split,
+    ) -> Result<Vec<RavelExample>> {
+        split_pairs(lm, data, probe, &self.config, split)
     }
 }
 
