@@ -331,10 +331,10 @@ fn print_by_country(rows: &[ravel::breakdown::CountryCause]) {
             r.train_cities
         );
     }
-    for min in [1, 5] {
-        let ((sp, sc), (up, uc)) = ravel::breakdown::seen_and_unseen(rows, min);
+    for (what, range) in [("none", 0..1), ("1-4", 1..5), ("5 or more", 5..usize::MAX)] {
+        let (pairs, cause) = ravel::breakdown::pooled(rows, range);
         println!(
-            "      countries with >= {min} known train cities: {sp} pairs, Cause {sc:.2}; the others: {up} pairs, Cause {uc:.2}"
+            "      source countries with {what} known train cities: {pairs} pairs, Cause {cause:.2}"
         );
     }
 }

@@ -5,6 +5,7 @@
 //! countries it saw; this table tells the two apart.
 
 use std::collections::BTreeMap;
+use std::ops::RangeBounds;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,22 +91,19 @@ pub fn cause_by_source_country(
     rows
 }
 
-/// Cause pooled over the countries with at least `min_train` known train cities, and over the
-/// rest: `((pairs, cause), (pairs, cause))`.
-pub fn seen_and_unseen(rows: &[CountryCause], min_train: usize) -> ((usize, f64), (usize, f64)) {
-    let pool = |seen: bool| {
-        let (pairs, hits) = rows
-            .iter()
-            .filter(|r| (r.train_cities >= min_train) == seen)
-            .fold((0, 0), |(p, h), r| (p + r.pairs, h + r.hits));
-        let cause = if pairs == 0 {
-            f64::NAN
-        } else {
-            hits as f64 / pairs as f64
-        };
-        (pairs, cause)
+/// Cause pooled over the countries whose known train cities fall in `train_cities`:
+/// `(pairs, cause)` (cause NaN where no pair does).
+pub fn pooled(rows: &[CountryCause], train_cities: impl RangeBounds<usize>) -> (usize, f64) {
+    let (pairs, hits) = rows
+        .iter()
+        .filter(|r| train_cities.contains(&r.train_cities))
+        .fold((0, 0), |(p, h), r| (p + r.pairs, h + r.hits));
+    let cause = if pairs == 0 {
+        f64::NAN
+    } else {
+        hits as f64 / pairs as f64
     };
-    (pool(true), pool(false))
+    (pairs, cause)
 }
 
 #[cfg(test)]
@@ -202,8 +200,9 @@ mod tests {
             got,
             [("France", 3, 2, 2), ("Chile", 1, 1, 0), ("Peru", 1, 0, 0)]
         );
-        let ((seen, seen_cause), (unseen, unseen_cause)) = seen_and_unseen(&rows, 1);
+        let ((seen, seen_cause), (unseen, unseen_cause)) = (pooled(&rows, 1..), pooled(&rows, ..1));
         assert_eq!((seen, unseen), (3, 2));
         assert!((seen_cause - 2.0 / 3.0).abs() < 1e-12 && (unseen_cause - 0.5).abs() < 1e-12);
+        assert!(pooled(&rows, 5..).1.is_nan());
     }
 }
