@@ -11,7 +11,7 @@ bf16 safetensors, layer 8 as in the tutorial; PyTorch computes in f32 unless --d
     .venv/bin/python bench/compare_pytorch.py --model data/models/llama-3.2-1b-shaped \
         --layer 8 --batch 8 --rounds 1 --repeats 3
 
-The RAVEL recipe's step (`ravel_recipe` in `subspace bench`: few-shot prompts, a 16-dim
+The RAVEL recipe's step (`ravel_recipe` in `subspace bench`: few-shot prompts, a 192-dim
 subspace at layer 15, batches of 32) is run by PyTorch on the very same token ids, which the Rust
 bench writes to --ravel-examples; PyTorch trains as pyvene does (a d x k orthogonal
 parametrisation, a hook on the layer's output, the whole padded batch forward and backward each
@@ -161,12 +161,12 @@ def python_bench(repeats, threads):
 
 
 def ravel_recipe(model, repeats, dtype):
-    """The RAVEL recipe's training step on the Rust bench's examples (same token ids): k = 16
+    """The RAVEL recipe's training step on the Rust bench's examples (same token ids): k = 192
     rotated dimensions at layer 15, batch 32, Adam at 3e-3, weighted cross-entropy."""
     import torch
 
     rows = json.loads(RAVEL_EXAMPLES.read_text())
-    layer, k, batch = 15, 16, 32
+    layer, k, batch = 15, 192, 32  # as LAYER, DIMS, BATCH in crates/cli/src/commands/bench/ravel.rs
     d = model.config.hidden_size
     pad_id = model.config.pad_token_id or model.config.eos_token_id or 0
     if isinstance(pad_id, list):

@@ -132,6 +132,7 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("das.safetensors");
     let mut config = RunConfig::new(Method::Das, 9);
+    config.dims = 16;
     config.steps = 3;
     config.n_train = 8;
     config.n_eval = 8;

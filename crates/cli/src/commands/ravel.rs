@@ -76,7 +76,8 @@ pub struct Args {
     pub layer: usize,
     // The training options default to the recipe chosen on val (`RunConfig::new`, RESULTS.md
     // "Choosing the recipe on val"); each given option overrides its part of it.
-    /// Dimensions of the subspace (neurons: how many). Default 16.
+    /// Dimensions of the subspace (neurons: how many). Default 192 for das and mdas, 16 for the
+    /// others.
     #[arg(long)]
     pub dims: Option<usize>,
     /// Training steps. Default 240.

@@ -115,11 +115,12 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// The recipe chosen on val (RESULTS.md, "Choosing the recipe on val"): 16 dimensions,
-    /// 240 steps of 32 on 1024 cause pairs (plus as many isolate pairs for MDAS), isolate
-    /// weight 1, peak lr [`RunConfig::default_lr`]; MDAS warms up linearly over the first 10 %
-    /// of the steps and decays linearly to 0 after, the others keep a constant rate (their best
-    /// on val). About 5 min for DAS and 8.5 for MDAS on 2 cores, scoring included.
+    /// The recipe chosen on val (RESULTS.md, "Choosing the recipe on val" and "The recipe's
+    /// layer and size"): 240 steps of 32 on 1024 cause pairs (plus as many isolate pairs for
+    /// MDAS), isolate weight 1, peak lr [`RunConfig::default_lr`], [`RunConfig::default_dims`]
+    /// dimensions; MDAS warms up linearly over the first 10 % of the steps and decays linearly
+    /// to 0 after, the others keep a constant rate (their best on val). About 5 min for DAS and
+    /// 13 for MDAS on 2 cores, scoring included.
     pub fn new(method: Method, layer: usize) -> Self {
         let (warmup, decay) = match method {
             Method::Mdas => (0.1, Decay::Linear),
@@ -128,7 +129,7 @@ impl RunConfig {
         RunConfig {
             method,
             layer,
-            dims: 16,
+            dims: Self::default_dims(method),
             steps: 240,
             seed: 0,
             lr: None,
@@ -147,6 +148,17 @@ impl RunConfig {
 }
 
 impl RunConfig {
+    /// The subspace size when none is given: 192 of 576 for DAS and MDAS, the best val
+    /// Disentangle of 16, 64 and 192 at layer 15 (val Disentangle rises with the size for
+    /// both, and 576 is residual patching); 16 for the others (neurons, low-rank and boundless
+    /// were not tried larger).
+    pub fn default_dims(method: Method) -> usize {
+        match method {
+            Method::Das | Method::Mdas => 192,
+            _ => 16,
+        }
+    }
+
     /// The peak learning rate when none is given: chosen on val from 1e-3 and 3e-3 for the full
     /// rotations (DAS 1e-3, MDAS 3e-3); 1e-2 for low-rank and boundless, whose plain Adam
     /// steps followed by a QR retraction move each entry by about `lr`, far less than a step

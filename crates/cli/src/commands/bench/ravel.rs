@@ -1,5 +1,5 @@
 //! The RAVEL recipe's training, timed on its own kind of pairs: few-shot prompts from the probe
-//! file (~60 tokens, not the tutorial's 9), a 16-dim rotation at layer 15, batches of 32,
+//! file (~60 tokens, not the tutorial's 9), a 192-dim rotation at layer 15, batches of 32,
 //! cause and isolate examples as MDAS trains on them. What `subspace ravel` spends its minutes
 //! on, so that pairs per second can be set against PyTorch doing the same (bench/compare_pytorch.py
 //! reads the examples' token ids from `--ravel-examples`).
@@ -14,7 +14,7 @@ use subspace::{DasConfig, Example, Intervention, LanguageModel, Site, train};
 
 /// The recipe's site, size, batch and peak learning rate (`RunConfig::new` for MDAS).
 pub const LAYER: usize = 15;
-pub const DIMS: usize = 16;
+pub const DIMS: usize = 192;
 pub const BATCH: usize = 32;
 const LR: f64 = 3e-3;
 /// Cause pairs drawn (plus half as many per kept attribute): 64 examples, two batches.
