@@ -11,9 +11,9 @@ bf16 safetensors, layer 8 as in the tutorial; PyTorch computes in f32 unless --d
     .venv/bin/python bench/compare_pytorch.py --model data/models/llama-3.2-1b-shaped \
         --layer 8 --batch 8 --rounds 1 --repeats 3
 
-The RAVEL recipe's step (`ravel_recipe` in `subspace bench`: few-shot prompts, a 192-dim
-subspace at layer 15, batches of 32) is run by PyTorch on the very same token ids, which the Rust
-bench writes to --ravel-examples; PyTorch trains as pyvene does (a d x k orthogonal
+The RAVEL recipe's step (`ravel_recipe` in `subspace bench`: few-shot prompts, the MDAS recipe's
+subspace size at layer 15, batches of 32) is run by PyTorch on the very same token ids and
+settings, which the Rust bench writes to --ravel-examples; PyTorch trains as pyvene does (a d x k orthogonal
 parametrisation, a hook on the layer's output, the whole padded batch forward and backward each
 step, the sources' vectors read once without gradients). --skip-ravel leaves it out.
 """
@@ -161,12 +161,14 @@ def python_bench(repeats, threads):
 
 
 def ravel_recipe(model, repeats, dtype):
-    """The RAVEL recipe's training step on the Rust bench's examples (same token ids): k = 192
-    rotated dimensions at layer 15, batch 32, Adam at 3e-3, weighted cross-entropy."""
+    """The RAVEL recipe's training step on the Rust bench's examples (same token ids) with the
+    Rust bench's settings (layer, k rotated dimensions, batch, Adam's rate; `subspace ravel`'s
+    MDAS recipe), weighted cross-entropy."""
     import torch
 
-    rows = json.loads(RAVEL_EXAMPLES.read_text())
-    layer, k, batch = 15, 192, 32  # as LAYER, DIMS, BATCH in crates/cli/src/commands/bench/ravel.rs
+    recipe = json.loads(RAVEL_EXAMPLES.read_text())
+    rows = recipe["examples"]
+    layer, k, batch, lr = recipe["layer"], recipe["dims"], recipe["batch"], recipe["lr"]
     d = model.config.hidden_size
     pad_id = model.config.pad_token_id or model.config.eos_token_id or 0
     if isinstance(pad_id, list):
@@ -201,7 +203,7 @@ def ravel_recipe(model, repeats, dtype):
     rotate = torch.nn.Linear(d, k, bias=False, dtype=dtype)
     torch.nn.init.orthogonal_(rotate.weight)
     rotate = torch.nn.utils.parametrizations.orthogonal(rotate)
-    opt = torch.optim.Adam(rotate.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(rotate.parameters(), lr=lr)
     state = {"i": 0}
 
     def step():

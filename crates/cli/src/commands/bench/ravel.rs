@@ -1,5 +1,5 @@
 //! The RAVEL recipe's training, timed on its own kind of pairs: few-shot prompts from the probe
-//! file (~60 tokens, not the tutorial's 9), a 192-dim rotation at layer 15, batches of 32,
+//! file (~60 tokens, not the tutorial's 9), the MDAS recipe's rotation at layer 15, batches of 32,
 //! cause and isolate examples as MDAS trains on them. What `subspace ravel` spends its minutes
 //! on, so that pairs per second can be set against PyTorch doing the same (bench/compare_pytorch.py
 //! reads the examples' token ids from `--ravel-examples`).
@@ -8,15 +8,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use subspace::ravel::{self, RavelData, Split};
+use subspace::ravel::{self, Method, RavelData, RunConfig, Split};
 use subspace::train::DasObjective;
 use subspace::{DasConfig, Example, Intervention, LanguageModel, Site, train};
 
-/// The recipe's site, size, batch and peak learning rate (`RunConfig::new` for MDAS).
+/// The recipe's site; its size, batch and peak learning rate are `RunConfig::new`'s for MDAS.
 pub const LAYER: usize = 15;
-pub const DIMS: usize = 192;
-pub const BATCH: usize = 32;
-const LR: f64 = 3e-3;
 /// Cause pairs drawn (plus half as many per kept attribute): 64 examples, two batches.
 const CAUSE_PAIRS: usize = 32;
 
@@ -49,8 +46,11 @@ pub fn measure(
             .into_iter()
             .map(|e| e.example)
             .collect();
+    let recipe = RunConfig::new(Method::Mdas, LAYER);
+    let (dims, batch, lr) = (recipe.dims, recipe.batch, recipe.peak_lr());
+    let settings = serde_json::json!({ "layer": LAYER, "dims": dims, "batch": batch, "lr": lr });
     if let Some(path) = examples_out {
-        write_examples(path, &examples)?;
+        write_examples(path, &settings, &examples)?;
     }
     let site = Site::block_output(LAYER);
     site.check(lm.n_layers())?;
@@ -59,18 +59,18 @@ pub fn measure(
     let mut once = Vec::new();
     for _ in 0..repeats.clamp(1, 3) {
         let t = Instant::now();
-        DasObjective::new(lm, site, &examples, Some(BATCH))?;
+        DasObjective::new(lm, site, &examples, Some(batch))?;
         once.push(t.elapsed().as_secs_f64());
     }
     let once_s = super::median(once);
 
-    let mut iv = Intervention::random_rotation(lm.hidden_size(), DIMS, 0, &lm.device())?;
+    let mut iv = Intervention::random_rotation(lm.hidden_size(), dims, 0, &lm.device())?;
     let mut stamps = Vec::new();
     // Two batches: an even number of timed steps covers each equally often.
     let steps = 2 * repeats.clamp(1, 5) + 1;
     let config = DasConfig::new(site, steps)
-        .with_lr(LR)
-        .with_batch_size(BATCH);
+        .with_lr(lr)
+        .with_batch_size(batch);
     train::train(lm, &mut iv, &examples, &config, |s| {
         stamps.push(s.elapsed.as_secs_f64());
     })?;
@@ -79,21 +79,23 @@ pub fn measure(
     let mean_base_tokens = examples.iter().map(|e| e.pair.base.len()).sum::<usize>() as f64 / n;
     Ok(Some(serde_json::json!({
         "layer": LAYER,
-        "dims": DIMS,
-        "batch": BATCH,
+        "dims": dims,
+        "batch": batch,
+        "lr": lr,
         "examples": examples.len(),
         "mean_base_tokens": mean_base_tokens,
         "once_s": once_s,
         "once_s_per_example": once_s / n,
         "step_s": step_s,
-        "step_pairs_per_s": BATCH as f64 / step_s,
+        "step_pairs_per_s": batch as f64 / step_s,
         // One pass: the prefixes once, then n / batch steps.
-        "epoch_pairs_per_s": n / (once_s + (n / BATCH as f64) * step_s),
+        "epoch_pairs_per_s": n / (once_s + (n / batch as f64) * step_s),
     })))
 }
 
-/// The examples as token ids, for the PyTorch side to train on the very same inputs.
-fn write_examples(path: &Path, examples: &[Example]) -> Result<()> {
+/// The settings and the examples as token ids, for the PyTorch side to train the same
+/// subspace on the very same inputs.
+fn write_examples(path: &Path, settings: &serde_json::Value, examples: &[Example]) -> Result<()> {
     let rows: Vec<_> = examples
         .iter()
         .map(|e| {
@@ -110,6 +112,8 @@ fn write_examples(path: &Path, examples: &[Example]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    subspace::store::write_atomic(path, &serde_json::to_vec(&rows)?)?;
+    let mut file = settings.clone();
+    file["examples"] = serde_json::Value::Array(rows);
+    subspace::store::write_atomic(path, &serde_json::to_vec(&file)?)?;
     Ok(())
 }
