@@ -1,6 +1,6 @@
-//! The RAVEL recipe's training, timed on its own kind of pairs: few-shot prompts from the probe
-//! file (plain and few-shot, not the tutorial's one prompt), the MDAS recipe's rotation at layer 15, batches of 32,
-//! cause and isolate examples as MDAS trains on them. What `subspace ravel` spends its minutes
+//! The RAVEL recipe's training, timed on its own kind of pairs: the probe file's known prompts
+//! (plain and few-shot, ~15 tokens on average), the MDAS recipe's rotation at layer 15, batches
+//! of 32, cause and isolate examples as MDAS trains on them. What `subspace ravel` spends its minutes
 //! on, so that pairs per second can be set against PyTorch doing the same (bench/compare_pytorch.py
 //! reads the examples' token ids from `--ravel-examples`).
 
