@@ -132,7 +132,6 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("das.safetensors");
     let mut config = RunConfig::new(Method::Das, 9);
-    config.dims = 16;
     config.steps = 3;
     config.n_train = 8;
     config.n_eval = 8;
@@ -147,7 +146,7 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
         (3, 8, Some(1e-2))
     );
     assert_eq!(run.recorded.losses, r.losses);
-    let start = Intervention::random_rotation(lm.hidden_size(), 16, 0, &lm.device()).unwrap();
+    let start = Intervention::random_rotation(lm.hidden_size(), run.config.dims, 0, &lm.device()).unwrap();
     let (Intervention::Rotated(saved), Intervention::Rotated(start)) = (&run.intervention, &start)
     else {
         panic!("a rotation: {:?}", run.intervention.kind());
