@@ -52,22 +52,24 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let interrupted = matches!(
-                e.downcast_ref::<subspace::SubspaceError>(),
-                Some(subspace::SubspaceError::Interrupted { .. })
-            );
+            let interrupted = e.chain().any(|cause| {
+                matches!(
+                    cause.downcast_ref::<subspace::SubspaceError>(),
+                    Some(subspace::SubspaceError::Interrupted { .. })
+                )
+            });
+            if interrupted {
+                // One line: what was going on, what was kept and how to go on. 130: the
+                // shell's code for a command stopped by Ctrl-C.
+                eprintln!("{e:#}");
+                return ExitCode::from(130);
+            }
             // One line per cause, no backtrace: the message is for the user.
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            // 130: the shell's code for a run stopped by Ctrl-C.
-            if interrupted {
-                eprintln!("  to resume: run the same command again");
-                ExitCode::from(130)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::FAILURE
         }
     }
 }

@@ -30,6 +30,15 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// A command line the argument parser refuses: exit code 2 and a message naming the choices.
+fn misused(out: &Output, needles: &[&str]) {
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in stderr: {err}");
+    }
+}
+
 fn fails_with(out: &Output, needles: &[&str]) {
     assert_eq!(
         out.status.code(),
@@ -236,11 +245,19 @@ fn mistakes_get_one_clear_line() {
         &subspace(&["ravel", "--method", "das", "--layer", "31", "--steps", "1"]),
         &["layer 31"],
     );
-    fails_with(
+    // Choices are checked by the argument parser (exit code 2, as for any misused option).
+    misused(
         &subspace(&[
             "ravel", "--method", "mdas", "--layer", "9", "--decay", "sideways",
         ]),
         &["sideways", "constant, linear, cosine"],
+    );
+    misused(
+        &subspace(&["ravel", "--method", "rotation", "--layer", "9"]),
+        &[
+            "rotation",
+            "residual, neurons, das, lowrank, boundless, mdas",
+        ],
     );
     fails_with(
         &subspace(&[
@@ -248,14 +265,14 @@ fn mistakes_get_one_clear_line() {
         ]),
         &["warm-up", "below 1"],
     );
-    fails_with(
+    misused(
         &subspace(&[
             "ravel-score",
             "/nonexistent/run.safetensors",
             "--split",
             "dev",
         ]),
-        &["\"dev\"", "train, val or test"],
+        &["'dev'", "train, val, test"],
     );
     fails_with(
         &subspace(&["ravel-score", "/nonexistent/run.safetensors"]),

@@ -93,8 +93,10 @@ pub enum SubspaceError {
         lock: std::path::PathBuf,
     },
 
-    #[error("stopped on request after step {step}; {resume}")]
-    Interrupted { step: usize, resume: String },
+    /// Stopped by a raised [`crate::StopFlag`] (Ctrl-C): `step` is the last finished training
+    /// step, if training was under way; `resume` says what was kept and how to go on.
+    #[error("stopped on request{}; {resume}", step.map_or(String::new(), |s| format!(" after step {s}")))]
+    Interrupted { step: Option<usize>, resume: String },
 
     #[error(
         "training stopped at step {step}: the loss became {loss} (not finite); the intervention keeps the weights of step {last_good}. Try a smaller learning rate"

@@ -11,7 +11,7 @@ use crate::error::{Result, bad_setting};
 use crate::intervention::PlacedIntervention;
 use crate::lm::{LanguageModel, Prompt};
 use crate::pair::Pair;
-use crate::run::{self, Edit, Keep, Window};
+use crate::run::{Blocks, Edit, Keep, Window};
 
 /// A prompt and the tokens generated after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl LanguageModel {
         self.check_pairs([pair])?;
         self.check_placed(placed)?;
         // One unpadded row: the base token's column is its position.
-        let edits = self.pair_edits(&[pair], vec![pair.base_position], placed);
+        let edits = self.pair_edits(&[pair], vec![pair.base_position], placed)?;
         self.greedy(&pair.base, &edits, n)
     }
 
@@ -68,15 +68,11 @@ impl LanguageModel {
         let mut ids = prompt.ids.clone();
         let batch = self.batch(&[prompt]);
         let ctx = model.context(&batch);
-        let ran = run::run_blocks(
-            model,
-            &ctx,
-            model.embed(batch.ids.clone()),
-            0..model.n_layers(),
-            edits,
-            None,
-            keep,
-        );
+        let blocks = Blocks::new(0..model.n_layers())
+            .with_edits(edits)
+            .keeping(keep)
+            .stopped_by(Some(self.stop_flag()));
+        let ran = blocks.run(model, &ctx, model.embed(batch.ids.clone()))?;
         let mut cache = ran.cache;
         let mut next = argmax(model.logits_at(ran.h, batch.seq_len - 1))?;
         let mut generated = vec![next];
@@ -94,15 +90,10 @@ impl LanguageModel {
                 from,
                 prefix: &cache,
             };
-            let ran = run::run_blocks(
-                model,
-                &ctx,
-                model.embed(token),
-                0..model.n_layers(),
-                edits,
-                Some(window),
-                keep,
-            );
+            let ran = blocks
+                .clone()
+                .after(Some(window))
+                .run(model, &ctx, model.embed(token))?;
             cache = ran.cache;
             next = argmax(model.logits_at(ran.h, 0))?;
             generated.push(next);

@@ -2,11 +2,12 @@
 //! prompt (whole vector, neurons, or a rotated subspace), train the subspace with Distributed
 //! Alignment Search, save it, and show the results.
 //!
-//! The folders follow the data flow: [`site`] says where, [`intervention`] says what, [`run`]
-//! does the forward pass with edits, [`train`] learns subspaces, [`store`] saves them,
+//! The folders follow the data flow: [`site`] says where, [`intervention`] says what, [`edits`]
+//! turns pairs of prompts into edits, [`run`] does the forward pass with edits, [`train`] learns subspaces, [`store`] saves them,
 //! [`readout`] and [`display`] turn outputs into numbers, tables and plots.
 
 pub mod display;
+pub mod edits;
 pub mod error;
 mod file_lock;
 mod fingerprint;
@@ -19,6 +20,7 @@ pub mod ravel;
 pub mod readout;
 pub mod run;
 pub mod site;
+pub mod stop;
 pub mod store;
 pub mod sweep;
 pub mod train;
@@ -37,4 +39,5 @@ pub use pair::{Example, Pair, PairPrompts};
 pub use patch::{PatchSpec, PromptTrace};
 pub use readout::{Prediction, TokenProb, TopK};
 pub use site::{Component, Site};
-pub use train::{DasConfig, StepReport, StopFlag, TrainReport};
+pub use stop::StopFlag;
+pub use train::{DasConfig, StepReport, TrainReport};

@@ -10,6 +10,7 @@ use crate::error::{Result, SubspaceError};
 use crate::fingerprint::Fnv;
 use crate::readout::Prediction;
 use crate::run;
+use crate::stop::StopFlag;
 
 /// A tokenized prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,9 @@ pub struct LanguageModel {
     /// What was loaded (file name or hub id).
     pub name: String,
     tokenizer_tag: u64,
+    /// Raised to stop whatever long call is running on this model (see [`crate::stop`]);
+    /// shared by its clones.
+    stop: StopFlag,
 }
 
 /// A fingerprint of a tokenizer's vocabulary: its size and the text of tokens spread over it.
@@ -97,7 +101,23 @@ impl LanguageModel {
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),
             name,
+            stop: StopFlag::new(),
         }
+    }
+
+    /// This model reading `stop` instead of its own flag (e.g. one a Ctrl-C handler raises,
+    /// installed before the model was loaded).
+    pub fn with_stop_flag(mut self, stop: StopFlag) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// The flag every long call on this model (and its clones) reads, about once a block of
+    /// each forward pass: raise it (from a Ctrl-C handler, another thread) and the running call
+    /// returns [`SubspaceError::Interrupted`] within a fraction of a second, having written
+    /// nothing half-way. Lower it to use the model again.
+    pub fn stop_flag(&self) -> &StopFlag {
+        &self.stop
     }
 
     /// Which tokenizer this model reads prompts of (see [`Prompt`]).
@@ -241,7 +261,8 @@ impl LanguageModel {
         let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
         self.check_memory(prompts.len(), longest, false)?;
         let batch = self.batch(prompts);
-        self.prediction(run::last_logits(&self.model, &batch, &[]))
+        let logits = run::last_logits(&self.model, &batch, &[], Some(&self.stop))?;
+        self.prediction(logits)
     }
 }
 

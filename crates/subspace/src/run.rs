@@ -1,15 +1,17 @@
 //! The one forward loop that reads and edits the residual stream: the model's blocks, with edits
 //! applied at their sites. Predicting, tracing, patching, sweeping, training and generating all
-//! call [`run_blocks`]; they differ only in which layers they run, from which column, and what
-//! they keep ([`Keep`]).
+//! run [`Blocks`]; they differ only in which layers they run, from which column, and what they
+//! keep ([`Keep`]).
 
 use std::ops::Range;
 
 use burn::tensor::Tensor;
 use llama::{ForwardContext, KeyValue, Llama, TokenBatch};
 
+use crate::error::Result;
 use crate::intervention::Intervention;
 use crate::site::{Component, Site};
+use crate::stop::{self, StopFlag};
 
 /// One intervention in one forward pass: at `site`, in each batch row `r`, the vector at column
 /// `columns[r]` becomes `intervention.apply(vector, source[r])`.
@@ -72,7 +74,7 @@ pub struct Keep {
     pub cache: bool,
 }
 
-/// What [`run_blocks`] returns.
+/// What [`Blocks::run`] returns.
 #[derive(Debug, Clone)]
 pub struct Ran {
     /// The stream leaving the last block run.
@@ -94,47 +96,96 @@ pub struct Window<'a> {
     pub prefix: &'a [KeyValue],
 }
 
-/// Runs blocks `layers` on `h` (the input of the first of them), applying `edits` at their sites.
+/// Which blocks a run goes through and what it does there: the edits applied at their sites,
+/// the columns already computed (a [`Window`]), what it keeps, and the flag that stops it.
 ///
-/// With a `window`, `h` holds only columns `window.from..` and `ctx` must be
-/// [`ForwardContext::queries_from`]`(from)`.
-///
-/// # Shapes
-/// - `h`: `[batch, seq − from, hidden]` → [`Ran::h`] the same
-pub fn run_blocks(
-    model: &Llama,
-    ctx: &ForwardContext,
-    mut h: Tensor<3>,
-    layers: Range<usize>,
-    edits: &[Edit],
-    window: Option<Window>,
-    keep: Keep,
-) -> Ran {
-    let from = window.map_or(0, |w| w.from);
-    let mut components = Vec::new();
-    let mut cache = Vec::new();
-    for (i, l) in layers.enumerate() {
-        let block = &model.blocks[l];
-        let prefix = window.map(|w| &w.prefix[i]);
-        let edit = |t, c| apply_edits(t, Site::new(l, c), edits, from);
-        // The block's residual sum, written once: h + attn(norm h), then + mlp(norm .).
-        let input = edit(h, Component::BlockInput);
-        let (attn, kv) = block.attention_branch_cached(input.clone(), ctx, prefix);
-        let attn = edit(attn, Component::AttentionOutput);
-        let mid = input.clone() + attn.clone();
-        let mlp = edit(block.mlp_branch(mid.clone()), Component::MlpOutput);
-        h = edit(mid + mlp.clone(), Component::BlockOutput);
-        if keep.components {
-            components.push([input, attn, mlp, h.clone()]);
-        }
-        if keep.cache {
-            cache.push(kv);
+/// ```ignore
+/// let ran = Blocks::new(site.layer..model.n_layers())
+///     .with_edits(&edits)
+///     .after(window)
+///     .stopped_by(Some(&stop))
+///     .run(model, &ctx, h)?;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Blocks<'a> {
+    pub layers: Range<usize>,
+    pub edits: &'a [Edit<'a>],
+    /// Columns computed before this run (`None`: `h` starts at column 0).
+    pub window: Option<Window<'a>>,
+    pub keep: Keep,
+    /// Read before each block: a raised flag ends the run with
+    /// [`crate::SubspaceError::Interrupted`] (a block takes well under a second).
+    pub stop: Option<&'a StopFlag>,
+}
+
+impl<'a> Blocks<'a> {
+    /// Blocks `layers`, unedited, from column 0, keeping only the final stream.
+    pub fn new(layers: Range<usize>) -> Self {
+        Blocks {
+            layers,
+            edits: &[],
+            window: None,
+            keep: Keep::default(),
+            stop: None,
         }
     }
-    Ran {
-        h,
-        components,
-        cache,
+
+    pub fn with_edits(mut self, edits: &'a [Edit<'a>]) -> Self {
+        self.edits = edits;
+        self
+    }
+
+    /// `h` holds only columns `window.from..`; the earlier ones are in `window.prefix`.
+    pub fn after(mut self, window: Option<Window<'a>>) -> Self {
+        self.window = window;
+        self
+    }
+
+    pub fn keeping(mut self, keep: Keep) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    pub fn stopped_by(mut self, stop: Option<&'a StopFlag>) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Runs the blocks on `h` (the input of the first of them), applying the edits at their
+    /// sites.
+    ///
+    /// With a window, `ctx` must be [`ForwardContext::queries_from`]`(window.from)`.
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, seq − from, hidden]` → [`Ran::h`] the same
+    pub fn run(&self, model: &Llama, ctx: &ForwardContext, mut h: Tensor<3>) -> Result<Ran> {
+        let from = self.window.map_or(0, |w| w.from);
+        let mut components = Vec::new();
+        let mut cache = Vec::new();
+        for (i, l) in self.layers.clone().enumerate() {
+            stop::check(self.stop)?;
+            let block = &model.blocks[l];
+            let prefix = self.window.map(|w| &w.prefix[i]);
+            let edit = |t, c| apply_edits(t, Site::new(l, c), self.edits, from);
+            // The block's residual sum, written once: h + attn(norm h), then + mlp(norm .).
+            let input = edit(h, Component::BlockInput);
+            let (attn, kv) = block.attention_branch_cached(input.clone(), ctx, prefix);
+            let attn = edit(attn, Component::AttentionOutput);
+            let mid = input.clone() + attn.clone();
+            let mlp = edit(block.mlp_branch(mid.clone()), Component::MlpOutput);
+            h = edit(mid + mlp.clone(), Component::BlockOutput);
+            if self.keep.components {
+                components.push([input, attn, mlp, h.clone()]);
+            }
+            if self.keep.cache {
+                cache.push(kv);
+            }
+        }
+        Ok(Ran {
+            h,
+            components,
+            cache,
+        })
     }
 }
 
@@ -143,45 +194,65 @@ pub fn run_blocks(
 ///
 /// # Shapes
 /// - output: `[batch, vocab]`
-pub fn last_logits(model: &Llama, batch: &TokenBatch, edits: &[Edit]) -> Tensor<2> {
+pub fn last_logits(
+    model: &Llama,
+    batch: &TokenBatch,
+    edits: &[Edit],
+    stop: Option<&StopFlag>,
+) -> Result<Tensor<2>> {
     let ctx = model.context(batch);
     let h = model.embed(batch.ids.clone());
-    let ran = run_blocks(
-        model,
-        &ctx,
-        h,
-        0..model.n_layers(),
-        edits,
-        None,
-        Keep::default(),
-    );
-    model.logits_at(ran.h, batch.seq_len - 1)
+    let ran = Blocks::new(0..model.n_layers())
+        .with_edits(edits)
+        .stopped_by(stop)
+        .run(model, &ctx, h)?;
+    Ok(model.logits_at(ran.h, batch.seq_len - 1))
 }
 
 /// A forward pass that keeps every component of every layer (with edits applied, if any).
-pub fn trace(model: &Llama, batch: &TokenBatch, edits: &[Edit]) -> Trace {
-    trace_layers(model, batch, edits, model.n_layers())
+pub fn trace(
+    model: &Llama,
+    batch: &TokenBatch,
+    edits: &[Edit],
+    stop: Option<&StopFlag>,
+) -> Result<Trace> {
+    trace_layers(model, batch, edits, model.n_layers(), stop)
 }
 
 /// Like [`trace`] but stops after block `layer` (it has no logits: use it only to read hidden
 /// states).
-pub fn trace_until(model: &Llama, batch: &TokenBatch, layer: usize) -> Trace {
-    trace_layers(model, batch, &[], (layer + 1).min(model.n_layers()))
+pub fn trace_until(
+    model: &Llama,
+    batch: &TokenBatch,
+    layer: usize,
+    stop: Option<&StopFlag>,
+) -> Result<Trace> {
+    trace_layers(model, batch, &[], (layer + 1).min(model.n_layers()), stop)
 }
 
-fn trace_layers(model: &Llama, batch: &TokenBatch, edits: &[Edit], n: usize) -> Trace {
+fn trace_layers(
+    model: &Llama,
+    batch: &TokenBatch,
+    edits: &[Edit],
+    n: usize,
+    stop: Option<&StopFlag>,
+) -> Result<Trace> {
     let ctx = model.context(batch);
     let h = model.embed(batch.ids.clone());
     let keep = Keep {
         components: true,
         cache: false,
     };
-    let ran = run_blocks(model, &ctx, h, 0..n, edits, None, keep);
+    let ran = Blocks::new(0..n)
+        .with_edits(edits)
+        .keeping(keep)
+        .stopped_by(stop)
+        .run(model, &ctx, h)?;
     let logits = (n == model.n_layers()).then(|| model.logits(ran.h));
-    Trace {
+    Ok(Trace {
         layers: ran.components,
         logits,
-    }
+    })
 }
 
 /// Keys and values of every block in `layers` for the unedited columns `..from`, given the
@@ -192,13 +263,18 @@ pub fn prefix_cache(
     h: Tensor<3>,
     layers: Range<usize>,
     from: usize,
-) -> Vec<KeyValue> {
+    stop: Option<&StopFlag>,
+) -> Result<Vec<KeyValue>> {
     let keep = Keep {
         components: false,
         cache: true,
     };
     let ctx = ctx.columns_before(from);
-    run_blocks(model, &ctx, h.narrow(1, 0, from), layers, &[], None, keep).cache
+    Ok(Blocks::new(layers)
+        .keeping(keep)
+        .stopped_by(stop)
+        .run(model, &ctx, h.narrow(1, 0, from))?
+        .cache)
 }
 
 /// Applies the edits that target `site` to `h`, whose first column is batch column `from`.

@@ -51,7 +51,8 @@ pub fn residual_sweep(
     let ctx = lm.model.context(&batch);
     // Layers below the edited one compute what the clean run computes: start each layer's
     // batch from the clean run's input to that layer (one trace), not from the embeddings.
-    let clean = run::trace(&lm.model, &lm.batch(&[base]), &[]);
+    let stop = Some(lm.stop_flag());
+    let clean = run::trace(&lm.model, &lm.batch(&[base]), &[], stop)?;
     let replace = Intervention::Replace;
     let mut out = Vec::with_capacity(lm.n_layers());
     for layer in 0..lm.n_layers() {
@@ -71,15 +72,10 @@ pub fn residual_sweep(
         let input = clean
             .at(Site::new(layer, Component::BlockInput))
             .repeat_dim(0, n);
-        let ran = run::run_blocks(
-            &lm.model,
-            &ctx,
-            input,
-            layer..lm.n_layers(),
-            &[edit],
-            None,
-            run::Keep::default(),
-        );
+        let ran = run::Blocks::new(layer..lm.n_layers())
+            .with_edits(std::slice::from_ref(&edit))
+            .stopped_by(stop)
+            .run(&lm.model, &ctx, input)?;
         let probs = softmax(lm.model.logits_at(ran.h, batch.seq_len - 1), 1);
         let p = to_host(probs.narrow(1, target as usize, 1).reshape([n]))?;
         out.push(p);

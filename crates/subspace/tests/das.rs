@@ -237,7 +237,7 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
     for layer in [0, 1] {
         let site = Site::block_output(layer);
         let objective = DasObjective::new(&lm, site, &examples, None).unwrap();
-        let probs = to_host(softmax(objective.logits(&iv, 0), 1)).unwrap();
+        let probs = to_host(softmax(objective.logits(&iv, 0).unwrap(), 1)).unwrap();
         let vocab = probs.len() / examples.len();
         for (i, e) in examples.iter().enumerate() {
             let alone = lm.patch(&e.pair, &iv.clone().at(site)).unwrap().after;

@@ -467,7 +467,10 @@ fn a_raised_stop_flag_checkpoints_and_the_resume_is_exact() {
     // Raised during step 5's report: the loop stops after step 5... or 6 if the flag is read
     // after the next step; the error says which, and the checkpoint holds it.
     let stopped = match e {
-        SubspaceError::Interrupted { step, resume } => {
+        SubspaceError::Interrupted {
+            step: Some(step),
+            resume,
+        } => {
             assert!(resume.contains("run.ckpt"), "{resume}");
             step
         }

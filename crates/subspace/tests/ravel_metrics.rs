@@ -146,7 +146,8 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
         (3, 8, Some(1e-2))
     );
     assert_eq!(run.recorded.losses, r.losses);
-    let start = Intervention::random_rotation(lm.hidden_size(), run.config.dims, 0, &lm.device()).unwrap();
+    let start =
+        Intervention::random_rotation(lm.hidden_size(), run.config.dims, 0, &lm.device()).unwrap();
     let (Intervention::Rotated(saved), Intervention::Rotated(start)) = (&run.intervention, &start)
     else {
         panic!("a rotation: {:?}", run.intervention.kind());

@@ -8,7 +8,7 @@ use clap::Args as ClapArgs;
 use llama::{Backend, ModelSource};
 use subspace::{DasConfig, Example, Intervention, LanguageModel, Pair, PatchSpec, Site, train};
 
-use super::common::ModelArgs;
+use super::common::{ModelArgs, stop_on_signals};
 
 mod ravel;
 
@@ -57,10 +57,14 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
+/// Median seconds of `repeats` calls of `f` after one warm-up; Ctrl-C is read between calls
+/// (and inside those that run the model).
 fn time<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+    let stop = stop_on_signals();
     f()?;
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats {
+        stop.check(|| "no figures were written".into())?;
         let t = Instant::now();
         f()?;
         times.push(t.elapsed().as_secs_f64());
@@ -108,7 +112,7 @@ pub fn run(args: Args) -> Result<()> {
         })?,
         _ => f64::NAN,
     };
-    let lm = LanguageModel::load_on(&source, backend)?;
+    let lm = LanguageModel::load_on(&source, backend)?.with_stop_flag(stop_on_signals());
     let rss_after_load = peak_rss_mib();
     let paris = lm.prompt(PARIS)?;
     let rio = lm.prompt(RIO)?;

@@ -1,6 +1,7 @@
 //! Options every model-using subcommand accepts, and loading the model from them.
 
 use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -27,12 +28,18 @@ impl ModelArgs {
         })
     }
 
-    /// The model as the interventions library holds it.
+    /// The model as the interventions library holds it, stopped by Ctrl-C / SIGTERM
+    /// ([`stop_on_signals`]) in every long call made on it.
     pub fn language_model(&self) -> Result<subspace::LanguageModel> {
+        let stop = stop_on_signals();
         let source = self.source()?;
         let backend = Backend::parse(&self.backend)?;
-        subspace::LanguageModel::load_on(&source, backend)
-            .with_context(|| format!("loading model {}", source.name()))
+        let lm = subspace::LanguageModel::load_on(&source, backend)
+            .with_context(|| format!("loading model {}", source.name()))?
+            .with_stop_flag(stop.clone());
+        // A Ctrl-C while the weights were read stops here, before any work.
+        stop.check(|| "stopped while loading the model; nothing was done".into())?;
+        Ok(lm)
     }
 }
 
@@ -41,24 +48,41 @@ pub fn top_json(top: &subspace::TopK) -> serde_json::Value {
     serde_json::to_value(&top.0).unwrap_or_default()
 }
 
-/// A flag raised by Ctrl-C (SIGINT) or SIGTERM: training stops after the step it is in, writes
-/// its checkpoint and returns [`subspace::SubspaceError::Interrupted`]. A second signal exits at
-/// once (the checkpoint on disk is then the previous one, still whole: files are replaced
-/// atomically).
+/// The process's flag raised by Ctrl-C (SIGINT) or SIGTERM, its handler installed on the first
+/// call. Every long call on a model that reads it ([`ModelArgs::language_model`]) returns
+/// [`subspace::SubspaceError::Interrupted`] within a block of its forward pass: training writes
+/// its checkpoint (if one was asked for) with the steps it finished, nothing else is written,
+/// and the command exits with 130. A second signal exits at once (files on disk are still whole:
+/// they are replaced atomically).
 pub fn stop_on_signals() -> subspace::StopFlag {
-    let stop = subspace::StopFlag::new();
-    let flag = stop.clone();
-    let installed = ctrlc::set_handler(move || {
-        if flag.is_raised() {
-            std::process::exit(130);
+    static FLAG: OnceLock<subspace::StopFlag> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let stop = subspace::StopFlag::new();
+        let flag = stop.clone();
+        let installed = ctrlc::set_handler(move || {
+            if flag.is_raised() {
+                std::process::exit(130);
+            }
+            flag.raise();
+            eprintln!("\nstopping (press Ctrl-C again to quit now)");
+        });
+        if let Err(e) = installed {
+            eprintln!("warning: Ctrl-C will not stop cleanly: {e}");
         }
-        flag.raise();
-        eprintln!("\nstopping after this step (press Ctrl-C again to quit now)");
-    });
-    if let Err(e) = installed {
-        eprintln!("warning: Ctrl-C will not stop training cleanly: {e}");
+        stop
+    })
+    .clone()
+}
+
+/// `result`, with `what` (what the command was doing, what it did not write) before the message
+/// when it was stopped by Ctrl-C; other errors pass unchanged.
+pub fn if_interrupted<T>(result: subspace::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
+    match result {
+        Err(e @ subspace::SubspaceError::Interrupted { .. }) => {
+            Err(anyhow::Error::new(e).context(what()))
+        }
+        other => Ok(other?),
     }
-    stop
 }
 
 /// Training progress on stderr: a bar with loss, examples/s and ETA on a terminal, about 20

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use subspace::{DasConfig, Intervention, Pair, Site, train};
 
-use super::common::{ModelArgs, progress, stop_on_signals, top_json};
+use super::common::{ModelArgs, progress, top_json};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -72,7 +72,6 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(path) = &args.checkpoint {
         config = config.with_checkpoint(path, args.checkpoint_every);
     }
-    let config = config.with_stop(stop_on_signals());
     let report = train::train(&lm, &mut iv, &[example], &config, progress())?;
     if let Some(step) = report.resumed_after {
         eprintln!("resumed from the checkpoint after step {step}");

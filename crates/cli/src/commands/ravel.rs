@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
 use subspace::ravel::{self, Method, ProbeReport, RavelData, RunConfig, RunEvent, Scores, Split};
+use subspace::train::Decay;
 
-use super::common::{ModelArgs, progress, stop_on_signals};
+use super::common::{ModelArgs, if_interrupted, progress};
 
 fn default_probe_file() -> PathBuf {
     let dir = RavelData::default_dir();
@@ -44,7 +45,10 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         args.templates,
         args.batch,
         |m| eprintln!("{m}"),
-    )?;
+    );
+    let report = if_interrupted(report, || {
+        "interrupted while probing (no probe file was written)".into()
+    })?;
     let out = args.out.unwrap_or_else(default_probe_file);
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -69,9 +73,8 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
-    /// residual, neurons, das, lowrank, boundless or mdas.
-    #[arg(long)]
-    pub method: String,
+    #[arg(long, value_enum)]
+    pub method: Method,
     #[arg(long)]
     pub layer: usize,
     // The training options default to the recipe chosen on val (`RunConfig::new`, RESULTS.md
@@ -97,8 +100,8 @@ pub struct Args {
     pub warmup: Option<f64>,
     /// The learning rate after the warm-up: constant, linear (to 0) or cosine (to 0). Default
     /// linear for mdas, constant for the others.
-    #[arg(long)]
-    pub decay: Option<String>,
+    #[arg(long, value_enum)]
+    pub decay: Option<Decay>,
     /// mdas: weight of each isolate example against a cause example's 1 in the loss. Default 1.
     #[arg(long)]
     pub isolate_weight: Option<f64>,
@@ -147,7 +150,7 @@ pub fn run(args: Args) -> Result<()> {
     let lm = args.model.language_model()?;
     let data = RavelData::load(&RavelData::default_dir())?;
     let probe = load_probe(args.probe)?;
-    let mut config = RunConfig::new(Method::parse(&args.method)?, args.layer);
+    let mut config = RunConfig::new(args.method, args.layer);
     config.seed = args.seed;
     config.n_eval = args.eval_pairs;
     config.lr = args.lr;
@@ -161,8 +164,8 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(v) = args.warmup {
         config.warmup = v;
     }
-    if let Some(v) = &args.decay {
-        config.decay = subspace::train::Decay::parse(v)?;
+    if let Some(v) = args.decay {
+        config.decay = v;
     }
     if let Some(v) = args.isolate_weight {
         config.isolate_weight = v;
@@ -179,13 +182,19 @@ pub fn run(args: Args) -> Result<()> {
             every: args.checkpoint_every,
         });
     }
-    config.stop = Some(stop_on_signals());
     config.save = args.save.clone();
     let start = std::time::Instant::now();
     let mut step = progress();
+    let mut phase = String::from("starting");
     let r = ravel::methods::run_with_progress(&lm, &data, &probe, &config, |event| match event {
-        RunEvent::Phase(what) => eprintln!("[{:>5.0} s] {what}", start.elapsed().as_secs_f64()),
+        RunEvent::Phase(what) => {
+            eprintln!("[{:>5.0} s] {what}", start.elapsed().as_secs_f64());
+            phase = what.to_string();
+        }
         RunEvent::Step(s) => step(s),
+    });
+    let r = if_interrupted(r, || {
+        format!("interrupted while {phase} (no --save file and no results were written)")
     })?;
     if args.json {
         println!(
@@ -233,9 +242,9 @@ fn per_attribute(s: &Scores) -> String {
 pub struct ScoreArgs {
     /// A run saved by `subspace ravel --save`.
     pub file: PathBuf,
-    /// Splits to score: train, val or test (repeat the option for several). Default val and test.
-    #[arg(long = "split")]
-    pub splits: Vec<String>,
+    /// Splits to score (repeat the option for several). Default val and test.
+    #[arg(long = "split", value_enum)]
+    pub splits: Vec<Split>,
     /// Also Cause per source country, with the train cities the model knows in each.
     #[arg(long)]
     pub by_country: bool,
@@ -254,10 +263,7 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     let splits = if args.splits.is_empty() {
         vec![Split::Val, Split::Test]
     } else {
-        args.splits
-            .iter()
-            .map(|s| Split::parse(s))
-            .collect::<subspace::Result<_>>()?
+        args.splits.clone()
     };
     let lm = args.model.language_model()?;
     let saved = load_saved(&args.file, &lm)?;

@@ -19,6 +19,7 @@ use crate::site::Site;
 use crate::train::{self, CheckpointConfig, DasConfig, Decay, LrSchedule, StepReport, StopFlag};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// Replace the whole vector.

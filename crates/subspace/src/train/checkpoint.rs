@@ -9,7 +9,7 @@
 //! checkpoint whole.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use formats::intervention_file::{self, HostTensor};
@@ -24,14 +24,6 @@ use crate::pair::Example;
 use crate::store::{host_tensor, write_atomic};
 
 const FORMAT: &str = "subspace-checkpoint/1";
-
-/// Where and how often to checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointConfig {
-    pub path: PathBuf,
-    /// Write after every `every` steps (and after the last).
-    pub every: usize,
-}
 
 /// The optimiser state of one run at the end of step `step`.
 #[derive(Debug, Clone)]

@@ -1,15 +1,21 @@
 //! The settings of a DAS run and what it reports back.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::adam::AdamConfig;
-use super::checkpoint::CheckpointConfig;
 use super::schedule::LrSchedule;
 use crate::error::{Result, bad_setting};
 use crate::site::Site;
+use crate::stop::StopFlag;
+
+/// Where and how often to checkpoint a DAS run (see [`DasConfig::with_checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    pub path: PathBuf,
+    /// Write after every `every` steps (and after the last).
+    pub every: usize,
+}
 
 /// Settings of a DAS run.
 #[derive(Debug, Clone)]
@@ -28,26 +34,10 @@ pub struct DasConfig {
     /// Write a checkpoint every K steps and resume from it if it exists (see
     /// [`CheckpointConfig`] and [`DasConfig::with_checkpoint`]).
     pub checkpoint: Option<CheckpointConfig>,
-    /// Set (e.g. by a Ctrl-C handler) to stop after the current step, checkpoint written.
+    /// Set to stop after the current step, checkpoint written. (A raised
+    /// [`crate::LanguageModel::stop_flag`] stops sooner, inside the step; the checkpoint then
+    /// holds the steps finished before it.)
     pub stop: Option<StopFlag>,
-}
-
-/// A flag another thread (a signal handler) raises to stop training cleanly after a step.
-#[derive(Debug, Clone, Default)]
-pub struct StopFlag(pub Arc<AtomicBool>);
-
-impl StopFlag {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn raise(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_raised(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
 }
 
 impl DasConfig {

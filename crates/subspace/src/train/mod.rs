@@ -41,9 +41,9 @@ mod objective;
 mod params;
 mod schedule;
 
+pub use crate::stop::StopFlag;
 pub use adam::{AdamConfig, AdamState};
-pub use checkpoint::CheckpointConfig;
-pub use config::{DasConfig, StepReport, StopFlag, TrainReport};
+pub use config::{CheckpointConfig, DasConfig, StepReport, TrainReport};
 pub use objective::DasObjective;
 pub use schedule::{Decay, LrSchedule};
 
@@ -61,8 +61,10 @@ use params::Params;
 ///
 /// Stops with [`SubspaceError::NonFiniteLoss`] or [`SubspaceError::Diverged`] if training
 /// blows up, leaving the intervention at its last good value, and with
-/// [`SubspaceError::Interrupted`] when [`DasConfig::stop`] is raised (after writing the
-/// checkpoint, if there is one, so that the same call resumes exactly).
+/// [`SubspaceError::Interrupted`] when [`DasConfig::stop`] is raised (after the step it is
+/// in) or the model's [`LanguageModel::stop_flag`] is (inside the step, or while the examples
+/// are prepared); a checkpoint, if there is one, is written first with every finished step, so
+/// that the same call resumes exactly.
 pub fn train(
     lm: &LanguageModel,
     intervention: &mut Intervention,
@@ -73,7 +75,15 @@ pub fn train(
     config.validate()?;
     intervention.check(lm.hidden_size())?;
     let mut params = Params::of(intervention)?;
-    let objective = DasObjective::new(lm, config.site, examples, config.batch_size)?;
+    let objective = match DasObjective::new(lm, config.site, examples, config.batch_size) {
+        Err(SubspaceError::Interrupted { step, .. }) if config.checkpoint.is_some() => {
+            return Err(SubspaceError::Interrupted {
+                step,
+                resume: "stopped while preparing the examples, before any step; the checkpoint is as it was: train again to resume".into(),
+            });
+        }
+        other => other?,
+    };
     let device = lm.device();
     let mut moments = params.moments();
     let mut losses = Vec::with_capacity(config.steps);
@@ -136,7 +146,19 @@ pub fn train(
             }
         };
         let batch = objective.batch(step);
-        let loss = objective.loss_tensor(&live, batch);
+        let loss = match objective.loss_tensor(&live, batch) {
+            Ok(loss) => loss,
+            // Stopped inside the step (the model's flag): the parameters are those of the
+            // steps finished so far, which the checkpoint (if any) records.
+            Err(SubspaceError::Interrupted { .. }) => {
+                if checkpointing.is_some() {
+                    save(step, &losses, &params, &moments)?;
+                }
+                params.write_into(intervention, anneal(config.temperature, step, config.steps))?;
+                return Err(interrupted(step, &checkpointing));
+            }
+            Err(e) => return Err(e),
+        };
         let value = to_host(loss.clone().without_autodiff())?[0];
         if !value.is_finite() {
             keep_last_good(intervention, &last_good, temperature)?;
@@ -155,7 +177,8 @@ pub fn train(
         };
         params = params.update(leaves, &grads, &adam, &mut moments, &device)?;
         let done = step + 1;
-        let stop = config.stop.as_ref().is_some_and(|s| s.is_raised());
+        let stop =
+            config.stop.as_ref().is_some_and(|s| s.is_raised()) || lm.stop_flag().is_raised();
         if let Some((ck, _, _)) = &checkpointing
             && (done % ck.every == 0 || done == config.steps || stop)
         {
@@ -171,14 +194,7 @@ pub fn train(
         });
         if stop && done < config.steps {
             params.write_into(intervention, anneal(config.temperature, done, config.steps))?;
-            let resume = match &checkpointing {
-                Some((ck, _, _)) => format!(
-                    "the checkpoint {} holds it: train again with the same checkpoint to resume",
-                    ck.path.display()
-                ),
-                None => "nothing was saved (no checkpoint was asked for)".into(),
-            };
-            return Err(SubspaceError::Interrupted { step: done, resume });
+            return Err(interrupted(done, &checkpointing));
         }
     }
     params.write_into(
@@ -196,6 +212,24 @@ pub fn train(
         seconds_per_step,
         resumed_after,
     })
+}
+
+/// The error of a run stopped after `done` steps, saying where its state is.
+fn interrupted<A, B>(
+    done: usize,
+    checkpointing: &Option<(&CheckpointConfig, A, B)>,
+) -> SubspaceError {
+    let resume = match checkpointing {
+        Some((ck, _, _)) => format!(
+            "the checkpoint {} holds it: train again with the same checkpoint to resume",
+            ck.path.display()
+        ),
+        None => "nothing was saved (no checkpoint was asked for)".into(),
+    };
+    SubspaceError::Interrupted {
+        step: Some(done),
+        resume,
+    }
 }
 
 fn anneal((start, end): (f32, f32), step: usize, steps: usize) -> f32 {

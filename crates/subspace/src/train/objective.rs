@@ -12,7 +12,7 @@ use crate::intervention::Intervention;
 use crate::lm::{LanguageModel, Prompt};
 use crate::pair::{Example, Pair};
 use crate::readout::to_host;
-use crate::run::{Edit, Keep, Window, prefix_cache, run_blocks};
+use crate::run::{Blocks, Edit, Window, prefix_cache};
 use crate::site::Site;
 
 /// A minibatch prepared for repeated steps: everything below the site is computed once.
@@ -100,12 +100,12 @@ impl<'a> DasObjective<'a> {
 
     /// Mean cross-entropy of batch `i` under `intervention` (no gradient).
     pub fn loss(&self, intervention: &Intervention, i: usize) -> Result<f32> {
-        let loss = self.loss_tensor(intervention, self.batch(i));
+        let loss = self.loss_tensor(intervention, self.batch(i))?;
         Ok(to_host(loss)?[0])
     }
 
     /// Next-token logits `[batch, vocab]` of batch `i` under `intervention`.
-    pub fn logits(&self, intervention: &Intervention, i: usize) -> Tensor<2> {
+    pub fn logits(&self, intervention: &Intervention, i: usize) -> Result<Tensor<2>> {
         self.patched_logits(intervention, self.batch(i))
     }
 
@@ -120,7 +120,7 @@ impl<'a> DasObjective<'a> {
         let bound = exp_map::norm_bound(l)?;
         let leaf = l.clone().autodiff().require_grad();
         let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound);
-        let loss = self.loss_tensor(&frame_intervention(frame), self.batch(i));
+        let loss = self.loss_tensor(&frame_intervention(frame), self.batch(i))?;
         value_and_grad(loss, &leaf)
     }
 
@@ -128,11 +128,11 @@ impl<'a> DasObjective<'a> {
     /// orthonormal), and its gradient with respect to `frame`.
     pub fn loss_and_grad(&self, frame: &Tensor<2>, i: usize) -> Result<(f32, Tensor<2>)> {
         let leaf = frame.clone().autodiff().require_grad();
-        let loss = self.loss_tensor(&frame_intervention(leaf.clone()), self.batch(i));
+        let loss = self.loss_tensor(&frame_intervention(leaf.clone()), self.batch(i))?;
         value_and_grad(loss, &leaf)
     }
 
-    fn patched_logits(&self, intervention: &Intervention, b: &Prepared) -> Tensor<2> {
+    fn patched_logits(&self, intervention: &Intervention, b: &Prepared) -> Result<Tensor<2>> {
         let model = &self.lm.model;
         let edit = Edit {
             site: self.site,
@@ -144,29 +144,29 @@ impl<'a> DasObjective<'a> {
             from: b.from,
             prefix,
         });
-        let ran = run_blocks(
-            model,
-            &b.ctx,
-            b.h.clone(),
-            self.site.layer..model.n_layers(),
-            std::slice::from_ref(&edit),
-            window,
-            Keep::default(),
-        );
-        model.logits_at(ran.h, b.last)
+        let ran = Blocks::new(self.site.layer..model.n_layers())
+            .with_edits(std::slice::from_ref(&edit))
+            .after(window)
+            .stopped_by(Some(self.lm.stop_flag()))
+            .run(model, &b.ctx, b.h.clone())?;
+        Ok(model.logits_at(ran.h, b.last))
     }
 
     /// Weighted mean cross-entropy of a prepared batch (`Σ wᵢ CEᵢ / Σ wᵢ`; the plain mean when
     /// every weight is 1), `[1]`.
-    pub(super) fn loss_tensor(&self, intervention: &Intervention, b: &Prepared) -> Tensor<1> {
-        let logits = self.patched_logits(intervention, b);
+    pub(super) fn loss_tensor(
+        &self,
+        intervention: &Intervention,
+        b: &Prepared,
+    ) -> Result<Tensor<1>> {
+        let logits = self.patched_logits(intervention, b)?;
         let [n, _] = logits.dims();
         let logp = log_softmax(logits, 1);
         let picked = logp.gather(1, b.targets.clone().reshape([n, 1]));
-        match &b.weights {
+        Ok(match &b.weights {
             None => picked.mean().neg().reshape([1]),
             Some(w) => (picked.reshape([n]) * w.clone()).sum().neg().reshape([1]),
-        }
+        })
     }
 }
 
@@ -188,12 +188,16 @@ fn prepare(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Prepa
     let pairs: Vec<&Pair> = examples.iter().map(|e| &e.pair).collect();
     let bases: Vec<&Prompt> = pairs.iter().map(|p| &p.base).collect();
     let base_batch = lm.batch(&bases);
-    let source = lm.source_vectors(site, &pairs);
+    let source = lm.source_vectors(site, &pairs)?;
+    let stop = Some(lm.stop_flag());
 
     // Base stream entering the site's block.
     let ctx = model.context(&base_batch);
     let h = model.embed(base_batch.ids.clone());
-    let h = run_blocks(model, &ctx, h, 0..site.layer, &[], None, Keep::default()).h;
+    let h = Blocks::new(0..site.layer)
+        .stopped_by(stop)
+        .run(model, &ctx, h)?
+        .h;
     let columns: Vec<usize> = pairs
         .iter()
         .enumerate()
@@ -204,7 +208,8 @@ fn prepare(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Prepa
     let (h, ctx, prefix) = if from == 0 {
         (h, ctx, None)
     } else {
-        let prefix = prefix_cache(model, &ctx, h.clone(), site.layer..model.n_layers(), from);
+        let layers = site.layer..model.n_layers();
+        let prefix = prefix_cache(model, &ctx, h.clone(), layers, from, stop)?;
         (
             h.narrow(1, from, s - from),
             ctx.queries_from(from),
