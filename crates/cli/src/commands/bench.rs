@@ -87,6 +87,11 @@ fn step_time(lm: &LanguageModel, site: Site, examples: &[Example], repeats: usiz
     Ok(median(steps))
 }
 
+/// What the bench times next, on stderr (a whole bench takes about a minute).
+fn phase(what: &str) {
+    eprintln!("timing {what}");
+}
+
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -104,6 +109,7 @@ pub fn run(args: Args) -> Result<()> {
     let device = backend.device()?;
     let r = args.repeats.max(1);
 
+    phase("loading the model");
     let load_s = time(r.min(5), || Ok(llama::load::load(&source, &device)?))?;
     let tokenizer_s = match &source {
         ModelSource::Gguf(path) => time(r.min(5), || {
@@ -116,6 +122,7 @@ pub fn run(args: Args) -> Result<()> {
     let rss_after_load = peak_rss_mib();
     let paris = lm.prompt(PARIS)?;
     let rio = lm.prompt(RIO)?;
+    phase("forward passes");
     let forward_s = time(r, || Ok(lm.predict(&paris)?))?;
     let rss_load_forward = peak_rss_mib();
     let src = lm.trace(&rio)?;
@@ -128,11 +135,13 @@ pub fn run(args: Args) -> Result<()> {
         source: src.vector(site, 3)?,
         intervention: Intervention::Replace,
     };
+    phase("patched forward passes");
     let patched_forward_s = time(r, || {
         Ok(lm.patch_vectors(&paris, std::slice::from_ref(&spec))?)
     })?;
 
     let tutorial = Pair::new(paris.clone(), rio.clone(), 3, 3)?.with_target(lm.token(" Brazil")?);
+    phase("DAS steps (the tutorial's pair)");
     let das_step_s = step_time(&lm, site, std::slice::from_ref(&tutorial), r)?;
 
     let mut batch = Vec::with_capacity(args.batch);
@@ -150,6 +159,7 @@ pub fn run(args: Args) -> Result<()> {
         let (bp, sp) = (pos(&base), pos(&source));
         batch.push(Pair::new(base, source, bp, sp)?.with_target(lm.token(" France")?));
     }
+    phase("batched DAS steps");
     let ravel_step_s = step_time(&lm, site, &batch, r.min(5))?;
     let ravel_recipe = if args.skip_ravel || lm.n_layers() <= ravel::LAYER {
         None

@@ -271,6 +271,7 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     let probe = load_probe(args.probe)?;
     let mut scored = serde_json::Map::new();
     for split in splits {
+        eprintln!("scoring {} pairs", split.name());
         let examples = saved.pairs(&lm, &data, &probe, split)?;
         let hits = ravel::outcomes(
             &lm,

@@ -171,6 +171,10 @@ pub fn probe_dataset(
             .into_iter()
             .take(1)
             .collect::<Vec<_>>();
+        progress(&format!(
+            "{split:?}: probing {} cities on the first country template",
+            cities.len()
+        ));
         let stage1 = probe(lm, data, &cities, &first, batch, |_, _| {})?;
         let passed: Vec<usize> = cities
             .iter()

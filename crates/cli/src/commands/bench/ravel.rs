@@ -55,6 +55,7 @@ pub fn measure(
     let site = Site::block_output(LAYER);
     site.check(lm.n_layers())?;
 
+    super::phase("the RAVEL recipe's pass before training");
     // The layers below the site, once over every example (what training caches).
     let mut once = Vec::new();
     for _ in 0..repeats.clamp(1, 3) {
@@ -68,6 +69,7 @@ pub fn measure(
     let mut stamps = Vec::new();
     // Two batches: an even number of timed steps covers each equally often.
     let steps = 2 * repeats.clamp(1, 5) + 1;
+    super::phase("the RAVEL recipe's training steps");
     let config = DasConfig::new(site, steps)
         .with_lr(lr)
         .with_batch_size(batch);
