@@ -250,7 +250,8 @@ impl LanguageModel {
 }
 
 impl LanguageModel {
-    /// Next-token distributions of several prompts in one (left-padded) forward pass.
+    /// Next-token distributions of several prompts, in left-padded forward passes of at most
+    /// [`TOKENS_PER_FORWARD`] tokens each.
     pub fn predict_batch(&self, prompts: &[&Prompt]) -> Result<Vec<Prediction>> {
         if prompts.is_empty() {
             return Ok(Vec::new());
@@ -259,11 +260,26 @@ impl LanguageModel {
             self.check_prompt(p)?;
         }
         let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-        self.check_memory(prompts.len(), longest, false)?;
-        let batch = self.batch(prompts);
-        let logits = run::last_logits(&self.model, &batch, &[], Some(&self.stop))?;
-        self.prediction(logits)
+        let rows = rows_per_forward(longest);
+        self.check_memory(rows.min(prompts.len()), longest, false)?;
+        let mut out = Vec::with_capacity(prompts.len());
+        for chunk in prompts.chunks(rows) {
+            let batch = self.batch(chunk);
+            let logits = run::last_logits(&self.model, &batch, &[], Some(&self.stop))?;
+            out.extend(self.prediction(logits)?);
+        }
+        Ok(out)
     }
+}
+
+/// The most tokens (rows × padded length) one forward pass of a batched call takes: a block over
+/// them runs in a fraction of a second on 2 cores, so a stop is read often enough, and their
+/// activations stay small. Bigger batches are split into passes of this size.
+pub const TOKENS_PER_FORWARD: usize = 2048;
+
+/// Rows of `len` tokens in one forward pass of a batched call (at least one).
+pub(crate) fn rows_per_forward(len: usize) -> usize {
+    (TOKENS_PER_FORWARD / len.max(1)).max(1)
 }
 
 /// Bytes of memory the system can still give (Linux `MemAvailable`); `None` elsewhere.

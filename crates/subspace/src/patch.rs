@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use crate::display::Patched;
 use crate::error::{Result, bad_intervention};
 use crate::intervention::{Intervention, PlacedIntervention};
-use crate::lm::{LanguageModel, Prompt};
+use crate::lm::{LanguageModel, Prompt, rows_per_forward};
 use crate::pair::Pair;
 use crate::readout::Prediction;
 use crate::run::{self, Edit, Trace};
@@ -108,8 +108,9 @@ impl LanguageModel {
         Ok(self.prediction(logits)?.remove(0))
     }
 
-    /// Patches a batch of pairs in one forward pass (left-padded), each at its own tokens: the
-    /// next-token distribution of every patched base.
+    /// Patches a batch of pairs, each at its own tokens: the next-token distribution of every
+    /// patched base. Left-padded forward passes of at most
+    /// [`crate::lm::TOKENS_PER_FORWARD`] tokens each.
     pub fn patch_pairs(
         &self,
         pairs: &[Pair],
@@ -125,17 +126,22 @@ impl LanguageModel {
             .map(|p| p.base.len().max(p.source.len()))
             .max()
             .unwrap_or(0);
-        self.check_memory(pairs.len(), longest, false)?;
-        let refs: Vec<&Pair> = pairs.iter().collect();
-        let bases: Vec<&Prompt> = pairs.iter().map(|p| &p.base).collect();
-        let batch = self.batch(&bases);
-        let columns: Vec<usize> = pairs
-            .iter()
-            .enumerate()
-            .map(|(r, p)| batch.column(r, p.base_position))
-            .collect();
-        let edits = self.pair_edits(&refs, columns, placed)?;
-        let logits = run::last_logits(&self.model, &batch, &edits, Some(self.stop_flag()))?;
-        self.prediction(logits)
+        let rows = rows_per_forward(longest);
+        self.check_memory(rows.min(pairs.len()), longest, false)?;
+        let mut out = Vec::with_capacity(pairs.len());
+        for chunk in pairs.chunks(rows) {
+            let refs: Vec<&Pair> = chunk.iter().collect();
+            let bases: Vec<&Prompt> = chunk.iter().map(|p| &p.base).collect();
+            let batch = self.batch(&bases);
+            let columns: Vec<usize> = chunk
+                .iter()
+                .enumerate()
+                .map(|(r, p)| batch.column(r, p.base_position))
+                .collect();
+            let edits = self.pair_edits(&refs, columns, placed)?;
+            let logits = run::last_logits(&self.model, &batch, &edits, Some(self.stop_flag()))?;
+            out.extend(self.prediction(logits)?);
+        }
+        Ok(out)
     }
 }

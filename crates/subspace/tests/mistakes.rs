@@ -506,9 +506,11 @@ fn a_raised_stop_flag_checkpoints_and_the_resume_is_exact() {
 fn a_batch_too_big_for_memory_is_refused_before_allocating() {
     let lm = smollm();
     let long = lm.prompt(&"Paris ".repeat(4000)).unwrap();
-    let many: Vec<&subspace::Prompt> = vec![&long; 2000];
+    // One forward pass of 2000 such prompts (as a sweep over a 2000-token prompt would make):
+    // batched calls split their prompts into passes of at most TOKENS_PER_FORWARD tokens, so
+    // this is the estimate each pass is checked against before it allocates.
     let start = std::time::Instant::now();
-    let e = lm.predict_batch(&many).unwrap_err();
+    let e = lm.check_memory(2000, long.len(), false).unwrap_err();
     match &e {
         SubspaceError::TooBigForMemory {
             need_mib,

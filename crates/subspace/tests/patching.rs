@@ -217,6 +217,23 @@ fn a_batch_of_pairs_of_different_lengths_matches_patching_each_alone() {
     let batched = lm
         .patch_pairs(&pairs, std::slice::from_ref(&placed))
         .unwrap();
+    // The same pairs 100 times over: more tokens than one forward pass takes
+    // (TOKENS_PER_FORWARD), so the call splits them into passes; each must still give its
+    // pair's own answer.
+    let many: Vec<Pair> = pairs.iter().cycle().take(300).cloned().collect();
+    let longest = many
+        .iter()
+        .map(|p| p.base.len().max(p.source.len()))
+        .max()
+        .unwrap();
+    assert!(many.len() * longest > subspace::lm::TOKENS_PER_FORWARD);
+    let split = lm
+        .patch_pairs(&many, std::slice::from_ref(&placed))
+        .unwrap();
+    for (k, got) in split.iter().enumerate() {
+        let diff = common::max_abs_diff(&got.probs, &batched[k % pairs.len()].probs);
+        assert!(diff < 1e-4, "pair {k}: {diff}");
+    }
     for (pair, got) in pairs.iter().zip(&batched) {
         // Alone: the source vector read from the source prompt's own run.
         let source = lm.trace(&pair.source).unwrap();
