@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{Result, bad_setting};
 use crate::intervention::PlacedIntervention;
-use crate::lm::{LanguageModel, Prompt};
+use crate::lm::{LanguageModel, Prompt, rows_per_forward};
 use crate::pair::Pair;
 use crate::run::{Blocks, Edit, Keep, Window};
 
@@ -34,7 +34,7 @@ impl LanguageModel {
     /// are produced: an end-of-text token does not stop it.
     pub fn generate(&self, prompt: &Prompt, n: usize) -> Result<Generated> {
         self.check_prompt(prompt)?;
-        self.greedy(prompt, &[], n)
+        self.greedy_one(prompt, &[], n)
     }
 
     /// Like [`LanguageModel::generate`] on the pair's base prompt, with `placed` applied at its
@@ -50,54 +50,35 @@ impl LanguageModel {
         self.check_placed(placed)?;
         // One unpadded row: the base token's column is its position.
         let edits = self.pair_edits(&[pair], vec![pair.base_position], placed)?;
-        self.greedy(&pair.base, &edits, n)
+        self.greedy_one(&pair.base, &edits, n)
     }
 
-    fn greedy(&self, prompt: &Prompt, edits: &[Edit], n: usize) -> Result<Generated> {
+    /// The `n` most likely next tokens after each prompt, one at a time (greedy, as
+    /// [`LanguageModel::generate`] for each), the prompts left-padded into batched passes of at
+    /// most [`crate::lm::TOKENS_PER_FORWARD`] tokens: their ids, in the prompts' order.
+    pub fn generate_batch(&self, prompts: &[&Prompt], n: usize) -> Result<Vec<Vec<u32>>> {
+        if n == 0 {
+            return bad_setting("tokens to generate", 0, "at least 1");
+        }
+        for p in prompts {
+            self.check_prompt(p)?;
+            self.check_length(p.len().saturating_add(n - 1))?;
+        }
+        let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0) + n - 1;
+        let mut out = Vec::with_capacity(prompts.len());
+        for chunk in prompts.chunks(rows_per_forward(longest)) {
+            out.extend(self.greedy(chunk, &[], n)?);
+        }
+        Ok(out)
+    }
+
+    fn greedy_one(&self, prompt: &Prompt, edits: &[Edit], n: usize) -> Result<Generated> {
         if n == 0 {
             return bad_setting("tokens to generate", 0, "at least 1");
         }
         // The whole sequence must fit the context, checked before anything runs.
         self.check_length(prompt.len().saturating_add(n - 1))?;
-        let model = &self.model;
-        let keep = Keep {
-            components: false,
-            cache: true,
-        };
-        // The prompt, with the edits: its keys/values hold them from now on.
-        let mut ids = prompt.ids.clone();
-        let batch = self.batch(&[prompt]);
-        let ctx = model.context(&batch);
-        let blocks = Blocks::new(0..model.n_layers())
-            .with_edits(edits)
-            .keeping(keep)
-            .stopped_by(Some(self.stop_flag()));
-        let ran = blocks.run(model, &ctx, model.embed(batch.ids.clone()))?;
-        let mut cache = ran.cache;
-        let mut next = argmax(model.logits_at(ran.h, batch.seq_len - 1))?;
-        let mut generated = vec![next];
-        while generated.len() < n {
-            // One new column: its query attends to the cached columns and itself.
-            let from = ids.len();
-            ids.push(next);
-            let full = llama::TokenBatch::new(&[ids.clone()], 0, &self.device());
-            let ctx = model.context(&full).queries_from(from);
-            let token = Tensor::<2, Int>::from_data(
-                TensorData::new(vec![i64::from(next)], [1, 1]),
-                &self.device(),
-            );
-            let window = Window {
-                from,
-                prefix: &cache,
-            };
-            let ran = blocks
-                .clone()
-                .after(Some(window))
-                .run(model, &ctx, model.embed(token))?;
-            cache = ran.cache;
-            next = argmax(model.logits_at(ran.h, 0))?;
-            generated.push(next);
-        }
+        let generated = self.greedy(&[prompt], edits, n)?.remove(0);
         let text = self
             .tokenizer
             .inner()
@@ -109,16 +90,73 @@ impl LanguageModel {
             text,
         })
     }
+
+    /// Greedy decoding of `n` tokens after each of `prompts` (left-padded into one batch),
+    /// `edits` applied while the prompts are read.
+    fn greedy(&self, prompts: &[&Prompt], edits: &[Edit], n: usize) -> Result<Vec<Vec<u32>>> {
+        let model = &self.model;
+        let keep = Keep {
+            components: false,
+            cache: true,
+        };
+        // The prompts, with the edits: their keys/values hold them from now on.
+        let mut rows: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
+        let batch = self.batch(prompts);
+        let ctx = model.context(&batch);
+        let blocks = Blocks::new(0..model.n_layers())
+            .with_edits(edits)
+            .keeping(keep)
+            .stopped_by(Some(self.stop_flag()));
+        let ran = blocks.run(model, &ctx, model.embed(batch.ids.clone()))?;
+        let mut cache = ran.cache;
+        let mut next = argmax_rows(model.logits_at(ran.h, batch.seq_len - 1))?;
+        let mut generated: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
+        let mut from = batch.seq_len;
+        for _ in 1..n {
+            // One new column: its query attends to the cached columns and itself. Every row
+            // grows by one token, so each keeps its left padding.
+            for (row, &t) in rows.iter_mut().zip(&next) {
+                row.push(t);
+            }
+            let full = llama::TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device());
+            let ctx = model.context(&full).queries_from(from);
+            let ids: Vec<i64> = next.iter().map(|&t| i64::from(t)).collect();
+            let token =
+                Tensor::<2, Int>::from_data(TensorData::new(ids, [rows.len(), 1]), &self.device());
+            let window = Window {
+                from,
+                prefix: &cache,
+            };
+            let ran = blocks
+                .clone()
+                .after(Some(window))
+                .run(model, &ctx, model.embed(token))?;
+            cache = ran.cache;
+            next = argmax_rows(model.logits_at(ran.h, 0))?;
+            for (g, &t) in generated.iter_mut().zip(&next) {
+                g.push(t);
+            }
+            from += 1;
+        }
+        Ok(generated)
+    }
 }
 
-/// The most likely token of `[1, vocab]` logits (the first on a tie, as `torch.argmax`).
-fn argmax(logits: Tensor<2>) -> Result<u32> {
+/// The most likely token of each row of `[rows, vocab]` logits (the first on a tie, as
+/// `torch.argmax`).
+fn argmax_rows(logits: Tensor<2>) -> Result<Vec<u32>> {
+    let [_, v] = logits.dims();
     let values = crate::readout::to_host(logits)?;
-    let mut best = 0;
-    for (i, v) in values.iter().enumerate() {
-        if *v > values[best] {
-            best = i;
-        }
-    }
-    Ok(best as u32)
+    Ok(values
+        .chunks(v)
+        .map(|row| {
+            let mut best = 0;
+            for (i, x) in row.iter().enumerate() {
+                if *x > row[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        })
+        .collect())
 }

@@ -111,3 +111,26 @@ fn bad_generation_requests_are_clear_errors() {
         "{e}"
     );
 }
+
+/// Prompts of different lengths generated together (left-padded, one batch) continue exactly
+/// as each does alone, and the first matches transformers' greedy tokens.
+#[test]
+fn a_batch_of_prompts_generates_what_each_prompt_generates_alone() {
+    let lm = smollm();
+    let fix = fixture();
+    let n = fix["tokens"].as_u64().unwrap() as usize;
+    let texts = [
+        fix["base"].as_str().unwrap(),
+        "The city of Rio de Janeiro is in the country of",
+        "People in Tokyo speak",
+        "[{\"city\": \"Los Angeles\", \"country\": \"United States\"}, {\"city\": \"Akron\", \"country\": \"",
+    ];
+    let prompts: Vec<_> = texts.iter().map(|t| lm.prompt(t).unwrap()).collect();
+    let refs: Vec<_> = prompts.iter().collect();
+    let batched = lm.generate_batch(&refs, n).unwrap();
+    assert_eq!(batched[0], ids(&fix["greedy_ids"]));
+    for (p, got) in prompts.iter().zip(&batched) {
+        assert_eq!(got, &lm.generate(p, n).unwrap().ids, "{:?}", p.text);
+    }
+    assert!(lm.generate_batch(&refs, 0).is_err());
+}
