@@ -38,6 +38,8 @@ if [[ "${SUBSPACE_SKIP_NOTEBOOKS:-0}" != 1 ]]; then
   echo "== notebooks (Rust kernel) =="
   scripts/install-kernel.sh
   scripts/run-notebooks.sh --check
+  echo "== the stop button during a long call, in the Rust kernel =="
+  .venv/bin/python tests/notebook_interrupt.py
   echo "== browser test (JupyterLab + headless Chromium) =="
   scripts/browser-test.sh
 fi

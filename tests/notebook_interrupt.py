@@ -39,7 +39,7 @@ LONG_RUN = """let mut config = RunConfig::new(Method::Das, 15);
 config.save = Some(std::path::PathBuf::from({save!r}));
 eprintln!("started");
 let result = ravel::methods::run(&lm, &data, &probe, &config)?;
-println!("{{}}", result.cause);
+println!("{}", result.cause);
 """
 
 
@@ -90,8 +90,12 @@ def main():
                 msg = kc.get_iopub_msg(timeout=1)
             except queue.Empty:
                 continue
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
                 started.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                raise AssertionError(f"the long run failed: {msg['content']['evalue']}")
         assert started, "the long run never started"
         time.sleep(3)
         pressed = time.monotonic()

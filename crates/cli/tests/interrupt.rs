@@ -180,8 +180,8 @@ fn ctrl_c_while_probing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("probe.json");
     let args = ["ravel-probe", "--out", out.to_str().unwrap()];
-    let stopped = interrupt_in(&args, "probing", Duration::from_millis(700));
-    stopped.check("interrupted while probing", "pass the first");
+    let stopped = interrupt_in(&args, "screening", Duration::from_millis(700));
+    stopped.check("interrupted while probing", "state their country");
     assert_eq!(files_in(dir.path()), Vec::<String>::new());
 }
 

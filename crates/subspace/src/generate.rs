@@ -111,8 +111,7 @@ impl LanguageModel {
         let mut cache = ran.cache;
         let mut next = argmax_rows(model.logits_at(ran.h, batch.seq_len - 1))?;
         let mut generated: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
-        let mut from = batch.seq_len;
-        for _ in 1..n {
+        for from in batch.seq_len..batch.seq_len + n - 1 {
             // One new column: its query attends to the cached columns and itself. Every row
             // grows by one token, so each keeps its left padding.
             for (row, &t) in rows.iter_mut().zip(&next) {
@@ -136,7 +135,6 @@ impl LanguageModel {
             for (g, &t) in generated.iter_mut().zip(&next) {
                 g.push(t);
             }
-            from += 1;
         }
         Ok(generated)
     }

@@ -216,6 +216,19 @@ impl LanguageModel {
         })
     }
 
+    /// `prompt` followed by the tokens `ids` (e.g. the first tokens of an answer, so that the
+    /// next-token distribution is the answer's next token): the ids appended as they are, not
+    /// re-tokenized with the text.
+    pub fn extend_prompt(&self, prompt: &Prompt, ids: &[u32]) -> Result<Prompt> {
+        self.check_prompt(prompt)?;
+        self.check_length(prompt.len() + ids.len())?;
+        let mut out = prompt.clone();
+        out.text.push_str(&self.tokenizer.pieces(ids).concat());
+        out.ids.extend_from_slice(ids);
+        out.tokens.extend(self.tokenizer.pieces(ids));
+        Ok(out)
+    }
+
     /// The one token of `word` (e.g. `" Brazil"`); an error if it is several tokens.
     pub fn token(&self, word: &str) -> Result<u32> {
         Ok(self.tokenizer.single_token(word)?)

@@ -313,7 +313,7 @@ fn a_ravel_run_with_batch_0_is_refused_at_once() {
     )
     .unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let probe = serde_json::from_value(v["report"].clone()).unwrap();
+    let probe: subspace::ravel::ProbeReport = serde_json::from_value(v["report"].clone()).unwrap();
     for (name, edit) in [
         (
             "batch",

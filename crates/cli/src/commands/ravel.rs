@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
+use subspace::ravel::SplitKind;
 use subspace::ravel::{self, Method, ProbeReport, RavelData, RunConfig, RunEvent, Scores, Split};
 use subspace::train::Decay;
 
@@ -17,24 +18,99 @@ fn default_probe_file() -> PathBuf {
         .join("results/ravel_probe_smollm2.json")
 }
 
+fn default_answers_file() -> PathBuf {
+    let dir = RavelData::default_dir();
+    dir.parent()
+        .unwrap_or(&dir)
+        .join("results/ravel_answers_smollm2.json")
+}
+
 #[derive(ClapArgs, Debug)]
 pub struct ProbeArgs {
-    /// Cities probed per split (evenly spaced through the file).
-    #[arg(long, default_value_t = 600)]
-    pub max_cities: usize,
-    /// Templates per attribute per split (few-shot first).
-    #[arg(long, default_value_t = 4)]
+    /// Country templates (train split) every city is screened with.
+    #[arg(long, default_value_t = 2)]
+    pub screen: usize,
+    /// Templates per attribute and template split asked of the cities that pass the screen.
+    #[arg(long, default_value_t = 1)]
     pub templates: usize,
-    #[arg(long, default_value_t = 64)]
+    /// Prompts per batched generation.
+    #[arg(long, default_value_t = 128)]
     pub batch: usize,
-    /// Where to write the known prompts.
+    /// Where to write the answers (default data/results/ravel_answers_smollm2.json).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The first probe instead (first answer token against the value's, one few-shot country
+    /// template per city): the known prompts the runs saved in data/results/ were drawn from.
+    #[arg(long)]
+    pub first_token: bool,
+    /// --first-token: cities probed per split (evenly spaced through the file).
+    #[arg(long, default_value_t = 600)]
+    pub max_cities: usize,
+    /// Print the counts as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }
 
+/// `subspace ravel-probe`: what the model answers to the RAVEL prompts (see
+/// `ravel::answers`), written once so that runs reuse it.
 pub fn probe(args: ProbeArgs) -> Result<()> {
+    if args.first_token {
+        return probe_first_token(args);
+    }
+    let lm = args.model.language_model()?;
+    let data = RavelData::load(&RavelData::default_dir())?;
+    let plan = ravel::AnswerPlan {
+        screen: args.screen,
+        per_split: args.templates,
+        batch: args.batch,
+    };
+    let answers = ravel::answers::probe_answers(&lm, &data, plan, |m| eprintln!("{m}"));
+    let answers = if_interrupted(answers, || {
+        "interrupted while probing (no probe file was written)".into()
+    })?;
+    let out = args.out.unwrap_or_else(default_answers_file);
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    subspace::store::write_atomic(&out, &serde_json::to_vec(&answers)?)?;
+    let known = answers.known_cities(&data);
+    let by_split = |split: Split| {
+        known
+            .iter()
+            .filter(|&&c| data.cities[c].split == split)
+            .count()
+    };
+    let summary = serde_json::json!({
+        "model": answers.model,
+        "prompts": answers.prompts,
+        "seconds": answers.seconds,
+        "known_cities": known.len(),
+        "known_by_split": { "train": by_split(Split::Train), "val": by_split(Split::Val), "test": by_split(Split::Test) },
+        "known_continent": answers.known_for(&data, ravel::Attribute::Continent).len(),
+        "known_language": answers.known_for(&data, ravel::Attribute::Language).len(),
+        "known_by_country": answers.known_by_country(&data),
+        "file": out,
+    });
+    if args.json {
+        println!("{summary}");
+    }
+    eprintln!(
+        "{} prompts in {:.0} s; {} of {} cities state their country; wrote {}",
+        answers.prompts,
+        answers.seconds,
+        known.len(),
+        data.cities.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Templates per attribute per split of the first probe (as the saved runs were drawn).
+const FIRST_TOKEN_TEMPLATES: usize = 4;
+
+fn probe_first_token(args: ProbeArgs) -> Result<()> {
     let lm = args.model.language_model()?;
     let data = RavelData::load(&RavelData::default_dir())?;
     let t = std::time::Instant::now();
@@ -42,8 +118,8 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         &lm,
         &data,
         args.max_cities,
-        args.templates,
-        args.batch,
+        FIRST_TOKEN_TEMPLATES,
+        64,
         |m| eprintln!("{m}"),
     );
     let report = if_interrupted(report, || {
@@ -56,7 +132,7 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
     let json = serde_json::to_vec_pretty(&serde_json::json!({
         "model": lm.name,
         "max_cities": args.max_cities,
-        "templates_per_attribute": args.templates,
+        "templates_per_attribute": FIRST_TOKEN_TEMPLATES,
         "seconds": t.elapsed().as_secs_f64(),
         "report": report,
     }))?;
@@ -114,7 +190,17 @@ pub struct Args {
     /// Cause pairs for val and for test.
     #[arg(long, default_value_t = 200)]
     pub eval_pairs: usize,
-    /// Known prompts from `subspace ravel-probe`.
+    /// RAVEL's held-out set for val and test, with labels from the model's own answers:
+    /// context (train cities on held-out templates) or entity (held-out cities on train
+    /// templates). Without it: the first probe's pairs (held-out cities on held-out templates,
+    /// first-token labels from the dataset), as the runs saved in data/results/.
+    #[arg(long, value_enum)]
+    pub split_kind: Option<SplitKind>,
+    /// The model's answers, from `subspace ravel-probe` (for --split-kind; default
+    /// data/results/ravel_answers_smollm2.json).
+    #[arg(long)]
+    pub answers: Option<PathBuf>,
+    /// Known prompts from `subspace ravel-probe --first-token` (without --split-kind).
     #[arg(long)]
     pub probe: Option<PathBuf>,
     /// Checkpoint training to this file; if it already holds a checkpoint of this same run,
@@ -134,6 +220,51 @@ pub struct Args {
     pub model: ModelArgs,
 }
 
+/// What a run's pairs are drawn from: the model's answers (RAVEL's labels) or the first probe.
+pub enum LoadedLabels {
+    FirstToken(ProbeReport),
+    Model(ravel::Answers),
+}
+
+impl LoadedLabels {
+    /// The answers file for a run in a RAVEL split kind, else the first probe's file.
+    pub fn load(
+        kind: Option<SplitKind>,
+        answers: Option<PathBuf>,
+        probe: Option<PathBuf>,
+        lm: &subspace::LanguageModel,
+    ) -> Result<Self> {
+        if kind.is_none() {
+            return Ok(LoadedLabels::FirstToken(load_probe(probe)?));
+        }
+        let path = answers.unwrap_or_else(default_answers_file);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {}; run `subspace ravel-probe` first",
+                path.display()
+            )
+        })?;
+        let answers: ravel::Answers = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a `subspace ravel-probe` file", path.display()))?;
+        if answers.model != lm.name {
+            anyhow::bail!(
+                "{} holds the answers of {}, not of {}: run `subspace ravel-probe` with this model",
+                path.display(),
+                answers.model,
+                lm.name
+            );
+        }
+        Ok(LoadedLabels::Model(answers))
+    }
+
+    pub fn labels(&self) -> ravel::Labels<'_> {
+        match self {
+            LoadedLabels::FirstToken(p) => p.into(),
+            LoadedLabels::Model(a) => a.into(),
+        }
+    }
+}
+
 pub fn load_probe(path: Option<PathBuf>) -> Result<ProbeReport> {
     let path = path.unwrap_or_else(default_probe_file);
     let text = std::fs::read_to_string(&path).with_context(|| {
@@ -149,8 +280,9 @@ pub fn load_probe(path: Option<PathBuf>) -> Result<ProbeReport> {
 pub fn run(args: Args) -> Result<()> {
     let lm = args.model.language_model()?;
     let data = RavelData::load(&RavelData::default_dir())?;
-    let probe = load_probe(args.probe)?;
+    let loaded = LoadedLabels::load(args.split_kind, args.answers, args.probe, &lm)?;
     let mut config = RunConfig::new(args.method, args.layer);
+    config.split_kind = args.split_kind;
     config.seed = args.seed;
     config.n_eval = args.eval_pairs;
     config.lr = args.lr;
@@ -186,13 +318,20 @@ pub fn run(args: Args) -> Result<()> {
     let start = std::time::Instant::now();
     let mut step = progress();
     let mut phase = String::from("starting");
-    let r = ravel::methods::run_with_progress(&lm, &data, &probe, &config, |event| match event {
-        RunEvent::Phase(what) => {
-            eprintln!("[{:>5.0} s] {what}", start.elapsed().as_secs_f64());
-            phase = what.to_string();
-        }
-        RunEvent::Step(s) => step(s),
-    });
+    let r =
+        ravel::methods::run_with_progress(
+            &lm,
+            &data,
+            loaded.labels(),
+            &config,
+            |event| match event {
+                RunEvent::Phase(what) => {
+                    eprintln!("[{:>5.0} s] {what}", start.elapsed().as_secs_f64());
+                    phase = what.to_string();
+                }
+                RunEvent::Step(s) => step(s),
+            },
+        );
     let r = if_interrupted(r, || {
         format!("interrupted while {phase} (no --save file and no results were written)")
     })?;
@@ -248,9 +387,12 @@ pub struct ScoreArgs {
     /// Also Cause per source country, with the train cities the model knows in each.
     #[arg(long)]
     pub by_country: bool,
-    /// Known prompts from `subspace ravel-probe`.
+    /// Known prompts from `subspace ravel-probe --first-token` (a run saved without a split kind).
     #[arg(long)]
     pub probe: Option<PathBuf>,
+    /// The model's answers from `subspace ravel-probe` (a run saved with a split kind).
+    #[arg(long)]
+    pub answers: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -268,11 +410,20 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     let lm = args.model.language_model()?;
     let saved = load_saved(&args.file, &lm)?;
     let data = RavelData::load(&RavelData::default_dir())?;
-    let probe = load_probe(args.probe)?;
+    let loaded = LoadedLabels::load(saved.config.split_kind, args.answers, args.probe, &lm)?;
+    let probe = match (&loaded, args.by_country) {
+        (LoadedLabels::FirstToken(probe), _) => Some(probe),
+        (LoadedLabels::Model(_), false) => None,
+        (LoadedLabels::Model(_), true) => {
+            anyhow::bail!(
+                "--by-country reads the first probe's known cities: it scores runs saved without --split-kind"
+            )
+        }
+    };
     let mut scored = serde_json::Map::new();
     for split in splits {
         eprintln!("scoring {} pairs", split.name());
-        let examples = saved.pairs(&lm, &data, &probe, split)?;
+        let examples = saved.pairs(&lm, &data, loaded.labels(), split)?;
         let hits = ravel::outcomes(
             &lm,
             saved.site,
@@ -281,9 +432,9 @@ pub fn score(args: ScoreArgs) -> Result<()> {
             saved.config.batch,
         )?;
         let s = ravel::eval::scores(&examples, &hits);
-        let countries = args
-            .by_country
-            .then(|| ravel::breakdown::cause_by_source_country(&data, &probe, &examples, &hits));
+        let countries = probe
+            .filter(|_| args.by_country)
+            .map(|probe| ravel::breakdown::cause_by_source_country(&data, probe, &examples, &hits));
         if !args.json {
             println!(
                 "{:<5} Cause {:.3}  Isolate {:.3} ({})  Disentangle {:.3}  ({} cause, {} isolate pairs)",

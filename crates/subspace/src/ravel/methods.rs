@@ -8,8 +8,10 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::answers::Answers;
 use super::data::{RavelData, Split};
 use super::eval::{RavelExample, Role, Scores, evaluate, split_examples};
+use super::labelled::{SplitKind, labelled_examples};
 use super::probe::ProbeReport;
 use crate::error::{Result, SubspaceError, bad_setting};
 use crate::intervention::Intervention;
@@ -74,6 +76,29 @@ impl Method {
     }
 }
 
+/// Where a run's pairs and their labels come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Labels<'a> {
+    /// The first probe's known prompts; targets are the first token of the dataset's value
+    /// (the runs saved in `data/results/` before RAVEL's labels).
+    FirstToken(&'a ProbeReport),
+    /// The model's own answers ([`super::answers`]), RAVEL's labels; the run's
+    /// [`RunConfig::split_kind`] says which held-out set.
+    Model(&'a Answers),
+}
+
+impl<'a> From<&'a ProbeReport> for Labels<'a> {
+    fn from(p: &'a ProbeReport) -> Self {
+        Labels::FirstToken(p)
+    }
+}
+
+impl<'a> From<&'a Answers> for Labels<'a> {
+    fn from(a: &'a Answers) -> Self {
+        Labels::Model(a)
+    }
+}
+
 /// Settings of one RAVEL run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -100,6 +125,11 @@ pub struct RunConfig {
     #[serde(default = "one")]
     pub isolate_weight: f64,
     pub batch: usize,
+    /// RAVEL's held-out set the val and test pairs come from, with labels from the model's
+    /// own answers ([`Labels::Model`]); `None`: the first probe's pairs (held-out cities on
+    /// held-out templates, labels from the dataset's values), as the runs saved before.
+    #[serde(default)]
+    pub split_kind: Option<SplitKind>,
     /// Cause pairs per split (isolate pairs: half as many per kept attribute).
     pub n_train: usize,
     pub n_eval: usize,
@@ -139,6 +169,7 @@ impl RunConfig {
             decay,
             isolate_weight: 1.0,
             batch: 32,
+            split_kind: None,
             n_train: 1024,
             n_eval: 200,
             checkpoint: None,
@@ -340,23 +371,24 @@ pub enum RunEvent<'a> {
 }
 
 /// Trains (if the method learns) on train pairs, scores on train, val and test pairs.
-pub fn run(
+pub fn run<'a>(
     lm: &LanguageModel,
     data: &RavelData,
-    probe: &ProbeReport,
+    labels: impl Into<Labels<'a>>,
     config: &RunConfig,
 ) -> Result<RunResult> {
-    run_with_progress(lm, data, probe, config, |_| {})
+    run_with_progress(lm, data, labels, config, |_| {})
 }
 
 /// [`run`], telling `progress` when each phase starts and when each training step ends.
-pub fn run_with_progress(
+pub fn run_with_progress<'a>(
     lm: &LanguageModel,
     data: &RavelData,
-    probe: &ProbeReport,
+    labels: impl Into<Labels<'a>>,
     config: &RunConfig,
     mut progress: impl FnMut(RunEvent),
 ) -> Result<RunResult> {
+    let labels = labels.into();
     let mut intervention = initial_intervention(lm, config)?;
     let config = &config.resolved();
     let site = Site::block_output(config.layer);
@@ -371,7 +403,7 @@ pub fn run_with_progress(
             ""
         }
     )));
-    let train_set = split_examples(lm, data, probe, Split::Train, config.n_train, config.seed)?;
+    let train_set = split_pairs(lm, data, labels, config, Split::Train)?;
     if config.method.trained() {
         let isolate_weight = config.isolate_weight as f32;
         let examples: Vec<Example> = train_set
@@ -421,9 +453,9 @@ pub fn run_with_progress(
     )));
     let train = evaluate(lm, site, &intervention, &train_set, config.batch)?;
     progress(RunEvent::Phase("scoring val pairs"));
-    let val = split_scores(lm, data, probe, site, &intervention, config, Split::Val)?;
+    let val = split_scores(lm, data, labels, site, &intervention, config, Split::Val)?;
     progress(RunEvent::Phase("scoring test pairs"));
-    let test = split_scores(lm, data, probe, site, &intervention, config, Split::Test)?;
+    let test = split_scores(lm, data, labels, site, &intervention, config, Split::Test)?;
     let result = RunResult {
         method: config.method.name().into(),
         layer: config.layer,
@@ -450,25 +482,26 @@ pub fn run_with_progress(
 }
 
 /// The scores on one split's pairs as a run with `config` draws them (see [`split_pairs`]).
-pub fn split_scores(
+pub fn split_scores<'a>(
     lm: &LanguageModel,
     data: &RavelData,
-    probe: &ProbeReport,
+    labels: impl Into<Labels<'a>>,
     site: Site,
     intervention: &Intervention,
     config: &RunConfig,
     split: Split,
 ) -> Result<Scores> {
-    let examples = split_pairs(lm, data, probe, config, split)?;
+    let examples = split_pairs(lm, data, labels, config, split)?;
     evaluate(lm, site, intervention, &examples, config.batch)
 }
 
 /// One split's pairs as a run with `config` draws them: train (`n_train` cause pairs, `seed`),
-/// val (`n_eval`, `seed + 1`) or test (`n_eval`, `seed + 2`).
-pub fn split_pairs(
+/// val (`n_eval`, `seed + 1`) or test (`n_eval`, `seed + 2`); from the first probe's known
+/// prompts, or from the model's answers in `config.split_kind`'s held-out set.
+pub fn split_pairs<'a>(
     lm: &LanguageModel,
     data: &RavelData,
-    probe: &ProbeReport,
+    labels: impl Into<Labels<'a>>,
     config: &RunConfig,
     split: Split,
 ) -> Result<Vec<RavelExample>> {
@@ -477,7 +510,21 @@ pub fn split_pairs(
         Split::Val => (config.n_eval, config.seed + 1),
         Split::Test => (config.n_eval, config.seed + 2),
     };
-    split_examples(lm, data, probe, split, n, seed)
+    match (labels.into(), config.split_kind) {
+        (Labels::FirstToken(probe), None) => split_examples(lm, data, probe, split, n, seed),
+        (Labels::Model(answers), Some(kind)) => {
+            labelled_examples(lm, data, answers, kind, split, n, seed)
+        }
+        (Labels::Model(_), None) => bad_setting(
+            "split kind",
+            "none",
+            "context or entity: the model's answers label RAVEL's two held-out sets",
+        ),
+        (Labels::FirstToken(_), Some(kind)) => Err(SubspaceError::Data(format!(
+            "the {} split is labelled by the model's answers: give the file of `subspace ravel-probe`, not the first probe's known prompts",
+            kind.name()
+        ))),
+    }
 }
 
 /// A run saved by `subspace ravel --save` (or [`RunConfig::save`]): the trained intervention
@@ -493,17 +540,17 @@ pub struct SavedRun {
 impl SavedRun {
     /// Scores the loaded intervention again on one split's pairs, drawn as its run drew them
     /// (so they give `recorded`'s numbers: the model and the pairs are the same).
-    pub fn rescore(
+    pub fn rescore<'a>(
         &self,
         lm: &LanguageModel,
         data: &RavelData,
-        probe: &ProbeReport,
+        labels: impl Into<Labels<'a>>,
         split: Split,
     ) -> Result<Scores> {
         split_scores(
             lm,
             data,
-            probe,
+            labels,
             self.site,
             &self.intervention,
             &self.config,
@@ -512,14 +559,14 @@ impl SavedRun {
     }
 
     /// The pairs of one split as its run drew them (for a breakdown of [`SavedRun::rescore`]).
-    pub fn pairs(
+    pub fn pairs<'a>(
         &self,
         lm: &LanguageModel,
         data: &RavelData,
-        probe: &ProbeReport,
+        labels: impl Into<Labels<'a>>,
         split: Split,
     ) -> Result<Vec<RavelExample>> {
-        split_pairs(lm, data, probe, &self.config, split)
+        split_pairs(lm, data, labels, &self.config, split)
     }
 }
 

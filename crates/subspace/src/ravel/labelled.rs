@@ -1,0 +1,247 @@
+//! RAVEL's pairs, as `generate_ravel_instance.py` builds them, from the model's own answers
+//! ([`super::answers`]):
+//!
+//! - **Split kinds.** Train pairs are train cities on train templates. RAVEL holds out two
+//!   things and builds a test set for each ([`SplitKind`]): *context* (train cities asked with
+//!   held-out templates) and *entity* (held-out cities asked with train templates); each has its
+//!   own val.
+//! - **Labels from the model.** A pair's base prompt is a (template, city) prompt; its label is
+//!   the model's answer to it, and its *counterfactual* label the model's answer to the same
+//!   template with the source city. Pairs whose two answers agree are dropped (nothing to
+//!   move). Cause asks the patched run for the counterfactual answer, Isolate for the base's.
+//! - **Multi-token answers** are scored on their first differing token: the tokens the two
+//!   answers share (" the United" of " the United States" / " the United Kingdom") are
+//!   appended to the base prompt, and the target is the next one.
+//! - **Sources** are prompts of every attribute's templates of the split (the patched vector is
+//!   the source city's, whatever it was asked), source cities drawn with RAVEL's weights
+//!   `1 / (10 + n)`, `n` the number of candidate sources giving the same counterfactual answer,
+//!   so that a few frequent countries do not make most of the pairs.
+//!
+//! Departures: RAVEL's "other" sources (Wikipedia sentences) are not in the city data; RAVEL
+//! uses weight `1 / (20 + n)` in the context split and `1 / (10 + n)` elsewhere, here `10`
+//! everywhere; its metrics compare whole generated answers, here the first differing token.
+
+use std::collections::BTreeMap;
+
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::answers::{Answer, Answers, answer_text};
+use super::data::{Attribute, RavelData, Split};
+use super::eval::{RavelExample, Role};
+use super::probe::locate;
+use crate::error::{Result, SubspaceError};
+use crate::lm::LanguageModel;
+use crate::pair::Pair;
+
+/// RAVEL's two held-out test sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum SplitKind {
+    /// Train cities on held-out templates (RAVEL's `context_test`).
+    Context,
+    /// Held-out cities on train templates (RAVEL's `entity_test`).
+    Entity,
+}
+
+impl SplitKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitKind::Context => "context",
+            SplitKind::Entity => "entity",
+        }
+    }
+
+    /// The (template split, city split) that `split` of this kind asks.
+    pub fn grid(self, split: Split) -> (Split, Split) {
+        match (self, split) {
+            (_, Split::Train) => (Split::Train, Split::Train),
+            (SplitKind::Context, held_out) => (held_out, Split::Train),
+            (SplitKind::Entity, held_out) => (Split::Train, held_out),
+        }
+    }
+}
+
+/// Counterfactual weight offset of RAVEL's source sampling (`1 / (10 + n)`).
+const WEIGHT_OFFSET: f64 = 10.0;
+
+/// Builds `n` pairs of `role` for `split` of `kind` (see the module doc), drawn with `seed`.
+#[allow(clippy::too_many_arguments)]
+pub fn labelled_pairs(
+    lm: &LanguageModel,
+    data: &RavelData,
+    answers: &Answers,
+    kind: SplitKind,
+    split: Split,
+    role: Role,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<RavelExample>> {
+    let attribute = match role {
+        Role::Cause => Attribute::Country,
+        Role::Isolate(a) => a,
+    };
+    let (template_split, city_split) = kind.grid(split);
+    let index = answers.index();
+    let in_grid = |a: &Answer| {
+        data.templates[a.template].split == template_split
+            && data.cities[a.city].split == city_split
+    };
+    // Bases: the known cities' answers to this attribute's templates of the grid.
+    let known = answers.known_cities(data);
+    let bases: Vec<&Answer> = answers
+        .answers
+        .iter()
+        .filter(|a| {
+            in_grid(a)
+                && data.templates[a.template].attribute == attribute
+                && known.binary_search(&a.city).is_ok()
+        })
+        .collect();
+    // Source prompts: every attribute's templates of the grid's template split.
+    let source_templates: Vec<usize> = (0..data.templates.len())
+        .filter(|&t| data.templates[t].split == template_split)
+        .collect();
+    if bases.is_empty() || source_templates.is_empty() {
+        return Err(SubspaceError::Data(format!(
+            "no {attribute:?} answers of known {} cities on {} templates: run `subspace ravel-probe` (its answers file) first",
+            city_split.name(),
+            template_split.name()
+        )));
+    }
+    // Per base template: the candidate source cities (known, with an answer to that template)
+    // and their weights.
+    let mut candidates: BTreeMap<usize, (Vec<usize>, Vec<f64>)> = BTreeMap::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (role_tag(kind, split, role) << 32));
+    let mut out = Vec::with_capacity(n);
+    let mut tries = 0;
+    while out.len() < n && tries < n * 50 {
+        tries += 1;
+        lm.stop_flag().check(crate::stop::nothing_saved)?;
+        let base = bases[rng.random_range(0..bases.len())];
+        let (cities, weights) = candidates.entry(base.template).or_insert_with(|| {
+            let cities: Vec<usize> = known
+                .iter()
+                .copied()
+                .filter(|&c| {
+                    data.cities[c].split == city_split && index.contains_key(&(c, base.template))
+                })
+                .collect();
+            let labels: Vec<String> = cities
+                .iter()
+                .map(|&c| answer_text(&answers.answers[index[&(c, base.template)]].text))
+                .collect();
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for l in &labels {
+                *counts.entry(l).or_insert(0) += 1;
+            }
+            let weights = labels
+                .iter()
+                .map(|l| 1.0 / (WEIGHT_OFFSET + counts[l.as_str()] as f64))
+                .collect();
+            (cities, weights)
+        });
+        let Some(source_city) = weighted_pick(&mut rng, cities, weights) else {
+            continue;
+        };
+        if source_city == base.city {
+            continue;
+        }
+        let inv = &answers.answers[index[&(source_city, base.template)]];
+        if answer_text(&base.text) == answer_text(&inv.text) {
+            continue;
+        }
+        // The first token where the two answers part.
+        let Some(i) = base.ids.iter().zip(&inv.ids).position(|(a, b)| a != b) else {
+            continue;
+        };
+        let &source_template = source_templates.choose(&mut rng).unwrap_or(&base.template);
+        let base_t = &data.templates[base.template];
+        let (Some((base_prompt, _)), Some((source_prompt, source_position))) = (
+            locate(lm, base_t, &data.cities[base.city].name)?,
+            locate(
+                lm,
+                &data.templates[source_template],
+                &data.cities[source_city].name,
+            )?,
+        ) else {
+            continue;
+        };
+        let base_prompt = lm.extend_prompt(&base_prompt, &base.ids[..i])?;
+        let target = match role {
+            Role::Cause => inv.ids[i],
+            Role::Isolate(_) => base.ids[i],
+        };
+        out.push(RavelExample {
+            example: Pair::new(base_prompt, source_prompt, base.position, source_position)?
+                .with_target(target),
+            role,
+            base_city: base.city,
+            source_city,
+        });
+    }
+    Ok(out)
+}
+
+/// An index drawn with probability proportional to `weights`.
+fn weighted_pick(rng: &mut ChaCha8Rng, items: &[usize], weights: &[f64]) -> Option<usize> {
+    let total: f64 = weights.iter().sum();
+    if items.is_empty() || total <= 0.0 {
+        return None;
+    }
+    let mut x = rng.random::<f64>() * total;
+    for (item, w) in items.iter().zip(weights) {
+        if x < *w {
+            return Some(*item);
+        }
+        x -= w;
+    }
+    items.last().copied()
+}
+
+/// Seeds each (kind, role) draw apart; train pairs are the same for both kinds.
+fn role_tag(kind: SplitKind, split: Split, role: Role) -> u64 {
+    let r = match role {
+        Role::Cause => 1,
+        Role::Isolate(Attribute::Continent) => 2,
+        Role::Isolate(Attribute::Language) => 3,
+        Role::Isolate(Attribute::Country) => 4,
+    };
+    r + match (kind, split) {
+        (_, Split::Train) | (SplitKind::Context, _) => 0,
+        (SplitKind::Entity, _) => 8,
+    }
+}
+
+/// A balanced set for one split of a kind: `n` cause pairs and `n / 2` isolate pairs per kept
+/// attribute, shuffled.
+pub fn labelled_examples(
+    lm: &LanguageModel,
+    data: &RavelData,
+    answers: &Answers,
+    kind: SplitKind,
+    split: Split,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<RavelExample>> {
+    use rand::seq::SliceRandom;
+    let mut all = labelled_pairs(lm, data, answers, kind, split, Role::Cause, n, seed)?;
+    for a in [Attribute::Continent, Attribute::Language] {
+        all.extend(labelled_pairs(
+            lm,
+            data,
+            answers,
+            kind,
+            split,
+            Role::Isolate(a),
+            n / 2,
+            seed,
+        )?);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    all.shuffle(&mut rng);
+    Ok(all)
+}
