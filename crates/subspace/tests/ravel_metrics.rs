@@ -179,3 +179,91 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
     let e = ravel::load_run(&plain, lm).unwrap_err().to_string();
     assert!(e.contains("not saved by `subspace ravel --save`"), "{e}");
 }
+
+/// On pairs labelled by the model's own answers (RAVEL's labels), an intervention that changes
+/// nothing gives every base answer back and no counterfactual one: the base label is the
+/// model's greedy token after the answers' shared prefix, the counterfactual label a different
+/// token there by construction. Cause 0 and Isolate 1, in both held-out sets.
+#[test]
+fn with_the_models_own_labels_an_unchanged_run_scores_cause_0_and_isolate_1() {
+    use subspace::ravel::answers::{AnswerPlan, Answers, ask};
+    use subspace::ravel::labelled::{SplitKind, labelled_examples};
+    let lm = common::smollm();
+    let data = RavelData::load(&RavelData::default_dir()).unwrap();
+    let of = |split: Split, n: usize| -> Vec<usize> {
+        (0..data.cities.len())
+            .filter(|&c| data.cities[c].split == split)
+            .step_by(9)
+            .take(n)
+            .collect()
+    };
+    let first = |split: Split, a: Attribute| ravel::probe::ranked_templates(&data, split, a)[0];
+    let train_templates: Vec<usize> = [
+        Attribute::Country,
+        Attribute::Continent,
+        Attribute::Language,
+    ]
+    .iter()
+    .map(|&a| first(Split::Train, a))
+    .collect();
+    let val_templates: Vec<usize> = [
+        Attribute::Country,
+        Attribute::Continent,
+        Attribute::Language,
+    ]
+    .iter()
+    .map(|&a| first(Split::Val, a))
+    .collect();
+    let mut heard = ask(
+        lm,
+        &data,
+        &of(Split::Train, 40),
+        &train_templates,
+        64,
+        &mut |_| {},
+    )
+    .unwrap();
+    heard.extend(
+        ask(
+            lm,
+            &data,
+            &of(Split::Train, 40),
+            &val_templates,
+            64,
+            &mut |_| {},
+        )
+        .unwrap(),
+    );
+    heard.extend(
+        ask(
+            lm,
+            &data,
+            &of(Split::Val, 40),
+            &train_templates,
+            64,
+            &mut |_| {},
+        )
+        .unwrap(),
+    );
+    let answers = Answers {
+        model: lm.name.clone(),
+        plan: AnswerPlan::default(),
+        prompts: heard.len(),
+        answers: heard,
+        seconds: 0.0,
+    };
+    let identity = Intervention::random_rotation(lm.hidden_size(), 0, 0, &lm.device()).unwrap();
+    for kind in [SplitKind::Context, SplitKind::Entity] {
+        let examples = labelled_examples(lm, &data, &answers, kind, Split::Val, 16, 1).unwrap();
+        let s = ravel::eval::evaluate(lm, Site::block_output(9), &identity, &examples, 16).unwrap();
+        assert!(s.n_cause > 0 && s.n_isolate > 0, "{kind:?}: {s:?}");
+        assert_eq!((s.cause, s.isolate), (0.0, 1.0), "{kind:?}");
+        // Each pair's two cities are of the kind's held-out set.
+        for e in &examples {
+            let (_, city_split) = kind.grid(Split::Val);
+            assert_eq!(data.cities[e.base_city].split, city_split);
+            assert_eq!(data.cities[e.source_city].split, city_split);
+            assert_ne!(e.base_city, e.source_city);
+        }
+    }
+}

@@ -129,13 +129,51 @@ pub fn normalize(text: &str) -> String {
     t.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Other names the model gives for a country value, counted as stating it. Measured on the
+/// first screening (RESULTS.md, "RAVEL's labels"): for US cities the model said "the USA" 67
+/// times; for UK cities "England" 17, "the UK" 11, "Scotland" 6, "Northern Ireland" 2 times
+/// (the United Kingdom's constituent countries answer "which country"). Nothing else is an
+/// alias: "Korea" names two countries.
+const ALIASES: [(&str, &[&str]); 3] = [
+    (
+        "United States",
+        &[
+            "USA",
+            "US",
+            "U.S.",
+            "U.S.A.",
+            "America",
+            "United States of America",
+        ],
+    ),
+    (
+        "United Kingdom",
+        &[
+            "UK",
+            "U.K.",
+            "Britain",
+            "Great Britain",
+            "England",
+            "Scotland",
+            "Wales",
+            "Northern Ireland",
+        ],
+    ),
+    ("Czech Republic", &["Czechia"]),
+];
+
 /// Whether a continuation states `value`: its normalized text starts with the normalized value
-/// (or, for a list such as "Arabic, Kurdish", with its first item), followed by the end or a
-/// character that is not a letter or digit ("India" is not stated by "Indiana").
+/// (or, for a list such as "Arabic, Kurdish", with its first item; or with one of the value's
+/// [`ALIASES`]), followed by the end or a character that is not a letter or digit ("India" is
+/// not stated by "Indiana").
 pub fn states_value(value: &str, text: &str) -> bool {
     let t = normalize(text);
     let first = value.split(',').next().unwrap_or(value);
-    [value, first].iter().any(|v| {
+    let aliases = ALIASES
+        .iter()
+        .filter(|(v, _)| *v == value)
+        .flat_map(|(_, names)| names.iter().copied());
+    [value, first].into_iter().chain(aliases).any(|v| {
         let v = normalize(v);
         !v.is_empty()
             && t.starts_with(&v)
@@ -243,8 +281,9 @@ pub fn probe_answers(
     })
 }
 
-/// The continuation of every (city, template) prompt whose city can be located.
-fn ask(
+/// The continuation of every (city, template) prompt whose city can be located, in batches of
+/// `batch` prompts (`progress` hears a line every 8 batches).
+pub fn ask(
     lm: &LanguageModel,
     data: &RavelData,
     cities: &[usize],
@@ -304,7 +343,10 @@ mod tests {
         assert!(states_value("Arabic, Kurdish", " Arabic and"));
         assert!(states_value("North America", " north america"));
         assert!(!states_value("India", " Indiana"));
-        assert!(!states_value("United States", " USA"));
+        assert!(states_value("United States", " the USA."));
+        assert!(states_value("United Kingdom", " England, and"));
+        assert!(!states_value("United States", " the UK"));
+        assert!(!states_value("United Kingdom", " the USA"));
         assert!(!states_value("China", " Ohio, China"));
         assert_eq!(answer_text(" the United Kingdom, and"), "united kingdom");
         assert_eq!(answer_text("Spanish\"}, {\"city"), "spanish");
