@@ -267,3 +267,25 @@ fn with_the_models_own_labels_an_unchanged_run_scores_cause_0_and_isolate_1() {
         }
     }
 }
+
+/// A run's control is residual patching on its own test pairs: the same scores as a residual
+/// run drawing the same pairs (same seed and size), and none for residual itself.
+#[test]
+fn a_runs_control_is_residual_patching_on_its_own_test_pairs() {
+    let lm = common::smollm();
+    let data = RavelData::load(&RavelData::default_dir()).unwrap();
+    let probe = probe();
+    let small = |method| {
+        let mut c = RunConfig::new(method, 9);
+        c.n_train = 8;
+        c.n_eval = 24;
+        c.seed = 3;
+        c
+    };
+    let neurons = ravel::methods::run(lm, &data, &probe, &small(Method::Neurons)).unwrap();
+    let residual = ravel::methods::run(lm, &data, &probe, &small(Method::Residual)).unwrap();
+    assert_eq!(neurons.residual_test, Some(residual.test()));
+    assert_eq!(residual.residual_test, None);
+    // Neurons (16 of 576) are not the whole vector: the control differs from the method.
+    assert_ne!(neurons.test(), residual.test());
+}

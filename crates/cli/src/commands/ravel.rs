@@ -345,6 +345,7 @@ pub fn run(args: Args) -> Result<()> {
                 "n_isolate": r.n_isolate, "train_seconds": r.train_seconds,
                 "train": r.train, "val": r.val, "losses": r.losses,
                 "test": r.test(),
+                "residual_test": r.residual_test,
             })
         );
     } else {
@@ -363,6 +364,12 @@ pub fn run(args: Args) -> Result<()> {
             r.train.map_or(f64::NAN, |t| t.disentangle),
             r.train_seconds
         );
+        if let Some(c) = &r.residual_test {
+            println!(
+                "  residual patching on the same test pairs: Cause {:.3}  Isolate {:.3}  Disentangle {:.3}",
+                c.cause, c.isolate, c.disentangle
+            );
+        }
     }
     Ok(())
 }

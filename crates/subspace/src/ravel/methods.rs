@@ -304,6 +304,11 @@ pub struct RunResult {
     pub losses: Vec<f32>,
     /// Scores on val (for choosing settings; test is only reported).
     pub val: Scores,
+    /// Residual patching (the whole vector) scored on this run's own test pairs: the control
+    /// a method is set against, pair for pair (`None` for residual itself, and in results
+    /// written before it was reported).
+    #[serde(default)]
+    pub residual_test: Option<Scores>,
     /// Scores on the train pairs the method was fit to (for a baseline: train-split pairs of
     /// the same size), so that underfitting (train low) and overfitting (train far above val)
     /// show. `None` in results written before it was reported.
@@ -455,7 +460,22 @@ pub fn run_with_progress<'a>(
     progress(RunEvent::Phase("scoring val pairs"));
     let val = split_scores(lm, data, labels, site, &intervention, config, Split::Val)?;
     progress(RunEvent::Phase("scoring test pairs"));
-    let test = split_scores(lm, data, labels, site, &intervention, config, Split::Test)?;
+    let test_pairs = split_pairs(lm, data, labels, config, Split::Test)?;
+    let test = evaluate(lm, site, &intervention, &test_pairs, config.batch)?;
+    let residual_test = if config.method == Method::Residual {
+        None
+    } else {
+        progress(RunEvent::Phase(
+            "scoring residual patching on the same test pairs (the control)",
+        ));
+        Some(evaluate(
+            lm,
+            site,
+            &Intervention::Replace,
+            &test_pairs,
+            config.batch,
+        )?)
+    };
     let result = RunResult {
         method: config.method.name().into(),
         layer: config.layer,
@@ -472,6 +492,7 @@ pub fn run_with_progress<'a>(
         train_seconds,
         losses,
         val,
+        residual_test,
         train: Some(train),
     };
     if let Some(path) = &config.save {
