@@ -87,6 +87,37 @@ fn step_time(lm: &LanguageModel, site: Site, examples: &[Example], repeats: usiz
     Ok(median(steps))
 }
 
+/// The processor the figures were measured on, as Linux reports it: its model name and the
+/// vector extensions the kernels pick from (floors must use this machine's peak, not another's).
+fn cpu() -> serde_json::Value {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let flags = field("flags").unwrap_or_default();
+    let has: Vec<&str> = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512bw",
+        "avx512_bf16",
+        "avx512_vnni",
+        "amx_bf16",
+    ]
+    .into_iter()
+    .filter(|f| flags.split_whitespace().any(|x| x == *f))
+    .collect();
+    serde_json::json!({
+        "model": field("model name"),
+        "vendor": field("vendor_id"),
+        "cores": std::thread::available_parallelism().map_or(1, usize::from),
+        "flags": has,
+    })
+}
+
 /// What the bench times next, on stderr (a whole bench takes about a minute).
 fn phase(what: &str) {
     eprintln!("timing {what}");
@@ -180,6 +211,7 @@ pub fn run(args: Args) -> Result<()> {
         "weights": storage,
         "kernels": if blocks { llama::quant::Kernels::best().name() } else { "backend matmul" },
         "threads": threads,
+        "cpu": cpu(),
         "repeats": r,
         "layer": args.layer,
         "load_s": load_s,
@@ -203,6 +235,11 @@ pub fn run(args: Args) -> Result<()> {
             backend.name(),
             out["weights"].as_str().unwrap_or("?"),
             out["kernels"].as_str().unwrap_or("?")
+        );
+        println!(
+            "cpu: {} ({})",
+            out["cpu"]["model"].as_str().unwrap_or("?"),
+            out["cpu"]["flags"]
         );
         for key in [
             "load_s",
