@@ -496,7 +496,13 @@ fn generate_continues_the_tutorial_prompt_and_the_patch_sends_paris_to_brazil() 
 /// does, with the vector extensions the kernels choose from.
 #[test]
 fn bench_json_names_the_cpu_it_ran_on() {
-    let v = json(&subspace(&["bench", "--repeats", "1", "--skip-ravel", "--json"]));
+    let v = json(&subspace(&[
+        "bench",
+        "--repeats",
+        "1",
+        "--skip-ravel",
+        "--json",
+    ]));
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
     let model = info
         .lines()
@@ -507,6 +513,10 @@ fn bench_json_names_the_cpu_it_ran_on() {
     let flags = v["cpu"]["flags"].as_array().unwrap();
     let has = |f: &str| info.split_whitespace().any(|x| x == f);
     assert_eq!(flags.iter().any(|f| f == "avx2"), has("avx2"), "{v}");
-    assert_eq!(flags.iter().any(|f| f == "avx512_bf16"), has("avx512_bf16"), "{v}");
+    assert_eq!(
+        flags.iter().any(|f| f == "avx512_bf16"),
+        has("avx512_bf16"),
+        "{v}"
+    );
     assert!(v["forward_s"].as_f64().unwrap() > 0.0, "{v}");
 }

@@ -181,7 +181,7 @@ fn ctrl_c_while_probing() {
     let out = dir.path().join("probe.json");
     let args = ["ravel-probe", "--out", out.to_str().unwrap()];
     let stopped = interrupt_in(&args, "screening", Duration::from_millis(700));
-    stopped.check("interrupted while probing", "state their country");
+    stopped.check("interrupted while probing", "country template 2");
     assert_eq!(files_in(dir.path()), Vec::<String>::new());
 }
 

@@ -27,8 +27,8 @@ fn default_answers_file() -> PathBuf {
 
 #[derive(ClapArgs, Debug)]
 pub struct ProbeArgs {
-    /// Country templates (train split) every city is screened with.
-    #[arg(long, default_value_t = 2)]
+    /// Country templates (train split) a city is screened with, until one gets it right.
+    #[arg(long, default_value_t = 4)]
     pub screen: usize,
     /// Templates per attribute and template split asked of the cities that pass the screen.
     #[arg(long, default_value_t = 1)]

@@ -7,9 +7,10 @@
 //! *known* for an attribute when one of its continuations states the value
 //! ([`states_value`]: decoded text, leading space / quotes / "the" and case ignored).
 //!
-//! Two stages, so that 2 cores can afford it: every city on the first
+//! Two stages, so that 2 cores can afford it: every city is screened on up to
 //! [`AnswerPlan::screen`] country templates of the train split (the templates every split kind
-//! asks held-out cities with); then the cities that state their country on one of them, on
+//! asks held-out cities with), each asked only of the cities no earlier one got right; then the
+//! cities that state their country on one of them, on
 //! [`AnswerPlan::per_split`] templates per attribute and template split: train templates for
 //! every such city, val and test templates for train cities only (the *context* split asks
 //! train cities with held-out templates; the *entity* split asks held-out cities with train
@@ -30,7 +31,7 @@ pub const ANSWER_TOKENS: usize = 4;
 /// Which prompts the probe asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnswerPlan {
-    /// Country templates (train split) every city is screened with.
+    /// Country templates (train split) a city is screened with, until one gets it right.
     pub screen: usize,
     /// Templates per attribute per template split asked of the screened-in cities.
     pub per_split: usize,
@@ -41,7 +42,7 @@ pub struct AnswerPlan {
 impl Default for AnswerPlan {
     fn default() -> Self {
         AnswerPlan {
-            screen: 2,
+            screen: 4,
             per_split: 1,
             batch: 128,
         }
@@ -212,17 +213,27 @@ pub fn probe_answers(
         .into_iter()
         .take(plan.screen)
         .collect();
-    progress(&format!(
-        "screening {} cities on {} country template(s)",
-        all.len(),
-        screen.len()
-    ));
-    let mut answers = ask(lm, data, &all, &screen, plan.batch, &mut progress)?;
-    let mut screened = answers.clone();
-    screened.retain(|a| a.states_value);
-    let mut known: Vec<usize> = screened.iter().map(|a| a.city).collect();
-    known.sort_unstable();
-    known.dedup();
+    // Each screening template is asked only of the cities no earlier one got right.
+    let mut answers = Vec::new();
+    let mut known: Vec<usize> = Vec::new();
+    for (i, &template) in screen.iter().enumerate() {
+        let unknown: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|c| known.binary_search(c).is_err())
+            .collect();
+        progress(&format!(
+            "screening {} cities on country template {} of {}",
+            unknown.len(),
+            i + 1,
+            screen.len()
+        ));
+        let heard = ask(lm, data, &unknown, &[template], plan.batch, &mut progress)?;
+        known.extend(heard.iter().filter(|a| a.states_value).map(|a| a.city));
+        known.sort_unstable();
+        known.dedup();
+        answers.extend(heard);
+    }
     progress(&format!(
         "{} of {} cities state their country",
         known.len(),
