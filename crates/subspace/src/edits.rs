@@ -3,18 +3,20 @@
 //! tokens. Patching, training and generation all build their edits here, just above the loop
 //! ([`crate::run`]) that applies them.
 
-use burn::tensor::Tensor;
+use std::collections::HashMap;
+
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::Result;
 use crate::intervention::PlacedIntervention;
-use crate::lm::{LanguageModel, Prompt};
+use crate::lm::{LanguageModel, Prompt, rows_per_forward};
 use crate::pair::Pair;
 use crate::run::{self, Edit};
 use crate::site::Site;
 
 impl LanguageModel {
     /// The source vector of each pair at `site` (its source prompt, its source position), from
-    /// one batched forward of the source prompts up to the site's layer.
+    /// batched forwards of the distinct source prompts up to the site's layer.
     ///
     /// # Shapes
     /// - output: `[pairs, hidden]`
@@ -22,32 +24,60 @@ impl LanguageModel {
         Ok(self.source_vectors_at(&[site], pairs)?.remove(0))
     }
 
-    /// [`LanguageModel::source_vectors`] at several sites, from one forward of the source
-    /// prompts up to the highest of their layers.
+    /// [`LanguageModel::source_vectors`] at several sites, from forwards of the source prompts
+    /// up to the highest of their layers. Each distinct source prompt runs once (RAVEL's
+    /// training pairs draw their ~4000 sources from ~1400 prompts), in passes of at most
+    /// [`crate::lm::TOKENS_PER_FORWARD`] tokens.
     fn source_vectors_at(&self, sites: &[Site], pairs: &[&Pair]) -> Result<Vec<Tensor<2>>> {
         let Some(top) = sites.iter().map(|s| s.layer).max() else {
             return Ok(Vec::new());
         };
         let d = self.hidden_size();
-        let sources: Vec<&Prompt> = pairs.iter().map(|p| &p.source).collect();
-        let batch = self.batch(&sources);
-        let traced = run::trace_until(&self.model, &batch, top, Some(self.stop_flag()))?;
-        Ok(sites
+        if pairs.is_empty() {
+            return Ok(sites
+                .iter()
+                .map(|_| Tensor::zeros([0, d], &self.device()))
+                .collect());
+        }
+        // Each pair's source as an index into the distinct (prompt, position) reads.
+        let mut distinct: Vec<(&Prompt, usize)> = Vec::new();
+        let mut seen: HashMap<(&[u32], usize), usize> = HashMap::new();
+        let slot: Vec<i64> = pairs
             .iter()
-            .map(|&site| {
-                Tensor::cat(
-                    pairs
-                        .iter()
-                        .enumerate()
-                        .map(|(r, p)| {
-                            traced
-                                .vector(site, r, batch.column(r, p.source_position))
-                                .reshape([1, d])
-                        })
-                        .collect(),
-                    0,
-                )
+            .map(|p| {
+                let key = (p.source.ids.as_slice(), p.source_position);
+                *seen.entry(key).or_insert_with(|| {
+                    distinct.push((&p.source, p.source_position));
+                    distinct.len() - 1
+                }) as i64
             })
+            .collect();
+        let longest = distinct.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+        // Per site, the distinct reads' vectors, chunk by chunk: each chunk's vectors are copied
+        // out (`cat`) so that its trace is freed before the next one runs.
+        let mut read: Vec<Vec<Tensor<2>>> = vec![Vec::new(); sites.len()];
+        for chunk in distinct.chunks(rows_per_forward(longest)) {
+            let prompts: Vec<&Prompt> = chunk.iter().map(|(p, _)| *p).collect();
+            let batch = self.batch(&prompts);
+            let traced = run::trace_until(&self.model, &batch, top, Some(self.stop_flag()))?;
+            for (s, &site) in sites.iter().enumerate() {
+                let rows = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(row, (_, position))| {
+                        traced
+                            .vector(site, row, batch.column(row, *position))
+                            .reshape([1, d])
+                    })
+                    .collect();
+                read[s].push(Tensor::cat(rows, 0));
+            }
+        }
+        let slot =
+            Tensor::<1, Int>::from_data(TensorData::new(slot, [pairs.len()]), &self.device());
+        Ok(read
+            .into_iter()
+            .map(|chunks| Tensor::cat(chunks, 0).select(0, slot.clone()))
             .collect())
     }
 

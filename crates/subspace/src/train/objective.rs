@@ -83,9 +83,16 @@ impl<'a> DasObjective<'a> {
             Some(n) => n,
             None => examples.len(),
         };
+        // The source vectors of every example at once: each distinct source prompt runs once.
+        let pairs: Vec<&Pair> = examples.iter().map(|e| &e.pair).collect();
+        let sources = lm.source_vectors(site, &pairs)?;
         let batches = examples
             .chunks(size)
-            .map(|chunk| prepare(lm, site, chunk))
+            .enumerate()
+            .map(|(i, chunk)| {
+                let source = sources.clone().narrow(0, i * size, chunk.len());
+                prepare(lm, site, chunk, source)
+            })
             .collect::<Result<_>>()?;
         Ok(DasObjective { lm, site, batches })
     }
@@ -182,13 +189,19 @@ fn value_and_grad(loss: Tensor<1>, leaf: &Tensor<2>) -> Result<(f32, Tensor<2>)>
     Ok((value, grad))
 }
 
-fn prepare(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Prepared> {
+/// A minibatch of `examples`, whose source vectors at the site are `source` (`[examples,
+/// hidden]`).
+fn prepare(
+    lm: &LanguageModel,
+    site: Site,
+    examples: &[Example],
+    source: Tensor<2>,
+) -> Result<Prepared> {
     let model = &lm.model;
     let device = lm.device();
     let pairs: Vec<&Pair> = examples.iter().map(|e| &e.pair).collect();
     let bases: Vec<&Prompt> = pairs.iter().map(|p| &p.base).collect();
     let base_batch = lm.batch(&bases);
-    let source = lm.source_vectors(site, &pairs)?;
     let stop = Some(lm.stop_flag());
 
     // Base stream entering the site's block.
