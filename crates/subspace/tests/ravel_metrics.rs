@@ -10,12 +10,7 @@ use subspace::ravel::{self, Attribute, Method, RavelData, Role, RunConfig, Split
 use subspace::{Intervention, Site};
 
 fn probe() -> ravel::ProbeReport {
-    let text = std::fs::read_to_string(
-        RavelData::default_dir().join("../results/ravel_probe_smollm2.json"),
-    )
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    serde_json::from_value(v["report"].clone()).unwrap()
+    common::ravel_probe()
 }
 
 #[test]

@@ -52,12 +52,7 @@ fn stops_within_a_second<T: Debug>(
 }
 
 fn probe() -> ravel::ProbeReport {
-    let text = std::fs::read_to_string(
-        RavelData::default_dir().join("../results/ravel_probe_smollm2.json"),
-    )
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    serde_json::from_value(v["report"].clone()).unwrap()
+    common::ravel_probe()
 }
 
 #[test]

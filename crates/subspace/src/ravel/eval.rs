@@ -126,17 +126,21 @@ pub fn split_examples(
     n: usize,
     seed: u64,
 ) -> Result<Vec<RavelExample>> {
-    let mut all = pairs(lm, data, probe, split, Role::Cause, n, seed)?;
+    balanced(n, seed, |role, k| {
+        pairs(lm, data, probe, split, role, k, seed)
+    })
+}
+
+/// `n` cause pairs and `n / 2` isolate pairs per kept attribute, drawn by `draw(role, count)`,
+/// shuffled with `seed`: the make-up of every RAVEL split, whichever labels it has.
+pub(crate) fn balanced(
+    n: usize,
+    seed: u64,
+    mut draw: impl FnMut(Role, usize) -> Result<Vec<RavelExample>>,
+) -> Result<Vec<RavelExample>> {
+    let mut all = draw(Role::Cause, n)?;
     for a in [Attribute::Continent, Attribute::Language] {
-        all.extend(pairs(
-            lm,
-            data,
-            probe,
-            split,
-            Role::Isolate(a),
-            n / 2,
-            seed,
-        )?);
+        all.extend(draw(Role::Isolate(a), n / 2)?);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     all.shuffle(&mut rng);

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answers::{Answer, Answers, answer_text};
 use super::data::{Attribute, RavelData, Split};
-use super::eval::{RavelExample, Role};
+use super::eval::{RavelExample, Role, balanced};
 use super::probe::locate;
 use crate::error::{Result, SubspaceError};
 use crate::lm::LanguageModel;
@@ -227,21 +227,7 @@ pub fn labelled_examples(
     n: usize,
     seed: u64,
 ) -> Result<Vec<RavelExample>> {
-    use rand::seq::SliceRandom;
-    let mut all = labelled_pairs(lm, data, answers, kind, split, Role::Cause, n, seed)?;
-    for a in [Attribute::Continent, Attribute::Language] {
-        all.extend(labelled_pairs(
-            lm,
-            data,
-            answers,
-            kind,
-            split,
-            Role::Isolate(a),
-            n / 2,
-            seed,
-        )?);
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    all.shuffle(&mut rng);
-    Ok(all)
+    balanced(n, seed, |role, k| {
+        labelled_pairs(lm, data, answers, kind, split, role, k, seed)
+    })
 }

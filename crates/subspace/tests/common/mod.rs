@@ -62,3 +62,12 @@ pub fn read_f32(path: &Path, name: &str) -> Vec<f32> {
 pub fn log(p: &[f32]) -> Vec<f32> {
     p.iter().map(|v| v.max(1e-30).ln()).collect()
 }
+
+/// The first probe's known prompts (`data/results/ravel_probe_smollm2.json`).
+pub fn ravel_probe() -> subspace::ravel::ProbeReport {
+    let path =
+        subspace::ravel::RavelData::default_dir().join("../results/ravel_probe_smollm2.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_value(v["report"].clone()).unwrap()
+}
