@@ -79,15 +79,10 @@ impl LanguageModel {
         // The whole sequence must fit the context, checked before anything runs.
         self.check_length(prompt.len().saturating_add(n - 1))?;
         let generated = self.greedy(&[prompt], edits, n)?.remove(0);
-        let text = self
-            .tokenizer
-            .inner()
-            .decode(&generated, false)
-            .unwrap_or_else(|_| self.tokenizer.pieces(&generated).concat());
         Ok(Generated {
             prompt: prompt.clone(),
+            text: self.decode(&generated),
             ids: generated,
-            text,
         })
     }
 

@@ -216,16 +216,26 @@ impl LanguageModel {
         })
     }
 
+    /// The text of `ids` as the tokenizer decodes it (special tokens kept), or their pieces
+    /// joined where it cannot.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.tokenizer
+            .inner()
+            .decode(ids, false)
+            .unwrap_or_else(|_| self.tokenizer.pieces(ids).concat())
+    }
+
     /// `prompt` followed by the tokens `ids` (e.g. the first tokens of an answer, so that the
     /// next-token distribution is the answer's next token): the ids appended as they are, not
     /// re-tokenized with the text.
     pub fn extend_prompt(&self, prompt: &Prompt, ids: &[u32]) -> Result<Prompt> {
         self.check_prompt(prompt)?;
         self.check_length(prompt.len() + ids.len())?;
+        let pieces = self.tokenizer.pieces(ids);
         let mut out = prompt.clone();
-        out.text.push_str(&self.tokenizer.pieces(ids).concat());
+        out.text.push_str(&pieces.concat());
         out.ids.extend_from_slice(ids);
-        out.tokens.extend(self.tokenizer.pieces(ids));
+        out.tokens.extend(pieces);
         Ok(out)
     }
 

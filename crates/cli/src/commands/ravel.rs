@@ -71,10 +71,7 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
         "interrupted while probing (no probe file was written)".into()
     })?;
     let out = args.out.unwrap_or_else(default_answers_file);
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    subspace::store::write_atomic(&out, &serde_json::to_vec(&answers)?)?;
+    write_probe_file(&out, &serde_json::to_vec(&answers)?)?;
     let known = answers.known_cities(&data);
     let by_split = |split: Split| {
         known
@@ -126,9 +123,6 @@ fn probe_first_token(args: ProbeArgs) -> Result<()> {
         "interrupted while probing (no probe file was written)".into()
     })?;
     let out = args.out.unwrap_or_else(default_probe_file);
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let json = serde_json::to_vec_pretty(&serde_json::json!({
         "model": lm.name,
         "max_cities": args.max_cities,
@@ -136,7 +130,7 @@ fn probe_first_token(args: ProbeArgs) -> Result<()> {
         "seconds": t.elapsed().as_secs_f64(),
         "report": report,
     }))?;
-    subspace::store::write_atomic(&out, &json)?;
+    write_probe_file(&out, &json)?;
     eprintln!(
         "{} known prompts of {} tried, {} cities known on all three attributes; wrote {}",
         report.known.len(),
@@ -238,12 +232,7 @@ impl LoadedLabels {
             return Ok(LoadedLabels::FirstToken(load_probe(probe)?));
         }
         let path = answers.unwrap_or_else(default_answers_file);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "reading {}; run `subspace ravel-probe` first",
-                path.display()
-            )
-        })?;
+        let text = read_probe_file(&path)?;
         let answers: ravel::Answers = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a `subspace ravel-probe` file", path.display()))?;
         if answers.model != lm.name {
@@ -265,14 +254,26 @@ impl LoadedLabels {
     }
 }
 
-pub fn load_probe(path: Option<PathBuf>) -> Result<ProbeReport> {
-    let path = path.unwrap_or_else(default_probe_file);
-    let text = std::fs::read_to_string(&path).with_context(|| {
+/// A file `subspace ravel-probe` writes, read whole.
+fn read_probe_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| {
         format!(
             "reading {}; run `subspace ravel-probe` first",
             path.display()
         )
-    })?;
+    })
+}
+
+/// Writes a probe's output whole (atomically), creating its folder.
+fn write_probe_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(subspace::store::write_atomic(path, bytes)?)
+}
+
+pub fn load_probe(path: Option<PathBuf>) -> Result<ProbeReport> {
+    let text = read_probe_file(&path.unwrap_or_else(default_probe_file))?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
     Ok(serde_json::from_value(v["report"].clone())?)
 }

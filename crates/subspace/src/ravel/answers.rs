@@ -103,13 +103,6 @@ impl Answers {
         out
     }
 
-    /// The answer to (city, template), if the probe asked it.
-    pub fn get(&self, city: usize, template: usize) -> Option<&Answer> {
-        self.index()
-            .get(&(city, template))
-            .map(|&i| &self.answers[i])
-    }
-
     /// (city, template) -> index into `answers`.
     pub fn index(&self) -> BTreeMap<(usize, usize), usize> {
         self.answers
@@ -319,11 +312,7 @@ pub fn ask(
         let prompts: Vec<&Prompt> = chunk.iter().map(|j| &j.2).collect();
         let continuations = lm.generate_batch(&prompts, ANSWER_TOKENS)?;
         for ((c, t, _, position), ids) in chunk.iter().zip(continuations) {
-            let text = lm
-                .tokenizer
-                .inner()
-                .decode(&ids, false)
-                .unwrap_or_else(|_| lm.tokenizer.pieces(&ids).concat());
+            let text = lm.decode(&ids);
             let template = &data.templates[*t];
             out.push(Answer {
                 city: *c,

@@ -32,6 +32,16 @@ pub enum Role {
     Isolate(Attribute),
 }
 
+impl Role {
+    /// The attribute the base prompt asks about.
+    pub fn attribute(self) -> Attribute {
+        match self {
+            Role::Cause => Attribute::Country,
+            Role::Isolate(a) => a,
+        }
+    }
+}
+
 /// A (base, source) example with its role.
 #[derive(Debug, Clone)]
 pub struct RavelExample {
@@ -53,10 +63,7 @@ pub fn pairs(
     n: usize,
     seed: u64,
 ) -> Result<Vec<RavelExample>> {
-    let attribute = match role {
-        Role::Cause => Attribute::Country,
-        Role::Isolate(a) => a,
-    };
+    let attribute = role.attribute();
     let of = |a: Attribute| -> Vec<&KnownPrompt> {
         probe
             .known
@@ -108,7 +115,8 @@ pub fn pairs(
     Ok(out)
 }
 
-fn role_tag(role: Role) -> u64 {
+/// Seeds each role's draw apart.
+pub(super) fn role_tag(role: Role) -> u64 {
     match role {
         Role::Cause => 1,
         Role::Isolate(Attribute::Continent) => 2,

@@ -29,8 +29,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::answers::{Answer, Answers, answer_text};
-use super::data::{Attribute, RavelData, Split};
-use super::eval::{RavelExample, Role, balanced};
+use super::data::{RavelData, Split};
+use super::eval::{RavelExample, Role, balanced, role_tag};
 use super::probe::locate;
 use crate::error::{Result, SubspaceError};
 use crate::lm::LanguageModel;
@@ -80,10 +80,7 @@ pub fn labelled_pairs(
     n: usize,
     seed: u64,
 ) -> Result<Vec<RavelExample>> {
-    let attribute = match role {
-        Role::Cause => Attribute::Country,
-        Role::Isolate(a) => a,
-    };
+    let attribute = role.attribute();
     let (template_split, city_split) = kind.grid(split);
     let index = answers.index();
     let in_grid = |a: &Answer| {
@@ -115,7 +112,7 @@ pub fn labelled_pairs(
     // Per base template: the candidate source cities (known, with an answer to that template)
     // and their weights.
     let mut candidates: BTreeMap<usize, (Vec<usize>, Vec<f64>)> = BTreeMap::new();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (role_tag(kind, split, role) << 32));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (kind_role_tag(kind, split, role) << 32));
     let mut out = Vec::with_capacity(n);
     let mut tries = 0;
     while out.len() < n && tries < n * 50 {
@@ -203,17 +200,12 @@ fn weighted_pick(rng: &mut ChaCha8Rng, items: &[usize], weights: &[f64]) -> Opti
 }
 
 /// Seeds each (kind, role) draw apart; train pairs are the same for both kinds.
-fn role_tag(kind: SplitKind, split: Split, role: Role) -> u64 {
-    let r = match role {
-        Role::Cause => 1,
-        Role::Isolate(Attribute::Continent) => 2,
-        Role::Isolate(Attribute::Language) => 3,
-        Role::Isolate(Attribute::Country) => 4,
-    };
-    r + match (kind, split) {
-        (_, Split::Train) | (SplitKind::Context, _) => 0,
-        (SplitKind::Entity, _) => 8,
-    }
+fn kind_role_tag(kind: SplitKind, split: Split, role: Role) -> u64 {
+    role_tag(role)
+        + match (kind, split) {
+            (_, Split::Train) | (SplitKind::Context, _) => 0,
+            (SplitKind::Entity, _) => 8,
+        }
 }
 
 /// A balanced set for one split of a kind: `n` cause pairs and `n / 2` isolate pairs per kept
