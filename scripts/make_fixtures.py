@@ -180,6 +180,139 @@ def generation_fixture(tok, model):
     })
 
 
+def inner_sites_fixture(tok, model):
+    """Patches inside a block, done with plain PyTorch hooks on the modules whose inputs or
+    outputs the Rust sites name: q_proj / k_proj / v_proj outputs (one head's slice), o_proj's
+    input (one head's slice), down_proj's input (the MLP's hidden activation). Also the
+    attention probabilities (eager attention), a span patch of a two-token city on the block
+    output, and greedy generation with an edit held on every token that predicts a new one."""
+    layer, position = 9, 3
+    base = "The city of Paris is in the country of"
+    source = "The city of Rio is in the country of"
+    hd = model.config.head_dim
+    attn = model.model.layers[layer].self_attn
+    mlp = model.model.layers[layer].mlp
+    cases = [
+        # (name, module, hooks the input?, head or None)
+        ("head_output", attn.o_proj, True, 4),
+        ("query", attn.q_proj, False, 2),
+        ("key", attn.k_proj, False, 1),
+        ("value", attn.v_proj, False, 0),
+        ("mlp_hidden", mlp.down_proj, True, None),
+    ]
+    tensors, meta = {}, []
+    with torch.no_grad():
+        src_ids = torch.tensor([tok(source)["input_ids"]])
+        base_ids = torch.tensor([tok(base)["input_ids"]])
+        clean = model(base_ids).logits[0, -1].float().numpy()
+        tensors["clean"] = clean.astype(np.float32)
+        for name, module, on_input, head in cases:
+            captured = {}
+            sl = slice(None) if head is None else slice(head * hd, (head + 1) * hd)
+
+            def read(_m, inp, out=None):
+                t = inp[0] if on_input else out
+                captured["v"] = t[0, position, sl].clone()
+
+            h = (module.register_forward_pre_hook(lambda m, i: read(m, i)) if on_input
+                 else module.register_forward_hook(lambda m, i, o: read(m, i, o)))
+            model(src_ids)
+            h.remove()
+
+            if on_input:
+                def write(_m, inp):
+                    x = inp[0].clone()
+                    x[0, position, sl] = captured["v"]
+                    return (x,) + tuple(inp[1:])
+                h = module.register_forward_pre_hook(write)
+            else:
+                def write(_m, _i, out):
+                    out = out.clone()
+                    out[0, position, sl] = captured["v"]
+                    return out
+                h = module.register_forward_hook(write)
+            try:
+                logits = model(base_ids).logits[0, -1].float().numpy()
+            finally:
+                h.remove()
+            tensors[f"patched.{name}"] = logits.astype(np.float32)
+            meta.append({"site": name, "layer": layer, "head": head, "position": position,
+                         "hook": ("forward_pre_hook on " if on_input else "forward_hook on ")
+                         + type(module).__name__ + f" of layers[{layer}]",
+                         "max_abs_logit_change": float(np.abs(logits - clean).max())})
+
+        # Attention probabilities of the base prompt at the layer (eager attention).
+        model.config._attn_implementation = "eager"
+        for l in model.model.layers:
+            l.self_attn.config._attn_implementation = "eager"
+        out = model(base_ids, output_attentions=True)
+        tensors["pattern"] = out.attentions[layer][0].float().numpy().astype(np.float32)
+        model.config._attn_implementation = "sdpa"
+        for l in model.model.layers:
+            l.self_attn.config._attn_implementation = "sdpa"
+
+        # A span: "New York" (base) <- "Rio de Janeiro" (source), last tokens aligned, on the
+        # block output.
+        span_base = "The city of New York is in the country of"
+        span_source = "The city of Rio de Janeiro is in the country of"
+
+        def span(text, words):
+            enc = tok(text, return_offsets_mapping=True)
+            start = text.index(words)
+            end = start + len(words)
+            return [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > start and a < end and b > a]
+
+        bspan, sspan = span(span_base, "New York"), span(span_source, "Rio de Janeiro")
+        n = min(len(bspan), len(sspan))
+        bpos, spos = bspan[-n:], sspan[-n:]
+        hs = model(torch.tensor([tok(span_source)["input_ids"]]), output_hidden_states=True)
+        svec = hs.hidden_states[layer + 1][0, spos].clone()
+
+        def span_hook(_m, _i, out):
+            t = out[0] if isinstance(out, tuple) else out
+            t[0, bpos] = svec
+            return out
+        h = model.model.layers[layer].register_forward_hook(span_hook)
+        try:
+            logits = model(torch.tensor([tok(span_base)["input_ids"]])).logits[0, -1].float().numpy()
+        finally:
+            h.remove()
+        tensors["patched.span"] = logits.astype(np.float32)
+        span_meta = {"base": span_base, "source": span_source, "base_span": bspan,
+                     "source_span": sspan, "base_positions": bpos, "source_positions": spos,
+                     "layer": layer, "site": "block_output"}
+
+        # Generation with an edit held on every token that predicts a new one (the prompt's
+        # last token, then each generated token): steering by adding (Rio − Paris) at the
+        # block output of the layer, and replacing it by Rio's vector.
+        hs_b = model(base_ids, output_hidden_states=True).hidden_states[layer + 1][0, position]
+        hs_s = model(src_ids, output_hidden_states=True).hidden_states[layer + 1][0, position]
+        steer = (hs_s - hs_b).clone()
+        n_new = 12
+        held = {}
+        for name, fn in [("add", lambda t: t + steer), ("replace", lambda t: hs_s.clone())]:
+            def hold(_m, _i, out, fn=fn):
+                t = out[0] if isinstance(out, tuple) else out
+                t[0, -1] = fn(t[0, -1])  # the prompt's last token, or the one new token
+                return out
+            h = model.model.layers[layer].register_forward_hook(hold)
+            try:
+                ids = model.generate(base_ids, attention_mask=torch.ones_like(base_ids),
+                                     do_sample=False, max_new_tokens=n_new,
+                                     min_new_tokens=n_new, pad_token_id=0)
+            finally:
+                h.remove()
+            new = ids[0, base_ids.shape[1]:].tolist()
+            held[name] = {"ids": new, "text": tok.decode(new)}
+    save_file(tensors, str(SUBSPACE_FIX / "inner_sites_logits.safetensors"))
+    write_json(SUBSPACE_FIX / "inner_sites.json", {
+        "base": base, "source": source, "head_dim": hd, "cases": meta, "span": span_meta,
+        "held": {"layer": layer, "position": position, "tokens": n_new, **held,
+                 "how": "forward hook on model.model.layers[9] editing output[0][0, -1] on every pass of model.generate(do_sample=False): add (Rio − Paris at layer 9, token 3), or replace by Rio's"},
+        "pattern": {"layer": layer, "how": "output_attentions with eager attention, [heads, seq, seq]"},
+    })
+
+
 def dequant_fixture():
     """A GGUF holding random blocks of every supported type, and the Python gguf package's
     dequantisation of each."""
@@ -281,7 +414,7 @@ def tiny_llama():
 
 
 if __name__ == "__main__":
-    which = set(sys.argv[1:]) or {"smollm", "dequant", "tiny", "generation"}
+    which = set(sys.argv[1:]) or {"smollm", "dequant", "tiny", "generation", "inner"}
     if "dequant" in which:
         dequant_fixture()
     if "tiny" in which:
@@ -289,10 +422,13 @@ if __name__ == "__main__":
     if "smollm" in which:
         tok, model = smollm_logits_and_tokens()
         residual_patch_fixture(tok, model)
-    if "generation" in which:
+    if which & {"generation", "inner"}:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(MODEL_DIR, gguf_file=GGUF_NAME)
         model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, gguf_file=GGUF_NAME, dtype=torch.float32)
         model.eval()
-        generation_fixture(tok, model)
+        if "generation" in which:
+            generation_fixture(tok, model)
+        if "inner" in which:
+            inner_sites_fixture(tok, model)

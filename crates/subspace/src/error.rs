@@ -9,6 +9,23 @@ pub enum SubspaceError {
     #[error("layer {layer} does not exist: this model has layers 0 to {}", n_layers - 1)]
     LayerOutOfRange { layer: usize, n_layers: usize },
 
+    #[error(
+        "{component} has no heads: only query, key, value and head_output sites name a head (leave the head out for the whole vector)"
+    )]
+    NoHeads { component: crate::site::Component },
+
+    #[error(
+        "head {head} of {component} does not exist: this model has {n_heads} of them (0 to {}){}",
+        n_heads.saturating_sub(1),
+        shared.map(|g| format!("; keys and values have grouped-query heads, each shared by {g} query heads: query head h reads key/value head h / {g}")).unwrap_or_default()
+    )]
+    HeadOutOfRange {
+        component: crate::site::Component,
+        head: usize,
+        n_heads: usize,
+        shared: Option<usize>,
+    },
+
     #[error("position {position} is beyond the {what} prompt, which has {len} tokens (positions 0 to {}); tokens: {tokens:?}", len.saturating_sub(1))]
     PositionOutOfRange {
         what: &'static str,
@@ -27,6 +44,25 @@ pub enum SubspaceError {
         which: &'static str,
         word: String,
         tokens: Vec<String>,
+    },
+
+    #[error(
+        "the {which} prompt has no run of tokens spelling {words:?} (spans are whole tokens: give words as the prompt writes them, or token ranges with `at_spans`); its tokens are {tokens:?}"
+    )]
+    SpanNotInPrompt {
+        which: &'static str,
+        words: String,
+        tokens: Vec<String>,
+    },
+
+    #[error(
+        "a base span of {base_len} tokens and a source span of {source_len} tokens cannot be aligned by the rule {rule:?}{}",
+        if *base_len == 0 || *source_len == 0 { ": a span needs at least one token" } else { ": use SpanAlignment::Last or First to pair as many tokens as the shorter span has" }
+    )]
+    SpansNotAligned {
+        base_len: usize,
+        source_len: usize,
+        rule: crate::pair::SpanAlignment,
     },
 
     #[error(

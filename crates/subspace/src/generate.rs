@@ -49,7 +49,7 @@ impl LanguageModel {
         self.check_pairs([pair])?;
         self.check_placed(placed)?;
         // One unpadded row: the base token's column is its position.
-        let edits = self.pair_edits(&[pair], vec![pair.base_position], placed)?;
+        let edits = self.pair_edits(&[pair], |_, position| position, placed)?;
         self.greedy_one(&pair.base, &edits, n)
     }
 
@@ -91,8 +91,8 @@ impl LanguageModel {
     fn greedy(&self, prompts: &[&Prompt], edits: &[Edit], n: usize) -> Result<Vec<Vec<u32>>> {
         let model = &self.model;
         let keep = Keep {
-            components: false,
             cache: true,
+            ..Keep::default()
         };
         // The prompts, with the edits: their keys/values hold them from now on.
         let mut rows: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();

@@ -35,7 +35,7 @@ pub use error::{Result, SubspaceError};
 pub use generate::Generated;
 pub use intervention::{Intervention, PlacedIntervention, Unrotate};
 pub use lm::{LanguageModel, Prompt};
-pub use pair::{Example, Pair, PairPrompts};
+pub use pair::{Aligned, Example, Pair, PairPrompts, SpanAlignment};
 pub use patch::{PatchSpec, PromptTrace};
 pub use readout::{Prediction, TokenProb, TopK};
 pub use site::{Component, Site};

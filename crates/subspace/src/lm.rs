@@ -50,6 +50,29 @@ impl Prompt {
     pub fn find(&self, word: &str) -> Option<usize> {
         self.tokens.iter().position(|t| t.trim() == word.trim())
     }
+
+    /// The first run of consecutive tokens whose joined text (trimmed) is `words`, e.g. the two
+    /// tokens `[" New", " York"]` of `"New York"`.
+    pub fn find_span(&self, words: &str) -> Option<std::ops::Range<usize>> {
+        let want = words.trim();
+        if want.is_empty() {
+            return None;
+        }
+        (0..self.len()).find_map(|start| {
+            let mut joined = String::new();
+            for end in start..self.len() {
+                joined.push_str(&self.tokens[end]);
+                let got = joined.trim();
+                if got == want {
+                    return Some(start..end + 1);
+                }
+                if !want.starts_with(got) {
+                    return None;
+                }
+            }
+            None
+        })
+    }
 }
 
 /// A model, its tokenizer and the device they run on.

@@ -20,11 +20,24 @@ pub struct PromptTrace {
 }
 
 impl PromptTrace {
-    /// The vector at `site`, token `position`, `[hidden]`.
+    /// The vector at `site`, token `position`, `[width]` (the hidden size on the residual
+    /// stream; one head's width for a head site).
     pub fn vector(&self, site: Site, position: usize) -> Result<Tensor<1>> {
-        site.check(self.trace.layers.len())?;
+        if site.layer >= self.trace.layers.len() {
+            return Err(crate::SubspaceError::LayerOutOfRange {
+                layer: site.layer,
+                n_layers: self.trace.layers.len(),
+            });
+        }
         self.prompt.check_position(position, "source")?;
-        Ok(self.trace.vector(site, 0, position))
+        self.trace.vector(site, 0, position)
+    }
+
+    /// The vectors of a site at every token, `[seq, width]`.
+    pub fn at(&self, site: Site) -> Result<Tensor<2>> {
+        let h = self.trace.at(site)?;
+        let [_, s, w] = h.dims();
+        Ok(h.reshape([s, w]))
     }
 }
 
@@ -48,6 +61,27 @@ impl LanguageModel {
             prompt: prompt.clone(),
             trace: run::trace(&self.model, &batch, &[], Some(self.stop_flag()))?,
         })
+    }
+
+    /// The attention probabilities of every head of block `layer` over `prompt`: `[n_heads,
+    /// seq, seq]`, row `q` of head `h` the distribution of token `q`'s attention over the
+    /// tokens up to it (read-only: transformers' `output_attentions`).
+    pub fn attention_pattern(&self, prompt: &Prompt, layer: usize) -> Result<Tensor<3>> {
+        self.check_prompt(prompt)?;
+        self.site_width(Site::block_output(layer))?;
+        self.check_memory(1, prompt.len(), false)?;
+        let batch = self.batch(&[prompt]);
+        let ctx = self.model.context(&batch);
+        let keep = run::Keep {
+            patterns: true,
+            ..run::Keep::default()
+        };
+        let ran = run::Blocks::new(0..layer + 1)
+            .keeping(keep)
+            .stopped_by(Some(self.stop_flag()))
+            .run(&self.model, &ctx, self.model.embed(batch.ids.clone()))?;
+        let [_, h, q, k] = ran.patterns[layer].dims();
+        Ok(ran.patterns[layer].clone().reshape([h, q, k]))
     }
 
     /// The base prompt's next-token distribution before and after `placed` is applied at the
@@ -82,14 +116,14 @@ impl LanguageModel {
     /// The next-token distribution of `base` with edits whose source vectors are given.
     pub fn patch_vectors(&self, base: &Prompt, patches: &[PatchSpec]) -> Result<Prediction> {
         self.check_prompt(base)?;
-        let d = self.hidden_size();
         for p in patches {
-            p.site.check(self.n_layers())?;
+            let d = self.site_width(p.site)?;
             base.check_position(p.position, "base")?;
             p.intervention.check(d)?;
             if p.source.dims() != [d] {
                 return bad_intervention(format!(
-                    "a source vector must have {d} values (the hidden size), got {:?}",
+                    "a source vector at {} must have {d} values (the site's width), got {:?}",
+                    p.site,
                     p.source.dims()
                 ));
             }
@@ -97,11 +131,14 @@ impl LanguageModel {
         let batch = self.batch(&[base]);
         let edits: Vec<Edit> = patches
             .iter()
-            .map(|p| Edit {
-                site: p.site,
-                columns: vec![batch.column(0, p.position)],
-                source: p.source.clone().reshape([1, d]),
-                intervention: &p.intervention,
+            .map(|p| {
+                let d = p.source.dims()[0];
+                Edit {
+                    site: p.site,
+                    cells: Edit::one_per_row(&[batch.column(0, p.position)]),
+                    source: p.source.clone().reshape([1, d]),
+                    intervention: &p.intervention,
+                }
             })
             .collect();
         let logits = run::last_logits(&self.model, &batch, &edits, Some(self.stop_flag()))?;
@@ -133,12 +170,7 @@ impl LanguageModel {
             let refs: Vec<&Pair> = chunk.iter().collect();
             let bases: Vec<&Prompt> = chunk.iter().map(|p| &p.base).collect();
             let batch = self.batch(&bases);
-            let columns: Vec<usize> = chunk
-                .iter()
-                .enumerate()
-                .map(|(r, p)| batch.column(r, p.base_position))
-                .collect();
-            let edits = self.pair_edits(&refs, columns, placed)?;
+            let edits = self.pair_edits(&refs, |r, position| batch.column(r, position), placed)?;
             let logits = run::last_logits(&self.model, &batch, &edits, Some(self.stop_flag()))?;
             out.extend(self.prediction(logits)?);
         }

@@ -3,75 +3,107 @@
 //! run [`Blocks`]; they differ only in which layers they run, from which column, and what they
 //! keep ([`Keep`]).
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use burn::tensor::Tensor;
-use llama::{ForwardContext, KeyValue, Llama, TokenBatch};
+use llama::{ForwardContext, Hook, Inner, KeyValue, Llama, LlamaConfig, TokenBatch};
 
-use crate::error::Result;
+use crate::error::{Result, SubspaceError};
 use crate::intervention::Intervention;
 use crate::site::{Component, Site};
 use crate::stop::{self, StopFlag};
 
-/// One intervention in one forward pass: at `site`, in each batch row `r`, the vector at column
-/// `columns[r]` becomes `intervention.apply(vector, source[r])`.
+/// One token of one batch row: where an edit writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cell {
+    pub row: usize,
+    /// Column in the padded batch.
+    pub column: usize,
+}
+
+/// One intervention in one forward pass: at `site`, the vector of each cell `cells[i]` becomes
+/// `intervention.apply(vector, source[i])`. A row may have several cells (a span of tokens).
 #[derive(Debug, Clone)]
 pub struct Edit<'a> {
     pub site: Site,
-    /// Column (in the padded batch) of the edited token, one per row.
-    pub columns: Vec<usize>,
-    /// `[rows, hidden]`: the source vector for each row.
+    pub cells: Vec<Cell>,
+    /// `[cells, width]`: the source vector of each cell (`width`: the site's, e.g. one head's).
     pub source: Tensor<2>,
     pub intervention: &'a Intervention,
 }
 
-/// Every component of every layer of one forward pass, and the final logits.
-#[derive(Debug, Clone)]
-pub struct Trace {
-    /// `layers[l][c]`, `c` in [`COMPONENTS`] order; each `[batch, seq, hidden]`.
-    pub layers: Vec<[Tensor<3>; 4]>,
-    /// `[batch, seq, vocab]`; `None` for a trace that stopped below the last layer.
-    pub logits: Option<Tensor<3>>,
+impl Edit<'_> {
+    /// Cells `columns[r]` of rows `0..columns.len()`: one token per row.
+    pub fn one_per_row(columns: &[usize]) -> Vec<Cell> {
+        columns
+            .iter()
+            .enumerate()
+            .map(|(row, &column)| Cell { row, column })
+            .collect()
+    }
 }
 
-/// The order of components inside [`Trace::layers`].
-pub const COMPONENTS: [Component; 4] = [
-    Component::BlockInput,
-    Component::AttentionOutput,
-    Component::MlpOutput,
-    Component::BlockOutput,
-];
-
-fn component_index(c: Component) -> usize {
-    match c {
-        Component::BlockInput => 0,
-        Component::AttentionOutput => 1,
-        Component::MlpOutput => 2,
-        Component::BlockOutput => 3,
-    }
+/// The components of every layer of one forward pass, and the final logits.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// `layers[l]`: each kept component's whole vector (all heads), `[batch, seq, width]`.
+    pub layers: Vec<HashMap<Component, Tensor<3>>>,
+    /// `[batch, seq, vocab]`; `None` for a trace that stopped below the last layer.
+    pub logits: Option<Tensor<3>>,
+    /// Width of one head (to cut a head's features out of a component).
+    pub head_dim: usize,
 }
 
 impl Trace {
-    /// The hidden states at a site, `[batch, seq, hidden]`.
-    pub fn at(&self, site: Site) -> Tensor<3> {
-        self.layers[site.layer][component_index(site.component)].clone()
+    /// The hidden states at a site, `[batch, seq, width]` (one head's features for a head
+    /// site).
+    pub fn at(&self, site: Site) -> Result<Tensor<3>> {
+        let whole = self
+            .layers
+            .get(site.layer)
+            .and_then(|kept| kept.get(&site.component))
+            .ok_or_else(|| {
+                SubspaceError::Data(format!(
+                    "{site} was not kept by this trace (it kept layers 0 to {} of {})",
+                    self.layers.len().saturating_sub(1),
+                    self.kept_names()
+                ))
+            })?
+            .clone();
+        Ok(match site.head {
+            Some(h) => whole.narrow(2, h * self.head_dim, self.head_dim),
+            None => whole,
+        })
     }
 
-    /// One vector: row `row`, column `column` of a site, `[hidden]`.
-    pub fn vector(&self, site: Site, row: usize, column: usize) -> Tensor<1> {
-        let h = self.at(site);
+    /// One vector: row `row`, column `column` of a site, `[width]`.
+    pub fn vector(&self, site: Site, row: usize, column: usize) -> Result<Tensor<1>> {
+        let h = self.at(site)?;
         let [_, _, d] = h.dims();
-        h.narrow(0, row, 1).narrow(1, column, 1).reshape([d])
+        Ok(h.narrow(0, row, 1).narrow(1, column, 1).reshape([d]))
+    }
+
+    fn kept_names(&self) -> String {
+        let mut names: Vec<String> = self
+            .layers
+            .first()
+            .map(|k| k.keys().map(|c| c.to_string()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names.join(", ")
     }
 }
 
 /// What a run of blocks keeps besides the final stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Keep {
-    /// Every component of every block run (a [`Trace`]).
-    pub components: bool,
+pub struct Keep<'a> {
+    /// These components of every block run (a [`Trace`]); empty for none.
+    pub components: &'a [Component],
     /// The keys/values of every block run (to continue from them: training, generation).
     pub cache: bool,
+    /// The attention probabilities of every block run.
+    pub patterns: bool,
 }
 
 /// What [`Blocks::run`] returns.
@@ -79,10 +111,12 @@ pub struct Keep {
 pub struct Ran {
     /// The stream leaving the last block run.
     pub h: Tensor<3>,
-    /// Per block run, when [`Keep::components`]: `[block_input, attention, mlp, block_output]`.
-    pub components: Vec<[Tensor<3>; 4]>,
+    /// Per block run, the components asked for in [`Keep::components`].
+    pub components: Vec<HashMap<Component, Tensor<3>>>,
     /// Per block run, when [`Keep::cache`]: keys/values of all columns (cached + new).
     pub cache: Vec<KeyValue>,
+    /// Per block run, when [`Keep::patterns`]: `[batch, n_heads, seq_q, seq_k]`.
+    pub patterns: Vec<Tensor<4>>,
 }
 
 /// Columns computed before the ones being run: their first column and, per block of the run,
@@ -112,7 +146,7 @@ pub struct Blocks<'a> {
     pub edits: &'a [Edit<'a>],
     /// Columns computed before this run (`None`: `h` starts at column 0).
     pub window: Option<Window<'a>>,
-    pub keep: Keep,
+    pub keep: Keep<'a>,
     /// Read before each block: a raised flag ends the run with
     /// [`crate::SubspaceError::Interrupted`] (a block takes well under a second).
     pub stop: Option<&'a StopFlag>,
@@ -141,7 +175,7 @@ impl<'a> Blocks<'a> {
         self
     }
 
-    pub fn keeping(mut self, keep: Keep) -> Self {
+    pub fn keeping(mut self, keep: Keep<'a>) -> Self {
         self.keep = keep;
         self
     }
@@ -160,32 +194,80 @@ impl<'a> Blocks<'a> {
     /// - `h`: `[batch, seq − from, hidden]` → [`Ran::h`] the same
     pub fn run(&self, model: &Llama, ctx: &ForwardContext, mut h: Tensor<3>) -> Result<Ran> {
         let from = self.window.map_or(0, |w| w.from);
-        let mut components = Vec::new();
-        let mut cache = Vec::new();
+        let mut ran = Ran {
+            h: h.clone(),
+            components: Vec::new(),
+            cache: Vec::new(),
+            patterns: Vec::new(),
+        };
         for (i, l) in self.layers.clone().enumerate() {
             stop::check(self.stop)?;
             let block = &model.blocks[l];
             let prefix = self.window.map(|w| &w.prefix[i]);
-            let edit = |t, c| apply_edits(t, Site::new(l, c), self.edits, from);
+            let mut inside = Inside {
+                layer: l,
+                edits: self.edits,
+                from,
+                config: &model.config,
+                keep: self.keep,
+                kept: HashMap::new(),
+                pattern: None,
+            };
             // The block's residual sum, written once: h + attn(norm h), then + mlp(norm .).
-            let input = edit(h, Component::BlockInput);
-            let (attn, kv) = block.attention_branch_cached(input.clone(), ctx, prefix);
-            let attn = edit(attn, Component::AttentionOutput);
-            let mid = input.clone() + attn.clone();
-            let mlp = edit(block.mlp_branch(mid.clone()), Component::MlpOutput);
-            h = edit(mid + mlp.clone(), Component::BlockOutput);
-            if self.keep.components {
-                components.push([input, attn, mlp, h.clone()]);
+            let input = inside.at(Component::BlockInput, h);
+            let (attn, kv) = block.attention_branch_hooked(input.clone(), ctx, prefix, &mut inside);
+            let attn = inside.at(Component::AttentionOutput, attn);
+            let mid = input + attn;
+            let mlp = block.mlp_branch_hooked(mid.clone(), &mut inside);
+            let mlp = inside.at(Component::MlpOutput, mlp);
+            h = inside.at(Component::BlockOutput, mid + mlp);
+            if !self.keep.components.is_empty() {
+                ran.components.push(inside.kept);
+            }
+            if let Some(p) = inside.pattern {
+                ran.patterns.push(p);
             }
             if self.keep.cache {
-                cache.push(kv);
+                ran.cache.push(kv);
             }
         }
-        Ok(Ran {
-            h,
-            components,
-            cache,
-        })
+        ran.h = h;
+        Ok(ran)
+    }
+}
+
+/// One block's edits and keeps, for the vectors on the residual stream (called by the block
+/// loop) and inside attention and the MLP (called by the model, as its [`Hook`]).
+struct Inside<'a> {
+    layer: usize,
+    edits: &'a [Edit<'a>],
+    from: usize,
+    config: &'a LlamaConfig,
+    keep: Keep<'a>,
+    kept: HashMap<Component, Tensor<3>>,
+    pattern: Option<Tensor<4>>,
+}
+
+impl Inside<'_> {
+    /// The vector of `component` after this layer's edits there, kept if asked for.
+    fn at(&mut self, component: Component, t: Tensor<3>) -> Tensor<3> {
+        let t = apply_edits(t, self.layer, component, self.edits, self.from, self.config);
+        if self.keep.components.contains(&component) {
+            self.kept.insert(component, t.clone());
+        }
+        t
+    }
+}
+
+impl Hook for Inside<'_> {
+    fn inner(&mut self, at: Inner, t: Tensor<3>) -> Tensor<3> {
+        self.at(Component::of_inner(at), t)
+    }
+
+    fn attention_probs(&mut self, probs: &Tensor<4>) {
+        if self.keep.patterns {
+            self.pattern = Some(probs.clone());
+        }
     }
 }
 
@@ -216,18 +298,20 @@ pub fn trace(
     edits: &[Edit],
     stop: Option<&StopFlag>,
 ) -> Result<Trace> {
-    trace_layers(model, batch, edits, model.n_layers(), stop)
+    trace_layers(model, batch, edits, model.n_layers(), &Component::ALL, stop)
 }
 
-/// Like [`trace`] but stops after block `layer` (it has no logits: use it only to read hidden
-/// states).
+/// Like [`trace`] but stops after block `layer` and keeps only `components` (it has no
+/// logits: use it only to read hidden states).
 pub fn trace_until(
     model: &Llama,
     batch: &TokenBatch,
     layer: usize,
+    components: &[Component],
     stop: Option<&StopFlag>,
 ) -> Result<Trace> {
-    trace_layers(model, batch, &[], (layer + 1).min(model.n_layers()), stop)
+    let n = (layer + 1).min(model.n_layers());
+    trace_layers(model, batch, &[], n, components, stop)
 }
 
 fn trace_layers(
@@ -235,13 +319,14 @@ fn trace_layers(
     batch: &TokenBatch,
     edits: &[Edit],
     n: usize,
+    components: &[Component],
     stop: Option<&StopFlag>,
 ) -> Result<Trace> {
     let ctx = model.context(batch);
     let h = model.embed(batch.ids.clone());
     let keep = Keep {
-        components: true,
-        cache: false,
+        components,
+        ..Keep::default()
     };
     let ran = Blocks::new(0..n)
         .with_edits(edits)
@@ -252,6 +337,7 @@ fn trace_layers(
     Ok(Trace {
         layers: ran.components,
         logits,
+        head_dim: model.config.head_dim(),
     })
 }
 
@@ -266,8 +352,8 @@ pub fn prefix_cache(
     stop: Option<&StopFlag>,
 ) -> Result<Vec<KeyValue>> {
     let keep = Keep {
-        components: false,
         cache: true,
+        ..Keep::default()
     };
     let ctx = ctx.columns_before(from);
     Ok(Blocks::new(layers)
@@ -277,39 +363,55 @@ pub fn prefix_cache(
         .cache)
 }
 
-/// Applies the edits that target `site` to `h`, whose first column is batch column `from`.
-/// Edits whose column lies before `from` (already in a cache) are skipped.
-pub fn apply_edits(mut h: Tensor<3>, site: Site, edits: &[Edit], from: usize) -> Tensor<3> {
-    let [_, s, d] = h.dims();
-    for edit in edits.iter().filter(|e| e.site == site) {
-        let rows: Vec<usize> = (0..edit.columns.len())
-            .filter(|&r| edit.columns[r] >= from && edit.columns[r] - from < s)
+/// Applies the edits at (`layer`, `component`) to `h`, the component's whole vector, whose
+/// first column is batch column `from`. Cells before `from` (already in a cache) or past `h`'s
+/// last column are skipped; an edit on one head changes only that head's features.
+pub fn apply_edits(
+    mut h: Tensor<3>,
+    layer: usize,
+    component: Component,
+    edits: &[Edit],
+    from: usize,
+    config: &LlamaConfig,
+) -> Tensor<3> {
+    let [_, s, width] = h.dims();
+    for edit in edits
+        .iter()
+        .filter(|e| e.site.layer == layer && e.site.component == component)
+    {
+        let features = edit.site.features(config).unwrap_or(0..width);
+        let w = features.len();
+        let live: Vec<usize> = (0..edit.cells.len())
+            .filter(|&i| edit.cells[i].column >= from && edit.cells[i].column - from < s)
             .collect();
-        if rows.is_empty() {
+        if live.is_empty() {
             continue;
         }
-        let pick = |t: &Tensor<3>, r: usize| {
-            t.clone()
-                .narrow(0, r, 1)
-                .narrow(1, edit.columns[r] - from, 1)
-                .reshape([1, d])
+        let pick = |i: usize| {
+            let Cell { row, column } = edit.cells[i];
+            h.clone()
+                .narrow(0, row, 1)
+                .narrow(1, column - from, 1)
+                .narrow(2, features.start, w)
+                .reshape([1, w])
         };
-        let base = Tensor::cat(rows.iter().map(|&r| pick(&h, r)).collect(), 0);
-        let source = if rows.len() == edit.columns.len() {
+        let base = Tensor::cat(live.iter().map(|&i| pick(i)).collect(), 0);
+        let source = if live.len() == edit.cells.len() {
             edit.source.clone()
         } else {
             Tensor::cat(
-                rows.iter()
-                    .map(|&r| edit.source.clone().narrow(0, r, 1))
+                live.iter()
+                    .map(|&i| edit.source.clone().narrow(0, i, 1))
                     .collect(),
                 0,
             )
         };
         let new = edit.intervention.apply(base, source);
-        for (i, &r) in rows.iter().enumerate() {
-            let c = edit.columns[r] - from;
-            let v = new.clone().narrow(0, i, 1).reshape([1, 1, d]);
-            h = h.slice_assign([r..r + 1, c..c + 1, 0..d], v);
+        for (k, &i) in live.iter().enumerate() {
+            let Cell { row, column } = edit.cells[i];
+            let c = column - from;
+            let v = new.clone().narrow(0, k, 1).reshape([1, 1, w]);
+            h = h.slice_assign([row..row + 1, c..c + 1, features.clone()], v);
         }
     }
     h

@@ -103,8 +103,7 @@ pub fn save(
     intervention: &Intervention,
     notes: serde_json::Value,
 ) -> Result<()> {
-    intervention.check(lm.hidden_size())?;
-    site.check(lm.n_layers())?;
+    intervention.check(lm.site_width(site)?)?;
     let _lock = FileLock::acquire(path)?;
     let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
     let (mut dims, mut neurons, mut unrotate, mut temperature) = (None, None, None, None);
@@ -216,12 +215,11 @@ pub fn load(path: &Path, lm: &LanguageModel) -> Result<Saved> {
             current: current.describe(),
         });
     }
-    meta.site.check(lm.n_layers())?;
+    let d = lm.site_width(meta.site)?;
     let device = lm.device();
     let tensor = |name: &str| -> Result<Tensor<2>> {
         matrix(&file.tensors, name, meta.shapes.get(name), &device).map_err(bad)
     };
-    let d = lm.hidden_size();
     let intervention = match meta.kind.as_str() {
         "rotated" => Intervention::Rotated(RotatedSpace {
             rotation: tensor("rotation")?,

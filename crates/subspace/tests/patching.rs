@@ -242,8 +242,8 @@ fn a_batch_of_pairs_of_different_lengths_matches_patching_each_alone() {
                 &pair.base,
                 &[PatchSpec {
                     site,
-                    position: pair.base_position,
-                    source: source.vector(site, pair.source_position).unwrap(),
+                    position: pair.base_position(),
+                    source: source.vector(site, pair.source_position()).unwrap(),
                     intervention: placed.intervention.clone(),
                 }],
             )

@@ -158,7 +158,7 @@ pub fn run(args: Args) -> Result<()> {
     let rss_load_forward = peak_rss_mib();
     let src = lm.trace(&rio)?;
     let site = Site::block_output(args.layer);
-    site.check(lm.n_layers())?;
+    lm.site_width(site)?;
     // One patched forward, the source vector read beforehand (as the PyTorch script does).
     let spec = PatchSpec {
         site,

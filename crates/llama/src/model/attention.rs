@@ -6,6 +6,7 @@ use burn::tensor::activation::softmax;
 
 use super::Projection;
 use super::context::ForwardContext;
+use super::hook::{Hook, Inner, NoHook};
 use crate::config::RopeLayout;
 
 /// Keys (after rotary) and values of some columns, kept so that later columns can be computed
@@ -55,13 +56,26 @@ impl Attention {
         ctx: &ForwardContext,
         prefix: Option<&KeyValue>,
     ) -> (Tensor<3>, KeyValue) {
+        self.forward_hooked(x, ctx, prefix, &mut NoHook)
+    }
+
+    /// [`Attention::forward_cached`] with `hook` called on the queries, keys and values as the
+    /// projections write them (before rotary), on the heads' outputs before `o_proj`, and on
+    /// the attention probabilities.
+    pub fn forward_hooked(
+        &self,
+        x: Tensor<3>,
+        ctx: &ForwardContext,
+        prefix: Option<&KeyValue>,
+        hook: &mut dyn Hook,
+    ) -> (Tensor<3>, KeyValue) {
         let [b, s, _] = x.dims();
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
 
-        let q = heads(self.q_proj.forward(x.clone()), nh);
-        let k = heads(self.k_proj.forward(x.clone()), nkv);
-        let v = heads(self.v_proj.forward(x), nkv);
+        let q = heads(hook.inner(Inner::Query, self.q_proj.forward(x.clone())), nh);
+        let k = heads(hook.inner(Inner::Key, self.k_proj.forward(x.clone())), nkv);
+        let v = heads(hook.inner(Inner::Value, self.v_proj.forward(x)), nkv);
         let q = ctx.rope.apply(q, self.rope_layout);
         let k = ctx.rope.apply(k, self.rope_layout);
 
@@ -93,7 +107,9 @@ impl Attention {
         let scale = (hd as f64).powf(-0.5);
         let scores = q.matmul(k.swap_dims(2, 3)) * scale + ctx.mask.clone();
         let probs = softmax(scores, 3);
+        hook.attention_probs(&probs);
         let out = probs.matmul(v).swap_dims(1, 2).reshape([b, s, nh * hd]);
+        let out = hook.inner(Inner::HeadOutputs, out);
         (self.o_proj.forward(out), kv)
     }
 }

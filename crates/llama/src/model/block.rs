@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 
 use super::attention::{Attention, KeyValue};
 use super::context::ForwardContext;
+use super::hook::Hook;
 use super::mlp::Mlp;
 
 #[derive(Module, Debug)]
@@ -61,6 +62,25 @@ impl Block {
     ) -> (Tensor<3>, KeyValue) {
         self.self_attn
             .forward_cached(self.input_layernorm.forward(h), ctx, prefix)
+    }
+
+    /// [`Block::attention_branch_cached`] with `hook` called inside attention
+    /// ([`Attention::forward_hooked`]).
+    pub fn attention_branch_hooked(
+        &self,
+        h: Tensor<3>,
+        ctx: &ForwardContext,
+        prefix: Option<&KeyValue>,
+        hook: &mut dyn Hook,
+    ) -> (Tensor<3>, KeyValue) {
+        self.self_attn
+            .forward_hooked(self.input_layernorm.forward(h), ctx, prefix, hook)
+    }
+
+    /// [`Block::mlp_branch`] with `hook` called on the MLP's hidden activation.
+    pub fn mlp_branch_hooked(&self, h: Tensor<3>, hook: &mut dyn Hook) -> Tensor<3> {
+        self.mlp
+            .forward_hooked(self.post_attention_layernorm.forward(h), hook)
     }
 
     /// The MLP output that the block adds to the stream (`h` is the stream after attention).

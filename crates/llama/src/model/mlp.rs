@@ -3,6 +3,7 @@
 use burn::module::Module;
 
 use super::Projection;
+use super::hook::{Hook, Inner, NoHook};
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
@@ -20,7 +21,14 @@ impl Mlp {
     /// - `x`: `[batch, seq, hidden]`
     /// - output: `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.forward_hooked(x, &mut NoHook)
+    }
+
+    /// [`Mlp::forward`] with `hook` called on the hidden activation `silu(gate(x)) · up(x)`
+    /// (`down_proj`'s input, `[batch, seq, intermediate]`).
+    pub fn forward_hooked(&self, x: Tensor<3>, hook: &mut dyn Hook) -> Tensor<3> {
         let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let hidden = hook.inner(Inner::MlpHidden, gate * self.up_proj.forward(x));
+        self.down_proj.forward(hidden)
     }
 }

@@ -266,7 +266,7 @@ fn heat(v: f32) -> RGBColor {
 }
 
 /// A grid of values in [0, 1]: `values[row][col]`, rows drawn bottom-up (layer 0 at the
-/// bottom), each cell labelled with its value.
+/// bottom), each cell labelled with its value (`NaN`: no value, drawn grey).
 pub fn heatmap(
     title: &str,
     row_desc: &str,
@@ -300,16 +300,26 @@ pub fn heatmap(
         for (r, row) in values.iter().enumerate() {
             for (c, &v) in row.iter().enumerate() {
                 let (x, y) = (c as f64, r as f64);
+                let fill = if v.is_nan() {
+                    RGBColor(220, 220, 220)
+                } else {
+                    heat(v)
+                };
                 chart
                     .draw_series(std::iter::once(Rectangle::new(
                         [(x, y), (x + 1.0, y + 1.0)],
-                        heat(v).filled(),
+                        fill.filled(),
                     )))
                     .map_err(plot_err)?;
                 let ink = if v > 0.55 { WHITE } else { BLACK };
+                let label = if v.is_nan() {
+                    "–".to_string()
+                } else {
+                    format!("{v:.2}")
+                };
                 chart
                     .draw_series(std::iter::once(Text::new(
-                        format!("{v:.2}"),
+                        label,
                         (x + 0.5, y + 0.5),
                         ("sans-serif", 10)
                             .into_font()

@@ -340,7 +340,7 @@ pub fn initial_intervention(lm: &LanguageModel, config: &RunConfig) -> Result<In
     config.validate()?;
     let d = lm.hidden_size();
     let device = lm.device();
-    Site::block_output(config.layer).check(lm.n_layers())?;
+    lm.site_width(Site::block_output(config.layer))?;
     if config.method != Method::Residual && (config.dims == 0 || config.dims > d) {
         return bad_setting(
             "dims",

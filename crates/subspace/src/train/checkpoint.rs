@@ -58,8 +58,11 @@ pub(super) fn run_fingerprint(
             h.usize(ids.len());
             ids.iter().for_each(|&i| h.u64(u64::from(i)));
         }
-        h.usize(p.base_position);
-        h.usize(p.source_position);
+        // One aligned token hashes as the single positions always did (old checkpoints resume).
+        for a in &p.positions {
+            h.usize(a.base);
+            h.usize(a.source);
+        }
         h.u64(u64::from(e.target));
         // Only a weight other than 1 enters, so checkpoints written before weights existed
         // still match their run.

@@ -73,7 +73,7 @@ pub fn train(
     mut progress: impl FnMut(&StepReport),
 ) -> Result<TrainReport> {
     config.validate()?;
-    intervention.check(lm.hidden_size())?;
+    intervention.check(lm.site_width(config.site)?)?;
     let mut params = Params::of(intervention)?;
     let objective = match DasObjective::new(lm, config.site, examples, config.batch_size) {
         Err(SubspaceError::Interrupted { step, .. }) if config.checkpoint.is_some() => {

@@ -12,7 +12,7 @@ use crate::intervention::Intervention;
 use crate::lm::{LanguageModel, Prompt};
 use crate::pair::{Example, Pair};
 use crate::readout::to_host;
-use crate::run::{Blocks, Edit, Window, prefix_cache};
+use crate::run::{Blocks, Cell, Edit, Window, prefix_cache};
 use crate::site::Site;
 
 /// A minibatch prepared for repeated steps: everything below the site is computed once.
@@ -23,7 +23,8 @@ pub(super) struct Prepared {
     /// First recomputed column and the cached keys/values of the columns before it.
     from: usize,
     prefix: Option<Vec<KeyValue>>,
-    columns: Vec<usize>,
+    /// The edited tokens (one per example, or a span's) and their source vectors.
+    cells: Vec<Cell>,
     source: Tensor<2>,
     last: usize,
     targets: Tensor<1, Int>,
@@ -54,7 +55,7 @@ impl<'a> DasObjective<'a> {
         examples: &[Example],
         batch_size: Option<usize>,
     ) -> Result<Self> {
-        site.check(lm.n_layers())?;
+        lm.site_width(site)?;
         if examples.is_empty() {
             return Err(SubspaceError::Data(
                 "no training examples: give at least one (base, source, target)".into(),
@@ -84,13 +85,16 @@ impl<'a> DasObjective<'a> {
             None => examples.len(),
         };
         // The source vectors of every example at once: each distinct source prompt runs once.
+        // Rows follow the examples' edited tokens (one each, or a span's).
         let pairs: Vec<&Pair> = examples.iter().map(|e| &e.pair).collect();
         let sources = lm.source_vectors(site, &pairs)?;
+        let mut first_row = 0;
         let batches = examples
             .chunks(size)
-            .enumerate()
-            .map(|(i, chunk)| {
-                let source = sources.clone().narrow(0, i * size, chunk.len());
+            .map(|chunk| {
+                let rows: usize = chunk.iter().map(|e| e.pair.positions.len()).sum();
+                let source = sources.clone().narrow(0, first_row, rows);
+                first_row += rows;
                 prepare(lm, site, chunk, source)
             })
             .collect::<Result<_>>()?;
@@ -143,7 +147,7 @@ impl<'a> DasObjective<'a> {
         let model = &self.lm.model;
         let edit = Edit {
             site: self.site,
-            columns: b.columns.clone(),
+            cells: b.cells.clone(),
             source: b.source.clone(),
             intervention,
         };
@@ -189,8 +193,8 @@ fn value_and_grad(loss: Tensor<1>, leaf: &Tensor<2>) -> Result<(f32, Tensor<2>)>
     Ok((value, grad))
 }
 
-/// A minibatch of `examples`, whose source vectors at the site are `source` (`[examples,
-/// hidden]`).
+/// A minibatch of `examples`, whose source vectors at the site are `source` (`[edited tokens,
+/// site width]`).
 fn prepare(
     lm: &LanguageModel,
     site: Site,
@@ -211,12 +215,8 @@ fn prepare(
         .stopped_by(stop)
         .run(model, &ctx, h)?
         .h;
-    let columns: Vec<usize> = pairs
-        .iter()
-        .enumerate()
-        .map(|(r, p)| base_batch.column(r, p.base_position))
-        .collect();
-    let from = columns.iter().copied().min().unwrap_or(0);
+    let cells = LanguageModel::pair_cells(&pairs, |r, position| base_batch.column(r, position));
+    let from = cells.iter().map(|c| c.column).min().unwrap_or(0);
     let s = base_batch.seq_len;
     let (h, ctx, prefix) = if from == 0 {
         (h, ctx, None)
@@ -245,7 +245,7 @@ fn prepare(
         h,
         from,
         prefix,
-        columns,
+        cells,
         source,
         last: s - 1 - from,
         targets: Tensor::from_data(TensorData::new(targets, [examples.len()]), &device),

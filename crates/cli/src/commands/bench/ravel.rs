@@ -53,7 +53,7 @@ pub fn measure(
         write_examples(path, &settings, &examples)?;
     }
     let site = Site::block_output(LAYER);
-    site.check(lm.n_layers())?;
+    lm.site_width(site)?;
 
     super::phase("the RAVEL recipe's pass before training");
     // The layers below the site, once over every example (what training caches).
@@ -104,8 +104,8 @@ fn write_examples(path: &Path, settings: &serde_json::Value, examples: &[Example
             serde_json::json!({
                 "base": e.pair.base.ids,
                 "source": e.pair.source.ids,
-                "base_position": e.pair.base_position,
-                "source_position": e.pair.source_position,
+                "base_position": e.pair.base_position(),
+                "source_position": e.pair.source_position(),
                 "target": e.target,
                 "weight": e.weight,
             })
