@@ -32,7 +32,7 @@ pub use serde_json;
 
 pub use display::Patched;
 pub use error::{Result, SubspaceError};
-pub use generate::Generated;
+pub use generate::{GenerateConfig, Generated, Held, Sampling};
 pub use intervention::{Intervention, PlacedIntervention, Unrotate};
 pub use lm::{LanguageModel, Prompt};
 pub use pair::{Aligned, Example, Pair, PairPrompts, SpanAlignment};

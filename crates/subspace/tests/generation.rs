@@ -6,7 +6,7 @@ mod common;
 
 use common::smollm;
 use subspace::patch::PatchSpec;
-use subspace::{Intervention, Site};
+use subspace::{GenerateConfig, Held, Intervention, Site};
 
 fn fixture() -> serde_json::Value {
     let text = std::fs::read_to_string(common::fixtures().join("generation.json")).unwrap();
@@ -133,4 +133,102 @@ fn a_batch_of_prompts_generates_what_each_prompt_generates_alone() {
         assert_eq!(got, &lm.generate(p, n).unwrap().ids, "{:?}", p.text);
     }
     assert!(lm.generate_batch(&refs, 0).is_err());
+}
+
+fn inner_fixture() -> serde_json::Value {
+    let text = std::fs::read_to_string(common::fixtures().join("inner_sites.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn edits_held_on_every_token_match_a_hook_left_on_during_transformers_generate() {
+    let lm = smollm();
+    let fix = inner_fixture();
+    let held = &fix["held"];
+    let (layer, position) = (
+        held["layer"].as_u64().unwrap() as usize,
+        held["position"].as_u64().unwrap() as usize,
+    );
+    let n = held["tokens"].as_u64().unwrap() as usize;
+    let site = Site::block_output(layer);
+    let base = lm.prompt(fix["base"].as_str().unwrap()).unwrap();
+    let source = lm.prompt(fix["source"].as_str().unwrap()).unwrap();
+    let rio = lm.trace(&source).unwrap().vector(site, position).unwrap();
+    let paris = lm.trace(&base).unwrap().vector(site, position).unwrap();
+    let steer = Held {
+        site,
+        intervention: Intervention::Add,
+        source: rio.clone() - paris,
+    };
+    let got = lm
+        .generate_with(&base, &GenerateConfig::greedy(n).holding(steer))
+        .unwrap();
+    assert_eq!(got.ids, ids(&held["add"]["ids"]), "{:?}", got.text);
+    let replace = Held {
+        site,
+        intervention: Intervention::Replace,
+        source: rio,
+    };
+    let got = lm
+        .generate_with(&base, &GenerateConfig::greedy(n).holding(replace))
+        .unwrap();
+    assert_eq!(got.ids, ids(&held["replace"]["ids"]), "{:?}", got.text);
+    // Without the held edit the text is the plain one: the held edit is what changed it.
+    assert_ne!(lm.generate(&base, n).unwrap().ids, got.ids);
+}
+
+#[test]
+fn sampling_is_reproducible_from_its_seed_and_reduces_to_greedy() {
+    let lm = smollm();
+    let prompt = lm.prompt("Once upon a time").unwrap();
+    let n = 10;
+    let greedy = lm.generate(&prompt, n).unwrap();
+    let sampled = |t: f32, p: f32, seed: u64| {
+        lm.generate_with(&prompt, &GenerateConfig::greedy(n).sampled(t, p, seed))
+            .unwrap()
+            .ids
+    };
+    assert_eq!(sampled(1.0, 1.0, 7), sampled(1.0, 1.0, 7));
+    let seeds: Vec<Vec<u32>> = (0..4).map(|s| sampled(1.2, 1.0, s)).collect();
+    assert!(
+        seeds.windows(2).any(|w| w[0] != w[1]),
+        "four seeds gave the same text"
+    );
+    // A vanishing temperature, or a nucleus of one token, is the most likely token.
+    assert_eq!(sampled(1e-4, 1.0, 3), greedy.ids);
+    assert_eq!(sampled(1.0, 1e-6, 3), greedy.ids);
+}
+
+#[test]
+fn bad_generation_settings_are_clear_errors() {
+    let lm = smollm();
+    let prompt = lm.prompt("Once upon a time").unwrap();
+    for (t, p) in [
+        (0.0, 0.9),
+        (-1.0, 0.9),
+        (f32::NAN, 0.9),
+        (1.0, 0.0),
+        (1.0, 1.5),
+    ] {
+        let e = lm
+            .generate_with(&prompt, &GenerateConfig::greedy(3).sampled(t, p, 0))
+            .unwrap_err();
+        assert!(
+            matches!(e, subspace::SubspaceError::BadSetting { .. }),
+            "{t} {p}: {e}"
+        );
+    }
+    // A held vector of the wrong width.
+    let held = Held {
+        site: Site::new(9, subspace::Component::MlpHidden),
+        intervention: Intervention::Add,
+        source: burn::tensor::Tensor::zeros([lm.hidden_size()], &lm.device()),
+    };
+    let e = lm
+        .generate_with(&prompt, &GenerateConfig::greedy(3).holding(held))
+        .unwrap_err();
+    assert!(
+        matches!(e, subspace::SubspaceError::BadIntervention(_)),
+        "{e}"
+    );
 }
