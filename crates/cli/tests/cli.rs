@@ -520,3 +520,199 @@ fn bench_json_names_the_cpu_it_ran_on() {
     );
     assert!(v["forward_s"].as_f64().unwrap() > 0.0, "{v}");
 }
+
+/// The transformers fixture of the sites inside a block (`scripts/make_fixtures.py inner`).
+fn inner_fixture() -> (serde_json::Value, std::path::PathBuf) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../subspace/tests/fixtures");
+    let meta = std::fs::read_to_string(dir.join("inner_sites.json")).unwrap();
+    (
+        serde_json::from_str(&meta).unwrap(),
+        dir.join("inner_sites_logits.safetensors"),
+    )
+}
+
+/// The top-3 (id, prob) of the fixture's logits `name`.
+fn fixture_top3(path: &std::path::Path, name: &str) -> Vec<(u64, f64)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let logits: Vec<f64> = st
+        .tensor(name)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .collect();
+    let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let z: f64 = logits.iter().map(|v| (v - m).exp()).sum();
+    let mut ids: Vec<usize> = (0..logits.len()).collect();
+    ids.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    ids[..3]
+        .iter()
+        .map(|&i| (i as u64, (logits[i] - m).exp() / z))
+        .collect()
+}
+
+fn assert_top3(v: &serde_json::Value, want: &[(u64, f64)]) {
+    let top = v["patched_topk"].as_array().unwrap();
+    for (got, (id, p)) in top.iter().zip(want) {
+        assert_eq!(got["id"].as_u64().unwrap(), *id, "{v}");
+        let prob = got["prob"].as_f64().unwrap();
+        assert!((prob - p).abs() < 1e-3, "{prob} vs {p}");
+    }
+}
+
+#[test]
+fn patch_at_a_head_and_at_a_span_matches_transformers_hooks() {
+    let (fix, logits) = inner_fixture();
+    let v = json(&subspace(&[
+        "patch",
+        "--base",
+        PARIS,
+        "--source",
+        RIO,
+        "--layer",
+        "9",
+        "--component",
+        "head_output",
+        "--head",
+        "4",
+        "--positions",
+        "3",
+        "--json",
+    ]));
+    assert_top3(&v, &fixture_top3(&logits, "patched.head_output"));
+    let v = json(&subspace(&[
+        "patch",
+        "--base",
+        PARIS,
+        "--source",
+        RIO,
+        "--layer",
+        "9",
+        "--component",
+        "mlp_hidden",
+        "--positions",
+        "3",
+        "--json",
+    ]));
+    assert_top3(&v, &fixture_top3(&logits, "patched.mlp_hidden"));
+    let span = &fix["span"];
+    let join = |key: &str| -> String {
+        span[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (bases, sources) = (join("base_positions"), join("source_positions"));
+    let v = json(&subspace(&[
+        "patch",
+        "--base",
+        span["base"].as_str().unwrap(),
+        "--source",
+        span["source"].as_str().unwrap(),
+        "--layer",
+        "9",
+        "--positions",
+        &bases,
+        "--source-positions",
+        &sources,
+        "--json",
+    ]));
+    assert_top3(&v, &fixture_top3(&logits, "patched.span"));
+}
+
+#[test]
+fn mistakes_with_heads_and_positions_are_one_clear_line() {
+    let base = ["patch", "--base", PARIS, "--source", RIO, "--layer", "9"];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        subspace(&args)
+    };
+    fails_with(
+        &with(&["--component", "key", "--head", "3", "--positions", "3"]),
+        &["head 3 of key does not exist", "shared by 3 query heads"],
+    );
+    fails_with(
+        &with(&["--head", "0", "--positions", "3"]),
+        &["block_output has no heads"],
+    );
+    fails_with(
+        &with(&["--positions", "3,4", "--source-positions", "3"]),
+        &["one source position per base position"],
+    );
+    fails_with(&with(&[]), &["--positions is required"]);
+    misused(
+        &with(&["--component", "heads", "--positions", "3"]),
+        &["head_output", "mlp_hidden"],
+    );
+    fails_with(
+        &subspace(&[
+            "generate",
+            "--prompt",
+            PARIS,
+            "-n",
+            "2",
+            "--temperature",
+            "0",
+        ]),
+        &["temperature = 0"],
+    );
+    fails_with(
+        &subspace(&[
+            "generate",
+            "--prompt",
+            PARIS,
+            "-n",
+            "2",
+            "--temperature",
+            "1",
+            "--top-p",
+            "1.5",
+        ]),
+        &["top_p = 1.5"],
+    );
+}
+
+#[test]
+fn generate_holds_an_edit_on_every_token_and_samples_from_a_seed() {
+    let (fix, _) = inner_fixture();
+    let held = &fix["held"];
+    let v = json(&subspace(&[
+        "generate",
+        "--prompt",
+        PARIS,
+        "-n",
+        "12",
+        "--source",
+        RIO,
+        "--layer",
+        "9",
+        "--source-positions",
+        "3",
+        "--hold",
+        "--json",
+    ]));
+    assert_eq!(v["patched_ids"], held["replace"]["ids"], "{v}");
+    let sampled = |seed: &str| {
+        json(&subspace(&[
+            "generate",
+            "--prompt",
+            "Once upon a time",
+            "-n",
+            "8",
+            "--temperature",
+            "1.0",
+            "--top-p",
+            "0.95",
+            "--seed",
+            seed,
+            "--json",
+        ]))["ids"]
+            .clone()
+    };
+    assert_eq!(sampled("5"), sampled("5"));
+}

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
-use subspace::{DasConfig, Intervention, Pair, Site, train};
+use subspace::{DasConfig, Intervention, Pair, train};
 
 use super::common::{ModelArgs, progress, top_json};
+use super::site_args::{SiteArgs, TokenArgs};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -18,12 +19,13 @@ pub struct Args {
     /// The token the patched run should predict, e.g. " Brazil" (one token).
     #[arg(long)]
     pub target: String,
+    /// Layer trained at, 0-based (its block output unless --component says otherwise).
     #[arg(long)]
     pub layer: usize,
-    #[arg(long)]
-    pub position: usize,
-    #[arg(long)]
-    pub source_position: Option<usize>,
+    #[command(flatten)]
+    pub site: SiteArgs,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
     /// Dimensions of the rotated subspace to patch.
     #[arg(long)]
     pub dims: usize,
@@ -60,14 +62,11 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--dims must be at least 1 (0 dimensions leave nothing to train)");
     }
     let lm = args.model.language_model()?;
-    let source_position = args.source_position.unwrap_or(args.position);
-    let site = Site::block_output(args.layer);
-    let pair = lm
-        .pair(&args.base, &args.source)?
-        .at_positions(args.position, source_position)?;
+    let site = args.site.site(&lm, args.layer)?;
+    let pair = args.tokens.pair(&lm, &args.base, &args.source)?;
     let example = pair.clone().with_target(lm.token(&args.target)?);
-    let mut iv =
-        Intervention::random_rotation(lm.hidden_size(), args.dims, args.seed, &lm.device())?;
+    let width = lm.site_width(site)?;
+    let mut iv = Intervention::random_rotation(width, args.dims, args.seed, &lm.device())?;
     let mut config = DasConfig::new(site, args.steps).with_lr(args.lr);
     if let Some(path) = &args.checkpoint {
         config = config.with_checkpoint(path, args.checkpoint_every);
@@ -80,11 +79,10 @@ pub fn run(args: Args) -> Result<()> {
     let patched = lm.patch(&pair, &placed)?.after.top(args.k);
     let mut evals = Vec::new();
     for text in &args.eval {
-        let on_eval = Pair::new(
+        let on_eval = Pair::aligned(
             lm.prompt(text)?,
             pair.source.clone(),
-            args.position,
-            source_position,
+            pair.positions.clone(),
         )?;
         let shown = lm.patch(&on_eval, &placed)?;
         evals.push((

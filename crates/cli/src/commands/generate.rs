@@ -1,11 +1,14 @@
-//! `subspace generate`: greedy continuation of a prompt, optionally with a patch held in the
-//! cache (`--source`, `--layer` / `--load`).
+//! `subspace generate`: continuation of a prompt (greedy, or sampled with `--temperature`,
+//! `--top-p`, `--seed`), optionally with a patch from a source prompt: applied at the prompt's
+//! tokens and held in the cache, or with `--hold` applied again on every token that predicts a
+//! new one.
 
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
-use subspace::{Intervention, Site};
+use subspace::{GenerateConfig, Held, Intervention};
 
 use super::common::ModelArgs;
+use super::site_args::{SiteArgs, TokenArgs};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -18,18 +21,33 @@ pub struct Args {
     /// Patch from this prompt's run while the prompt is read.
     #[arg(long)]
     pub source: Option<String>,
-    /// Layer whose output is patched (the whole residual vector), 0-based.
+    /// Layer patched, 0-based (its block output unless --component says otherwise; the whole
+    /// vector is replaced).
     #[arg(long, requires = "source")]
     pub layer: Option<usize>,
     /// Apply an intervention saved by `subspace das --save` instead (at its trained site).
     #[arg(long, requires = "source", conflicts_with = "layer")]
     pub load: Option<std::path::PathBuf>,
-    /// Token position in the prompt, 0-based.
+    #[command(flatten)]
+    pub site: SiteArgs,
+    /// Tokens of the prompt patched and of the source read (with --hold: the source token
+    /// read; the edit is applied on every token that predicts a new one).
+    #[command(flatten)]
+    pub at: TokenArgs,
+    /// Hold the source's vector on every token that predicts a new one (the prompt's last
+    /// token, then each generated one) instead of patching the prompt's tokens.
     #[arg(long, requires = "source")]
-    pub position: Option<usize>,
-    /// Token position in the source prompt (default: same as --position).
-    #[arg(long, requires = "source")]
-    pub source_position: Option<usize>,
+    pub hold: bool,
+    /// Sample with this temperature (above 0) instead of taking the most likely token.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// With --temperature: sample from the smallest set of most likely tokens whose
+    /// probability reaches this, in (0, 1].
+    #[arg(long, default_value_t = 1.0, requires = "temperature")]
+    pub top_p: f32,
+    /// With --temperature: seed of the sampler (the same seed gives the same text).
+    #[arg(long, default_value_t = 0, requires = "temperature")]
+    pub seed: u64,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -39,25 +57,48 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let lm = args.model.language_model()?;
     let prompt = lm.prompt(&args.prompt)?;
-    let plain = lm.generate(&prompt, args.tokens)?;
+    let mut config = GenerateConfig::greedy(args.tokens);
+    if let Some(t) = args.temperature {
+        config = config.sampled(t, args.top_p, args.seed);
+    }
+    let plain = lm.generate_with(&prompt, &config)?;
     let patched = match &args.source {
         None => None,
         Some(source) => {
-            let Some(position) = args.position else {
-                bail!("--position is required with --source (the token to patch, 0-based)");
-            };
+            if args.load.is_some() && args.site.given() {
+                bail!(
+                    "--load applies the intervention at the site it was trained for: leave out --component and --head"
+                );
+            }
             let placed = match (&args.load, args.layer) {
                 (Some(path), _) => {
                     let saved = subspace::store::load(path, &lm)?;
                     saved.intervention.at(saved.site)
                 }
-                (None, Some(layer)) => Intervention::Replace.at(Site::block_output(layer)),
+                (None, Some(layer)) => Intervention::Replace.at(args.site.site(&lm, layer)?),
                 (None, None) => bail!("--layer or --load is required with --source"),
             };
-            let pair = lm
-                .pair(&args.prompt, source)?
-                .at_positions(position, args.source_position.unwrap_or(position))?;
-            Some(lm.generate_patched(&pair, std::slice::from_ref(&placed), args.tokens)?)
+            if args.hold {
+                let read = args
+                    .at
+                    .source_positions
+                    .as_ref()
+                    .unwrap_or(&args.at.positions);
+                let &[position] = read.as_slice() else {
+                    bail!("--hold holds one source token's vector: give one --source-positions");
+                };
+                let source = lm.prompt(source)?;
+                let source = lm.trace(&source)?.vector(placed.site, position)?;
+                let held = Held {
+                    site: placed.site,
+                    intervention: placed.intervention,
+                    source,
+                };
+                Some(lm.generate_with(&prompt, &config.clone().holding(held))?)
+            } else {
+                let pair = args.at.pair(&lm, &args.prompt, source)?;
+                Some(lm.generate_patched_with(&pair, std::slice::from_ref(&placed), &config)?)
+            }
         }
     };
     if args.json {

@@ -6,4 +6,5 @@ pub mod das;
 pub mod generate;
 pub mod patch;
 pub mod ravel;
+pub mod site_args;
 pub mod topk;

@@ -2,9 +2,10 @@
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
-use subspace::{Intervention, LanguageModel, Site};
+use subspace::{Intervention, LanguageModel};
 
 use super::common::{ModelArgs, top_json};
+use super::site_args::{SiteArgs, TokenArgs};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -14,15 +15,13 @@ pub struct Args {
     /// The prompt whose hidden state is patched in.
     #[arg(long)]
     pub source: String,
-    /// Layer whose output (residual stream after the block) is patched, 0-based.
+    /// Layer patched, 0-based (its block output unless --component says otherwise).
     #[arg(long, required_unless_present = "load")]
     pub layer: Option<usize>,
-    /// Token position in the base prompt, 0-based.
-    #[arg(long)]
-    pub position: usize,
-    /// Token position in the source prompt (default: same as --position).
-    #[arg(long)]
-    pub source_position: Option<usize>,
+    #[command(flatten)]
+    pub site: SiteArgs,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
     /// Patch only these coordinates, e.g. 0,1,2,4.
     #[arg(long, value_delimiter = ',', conflicts_with = "dims")]
     pub neurons: Option<Vec<usize>>,
@@ -45,22 +44,26 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let lm: LanguageModel = args.model.language_model()?;
-    let pair = lm
-        .pair(&args.base, &args.source)?
-        .at_positions(args.position, args.source_position.unwrap_or(args.position))?;
+    let pair = args.tokens.pair(&lm, &args.base, &args.source)?;
+    if args.load.is_some() && args.site.given() {
+        anyhow::bail!(
+            "--load applies the intervention at the site it was trained for: leave out --component and --head"
+        );
+    }
+    let site = |layer| args.site.site(&lm, layer);
     let (site, intervention) = match (&args.load, &args.neurons, args.dims, args.layer) {
         (Some(path), ..) => {
             let saved = subspace::store::load(path, &lm)?;
             (saved.site, saved.intervention)
         }
-        (None, Some(n), _, Some(layer)) => {
-            (Site::block_output(layer), Intervention::Neurons(n.clone()))
+        (None, Some(n), _, Some(layer)) => (site(layer)?, Intervention::Neurons(n.clone())),
+        (None, None, Some(n), Some(layer)) => {
+            let site = site(layer)?;
+            let width = lm.site_width(site)?;
+            let rotation = Intervention::random_rotation(width, n, args.seed, &lm.device())?;
+            (site, rotation)
         }
-        (None, None, Some(n), Some(layer)) => (
-            Site::block_output(layer),
-            Intervention::random_rotation(lm.hidden_size(), n, args.seed, &lm.device())?,
-        ),
-        (None, None, None, Some(layer)) => (Site::block_output(layer), Intervention::Replace),
+        (None, None, None, Some(layer)) => (site(layer)?, Intervention::Replace),
         (None, _, _, None) => anyhow::bail!("--layer is required (or --load a saved intervention)"),
     };
     let kind = intervention.kind();
