@@ -75,11 +75,6 @@ pub enum SubspaceError {
     },
 
     #[error(
-        "base ({base_len} tokens) and source ({source_len} tokens) must have the same length to patch position by position"
-    )]
-    LengthMismatch { base_len: usize, source_len: usize },
-
-    #[error(
         "{what} would need about {need_mib} MiB, but this machine has {available_mib} MiB available; use shorter prompts or smaller batches"
     )]
     TooBigForMemory {
