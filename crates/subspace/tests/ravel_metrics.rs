@@ -182,7 +182,7 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
 #[test]
 fn with_the_models_own_labels_an_unchanged_run_scores_cause_0_and_isolate_1() {
     use subspace::ravel::answers::{AnswerPlan, Answers, ask};
-    use subspace::ravel::labelled::{SplitKind, labelled_examples};
+    use subspace::ravel::labelled::{SplitKind, Unit, labelled_examples};
     let lm = common::smollm();
     let data = RavelData::load(&RavelData::default_dir()).unwrap();
     let of = |split: Split, n: usize| -> Vec<usize> {
@@ -249,10 +249,51 @@ fn with_the_models_own_labels_an_unchanged_run_scores_cause_0_and_isolate_1() {
     };
     let identity = Intervention::random_rotation(lm.hidden_size(), 0, 0, &lm.device()).unwrap();
     for kind in [SplitKind::Context, SplitKind::Entity] {
-        let examples = labelled_examples(lm, &data, &answers, kind, Split::Val, 16, 1).unwrap();
+        let examples = labelled_examples(
+            lm,
+            &data,
+            &answers,
+            kind,
+            Split::Val,
+            16,
+            1,
+            Unit::LastToken,
+        )
+        .unwrap();
         let s = ravel::eval::evaluate(lm, Site::block_output(9), &identity, &examples, 16).unwrap();
         assert!(s.n_cause > 0 && s.n_isolate > 0, "{kind:?}: {s:?}");
         assert_eq!((s.cause, s.isolate), (0.0, 1.0), "{kind:?}");
+        // The city's whole name: the same pairs and targets, more tokens edited, and the edited
+        // tokens spell the end of each city's name.
+        let spans =
+            labelled_examples(lm, &data, &answers, kind, Split::Val, 16, 1, Unit::Span).unwrap();
+        assert_eq!(spans.len(), examples.len());
+        let mut longer = 0;
+        for (span, last) in spans.iter().zip(&examples) {
+            let (sp, lp) = (&span.example.pair, &last.example.pair);
+            assert_eq!((&sp.base, &sp.source), (&lp.base, &lp.source));
+            assert_eq!(span.example.target, last.example.target);
+            assert_eq!(sp.positions.last(), lp.positions.last());
+            longer += usize::from(sp.positions.len() > 1);
+            let spelled = |prompt: &subspace::Prompt, at: Vec<usize>| -> String {
+                at.iter().map(|&i| prompt.tokens[i].as_str()).collect()
+            };
+            let base_text = spelled(&sp.base, sp.positions.iter().map(|a| a.base).collect());
+            let source_text = spelled(&sp.source, sp.positions.iter().map(|a| a.source).collect());
+            assert!(
+                data.cities[span.base_city].name.ends_with(base_text.trim()),
+                "{base_text:?}"
+            );
+            assert!(
+                data.cities[span.source_city]
+                    .name
+                    .ends_with(source_text.trim()),
+                "{source_text:?}"
+            );
+        }
+        assert!(longer > 0, "no pair of two several-token names in {kind:?}");
+        let s = ravel::eval::evaluate(lm, Site::block_output(9), &identity, &spans, 16).unwrap();
+        assert_eq!((s.cause, s.isolate), (0.0, 1.0), "{kind:?} spans");
         // Each pair's two cities are of the kind's held-out set.
         for e in &examples {
             let (_, city_split) = kind.grid(Split::Val);

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use subspace::ravel::SplitKind;
 use subspace::ravel::{self, Method, ProbeReport, RavelData, RunConfig, RunEvent, Scores, Split};
+use subspace::ravel::{SplitKind, Unit};
 use subspace::train::Decay;
 
 use super::common::{ModelArgs, if_interrupted, progress};
@@ -190,6 +190,10 @@ pub struct Args {
     /// first-token labels from the dataset), as the runs saved in data/results/.
     #[arg(long, value_enum)]
     pub split_kind: Option<SplitKind>,
+    /// Which tokens of the city the pairs edit (with --split-kind): last_token (RAVEL's unit)
+    /// or span (every token of the name, base and source names paired from their last tokens).
+    #[arg(long, value_enum, default_value_t = Unit::LastToken, requires = "split_kind")]
+    pub unit: Unit,
     /// The model's answers, from `subspace ravel-probe` (for --split-kind; default
     /// data/results/ravel_answers_smollm2.json).
     #[arg(long)]
@@ -284,6 +288,7 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = LoadedLabels::load(args.split_kind, args.answers, args.probe, &lm)?;
     let mut config = RunConfig::new(args.method, args.layer);
     config.split_kind = args.split_kind;
+    config.unit = args.unit;
     config.seed = args.seed;
     config.n_eval = args.eval_pairs;
     config.lr = args.lr;

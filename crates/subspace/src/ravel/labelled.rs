@@ -31,10 +31,24 @@ use serde::{Deserialize, Serialize};
 use super::answers::{Answer, Answers, answer_text};
 use super::data::{RavelData, Split};
 use super::eval::{RavelExample, Role, balanced, role_tag};
-use super::probe::locate;
+use super::probe::locate_span;
 use crate::error::{Result, SubspaceError};
 use crate::lm::LanguageModel;
-use crate::pair::Pair;
+use crate::pair::{Aligned, Pair, SpanAlignment};
+
+/// Which tokens of the city a pair edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", value(rename_all = "snake_case"))]
+pub enum Unit {
+    /// The city's last token in the base and in the source (RAVEL's and HyperDAS' unit).
+    #[default]
+    LastToken,
+    /// Every token of the city's name, base and source names paired from their last tokens
+    /// ([`SpanAlignment::Last`]): as many tokens as the shorter name has.
+    Span,
+}
 
 /// RAVEL's two held-out test sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -68,7 +82,8 @@ impl SplitKind {
 /// Counterfactual weight offset of RAVEL's source sampling (`1 / (10 + n)`).
 const WEIGHT_OFFSET: f64 = 10.0;
 
-/// Builds `n` pairs of `role` for `split` of `kind` (see the module doc), drawn with `seed`.
+/// Builds `n` pairs of `role` for `split` of `kind` (see the module doc), drawn with `seed`,
+/// editing the city's `unit` (the same pairs whatever the unit).
 #[allow(clippy::too_many_arguments)]
 pub fn labelled_pairs(
     lm: &LanguageModel,
@@ -79,6 +94,7 @@ pub fn labelled_pairs(
     role: Role,
     n: usize,
     seed: u64,
+    unit: Unit,
 ) -> Result<Vec<RavelExample>> {
     let attribute = role.attribute();
     let (template_split, city_split) = kind.grid(split);
@@ -157,9 +173,9 @@ pub fn labelled_pairs(
         };
         let &source_template = source_templates.choose(&mut rng).unwrap_or(&base.template);
         let base_t = &data.templates[base.template];
-        let (Some((base_prompt, _)), Some((source_prompt, source_position))) = (
-            locate(lm, base_t, &data.cities[base.city].name)?,
-            locate(
+        let (Some((base_prompt, base_span)), Some((source_prompt, source_span))) = (
+            locate_span(lm, base_t, &data.cities[base.city].name)?,
+            locate_span(
                 lm,
                 &data.templates[source_template],
                 &data.cities[source_city].name,
@@ -167,14 +183,23 @@ pub fn labelled_pairs(
         ) else {
             continue;
         };
+        debug_assert_eq!(base_span.end - 1, base.position);
         let base_prompt = lm.extend_prompt(&base_prompt, &base.ids[..i])?;
         let target = match role {
             Role::Cause => inv.ids[i],
             Role::Isolate(_) => base.ids[i],
         };
+        // The city's last tokens, or every token of the shorter of the two names, aligned from
+        // the end.
+        let positions = match unit {
+            Unit::LastToken => vec![Aligned {
+                base: base_span.end - 1,
+                source: source_span.end - 1,
+            }],
+            Unit::Span => SpanAlignment::Last.align(base_span, source_span)?,
+        };
         out.push(RavelExample {
-            example: Pair::new(base_prompt, source_prompt, base.position, source_position)?
-                .with_target(target),
+            example: Pair::aligned(base_prompt, source_prompt, positions)?.with_target(target),
             role,
             base_city: base.city,
             source_city,
@@ -218,8 +243,9 @@ pub fn labelled_examples(
     split: Split,
     n: usize,
     seed: u64,
+    unit: Unit,
 ) -> Result<Vec<RavelExample>> {
     balanced(n, seed, |role, k| {
-        labelled_pairs(lm, data, answers, kind, split, role, k, seed)
+        labelled_pairs(lm, data, answers, kind, split, role, k, seed, unit)
     })
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::answers::Answers;
 use super::data::{RavelData, Split};
 use super::eval::{RavelExample, Role, Scores, evaluate, split_examples};
-use super::labelled::{SplitKind, labelled_examples};
+use super::labelled::{SplitKind, Unit, labelled_examples};
 use super::probe::ProbeReport;
 use crate::error::{Result, SubspaceError, bad_setting};
 use crate::intervention::Intervention;
@@ -130,6 +130,9 @@ pub struct RunConfig {
     /// held-out templates, labels from the dataset's values), as the runs saved before.
     #[serde(default)]
     pub split_kind: Option<SplitKind>,
+    /// Which tokens of the city the labelled pairs edit (the last, or the whole name).
+    #[serde(default)]
+    pub unit: Unit,
     /// Cause pairs per split (isolate pairs: half as many per kept attribute).
     pub n_train: usize,
     pub n_eval: usize,
@@ -170,6 +173,7 @@ impl RunConfig {
             isolate_weight: 1.0,
             batch: 32,
             split_kind: None,
+            unit: Unit::LastToken,
             n_train: 1024,
             n_eval: 200,
             checkpoint: None,
@@ -532,9 +536,14 @@ pub fn split_pairs<'a>(
         Split::Test => (config.n_eval, config.seed + 2),
     };
     match (labels.into(), config.split_kind) {
+        (Labels::FirstToken(_), None) if config.unit != Unit::LastToken => bad_setting(
+            "unit",
+            "span",
+            "the city's last token with the first probe's pairs: spans need a split kind (context or entity) and the model's answers",
+        ),
         (Labels::FirstToken(probe), None) => split_examples(lm, data, probe, split, n, seed),
         (Labels::Model(answers), Some(kind)) => {
-            labelled_examples(lm, data, answers, kind, split, n, seed)
+            labelled_examples(lm, data, answers, kind, split, n, seed, config.unit)
         }
         (Labels::Model(_), None) => bad_setting(
             "split kind",

@@ -42,6 +42,33 @@ pub fn locate(
     Ok(Some((prompt, head.ids.len() - 1)))
 }
 
+/// [`locate`], and the city's whole span: its tokens from the first one after the template's
+/// text before it (`before`, trailing space trimmed: the space joins the city's first token) to
+/// its last. Where the template's text does not tokenize apart from the city, the span is the
+/// city's last token alone (so that a run with spans draws the same pairs as one without).
+pub fn locate_span(
+    lm: &LanguageModel,
+    template: &Template,
+    city: &str,
+) -> Result<Option<(Prompt, std::ops::Range<usize>)>> {
+    let Some((prompt, last)) = locate(lm, template, city)? else {
+        return Ok(None);
+    };
+    let (before, _) = template.parts();
+    let before = before.trim_end();
+    let start = if before.is_empty() {
+        0
+    } else {
+        let head = lm.prompt(before)?;
+        if head.len() <= last && prompt.ids[..head.len()] == head.ids[..] {
+            head.len()
+        } else {
+            last
+        }
+    };
+    Ok(Some((prompt, start..last + 1)))
+}
+
 /// The first token of `" " + value`.
 pub fn answer_token(lm: &LanguageModel, value: &str) -> Result<u32> {
     let ids = lm.tokenizer.encode_plain(&format!(" {value}"))?;
