@@ -235,6 +235,7 @@ fn kind_role_tag(kind: SplitKind, split: Split, role: Role) -> u64 {
 
 /// A balanced set for one split of a kind: `n` cause pairs and `n / 2` isolate pairs per kept
 /// attribute, shuffled.
+#[allow(clippy::too_many_arguments)]
 pub fn labelled_examples(
     lm: &LanguageModel,
     data: &RavelData,
