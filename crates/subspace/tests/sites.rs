@@ -347,3 +347,45 @@ fn das_trains_and_saves_on_one_head() {
         .after;
     assert!(common::max_abs_diff(&a.probs, &b.probs) < 1e-6);
 }
+
+#[test]
+fn training_sees_a_span_pair_as_patching_does() {
+    let lm = smollm();
+    let rio = "The city of Rio de Janeiro is in the country of";
+    let buenos = "The city of Buenos Aires is in the country of";
+    let span = lm
+        .pair(rio, buenos)
+        .unwrap()
+        .at_span("Rio de Janeiro", "Buenos Aires")
+        .unwrap();
+    assert_eq!(span.positions.len(), 2);
+    let site = Site::block_output(9);
+    // A rotation patching every dimension is residual patching.
+    let d = lm.hidden_size();
+    let all = Intervention::random_rotation(d, d, 3, &lm.device()).unwrap();
+    let residual = lm
+        .patch(&span, &Intervention::Replace.at(site))
+        .unwrap()
+        .after;
+    let argentina = lm.token(" Argentina").unwrap();
+    let example = span.clone().with_target(argentina);
+    let objective =
+        subspace::train::DasObjective::new(lm, site, std::slice::from_ref(&example), None).unwrap();
+    let logits = to_host(objective.logits(&all, 0).unwrap()).unwrap();
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = m + logits.iter().map(|v| (v - m).exp()).sum::<f32>().ln();
+    let trained_path: Vec<f32> = logits.iter().map(|v| v - lse).collect();
+    let diff = common::max_abs_diff(&trained_path, &logp(&residual));
+    assert!(diff < 1e-3, "max |diff| {diff}");
+    // And the patch of both tokens is not the patch of the last one alone.
+    let last = lm
+        .pair(rio, buenos)
+        .unwrap()
+        .at_positions(span.base_position(), span.source_position())
+        .unwrap();
+    let one = lm
+        .patch(&last, &Intervention::Replace.at(site))
+        .unwrap()
+        .after;
+    assert!(common::max_abs_diff(&logp(&one), &logp(&residual)) > 0.01);
+}
