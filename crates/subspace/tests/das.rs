@@ -247,6 +247,70 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
     }
 }
 
+/// Minibatches of 2 over 5 examples (3 a epoch): the given order in epoch 0, a permutation of
+/// every example in each later epoch (the same for the same seed, another for another seed),
+/// and each minibatch, whatever its order and padding, sees what patching each pair alone sees.
+#[test]
+fn minibatches_are_reshuffled_each_epoch_and_still_see_what_evaluation_sees() {
+    use burn::tensor::activation::softmax;
+
+    let lm = common::tiny();
+    let texts = [
+        ("the quick brown fox jumps over the lazy", "a cat", 2, 1),
+        ("one dog", "the red house is near the green tree by", 1, 6),
+        ("my old car goes down the", "his new bike goes up a", 3, 3),
+        ("the lazy dog jumps over", "a quick fox", 4, 2),
+        ("near the green tree", "one dog and a cat", 3, 0),
+    ];
+    let examples: Vec<Example> = texts
+        .iter()
+        .map(|&(b, s, bp, sp)| {
+            lm.pair(b, s)
+                .unwrap()
+                .at_positions(bp, sp)
+                .unwrap()
+                .with_target(7)
+        })
+        .collect();
+    let site = Site::block_output(1);
+    let objective = DasObjective::new(&lm, site, &examples, Some(2))
+        .unwrap()
+        .with_order_seed(11);
+    assert_eq!(objective.n_batches(), 3);
+    let epoch = |e: usize, o: &DasObjective| -> Vec<usize> {
+        (3 * e..3 * e + 3)
+            .flat_map(|i| o.batch_examples(i))
+            .collect()
+    };
+    assert_eq!(epoch(0, &objective), [0, 1, 2, 3, 4]);
+    let orders: Vec<Vec<usize>> = (1..4).map(|e| epoch(e, &objective)).collect();
+    for order in &orders {
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [0, 1, 2, 3, 4]);
+    }
+    assert!(orders.iter().any(|o| o != &[0, 1, 2, 3, 4]), "{orders:?}");
+    assert_ne!(orders[0], orders[1], "epochs 1 and 2 drew the same order");
+    let other = DasObjective::new(&lm, site, &examples, Some(2))
+        .unwrap()
+        .with_order_seed(12);
+    assert_ne!((1..4).map(|e| epoch(e, &other)).collect::<Vec<_>>(), orders);
+    let iv = Intervention::random_rotation(lm.hidden_size(), 5, 3, &lm.device()).unwrap();
+    for step in [3, 4, 5, 7] {
+        let which = objective.batch_examples(step);
+        let probs = to_host(softmax(objective.logits(&iv, step).unwrap(), 1)).unwrap();
+        let vocab = probs.len() / which.len();
+        for (row, &i) in which.iter().enumerate() {
+            let alone = lm
+                .patch(&examples[i].pair, &iv.clone().at(site))
+                .unwrap()
+                .after;
+            let diff = common::max_abs_diff(&probs[row * vocab..(row + 1) * vocab], &alone.probs);
+            assert!(diff < 1e-5, "step {step}, example {i}: max |diff| {diff}");
+        }
+    }
+}
+
 /// All 576 rotated dimensions patched is residual patching, for any rotation: `Rᵀ(R s) = s`.
 /// (The end point of a dims curve: a subspace can do no more than the whole vector.) A 575-dim
 /// patch is not, so the test would notice a rotation that ignored `n_dims`.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answers::Answers;
 use super::data::{RavelData, Split};
-use super::eval::{RavelExample, Role, Scores, evaluate, split_examples};
+use super::eval::{RavelExample, Role, Scores, evaluate, scores, split_examples};
 use super::labelled::{SplitKind, Unit, labelled_examples};
 use super::probe::ProbeReport;
 use crate::error::{Result, SubspaceError, bad_setting};
@@ -18,7 +18,9 @@ use crate::intervention::Intervention;
 use crate::lm::LanguageModel;
 use crate::pair::Example;
 use crate::site::Site;
-use crate::train::{self, CheckpointConfig, DasConfig, Decay, LrSchedule, StepReport, StopFlag};
+use crate::train::{
+    self, CheckpointConfig, DasConfig, DasObjective, Decay, LrSchedule, StepReport, StopFlag,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -413,28 +415,31 @@ pub fn run_with_progress<'a>(
         }
     )));
     let train_set = split_pairs(lm, data, labels, config, Split::Train)?;
+    let mut objective = None;
     if config.method.trained() {
         let isolate_weight = config.isolate_weight as f32;
-        let examples: Vec<Example> = train_set
+        // Every train pair runs below the site once: the trained ones for training, all of them
+        // for scoring the train split afterwards from the same cache.
+        let all: Vec<Example> = train_set
             .iter()
-            .filter(|e| config.method == Method::Mdas || e.role == Role::Cause)
             .map(|e| match e.role {
                 Role::Cause => e.example.clone(),
                 Role::Isolate(_) => e.example.clone().weighted(isolate_weight),
             })
             .collect();
+        let trained: Vec<usize> = (0..train_set.len())
+            .filter(|&i| config.method == Method::Mdas || train_set[i].role == Role::Cause)
+            .collect();
         let steps = match config.epochs {
-            Some(epochs) => {
-                ((epochs * examples.len() as f64) / config.batch as f64).ceil() as usize
-            }
+            Some(epochs) => ((epochs * trained.len() as f64) / config.batch as f64).ceil() as usize,
             None => config.steps,
         }
         .max(1);
         let lr = config.peak_lr();
         let schedule = LrSchedule::warmup_fraction(config.warmup, steps, config.decay)?;
         progress(RunEvent::Phase(&format!(
-            "training on {} examples ({steps} steps of {}, lr {lr:e}, {} decay after {} warm-up steps); first the layers below the site run once over every example",
-            examples.len(),
+            "training on {} examples ({steps} steps of {}, lr {lr:e}, {} decay after {} warm-up steps); first the layers below the site run once over every train pair",
+            trained.len(),
             config.batch,
             config.decay,
             schedule.warmup
@@ -450,17 +455,36 @@ pub fn run_with_progress<'a>(
         if let Some(stop) = &config.stop {
             das = das.with_stop(stop.clone());
         }
-        let report = train::train(lm, &mut intervention, &examples, &das, |s| {
+        let prepared = DasObjective::new(lm, site, &all, Some(config.batch))
+            .map_err(|e| match e {
+                SubspaceError::Interrupted { step, .. } if das.checkpoint.is_some() => {
+                    SubspaceError::Interrupted {
+                        step,
+                        resume: "stopped while preparing the examples, before any step; the checkpoint is as it was: train again to resume".into(),
+                    }
+                }
+                other => other,
+            })?
+            .with_order_seed(config.seed)
+            .with_active(trained);
+        let report = train::train_with(lm, &mut intervention, &all, &prepared, &das, |s| {
             progress(RunEvent::Step(s))
         })?;
         losses = report.losses;
+        objective = Some(prepared);
     }
     let train_seconds = start.elapsed().as_secs_f64();
     progress(RunEvent::Phase(&format!(
         "scoring the {} train pairs",
         train_set.len()
     )));
-    let train = evaluate(lm, site, &intervention, &train_set, config.batch)?;
+    let train = match &objective {
+        Some(o) => {
+            let every: Vec<usize> = (0..train_set.len()).collect();
+            scores(&train_set, &o.hits(&intervention, &every, config.batch)?)
+        }
+        None => evaluate(lm, site, &intervention, &train_set, config.batch)?,
+    };
     progress(RunEvent::Phase("scoring val pairs"));
     let val = split_scores(lm, data, labels, site, &intervention, config, Split::Val)?;
     progress(RunEvent::Phase("scoring test pairs"));

@@ -28,12 +28,18 @@
 //! Why not the `d × d` matrix exponential: it costs 300–400 ms a step at d = 576.
 //!
 //! ## Cost
-//! The base prompts are run once up to the site; the columns before the patched token are
-//! cached as keys/values for every later block (they cannot change: attention is causal); each
-//! step runs only the remaining columns of the blocks from the site up, and the LM head only at
-//! the last column. No gradient reaches the model's weights.
+//! Each distinct base prompt is run once up to the site, and its keys/values from the site up
+//! are kept (`cache::SiteCache`): the columns before the patched token cannot change (attention is
+//! causal). Each step assembles its minibatch from that cache and runs only the remaining
+//! columns of the blocks from the site up, and the LM head only at the last column. No gradient
+//! reaches the model's weights.
+//!
+//! ## Order
+//! Minibatches of [`DasConfig::batch_size`] follow the examples' order in the first epoch and a
+//! fresh order drawn from [`DasConfig::seed`] in every later one.
 
 mod adam;
+mod cache;
 mod checkpoint;
 mod config;
 pub mod exp_map;
@@ -70,12 +76,14 @@ pub fn train(
     intervention: &mut Intervention,
     examples: &[Example],
     config: &DasConfig,
-    mut progress: impl FnMut(&StepReport),
+    progress: impl FnMut(&StepReport),
 ) -> Result<TrainReport> {
     config.validate()?;
     intervention.check(lm.site_width(config.site)?)?;
-    let mut params = Params::of(intervention)?;
-    let objective = match DasObjective::new(lm, config.site, examples, config.batch_size) {
+    Params::of(intervention)?;
+    let objective = match DasObjective::new(lm, config.site, examples, config.batch_size)
+        .map(|o| o.with_order_seed(config.seed))
+    {
         Err(SubspaceError::Interrupted { step, .. }) if config.checkpoint.is_some() => {
             return Err(SubspaceError::Interrupted {
                 step,
@@ -84,6 +92,37 @@ pub fn train(
         }
         other => other?,
     };
+    train_with(lm, intervention, examples, &objective, config, progress)
+}
+
+/// [`train`] on an objective already built over `examples` (with `config`'s site and batch
+/// size), training on its [`DasObjective::with_active`] examples: the caller keeps the
+/// objective's cache, e.g. to score the examples afterwards without running the layers below
+/// the site again.
+pub fn train_with(
+    lm: &LanguageModel,
+    intervention: &mut Intervention,
+    examples: &[Example],
+    objective: &DasObjective,
+    config: &DasConfig,
+    mut progress: impl FnMut(&StepReport),
+) -> Result<TrainReport> {
+    config.validate()?;
+    intervention.check(lm.site_width(config.site)?)?;
+    if objective.site() != config.site {
+        return crate::error::bad_setting(
+            "objective site",
+            objective.site(),
+            format!("the config's site, {}", config.site),
+        );
+    }
+    let mut params = Params::of(intervention)?;
+    let active: Vec<Example> = objective
+        .active()
+        .iter()
+        .filter_map(|&i| examples.get(i).cloned())
+        .collect();
+    let examples = active.as_slice();
     let device = lm.device();
     let mut moments = params.moments();
     let mut losses = Vec::with_capacity(config.steps);
@@ -145,8 +184,14 @@ pub fn train(
                 return Err(e);
             }
         };
-        let batch = objective.batch(step);
-        let loss = match objective.loss_tensor(&live, batch) {
+        let batch = match objective.batch(step) {
+            Ok(b) => b,
+            Err(e) => {
+                keep_last_good(intervention, &last_good, temperature)?;
+                return Err(e);
+            }
+        };
+        let loss = match objective.loss_tensor(&live, &batch) {
             Ok(loss) => loss,
             // Stopped inside the step (the model's flag): the parameters are those of the
             // steps finished so far, which the checkpoint (if any) records.

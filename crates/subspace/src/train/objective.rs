@@ -1,50 +1,38 @@
 //! The DAS objective: cross-entropy of the patched run's next token against each example's
-//! target, with everything below the site computed once per minibatch.
+//! target, with everything below the site computed once ([`SiteCache`]).
 
+use std::sync::OnceLock;
+
+use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor, TensorData};
-use llama::{ForwardContext, KeyValue};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
 
+use super::cache::{Prepared, SiteCache};
 use super::exp_map;
 use super::params::frame_intervention;
 use crate::error::{Result, SubspaceError};
 use crate::intervention::Intervention;
-use crate::lm::{LanguageModel, Prompt};
-use crate::pair::{Example, Pair};
+use crate::lm::LanguageModel;
+use crate::pair::Example;
 use crate::readout::to_host;
-use crate::run::{Blocks, Cell, Edit, Window, prefix_cache};
+use crate::run::{Blocks, Edit, Window};
 use crate::site::Site;
 
-/// A minibatch prepared for repeated steps: everything below the site is computed once.
-pub(super) struct Prepared {
-    ctx: ForwardContext,
-    /// Stream entering the site's block, columns `from..`.
-    h: Tensor<3>,
-    /// First recomputed column and the cached keys/values of the columns before it.
-    from: usize,
-    prefix: Option<Vec<KeyValue>>,
-    /// The edited tokens (one per example, or a span's) and their source vectors.
-    cells: Vec<Cell>,
-    source: Tensor<2>,
-    last: usize,
-    targets: Tensor<1, Int>,
-    /// Each example's weight divided by the batch's total (`None`: all weights are 1, the plain
-    /// mean).
-    weights: Option<Tensor<1>>,
-}
-
-impl Prepared {
-    /// Examples in the batch.
-    pub(super) fn len(&self) -> usize {
-        self.targets.dims()[0]
-    }
-}
-
-/// The DAS objective over a fixed set of examples, with the layers below the site cached.
+/// The DAS objective over a fixed set of examples, with the layers below the site cached
+/// ([`SiteCache`]). Step `i` reads minibatch `i mod n` of epoch `i / n` (`n` minibatches an
+/// epoch): the examples in their given order in epoch 0, a fresh seeded order in each later one.
 pub struct DasObjective<'a> {
     lm: &'a LanguageModel,
     site: Site,
-    batches: Vec<Prepared>,
+    cache: SiteCache,
+    size: usize,
+    seed: u64,
+    /// The examples trained on (indices into those given; all unless set).
+    active: Vec<usize>,
+    /// The one minibatch, when all active examples fit in one (its order changes nothing).
+    whole: OnceLock<Prepared>,
 }
 
 impl<'a> DasObjective<'a> {
@@ -84,40 +72,112 @@ impl<'a> DasObjective<'a> {
             Some(n) => n,
             None => examples.len(),
         };
-        // The source vectors of every example at once: each distinct source prompt runs once.
-        // Rows follow the examples' edited tokens (one each, or a span's).
-        let pairs: Vec<&Pair> = examples.iter().map(|e| &e.pair).collect();
-        let sources = lm.source_vectors(site, &pairs)?;
-        let mut first_row = 0;
-        let batches = examples
-            .chunks(size)
-            .map(|chunk| {
-                let rows: usize = chunk.iter().map(|e| e.pair.positions.len()).sum();
-                let source = sources.clone().narrow(0, first_row, rows);
-                first_row += rows;
-                prepare(lm, site, chunk, source)
-            })
-            .collect::<Result<_>>()?;
-        Ok(DasObjective { lm, site, batches })
+        let cache = SiteCache::build(lm, site, examples)?;
+        Ok(DasObjective {
+            lm,
+            site,
+            cache,
+            size,
+            seed: 0,
+            active: (0..examples.len()).collect(),
+            whole: OnceLock::new(),
+        })
     }
 
+    /// Trains on these examples only (indices into those given, in this order; e.g. the cause
+    /// pairs of a set whose isolate pairs are only scored). Out-of-range indices are dropped.
+    pub fn with_active(mut self, active: Vec<usize>) -> Self {
+        self.active = active
+            .into_iter()
+            .filter(|&i| i < self.cache.len())
+            .collect();
+        self.whole = OnceLock::new();
+        self
+    }
+
+    /// The examples trained on.
+    pub fn active(&self) -> &[usize] {
+        &self.active
+    }
+
+    pub fn site(&self) -> Site {
+        self.site
+    }
+
+    /// Draws the order of each epoch after the first with `seed`.
+    pub fn with_order_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Minibatches per epoch (at least 1).
     pub fn n_batches(&self) -> usize {
-        self.batches.len()
+        self.active.len().div_ceil(self.size).max(1)
     }
 
-    pub(super) fn batch(&self, i: usize) -> &Prepared {
-        &self.batches[i % self.batches.len()]
+    /// The examples of step `i`'s minibatch (indices into the examples given).
+    pub fn batch_examples(&self, i: usize) -> Vec<usize> {
+        let (n, per_epoch) = (self.active.len(), self.n_batches());
+        let (epoch, k) = (i / per_epoch, i % per_epoch);
+        let mut order = self.active.clone();
+        if epoch > 0 {
+            let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ ((epoch as u64) << 24));
+            order.shuffle(&mut rng);
+        }
+        let start = (k * self.size).min(n);
+        order[start..(start + self.size).min(n)].to_vec()
     }
 
-    /// Mean cross-entropy of batch `i` under `intervention` (no gradient).
+    /// Step `i`'s minibatch, assembled from the cache.
+    pub(super) fn batch(&self, i: usize) -> Result<Prepared> {
+        if self.n_batches() > 1 {
+            return self.cache.batch(self.lm, &self.batch_examples(i));
+        }
+        if let Some(b) = self.whole.get() {
+            return Ok(b.clone());
+        }
+        let b = self.cache.batch(self.lm, &self.batch_examples(i))?;
+        Ok(self.whole.get_or_init(|| b).clone())
+    }
+
+    /// Whether the patched run's most likely next token is each example's target, for the
+    /// examples `which`, `batch` at a time (e.g. the training examples scored after training,
+    /// from the same cache).
+    pub fn hits(
+        &self,
+        intervention: &Intervention,
+        which: &[usize],
+        batch: usize,
+    ) -> Result<Vec<bool>> {
+        if batch == 0 {
+            return crate::error::bad_setting("batch", 0, "at least 1");
+        }
+        let mut hits = Vec::with_capacity(which.len());
+        for chunk in which.chunks(batch) {
+            let prepared = self.cache.batch(self.lm, chunk)?;
+            let targets = to_host(prepared.targets.clone().float())?;
+            let logits = self.patched_logits(intervention, &prepared)?;
+            let best = to_host(logits.argmax(1).float())?;
+            hits.extend(best.iter().zip(&targets).map(|(b, t)| b == t));
+        }
+        Ok(hits)
+    }
+
+    /// Mean cross-entropy of step `i`'s minibatch under `intervention` (no gradient).
     pub fn loss(&self, intervention: &Intervention, i: usize) -> Result<f32> {
-        let loss = self.loss_tensor(intervention, self.batch(i))?;
+        let loss = self.loss_tensor(intervention, &self.batch(i)?)?;
         Ok(to_host(loss)?[0])
     }
 
-    /// Next-token logits `[batch, vocab]` of batch `i` under `intervention`.
+    /// Next-token logits `[batch, vocab]` of step `i`'s minibatch under `intervention`.
     pub fn logits(&self, intervention: &Intervention, i: usize) -> Result<Tensor<2>> {
-        self.patched_logits(intervention, self.batch(i))
+        self.patched_logits(intervention, &self.batch(i)?)
+    }
+
+    /// Next-token logits `[examples, vocab]` of the given examples under `intervention` (e.g.
+    /// to score the training examples after training, from the same cache).
+    pub fn logits_of(&self, intervention: &Intervention, which: &[usize]) -> Result<Tensor<2>> {
+        self.patched_logits(intervention, &self.cache.batch(self.lm, which)?)
     }
 
     /// Loss of batch `i` with the patched rows `base · exp(L.tril(−1) − L.tril(−1)ᵀ)`, and its
@@ -131,7 +191,7 @@ impl<'a> DasObjective<'a> {
         let bound = exp_map::norm_bound(l)?;
         let leaf = l.clone().autodiff().require_grad();
         let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound);
-        let loss = self.loss_tensor(&frame_intervention(frame), self.batch(i))?;
+        let loss = self.loss_tensor(&frame_intervention(frame), &self.batch(i)?)?;
         value_and_grad(loss, &leaf)
     }
 
@@ -139,7 +199,7 @@ impl<'a> DasObjective<'a> {
     /// orthonormal), and its gradient with respect to `frame`.
     pub fn loss_and_grad(&self, frame: &Tensor<2>, i: usize) -> Result<(f32, Tensor<2>)> {
         let leaf = frame.clone().autodiff().require_grad();
-        let loss = self.loss_tensor(&frame_intervention(leaf.clone()), self.batch(i))?;
+        let loss = self.loss_tensor(&frame_intervention(leaf.clone()), &self.batch(i)?)?;
         value_and_grad(loss, &leaf)
     }
 
@@ -191,64 +251,4 @@ fn value_and_grad(loss: Tensor<1>, leaf: &Tensor<2>) -> Result<(f32, Tensor<2>)>
         .map(|g| g.without_autodiff())
         .unwrap_or_else(|| leaf.clone().without_autodiff().zeros_like());
     Ok((value, grad))
-}
-
-/// A minibatch of `examples`, whose source vectors at the site are `source` (`[edited tokens,
-/// site width]`).
-fn prepare(
-    lm: &LanguageModel,
-    site: Site,
-    examples: &[Example],
-    source: Tensor<2>,
-) -> Result<Prepared> {
-    let model = &lm.model;
-    let device = lm.device();
-    let pairs: Vec<&Pair> = examples.iter().map(|e| &e.pair).collect();
-    let bases: Vec<&Prompt> = pairs.iter().map(|p| &p.base).collect();
-    let base_batch = lm.batch(&bases);
-    let stop = Some(lm.stop_flag());
-
-    // Base stream entering the site's block.
-    let ctx = model.context(&base_batch);
-    let h = model.embed(base_batch.ids.clone());
-    let h = Blocks::new(0..site.layer)
-        .stopped_by(stop)
-        .run(model, &ctx, h)?
-        .h;
-    let cells = LanguageModel::pair_cells(&pairs, |r, position| base_batch.column(r, position));
-    let from = cells.iter().map(|c| c.column).min().unwrap_or(0);
-    let s = base_batch.seq_len;
-    let (h, ctx, prefix) = if from == 0 {
-        (h, ctx, None)
-    } else {
-        let layers = site.layer..model.n_layers();
-        let prefix = prefix_cache(model, &ctx, h.clone(), layers, from, stop)?;
-        (
-            h.narrow(1, from, s - from),
-            ctx.queries_from(from),
-            Some(prefix),
-        )
-    };
-    let targets: Vec<i64> = examples.iter().map(|e| i64::from(e.target)).collect();
-    let weights = if examples.iter().all(|e| e.weight == 1.0) {
-        None
-    } else {
-        let total: f32 = examples.iter().map(|e| e.weight).sum();
-        let w: Vec<f32> = examples.iter().map(|e| e.weight / total).collect();
-        Some(Tensor::from_data(
-            TensorData::new(w, [examples.len()]),
-            &device,
-        ))
-    };
-    Ok(Prepared {
-        ctx,
-        h,
-        from,
-        prefix,
-        cells,
-        source,
-        last: s - 1 - from,
-        targets: Tensor::from_data(TensorData::new(targets, [examples.len()]), &device),
-        weights,
-    })
 }

@@ -1,0 +1,321 @@
+//! Everything below the site, once per distinct base prompt: the stream entering the site's
+//! block and, for every block from the site up, the keys and values of the prompt's tokens.
+//! A training step or a scoring pass then assembles any minibatch from it (left-padded) and runs
+//! only the blocks from the site up, over the columns from the batch's first edited token: the
+//! columns before it cannot change (attention is causal), so they enter as cached keys/values.
+//!
+//! Building it is one forward pass per distinct prompt, the prompts sorted by length so that a
+//! batched pass carries little padding; the source vectors are read once per distinct (source
+//! prompt, position) ([`LanguageModel::source_vectors`]). Minibatches can then be drawn in any
+//! order (a fresh order each epoch) at the cost of copying cached tensors.
+
+use std::collections::HashMap;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use llama::{ForwardContext, KeyValue, TokenBatch};
+
+use crate::error::Result;
+use crate::lm::{LanguageModel, Prompt, TOKENS_PER_FORWARD};
+use crate::pair::{Example, Pair};
+use crate::run::{Blocks, Cell, Keep};
+use crate::site::Site;
+
+/// One distinct base prompt's states from the site up.
+#[derive(Debug, Clone)]
+struct BaseState {
+    ids: Vec<u32>,
+    /// `[len, hidden]`: the stream entering the site's block.
+    h: Tensor<2>,
+    /// Per block from the site up: keys (after rotary) and values, `[kv_heads, kept, head_dim]`,
+    /// of the prompt's first `kept` tokens (those before the latest first-edited token of the
+    /// examples on this prompt: all a batch can need).
+    kv: Vec<(Tensor<3>, Tensor<3>)>,
+}
+
+/// One example, pointing into the cache.
+#[derive(Debug, Clone)]
+struct CachedExample {
+    base: usize,
+    /// Edited base positions, in the order of `source`'s rows.
+    positions: Vec<usize>,
+    /// `[positions, site width]`.
+    source: Tensor<2>,
+    target: u32,
+    weight: f32,
+}
+
+/// A minibatch ready for the blocks from the site up.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub(crate) ctx: ForwardContext,
+    /// Stream entering the site's block, columns `from..`.
+    pub(crate) h: Tensor<3>,
+    /// First recomputed column and the cached keys/values of the columns before it.
+    pub(crate) from: usize,
+    pub(crate) prefix: Option<Vec<KeyValue>>,
+    /// The edited tokens (one per example, or a span's) and their source vectors.
+    pub(crate) cells: Vec<Cell>,
+    pub(crate) source: Tensor<2>,
+    /// The last column, counted from `from`.
+    pub(crate) last: usize,
+    pub(crate) targets: Tensor<1, Int>,
+    /// Each example's weight divided by the batch's total (`None`: all weights are 1, the plain
+    /// mean).
+    pub(crate) weights: Option<Tensor<1>>,
+}
+
+impl Prepared {
+    /// Examples in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.targets.dims()[0]
+    }
+}
+
+/// The states below a site of a set of examples (see the module doc).
+#[derive(Debug, Clone)]
+pub(crate) struct SiteCache {
+    site: Site,
+    bases: Vec<BaseState>,
+    examples: Vec<CachedExample>,
+    pad_id: u32,
+}
+
+impl SiteCache {
+    /// Runs the examples' distinct base prompts to `site` (and their keys/values above it) and
+    /// reads their source vectors. The examples must have been checked against the model.
+    pub(crate) fn build(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Self> {
+        let pairs: Vec<&Pair> = examples.iter().map(|e| &e.pair).collect();
+        let sources = lm.source_vectors(site, &pairs)?;
+        // Distinct base prompts, and how many tokens of each a batch may take from the cache.
+        let mut index: HashMap<&[u32], usize> = HashMap::new();
+        let mut distinct: Vec<(&Prompt, usize)> = Vec::new();
+        let mut row = 0;
+        let mut cached = Vec::with_capacity(examples.len());
+        for e in examples {
+            let p = &e.pair;
+            let first = p.positions.iter().map(|a| a.base).min().unwrap_or(0);
+            let base = *index.entry(p.base.ids.as_slice()).or_insert_with(|| {
+                distinct.push((&p.base, 0));
+                distinct.len() - 1
+            });
+            distinct[base].1 = distinct[base].1.max(first);
+            let n = p.positions.len();
+            cached.push(CachedExample {
+                base,
+                positions: p.positions.iter().map(|a| a.base).collect(),
+                source: sources.clone().narrow(0, row, n),
+                target: e.target,
+                weight: e.weight,
+            });
+            row += n;
+        }
+        // Sorted by length, the passes pad little.
+        let mut order: Vec<usize> = (0..distinct.len()).collect();
+        order.sort_by_key(|&i| distinct[i].0.len());
+        let mut bases: Vec<Option<BaseState>> = vec![None; distinct.len()];
+        let mut start = 0;
+        while start < order.len() {
+            // As many prompts as fit one pass at the longest of them (the last, sorted).
+            let mut end = start + 1;
+            while end < order.len()
+                && (end + 1 - start) * distinct[order[end]].0.len() <= TOKENS_PER_FORWARD
+            {
+                end += 1;
+            }
+            let chunk = &order[start..end];
+            let prompts: Vec<&Prompt> = chunk.iter().map(|&i| distinct[i].0).collect();
+            for (state, &i) in base_states(lm, site, &prompts, |r| distinct[chunk[r]].1)?
+                .into_iter()
+                .zip(chunk)
+            {
+                bases[i] = Some(state);
+            }
+            start = end;
+        }
+        Ok(SiteCache {
+            site,
+            bases: bases.into_iter().flatten().collect(),
+            examples: cached,
+            pad_id: lm.tokenizer.pad_id(),
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.examples.len()
+    }
+
+    /// The minibatch of examples `which` (indices into the examples the cache was built from).
+    pub(crate) fn batch(&self, lm: &LanguageModel, which: &[usize]) -> Result<Prepared> {
+        let device = lm.device();
+        let model = &lm.model;
+        let rows: Vec<Vec<u32>> = which
+            .iter()
+            .map(|&i| self.bases[self.examples[i].base].ids.clone())
+            .collect();
+        let tokens = TokenBatch::new(&rows, self.pad_id, &device);
+        let s = tokens.seq_len;
+        let mut cells = Vec::new();
+        let mut sources = Vec::with_capacity(which.len());
+        for (r, &i) in which.iter().enumerate() {
+            let e = &self.examples[i];
+            cells.extend(e.positions.iter().map(|&p| Cell {
+                row: r,
+                column: tokens.column(r, p),
+            }));
+            sources.push(e.source.clone());
+        }
+        let from = cells.iter().map(|c| c.column).min().unwrap_or(0);
+        let ctx = model.context(&tokens);
+        let d = model.hidden_size();
+        // Row r's stream from column `from`: padding (zeros; masked out as keys, unread as
+        // queries) then its tokens.
+        let h = Tensor::cat(
+            which
+                .iter()
+                .enumerate()
+                .map(|(r, &i)| {
+                    let state = &self.bases[self.examples[i].base];
+                    let pad = tokens.padding[r];
+                    let skip = from.saturating_sub(pad);
+                    let len = state.ids.len();
+                    let mut parts = Vec::new();
+                    if pad > from {
+                        parts.push(Tensor::zeros([pad - from, d], &device));
+                    }
+                    parts.push(state.h.clone().narrow(0, skip, len - skip));
+                    Tensor::cat(parts, 0).reshape([1, s - from, d])
+                })
+                .collect(),
+            0,
+        );
+        let prefix = (from > 0).then(|| {
+            let (kv_heads, hd) = (model.config.n_kv_heads(), model.config.head_dim());
+            let layers = model.n_layers() - self.site.layer;
+            // Row r's keys (or values) of columns `..from`: padding (zeros, masked out), then
+            // its first `from - pad` tokens, which the cache holds.
+            let side = |l: usize, values: bool| {
+                Tensor::cat(
+                    which
+                        .iter()
+                        .enumerate()
+                        .map(|(r, &i)| {
+                            let pad = tokens.padding[r].min(from);
+                            let mut parts = Vec::new();
+                            if pad > 0 {
+                                parts.push(Tensor::zeros([kv_heads, pad, hd], &device));
+                            }
+                            if from > pad {
+                                let (k, v) = &self.bases[self.examples[i].base].kv[l];
+                                let t = if values { v } else { k };
+                                parts.push(t.clone().narrow(1, 0, from - pad));
+                            }
+                            Tensor::cat(parts, 1).reshape([1, kv_heads, from, hd])
+                        })
+                        .collect(),
+                    0,
+                )
+            };
+            (0..layers)
+                .map(|l| KeyValue {
+                    k: side(l, false),
+                    v: side(l, true),
+                })
+                .collect()
+        });
+        let examples: Vec<&CachedExample> = which.iter().map(|&i| &self.examples[i]).collect();
+        let targets: Vec<i64> = examples.iter().map(|e| i64::from(e.target)).collect();
+        let weights = if examples.iter().all(|e| e.weight == 1.0) {
+            None
+        } else {
+            let total: f32 = examples.iter().map(|e| e.weight).sum();
+            let w: Vec<f32> = examples.iter().map(|e| e.weight / total).collect();
+            Some(Tensor::from_data(
+                TensorData::new(w, [which.len()]),
+                &device,
+            ))
+        };
+        Ok(Prepared {
+            ctx: if from == 0 {
+                ctx
+            } else {
+                ctx.queries_from(from)
+            },
+            h,
+            from,
+            prefix,
+            cells,
+            source: Tensor::cat(sources, 0),
+            last: s - 1 - from,
+            targets: Tensor::from_data(TensorData::new(targets, [which.len()]), &device),
+            weights,
+        })
+    }
+}
+
+/// One batched pass of `prompts` (left-padded): each one's stream entering the site's block and
+/// its keys/values from the site up, of its first `kept(row)` tokens.
+fn base_states(
+    lm: &LanguageModel,
+    site: Site,
+    prompts: &[&Prompt],
+    kept: impl Fn(usize) -> usize,
+) -> Result<Vec<BaseState>> {
+    let model = &lm.model;
+    let stop = Some(lm.stop_flag());
+    let batch = lm.batch(prompts);
+    let ctx = model.context(&batch);
+    let h = Blocks::new(0..site.layer)
+        .stopped_by(stop)
+        .run(model, &ctx, model.embed(batch.ids.clone()))?
+        .h;
+    // Keys/values above the site only for the columns a batch can take from the cache.
+    let longest_kept = (0..prompts.len())
+        .map(|r| batch.padding[r] + kept(r))
+        .max()
+        .unwrap_or(0);
+    let cache = if longest_kept == 0 {
+        Vec::new()
+    } else {
+        let keep = Keep {
+            cache: true,
+            ..Keep::default()
+        };
+        Blocks::new(site.layer..model.n_layers())
+            .keeping(keep)
+            .stopped_by(stop)
+            .run(
+                model,
+                &ctx.columns_before(longest_kept),
+                h.clone().narrow(1, 0, longest_kept),
+            )?
+            .cache
+    };
+    let [_, _, d] = h.dims();
+    Ok(prompts
+        .iter()
+        .enumerate()
+        .map(|(r, p)| {
+            let pad = batch.padding[r];
+            let row = |t: &Tensor<4>| {
+                let [_, kv, _, hd] = t.dims();
+                t.clone()
+                    .narrow(0, r, 1)
+                    .narrow(2, pad, kept(r))
+                    .reshape([kv, kept(r), hd])
+            };
+            let kv = if kept(r) == 0 {
+                Vec::new()
+            } else {
+                cache.iter().map(|c| (row(&c.k), row(&c.v))).collect()
+            };
+            BaseState {
+                ids: p.ids.clone(),
+                h: h.clone()
+                    .narrow(0, r, 1)
+                    .narrow(1, pad, p.len())
+                    .reshape([p.len(), d]),
+                kv,
+            }
+        })
+        .collect())
+}
