@@ -519,6 +519,18 @@ fn bench_json_names_the_cpu_it_ran_on() {
         "{v}"
     );
     assert!(v["forward_s"].as_f64().unwrap() > 0.0, "{v}");
+    // The ceilings it measured, with the widest vectors /proc/cpuinfo says the CPU has.
+    let roof = &v["roofline"];
+    let isa = if has("avx512f") {
+        "avx512"
+    } else if has("avx2") && has("fma") {
+        "avx2"
+    } else {
+        "scalar"
+    };
+    assert_eq!(roof["isa"], isa, "{v}");
+    assert!(roof["peak_gflops"].as_f64().unwrap() > 1.0, "{v}");
+    assert!(roof["read_gbs"].as_f64().unwrap() > 0.1, "{v}");
 }
 
 /// The transformers fixture of the sites inside a block (`scripts/make_fixtures.py inner`).

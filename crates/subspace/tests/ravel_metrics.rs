@@ -182,7 +182,7 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
 #[test]
 fn with_the_models_own_labels_an_unchanged_run_scores_cause_0_and_isolate_1() {
     use subspace::ravel::answers::{AnswerPlan, Answers, ask};
-    use subspace::ravel::labelled::{SplitKind, Unit, labelled_examples};
+    use subspace::ravel::labelled::{Draw, SplitKind, Unit, labelled_examples};
     let lm = common::smollm();
     let data = RavelData::load(&RavelData::default_dir()).unwrap();
     let of = |split: Split, n: usize| -> Vec<usize> {
@@ -249,24 +249,18 @@ fn with_the_models_own_labels_an_unchanged_run_scores_cause_0_and_isolate_1() {
     };
     let identity = Intervention::random_rotation(lm.hidden_size(), 0, 0, &lm.device()).unwrap();
     for kind in [SplitKind::Context, SplitKind::Entity] {
-        let examples = labelled_examples(
-            lm,
-            &data,
-            &answers,
-            kind,
-            Split::Val,
-            16,
-            1,
-            Unit::LastToken,
-        )
-        .unwrap();
+        let draw = Draw::new(kind, 1);
+        let examples = labelled_examples(lm, &data, &answers, &draw, Split::Val, 16).unwrap();
         let s = ravel::eval::evaluate(lm, Site::block_output(9), &identity, &examples, 16).unwrap();
         assert!(s.n_cause > 0 && s.n_isolate > 0, "{kind:?}: {s:?}");
         assert_eq!((s.cause, s.isolate), (0.0, 1.0), "{kind:?}");
         // The city's whole name: the same pairs and targets, more tokens edited, and the edited
         // tokens spell the end of each city's name.
-        let spans =
-            labelled_examples(lm, &data, &answers, kind, Split::Val, 16, 1, Unit::Span).unwrap();
+        let spans = Draw {
+            unit: Unit::Span,
+            ..draw
+        };
+        let spans = labelled_examples(lm, &data, &answers, &spans, Split::Val, 16).unwrap();
         assert_eq!(spans.len(), examples.len());
         let mut longer = 0;
         for (span, last) in spans.iter().zip(&examples) {
@@ -292,6 +286,28 @@ fn with_the_models_own_labels_an_unchanged_run_scores_cause_0_and_isolate_1() {
             );
         }
         assert!(longer > 0, "no pair of two several-token names in {kind:?}");
+        // A learning curve's train pairs: only the allowed train cities, in bases and sources.
+        let limited = Draw {
+            train_cities: Some(6),
+            ..draw
+        };
+        let allowed =
+            ravel::labelled::allowed_train_cities(&data, &answers.known_cities(&data), Some(6));
+        assert_eq!(allowed.len(), 6);
+        let train = labelled_examples(lm, &data, &answers, &limited, Split::Train, 16).unwrap();
+        assert!(!train.is_empty());
+        for e in &train {
+            assert!(
+                allowed.binary_search(&e.base_city).is_ok(),
+                "{}",
+                e.base_city
+            );
+            assert!(
+                allowed.binary_search(&e.source_city).is_ok(),
+                "{}",
+                e.source_city
+            );
+        }
         let s = ravel::eval::evaluate(lm, Site::block_output(9), &identity, &spans, 16).unwrap();
         assert_eq!((s.cause, s.isolate), (0.0, 1.0), "{kind:?} spans");
         // Each pair's two cities are of the kind's held-out set.
@@ -302,6 +318,30 @@ fn with_the_models_own_labels_an_unchanged_run_scores_cause_0_and_isolate_1() {
             assert_ne!(e.base_city, e.source_city);
         }
     }
+}
+
+/// The train cities of a learning curve: the first N of one fixed order, so that a smaller set
+/// is inside a larger one, and none but known train cities.
+#[test]
+fn learning_curve_city_sets_are_nested_known_train_cities() {
+    let data = RavelData::load(&RavelData::default_dir()).unwrap();
+    let known: Vec<usize> = (0..data.cities.len()).step_by(3).collect();
+    let of = |n| ravel::labelled::allowed_train_cities(&data, &known, n);
+    let (small, large, all) = (of(Some(20)), of(Some(50)), of(None));
+    assert_eq!((small.len(), large.len()), (20, 50));
+    assert!(small.iter().all(|c| large.binary_search(c).is_ok()));
+    assert!(large.iter().all(|c| all.binary_search(c).is_ok()));
+    assert!(
+        all.iter()
+            .all(|&c| { data.cities[c].split == Split::Train && known.binary_search(&c).is_ok() })
+    );
+    assert_eq!(
+        all.len(),
+        known
+            .iter()
+            .filter(|&&c| data.cities[c].split == Split::Train)
+            .count()
+    );
 }
 
 /// A run's control is residual patching on its own test pairs: the same scores as a residual

@@ -205,6 +205,9 @@ pub fn run(args: Args) -> Result<()> {
     // by the packed kernels) or widened to f32 (`SUBSPACE_WEIGHTS=f32`, other backends).
     let storage = lm.model.weight_storage();
     let blocks = storage != "f32";
+    // The floors this machine allows, measured now (with the threads the model used).
+    phase("this machine's peak arithmetic and memory read rate");
+    let roof = llama::quant::Roofline::measure(threads);
     let out = serde_json::json!({
         "model": lm.name,
         "backend": backend.name(),
@@ -212,6 +215,12 @@ pub fn run(args: Args) -> Result<()> {
         "kernels": if blocks { llama::quant::Kernels::best().name() } else { "backend matmul" },
         "threads": threads,
         "cpu": cpu(),
+        "roofline": {
+            "peak_gflops": roof.peak_gflops,
+            "read_gbs": roof.read_gbs,
+            "threads": roof.threads,
+            "isa": roof.isa,
+        },
         "repeats": r,
         "layer": args.layer,
         "load_s": load_s,
@@ -240,6 +249,10 @@ pub fn run(args: Args) -> Result<()> {
             "cpu: {} ({})",
             out["cpu"]["model"].as_str().unwrap_or("?"),
             out["cpu"]["flags"]
+        );
+        println!(
+            "this machine's ceilings ({} threads): {:.0} GFLOP/s peak f32 ({}), {:.1} GB/s reading memory",
+            roof.threads, roof.peak_gflops, roof.isa, roof.read_gbs
         );
         for key in [
             "load_s",

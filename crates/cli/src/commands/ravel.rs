@@ -194,6 +194,10 @@ pub struct Args {
     /// or span (every token of the name, base and source names paired from their last tokens).
     #[arg(long, value_enum, default_value_t = Unit::LastToken, requires = "split_kind")]
     pub unit: Unit,
+    /// Train pairs use only this many known train cities, the first of a fixed order (with
+    /// --split-kind; a learning curve: 100, 200, all). Val and test pairs are not limited.
+    #[arg(long, requires = "split_kind")]
+    pub train_cities: Option<usize>,
     /// The model's answers, from `subspace ravel-probe` (for --split-kind; default
     /// data/results/ravel_answers_smollm2.json).
     #[arg(long)]
@@ -289,6 +293,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut config = RunConfig::new(args.method, args.layer);
     config.split_kind = args.split_kind;
     config.unit = args.unit;
+    config.train_cities = args.train_cities;
     config.seed = args.seed;
     config.n_eval = args.eval_pairs;
     config.lr = args.lr;

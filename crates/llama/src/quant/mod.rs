@@ -11,9 +11,11 @@ pub(crate) mod kernel;
 mod matrix;
 mod ops;
 mod packed;
+mod roofline;
 
 pub use bf16::Bf16Matrix;
 pub use kernel::{Kernels, matmul_w, matmul_w_with, matmul_wt, matmul_wt_with};
 pub use matrix::QuantMatrix;
 pub use ops::{QuantOps, linear};
 pub use packed::{BLOCK, PackedMatrix, PackedRow, PackedRows, PackedWeight};
+pub use roofline::Roofline;

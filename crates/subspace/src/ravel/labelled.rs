@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -82,20 +82,58 @@ impl SplitKind {
 /// Counterfactual weight offset of RAVEL's source sampling (`1 / (10 + n)`).
 const WEIGHT_OFFSET: f64 = 10.0;
 
-/// Builds `n` pairs of `role` for `split` of `kind` (see the module doc), drawn with `seed`,
-/// editing the city's `unit` (the same pairs whatever the unit).
-#[allow(clippy::too_many_arguments)]
+/// How a set of labelled pairs is drawn: the held-out set, the tokens edited, how many train
+/// cities the train pairs may use, and the seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Draw {
+    pub kind: SplitKind,
+    pub unit: Unit,
+    /// Train pairs use only the first this many known train cities of a fixed order (the same
+    /// for every run, so smaller sets are inside larger ones: a learning curve); `None`: all.
+    /// Val and test pairs are not limited.
+    pub train_cities: Option<usize>,
+    pub seed: u64,
+}
+
+impl Draw {
+    /// Every known city, the last token, `seed`.
+    pub fn new(kind: SplitKind, seed: u64) -> Self {
+        Draw {
+            kind,
+            unit: Unit::LastToken,
+            train_cities: None,
+            seed,
+        }
+    }
+}
+
+/// The known train cities a train pair may use under `limit` (see [`Draw::train_cities`]), in
+/// their fixed order.
+pub fn allowed_train_cities(data: &RavelData, known: &[usize], limit: Option<usize>) -> Vec<usize> {
+    let mut train: Vec<usize> = known
+        .iter()
+        .copied()
+        .filter(|&c| data.cities[c].split == Split::Train)
+        .collect();
+    // A fixed order, independent of the run's seed.
+    train.shuffle(&mut ChaCha8Rng::seed_from_u64(0x0072_6176_656c));
+    train.truncate(limit.unwrap_or(usize::MAX));
+    train.sort_unstable();
+    train
+}
+
+/// Builds `n` pairs of `role` for `split` as `draw` says (see the module doc). The unit changes
+/// which tokens are edited, not which pairs are drawn.
 pub fn labelled_pairs(
     lm: &LanguageModel,
     data: &RavelData,
     answers: &Answers,
-    kind: SplitKind,
+    draw: &Draw,
     split: Split,
     role: Role,
     n: usize,
-    seed: u64,
-    unit: Unit,
 ) -> Result<Vec<RavelExample>> {
+    let (kind, seed, unit) = (draw.kind, draw.seed, draw.unit);
     let attribute = role.attribute();
     let (template_split, city_split) = kind.grid(split);
     let index = answers.index();
@@ -103,8 +141,12 @@ pub fn labelled_pairs(
         data.templates[a.template].split == template_split
             && data.cities[a.city].split == city_split
     };
-    // Bases: the known cities' answers to this attribute's templates of the grid.
-    let known = answers.known_cities(data);
+    // Bases: the known cities' answers to this attribute's templates of the grid (train pairs:
+    // of the allowed train cities).
+    let mut known = answers.known_cities(data);
+    if split == Split::Train && draw.train_cities.is_some() {
+        known = allowed_train_cities(data, &known, draw.train_cities);
+    }
     let bases: Vec<&Answer> = answers
         .answers
         .iter()
@@ -233,20 +275,17 @@ fn kind_role_tag(kind: SplitKind, split: Split, role: Role) -> u64 {
         }
 }
 
-/// A balanced set for one split of a kind: `n` cause pairs and `n / 2` isolate pairs per kept
-/// attribute, shuffled.
-#[allow(clippy::too_many_arguments)]
+/// A balanced set for one split: `n` cause pairs and `n / 2` isolate pairs per kept attribute,
+/// shuffled.
 pub fn labelled_examples(
     lm: &LanguageModel,
     data: &RavelData,
     answers: &Answers,
-    kind: SplitKind,
+    draw: &Draw,
     split: Split,
     n: usize,
-    seed: u64,
-    unit: Unit,
 ) -> Result<Vec<RavelExample>> {
-    balanced(n, seed, |role, k| {
-        labelled_pairs(lm, data, answers, kind, split, role, k, seed, unit)
+    balanced(n, draw.seed, |role, k| {
+        labelled_pairs(lm, data, answers, draw, split, role, k)
     })
 }

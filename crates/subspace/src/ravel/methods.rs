@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::answers::Answers;
 use super::data::{RavelData, Split};
 use super::eval::{RavelExample, Role, Scores, evaluate, scores, split_examples};
-use super::labelled::{SplitKind, Unit, labelled_examples};
+use super::labelled::{Draw, SplitKind, Unit, labelled_examples};
 use super::probe::ProbeReport;
 use crate::error::{Result, SubspaceError, bad_setting};
 use crate::intervention::Intervention;
@@ -135,6 +135,10 @@ pub struct RunConfig {
     /// Which tokens of the city the labelled pairs edit (the last, or the whole name).
     #[serde(default)]
     pub unit: Unit,
+    /// Labelled train pairs use only this many known train cities (a learning curve; see
+    /// [`super::labelled::Draw::train_cities`]); `None`: all of them.
+    #[serde(default)]
+    pub train_cities: Option<usize>,
     /// Cause pairs per split (isolate pairs: half as many per kept attribute).
     pub n_train: usize,
     pub n_eval: usize,
@@ -176,6 +180,7 @@ impl RunConfig {
             batch: 32,
             split_kind: None,
             unit: Unit::LastToken,
+            train_cities: None,
             n_train: 1024,
             n_eval: 200,
             checkpoint: None,
@@ -560,6 +565,11 @@ pub fn split_pairs<'a>(
         Split::Test => (config.n_eval, config.seed + 2),
     };
     match (labels.into(), config.split_kind) {
+        (Labels::FirstToken(_), None) if config.train_cities.is_some() => bad_setting(
+            "train cities",
+            "a limit",
+            "all of them with the first probe's pairs: the limit needs a split kind (context or entity) and the model's answers",
+        ),
         (Labels::FirstToken(_), None) if config.unit != Unit::LastToken => bad_setting(
             "unit",
             "span",
@@ -567,7 +577,13 @@ pub fn split_pairs<'a>(
         ),
         (Labels::FirstToken(probe), None) => split_examples(lm, data, probe, split, n, seed),
         (Labels::Model(answers), Some(kind)) => {
-            labelled_examples(lm, data, answers, kind, split, n, seed, config.unit)
+            let draw = Draw {
+                kind,
+                unit: config.unit,
+                train_cities: config.train_cities,
+                seed,
+            };
+            labelled_examples(lm, data, answers, &draw, split, n)
         }
         (Labels::Model(_), None) => bad_setting(
             "split kind",
