@@ -15,7 +15,10 @@ The RAVEL recipe's step (`ravel_recipe` in `subspace bench`: few-shot prompts, t
 subspace size at layer 15, batches of 32) is run by PyTorch on the very same token ids and
 settings, which the Rust bench writes to --ravel-examples; PyTorch trains as pyvene does (a d x k orthogonal
 parametrisation, a hook on the layer's output, the whole padded batch forward and backward each
-step, the sources' vectors read once without gradients). --skip-ravel leaves it out.
+step, the sources' vectors read once without gradients), and again as the Rust step computes
+it (`ravel_recipe_same_work`: the layers below the site and the prefix's keys/values computed
+once, each step only the blocks from the site up over the columns from the first patched one,
+the LM head at the last column). --skip-ravel leaves both out.
 """
 
 import argparse
@@ -149,6 +152,7 @@ def python_bench(repeats, threads):
 
     if not SKIP_RAVEL and RAVEL_EXAMPLES.exists():
         out["ravel_recipe"] = ravel_recipe(model, repeats, dtype)
+        out["ravel_same_work"] = ravel_recipe_same_work(model, repeats, dtype)
 
     try:
         import nnsight  # noqa: F401
@@ -236,6 +240,153 @@ def ravel_recipe(model, repeats, dtype):
     return {"examples": n, "once_s": once_s, "once_s_per_example": once_s / n, "step_s": step_s,
             "step_pairs_per_s": batch / step_s,
             "epoch_pairs_per_s": n / (once_s + (n / batch) * step_s)}
+
+
+def ravel_recipe_same_work(model, repeats, dtype):
+    """The RAVEL recipe's step as the Rust step computes it, in PyTorch: the same examples and
+    settings as `ravel_recipe`, but everything below the site computed once (the stream entering
+    block `layer` and, for every block from it up, the keys/values of the columns before each
+    batch's first patched one), then each step runs only blocks `layer`.. over the columns from
+    the first patched one, patches block `layer`'s output there, and takes the LM head at the
+    last column only. The subspace is the same d x k orthogonal parametrisation as
+    `ravel_recipe` (Rust evaluates torch's matrix exponential on the k patched rows instead; a
+    small part of either step)."""
+    import torch
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    recipe = json.loads(RAVEL_EXAMPLES.read_text())
+    rows = recipe["examples"]
+    layer, k, batch, lr = recipe["layer"], recipe["dims"], recipe["batch"], recipe["lr"]
+    cfg = model.config
+    d, nh, nkv = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
+    hd = getattr(cfg, "head_dim", None) or d // nh
+    blocks = model.model.layers
+    pad_id = cfg.pad_token_id or cfg.eos_token_id or 0
+    if isinstance(pad_id, list):
+        pad_id = pad_id[0]
+    neg = torch.finfo(dtype).min
+
+    def run_block(blk, h, pos_ids, mask, past):
+        """Block `blk` on new columns `h` after the cached keys/values `past`; returns the
+        output and the keys/values of all columns."""
+        x = blk.input_layernorm(h)
+        a = blk.self_attn
+        b_, s_, _ = x.shape
+        q = a.q_proj(x).view(b_, s_, nh, hd).transpose(1, 2)
+        kk = a.k_proj(x).view(b_, s_, nkv, hd).transpose(1, 2)
+        vv = a.v_proj(x).view(b_, s_, nkv, hd).transpose(1, 2)
+        cos, sin = model.model.rotary_emb(vv, pos_ids)
+        q, kk = apply_rotary_pos_emb(q, kk, cos, sin)
+        if past is not None:
+            kk, vv = torch.cat([past[0], kk], 2), torch.cat([past[1], vv], 2)
+        scores = q @ repeat_kv(kk, nh // nkv).transpose(2, 3) * hd ** -0.5 + mask
+        out = (scores.softmax(-1) @ repeat_kv(vv, nh // nkv)).transpose(1, 2).reshape(b_, s_, nh * hd)
+        h = h + a.o_proj(out)
+        return h + blk.mlp(blk.post_attention_layernorm(h)), (kk, vv)
+
+    def prepare(b):
+        """What the Rust pass before training keeps for one minibatch."""
+        seqs = [r["base"] for r in b]
+        n = max(len(s) for s in seqs)
+        pad = [n - len(s) for s in seqs]
+        ids = torch.tensor([[pad_id] * p + s for p, s in zip(pad, seqs)])
+        cols = torch.tensor([r["base_position"] + p for r, p in zip(b, pad)])
+        frm = int(cols.min())
+        pos = torch.tensor([[max(c - p, 0) for c in range(n)] for p in pad])
+        allowed = torch.tensor([[[kc <= qc and kc >= p for kc in range(n)] for qc in range(n)] for p in pad])
+        mask = torch.where(allowed, 0.0, neg).to(dtype)[:, None]
+        with torch.no_grad():
+            attn = torch.tensor([[0] * p + [1] * (n - p) for p in pad])
+            h = model(ids, attention_mask=attn, position_ids=pos, output_hidden_states=True).hidden_states[layer]
+            past, x = [], h[:, :frm]
+            for blk in blocks[layer:]:
+                x, kv = run_block(blk, x, pos[:, :frm], mask[:, :, :frm, :frm], None)
+                past.append(kv)
+        return {"h": h[:, frm:], "past": past, "pos": pos[:, frm:], "mask": mask[:, :, frm:, :],
+                "cols": cols - frm, "tgt": torch.tensor([r["target"] for r in b]),
+                "w": torch.tensor([r["weight"] for r in b], dtype=dtype)}
+
+    batches = [rows[i:i + batch] for i in range(0, len(rows), batch)]
+
+    def hidden_at(seqs, positions):
+        n = max(len(s) for s in seqs)
+        pad = [n - len(s) for s in seqs]
+        ids = torch.tensor([[pad_id] * p + s for p, s in zip(pad, seqs)])
+        attn = torch.tensor([[0] * p + [1] * (n - p) for p in pad])
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        hs = model(ids, attention_mask=attn, position_ids=pos, output_hidden_states=True).hidden_states[layer + 1]
+        return hs[torch.arange(len(seqs)), torch.tensor([p + q for p, q in zip(positions, pad)])]
+
+    def once():
+        with torch.no_grad():
+            sources = [hidden_at([r["source"] for r in b], [r["source_position"] for r in b]) for b in batches]
+        return sources, [prepare(b) for b in batches]
+
+    once_s = median_time(once, min(repeats, 3))
+    sources, prepared = once()
+    rotate = torch.nn.Linear(d, k, bias=False, dtype=dtype)
+    torch.nn.init.orthogonal_(rotate.weight)
+    rotate = torch.nn.utils.parametrizations.orthogonal(rotate)
+    opt = torch.optim.Adam(rotate.parameters(), lr=lr)
+    state = {"i": 0}
+
+    def loss_of(p, src, w_):
+        h = p["h"]
+        rows_ = torch.arange(h.shape[0])
+        for j, blk in enumerate(blocks[layer:]):
+            h, _ = run_block(blk, h, p["pos"], p["mask"], p["past"][j])
+            if j == 0:
+                base = h[rows_, p["cols"]]
+                h = h.clone()
+                h[rows_, p["cols"]] = base + ((src - base) @ w_.T) @ w_
+        logits = model.lm_head(model.model.norm(h[:, -1]))
+        return (torch.nn.functional.cross_entropy(logits, p["tgt"], reduction="none") * p["w"]).sum() / p["w"].sum()
+
+    def full_loss(b, src, w_):
+        """The same loss from a whole forward of the padded batch with a hook (`ravel_recipe`'s
+        way): the check that this path computes what it should."""
+        seqs = [r["base"] for r in b]
+        n = max(len(s) for s in seqs)
+        pad = [n - len(s) for s in seqs]
+        ids = torch.tensor([[pad_id] * q + s for q, s in zip(pad, seqs)])
+        attn = torch.tensor([[0] * q + [1] * (n - q) for q in pad])
+        cols = torch.tensor([r["base_position"] + q for r, q in zip(b, pad)])
+
+        def hook(_m, _i, o):
+            hs = o[0] if isinstance(o, tuple) else o
+            rows_ = torch.arange(hs.shape[0])
+            base = hs[rows_, cols]
+            hs = hs.clone()
+            hs[rows_, cols] = base + ((src - base) @ w_.T) @ w_
+            return (hs,) + tuple(o[1:]) if isinstance(o, tuple) else hs
+
+        hk = blocks[layer].register_forward_hook(hook)
+        try:
+            logits = model(ids, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits[:, -1]
+        finally:
+            hk.remove()
+        tgt = torch.tensor([r["target"] for r in b])
+        w = torch.tensor([r["weight"] for r in b], dtype=dtype)
+        return (torch.nn.functional.cross_entropy(logits, tgt, reduction="none") * w).sum() / w.sum()
+
+    with torch.no_grad():
+        check = abs(float(loss_of(prepared[0], sources[0], rotate.weight))
+                    - float(full_loss(batches[0], sources[0], rotate.weight)))
+
+    def step():
+        i = state["i"] % len(prepared)
+        state["i"] += 1
+        opt.zero_grad()
+        loss = loss_of(prepared[i], sources[i], rotate.weight)
+        loss.backward()
+        opt.step()
+
+    step_s = median_time(step, 2 * max(1, min(repeats, 5)))
+    n = len(rows)
+    return {"examples": n, "once_s": once_s, "once_s_per_example": once_s / n, "step_s": step_s,
+            "step_pairs_per_s": batch / step_s,
+            "epoch_pairs_per_s": n / (once_s + (n / batch) * step_s),
+            "loss_vs_whole_forward_abs_diff": check}
 
 
 def nnsight_step(tok, repeats, brazil):
@@ -371,6 +522,9 @@ def main():
         b = med([x["ravel_recipe"] for x in py if x.get("ravel_recipe")], k) if any(x.get("ravel_recipe") for x in py) else None
         if a is not None and b is not None:
             rows.append((f"RAVEL recipe {k}", a, b, a / b))
+        c = med([x["ravel_same_work"] for x in py if x.get("ravel_same_work")], k) if any(x.get("ravel_same_work") for x in py) else None
+        if a is not None and c is not None:
+            rows.append((f"RAVEL recipe {k} vs PyTorch doing the same work", a, c, a / c))
     print(f"model {rust[0]['model']}, layer {LAYER}, batch {BATCH}; Rust weights {rust[0]['weights']}, "
           f"PyTorch {DTYPE}")
     print(f"| measure | Rust ({rust[0]['backend']}) | Python | Rust / Python |")
