@@ -365,3 +365,29 @@ fn a_runs_control_is_residual_patching_on_its_own_test_pairs() {
     // Neurons (16 of 576) are not the whole vector: the control differs from the method.
     assert_ne!(neurons.test(), residual.test());
 }
+
+/// Known cities per country of each split add up to the known cities per country, and a
+/// split's counts hold only that split's cities (the committed answers file).
+#[test]
+fn known_cities_per_country_split_by_split_add_up() {
+    let data = RavelData::load(&RavelData::default_dir()).unwrap();
+    let path = RavelData::default_dir().join("../results/ravel_answers_smollm2.json");
+    let answers: subspace::ravel::Answers =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let all = answers.known_by_country(&data);
+    let mut summed = std::collections::BTreeMap::new();
+    for split in Split::ALL {
+        let per = answers.known_by_country_in(&data, split);
+        let cities: usize = per.values().sum();
+        let direct = answers
+            .known_cities(&data)
+            .iter()
+            .filter(|&&c| data.cities[c].split == split)
+            .count();
+        assert_eq!(cities, direct, "{split:?}");
+        for (country, n) in per {
+            *summed.entry(country).or_insert(0) += n;
+        }
+    }
+    assert_eq!(summed, all);
+}

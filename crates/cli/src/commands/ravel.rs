@@ -429,15 +429,14 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     let saved = load_saved(&args.file, &lm)?;
     let data = RavelData::load(&RavelData::default_dir())?;
     let loaded = LoadedLabels::load(saved.config.split_kind, args.answers, args.probe, &lm)?;
-    let probe = match (&loaded, args.by_country) {
-        (LoadedLabels::FirstToken(probe), _) => Some(probe),
-        (LoadedLabels::Model(_), false) => None,
-        (LoadedLabels::Model(_), true) => {
-            anyhow::bail!(
-                "--by-country reads the first probe's known cities: it scores runs saved without --split-kind"
-            )
+    // Known train cities per country, beside each source country's Cause: the first probe's,
+    // or the model's answers' for runs labelled by them.
+    let train_known = args.by_country.then(|| match &loaded {
+        LoadedLabels::FirstToken(probe) => {
+            ravel::breakdown::known_cities_per_country(&data, probe, Split::Train)
         }
-    };
+        LoadedLabels::Model(answers) => answers.known_by_country_in(&data, Split::Train),
+    });
     let mut scored = serde_json::Map::new();
     for split in splits {
         eprintln!("scoring {} pairs", split.name());
@@ -450,9 +449,9 @@ pub fn score(args: ScoreArgs) -> Result<()> {
             saved.config.batch,
         )?;
         let s = ravel::eval::scores(&examples, &hits);
-        let countries = probe
-            .filter(|_| args.by_country)
-            .map(|probe| ravel::breakdown::cause_by_source_country(&data, probe, &examples, &hits));
+        let countries = train_known.as_ref().map(|train| {
+            ravel::breakdown::cause_by_source_country_beside(&data, train, &examples, &hits)
+        });
         if !args.json {
             println!(
                 "{:<5} Cause {:.3}  Isolate {:.3} ({})  Disentangle {:.3}  ({} cause, {} isolate pairs)",

@@ -103,6 +103,21 @@ impl Answers {
         out
     }
 
+    /// Known cities (country) of one split, per country.
+    pub fn known_by_country_in(
+        &self,
+        data: &RavelData,
+        split: super::data::Split,
+    ) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for c in self.known_cities(data) {
+            if data.cities[c].split == split {
+                *out.entry(data.cities[c].country.clone()).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+
     /// (city, template) -> index into `answers`.
     pub fn index(&self) -> BTreeMap<(usize, usize), usize> {
         self.answers

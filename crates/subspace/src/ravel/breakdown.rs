@@ -56,7 +56,8 @@ pub fn known_cities_per_country(
 }
 
 /// Cause per source country over the cause pairs of `examples` (`hits` as
-/// [`super::eval::outcomes`] reports them), most pairs first.
+/// [`super::eval::outcomes`] reports them), most pairs first, beside the train cities the first
+/// probe knows in each country.
 pub fn cause_by_source_country(
     data: &RavelData,
     probe: &ProbeReport,
@@ -64,6 +65,17 @@ pub fn cause_by_source_country(
     hits: &[bool],
 ) -> Vec<CountryCause> {
     let train = known_cities_per_country(data, probe, Split::Train);
+    cause_by_source_country_beside(data, &train, examples, hits)
+}
+
+/// [`cause_by_source_country`] beside given counts of known train cities per country (e.g.
+/// [`super::Answers::known_by_country_in`] for runs labelled by the model's answers).
+pub fn cause_by_source_country_beside(
+    data: &RavelData,
+    train: &BTreeMap<String, usize>,
+    examples: &[RavelExample],
+    hits: &[bool],
+) -> Vec<CountryCause> {
     let mut by: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for (e, &hit) in examples.iter().zip(hits) {
         if e.role == Role::Cause {
