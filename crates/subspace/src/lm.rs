@@ -177,10 +177,12 @@ impl LanguageModel {
     }
 
     /// Refuses a forward pass that would not fit in memory, before it allocates: `batch` rows
-    /// of `len` tokens; `keep_trace` when every layer's four components are kept (a trace).
+    /// of `len` tokens; `keep_trace` when every layer's components are kept (a trace).
     /// The estimate counts what grows with the input: one layer's attention scores and
     /// probabilities (`batch × heads × len² × 2`), the mask, the stream and MLP activations, and
-    /// the kept trace (`layers × 4 × batch × len × hidden`), all `f32`.
+    /// the kept trace (`layers × batch × len ×` the widths of every [`crate::Component`]: four
+    /// residual vectors, queries, keys, values, head outputs and the MLP's hidden activation),
+    /// all `f32`.
     pub fn check_memory(&self, batch: usize, len: usize, keep_trace: bool) -> Result<()> {
         let Some(available) = available_memory() else {
             return Ok(());
@@ -190,7 +192,11 @@ impl LanguageModel {
         let attention = b * c.num_attention_heads as u128 * s * s * 2 + b * s * s;
         let activations = b * s * (8 * c.hidden_size as u128 + 3 * c.intermediate_size as u128);
         let trace = if keep_trace {
-            c.num_hidden_layers as u128 * 4 * b * s * c.hidden_size as u128
+            let widths: usize = crate::site::Component::ALL
+                .iter()
+                .map(|comp| comp.width(c))
+                .sum();
+            c.num_hidden_layers as u128 * b * s * widths as u128
         } else {
             0
         };
