@@ -372,3 +372,38 @@ fn sample(row: &[f32], temperature: f32, top_p: f32, rng: &mut ChaCha8Rng) -> u3
     }
     order[nucleus - 1] as u32
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Probabilities 0.5, 0.3, 0.2 (logits their logs): a top-p of 0.6 keeps the first two
+    /// (0.5 < 0.6 ≤ 0.8), drawn 5 : 3; top-p 1 keeps all three; temperature 0.5 squares the
+    /// probabilities before normalising (25 : 9 : 4).
+    #[test]
+    fn nucleus_sampling_draws_from_the_stated_tokens_in_the_stated_proportions() {
+        let logits: Vec<f32> = [0.5f32, 0.3, 0.2].iter().map(|p| p.ln()).collect();
+        let draws = |t: f32, p: f32| {
+            let mut rng = ChaCha8Rng::seed_from_u64(1);
+            let mut counts = [0usize; 3];
+            for _ in 0..20_000 {
+                counts[sample(&logits, t, p, &mut rng) as usize] += 1;
+            }
+            counts.map(|c| c as f64 / 20_000.0)
+        };
+        let nucleus = draws(1.0, 0.6);
+        assert_eq!(nucleus[2], 0.0);
+        assert!((nucleus[0] - 0.625).abs() < 0.015, "{nucleus:?}");
+        let all = draws(1.0, 1.0);
+        assert!((all[2] - 0.2).abs() < 0.015, "{all:?}");
+        let sharp = draws(0.5, 1.0);
+        assert!((sharp[0] - 25.0 / 38.0).abs() < 0.015, "{sharp:?}");
+        assert!((sharp[2] - 4.0 / 38.0).abs() < 0.015, "{sharp:?}");
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_equal_values() {
+        assert_eq!(argmax(&[0.1, 0.7, 0.7, 0.2]), 1);
+    }
+}
