@@ -164,6 +164,27 @@ def python_bench(repeats, threads):
     return out
 
 
+def left_padded(seqs, pad_id):
+    """Token id lists left-padded into one batch: ids, attention mask, padding per row."""
+    import torch
+
+    n = max(len(s) for s in seqs)
+    pad = [n - len(s) for s in seqs]
+    ids = torch.tensor([[pad_id] * p + s for p, s in zip(pad, seqs)])
+    mask = torch.tensor([[0] * p + [1] * (n - p) for p in pad])
+    return ids, mask, pad
+
+
+def hidden_at(model, layer, pad_id, seqs, positions):
+    """Block `layer`'s output at token `positions[i]` of each of `seqs` (one padded forward)."""
+    import torch
+
+    ids, mask, pad = left_padded(seqs, pad_id)
+    pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    hs = model(ids, attention_mask=mask, position_ids=pos_ids, output_hidden_states=True).hidden_states[layer + 1]
+    return hs[torch.arange(len(seqs)), torch.tensor([p + q for p, q in zip(positions, pad)])]
+
+
 def ravel_recipe(model, repeats, dtype):
     """The RAVEL recipe's training step on the Rust bench's examples (same token ids) with the
     Rust bench's settings (layer, k rotated dimensions, batch, Adam's rate; `subspace ravel`'s
@@ -178,29 +199,18 @@ def ravel_recipe(model, repeats, dtype):
     if isinstance(pad_id, list):
         pad_id = pad_id[0]
 
-    def left_padded(seqs):
-        n = max(len(s) for s in seqs)
-        ids = torch.tensor([[pad_id] * (n - len(s)) + s for s in seqs])
-        mask = torch.tensor([[0] * (n - len(s)) + [1] * len(s) for s in seqs])
-        return ids, mask, [n - len(s) for s in seqs]
-
-    def hidden_at(seqs, positions):
-        ids, mask, pad = left_padded(seqs)
-        pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        hs = model(ids, attention_mask=mask, position_ids=pos_ids, output_hidden_states=True).hidden_states[layer + 1]
-        return hs[torch.arange(len(seqs)), torch.tensor([p + q for p, q in zip(positions, pad)])]
-
     batches = [rows[i:i + batch] for i in range(0, len(rows), batch)]
 
     def sources_once():
         with torch.no_grad():
-            return [hidden_at([r["source"] for r in b], [r["source_position"] for r in b]) for b in batches]
+            return [hidden_at(model, layer, pad_id, [r["source"] for r in b], [r["source_position"] for r in b])
+                    for b in batches]
 
     once_s = median_time(sources_once, min(repeats, 3))
     sources = sources_once()
     inputs = []
     for b in batches:
-        ids, mask, pad = left_padded([r["base"] for r in b])
+        ids, mask, pad = left_padded([r["base"] for r in b], pad_id)
         cols = torch.tensor([r["base_position"] + p for r, p in zip(b, pad)])
         inputs.append((ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cols,
                        torch.tensor([r["target"] for r in b]), torch.tensor([r["weight"] for r in b], dtype=dtype)))
@@ -286,17 +296,14 @@ def ravel_recipe_same_work(model, repeats, dtype):
 
     def prepare(b):
         """What the Rust pass before training keeps for one minibatch."""
-        seqs = [r["base"] for r in b]
-        n = max(len(s) for s in seqs)
-        pad = [n - len(s) for s in seqs]
-        ids = torch.tensor([[pad_id] * p + s for p, s in zip(pad, seqs)])
+        ids, attn, pad = left_padded([r["base"] for r in b], pad_id)
+        n = ids.shape[1]
         cols = torch.tensor([r["base_position"] + p for r, p in zip(b, pad)])
         frm = int(cols.min())
         pos = torch.tensor([[max(c - p, 0) for c in range(n)] for p in pad])
         allowed = torch.tensor([[[kc <= qc and kc >= p for kc in range(n)] for qc in range(n)] for p in pad])
         mask = torch.where(allowed, 0.0, neg).to(dtype)[:, None]
         with torch.no_grad():
-            attn = torch.tensor([[0] * p + [1] * (n - p) for p in pad])
             h = model(ids, attention_mask=attn, position_ids=pos, output_hidden_states=True).hidden_states[layer]
             past, x = [], h[:, :frm]
             for blk in blocks[layer:]:
@@ -308,18 +315,10 @@ def ravel_recipe_same_work(model, repeats, dtype):
 
     batches = [rows[i:i + batch] for i in range(0, len(rows), batch)]
 
-    def hidden_at(seqs, positions):
-        n = max(len(s) for s in seqs)
-        pad = [n - len(s) for s in seqs]
-        ids = torch.tensor([[pad_id] * p + s for p, s in zip(pad, seqs)])
-        attn = torch.tensor([[0] * p + [1] * (n - p) for p in pad])
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        hs = model(ids, attention_mask=attn, position_ids=pos, output_hidden_states=True).hidden_states[layer + 1]
-        return hs[torch.arange(len(seqs)), torch.tensor([p + q for p, q in zip(positions, pad)])]
-
     def once():
         with torch.no_grad():
-            sources = [hidden_at([r["source"] for r in b], [r["source_position"] for r in b]) for b in batches]
+            sources = [hidden_at(model, layer, pad_id, [r["source"] for r in b], [r["source_position"] for r in b])
+                       for b in batches]
         return sources, [prepare(b) for b in batches]
 
     once_s = median_time(once, min(repeats, 3))
@@ -345,11 +344,7 @@ def ravel_recipe_same_work(model, repeats, dtype):
     def full_loss(b, src, w_):
         """The same loss from a whole forward of the padded batch with a hook (`ravel_recipe`'s
         way): the check that this path computes what it should."""
-        seqs = [r["base"] for r in b]
-        n = max(len(s) for s in seqs)
-        pad = [n - len(s) for s in seqs]
-        ids = torch.tensor([[pad_id] * q + s for q, s in zip(pad, seqs)])
-        attn = torch.tensor([[0] * q + [1] * (n - q) for q in pad])
+        ids, attn, pad = left_padded([r["base"] for r in b], pad_id)
         cols = torch.tensor([r["base_position"] + q for r, q in zip(b, pad)])
 
         def hook(_m, _i, o):

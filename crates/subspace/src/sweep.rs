@@ -33,59 +33,35 @@ pub fn residual_sweep(
     let aligned: Vec<(usize, usize)> = (0..nb)
         .filter_map(|p| (p + ns).checked_sub(nb).map(|q| (p, q)))
         .collect();
-    let n = aligned.len();
-    lm.check_memory(n, nb, false)?;
-    let rows: Vec<&Prompt> = vec![base; n];
-    let batch = lm.batch(&rows);
-    let ctx = lm.model.context(&batch);
-    // Layers below the edited one compute what the clean run computes: start each layer's
-    // batch from the clean run's input to that layer (one trace), not from the embeddings.
-    let stop = Some(lm.stop_flag());
-    let clean = run::trace_until(
-        &lm.model,
-        &lm.batch(&[base]),
-        lm.n_layers() - 1,
-        &[Component::BlockInput],
-        stop,
-    )?;
     let replace = Intervention::Replace;
-    let mut out = Vec::with_capacity(lm.n_layers());
-    for layer in 0..lm.n_layers() {
+    let probs = layer_by_layer(lm, base, aligned.len(), target, |layer| {
         let site = Site::new(layer, component);
-        let sources = Tensor::cat(
-            aligned
-                .iter()
-                .map(|&(_, q)| Ok(source.trace.vector(site, 0, q)?.reshape([1, site_width])))
-                .collect::<Result<Vec<_>>>()?,
-            0,
-        );
+        let sources = aligned
+            .iter()
+            .map(|&(_, q)| Ok(source.trace.vector(site, 0, q)?.reshape([1, site_width])))
+            .collect::<Result<Vec<_>>>()?;
         let cells = aligned
             .iter()
             .enumerate()
             .map(|(row, &(p, _))| Cell { row, column: p })
             .collect();
-        let edit = Edit {
+        Ok(vec![Edit {
             site,
             cells,
-            source: sources,
+            source: Tensor::cat(sources, 0),
             intervention: &replace,
-        };
-        let input = clean
-            .at(Site::new(layer, Component::BlockInput))?
-            .repeat_dim(0, n);
-        let ran = run::Blocks::new(layer..lm.n_layers())
-            .with_edits(std::slice::from_ref(&edit))
-            .stopped_by(stop)
-            .run(&lm.model, &ctx, input)?;
-        let probs = softmax(lm.model.logits_at(ran.h, batch.seq_len - 1), 1);
-        let p = to_host(probs.narrow(1, target as usize, 1).reshape([n]))?;
-        let mut row = vec![f32::NAN; nb];
-        for (&(position, _), v) in aligned.iter().zip(p) {
-            row[position] = v;
-        }
-        out.push(row);
-    }
-    Ok(out)
+        }])
+    })?;
+    Ok(probs
+        .into_iter()
+        .map(|p| {
+            let mut row = vec![f32::NAN; nb];
+            for (&(position, _), v) in aligned.iter().zip(p) {
+                row[position] = v;
+            }
+            row
+        })
+        .collect())
 }
 
 /// `p(target)` after patching one head of `component` (`head_output`, `query`, `key` or
@@ -105,59 +81,76 @@ pub fn head_sweep(
     let source = lm.trace(&pair.source)?;
     check_sweep(lm, &pair.base, &source, target)?;
     let config = &lm.model.config;
-    let heads = component.n_heads(config);
-    let width = component.width(config);
-    lm.check_memory(heads, pair.base.len(), false)?;
-    let rows: Vec<&Prompt> = vec![&pair.base; heads];
-    let batch = lm.batch(&rows);
+    let (heads, width, hd) = (
+        component.n_heads(config),
+        component.width(config),
+        config.head_dim(),
+    );
+    let replace = Intervention::Replace;
+    layer_by_layer(lm, &pair.base, heads, target, |layer| {
+        // The source's whole vector (all heads) at each edited token, `[tokens, width]`; row h
+        // patches head h from its slice.
+        let whole = source.trace.at(Site::new(layer, component))?;
+        let sources = Tensor::cat(
+            pair.positions
+                .iter()
+                .map(|a| whole.clone().narrow(1, a.source, 1).reshape([1, width]))
+                .collect(),
+            0,
+        );
+        Ok((0..heads)
+            .map(|h| Edit {
+                site: Site::head(layer, component, h),
+                cells: pair
+                    .positions
+                    .iter()
+                    .map(|a| Cell {
+                        row: h,
+                        column: a.base,
+                    })
+                    .collect(),
+                source: sources.clone().narrow(1, h * hd, hd),
+                intervention: &replace,
+            })
+            .collect())
+    })
+}
+
+/// For every layer, `p(target)` in each of `rows` copies of `base` run from the clean run's
+/// input to that layer with the layer's `edits`: `result[layer][row]`. Layers below the edited
+/// one compute what the clean run computes, so each layer's batch starts from the clean run's
+/// input to it (one trace), not from the embeddings.
+fn layer_by_layer<'a>(
+    lm: &LanguageModel,
+    base: &Prompt,
+    rows: usize,
+    target: u32,
+    mut edits: impl FnMut(usize) -> Result<Vec<Edit<'a>>>,
+) -> Result<Vec<Vec<f32>>> {
+    lm.check_memory(rows, base.len(), false)?;
+    let batch = lm.batch(&vec![base; rows]);
     let ctx = lm.model.context(&batch);
     let stop = Some(lm.stop_flag());
     let clean = run::trace_until(
         &lm.model,
-        &lm.batch(&[&pair.base]),
+        &lm.batch(&[base]),
         lm.n_layers() - 1,
         &[Component::BlockInput],
         stop,
     )?;
-    let replace = Intervention::Replace;
     let mut out = Vec::with_capacity(lm.n_layers());
     for layer in 0..lm.n_layers() {
-        // Row h patches head h: one edit per head, each on its own row.
-        let whole = source.trace.at(Site::new(layer, component))?;
-        let sources: Vec<Tensor<2>> = pair
-            .positions
-            .iter()
-            .map(|a| whole.clone().narrow(1, a.source, 1).reshape([1, width]))
-            .collect();
-        let edits: Vec<Edit> = (0..heads)
-            .map(|h| {
-                let site = Site::head(layer, component, h);
-                let hd = config.head_dim();
-                Edit {
-                    site,
-                    cells: pair
-                        .positions
-                        .iter()
-                        .map(|a| Cell {
-                            row: h,
-                            column: a.base,
-                        })
-                        .collect(),
-                    source: Tensor::cat(sources.clone(), 0).narrow(1, h * hd, hd),
-                    intervention: &replace,
-                }
-            })
-            .collect();
+        let edits = edits(layer)?;
         let input = clean
             .at(Site::new(layer, Component::BlockInput))?
-            .repeat_dim(0, heads);
+            .repeat_dim(0, rows);
         let ran = run::Blocks::new(layer..lm.n_layers())
             .with_edits(&edits)
             .stopped_by(stop)
             .run(&lm.model, &ctx, input)?;
         let probs = softmax(lm.model.logits_at(ran.h, batch.seq_len - 1), 1);
         out.push(to_host(
-            probs.narrow(1, target as usize, 1).reshape([heads]),
+            probs.narrow(1, target as usize, 1).reshape([rows]),
         )?);
     }
     Ok(out)

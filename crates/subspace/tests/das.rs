@@ -218,21 +218,7 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
     use burn::tensor::activation::softmax;
 
     let lm = common::tiny();
-    let texts = [
-        ("the quick brown fox jumps over the lazy", "a cat", 2, 1),
-        ("one dog", "the red house is near the green tree by", 1, 6),
-        ("my old car goes down the", "his new bike goes up a", 3, 3),
-    ];
-    let examples: Vec<Example> = texts
-        .iter()
-        .map(|&(b, s, bp, sp)| {
-            lm.pair(b, s)
-                .unwrap()
-                .at_positions(bp, sp)
-                .unwrap()
-                .with_target(7)
-        })
-        .collect();
+    let examples = tiny_examples(&lm, &PADDED[..3]);
     let iv = Intervention::random_rotation(lm.hidden_size(), 5, 3, &lm.device()).unwrap();
     for layer in [0, 1] {
         let site = Site::block_output(layer);
@@ -247,22 +233,19 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
     }
 }
 
-/// Minibatches of 2 over 5 examples (3 a epoch): the given order in epoch 0, a permutation of
-/// every example in each later epoch (the same for the same seed, another for another seed),
-/// and each minibatch, whatever its order and padding, sees what patching each pair alone sees.
-#[test]
-fn minibatches_are_reshuffled_each_epoch_and_still_see_what_evaluation_sees() {
-    use burn::tensor::activation::softmax;
+/// (base, source, base position, source position) on the tiny model: prompts of different
+/// lengths, so that a batch of them is padded.
+const PADDED: [(&str, &str, usize, usize); 5] = [
+    ("the quick brown fox jumps over the lazy", "a cat", 2, 1),
+    ("one dog", "the red house is near the green tree by", 1, 6),
+    ("my old car goes down the", "his new bike goes up a", 3, 3),
+    ("the lazy dog jumps over", "a quick fox", 4, 2),
+    ("near the green tree", "one dog and a cat", 3, 0),
+];
 
-    let lm = common::tiny();
-    let texts = [
-        ("the quick brown fox jumps over the lazy", "a cat", 2, 1),
-        ("one dog", "the red house is near the green tree by", 1, 6),
-        ("my old car goes down the", "his new bike goes up a", 3, 3),
-        ("the lazy dog jumps over", "a quick fox", 4, 2),
-        ("near the green tree", "one dog and a cat", 3, 0),
-    ];
-    let examples: Vec<Example> = texts
+/// Examples of `texts` with target id 7.
+fn tiny_examples(lm: &LanguageModel, texts: &[(&str, &str, usize, usize)]) -> Vec<Example> {
+    texts
         .iter()
         .map(|&(b, s, bp, sp)| {
             lm.pair(b, s)
@@ -271,7 +254,18 @@ fn minibatches_are_reshuffled_each_epoch_and_still_see_what_evaluation_sees() {
                 .unwrap()
                 .with_target(7)
         })
-        .collect();
+        .collect()
+}
+
+/// Minibatches of 2 over 5 examples (3 a epoch): the given order in epoch 0, a permutation of
+/// every example in each later epoch (the same for the same seed, another for another seed),
+/// and each minibatch, whatever its order and padding, sees what patching each pair alone sees.
+#[test]
+fn minibatches_are_reshuffled_each_epoch_and_still_see_what_evaluation_sees() {
+    use burn::tensor::activation::softmax;
+
+    let lm = common::tiny();
+    let examples = tiny_examples(&lm, &PADDED);
     let site = Site::block_output(1);
     let objective = DasObjective::new(&lm, site, &examples, Some(2))
         .unwrap()

@@ -460,18 +460,7 @@ pub fn run_with_progress<'a>(
         if let Some(stop) = &config.stop {
             das = das.with_stop(stop.clone());
         }
-        let prepared = DasObjective::new(lm, site, &all, Some(config.batch))
-            .map_err(|e| match e {
-                SubspaceError::Interrupted { step, .. } if das.checkpoint.is_some() => {
-                    SubspaceError::Interrupted {
-                        step,
-                        resume: "stopped while preparing the examples, before any step; the checkpoint is as it was: train again to resume".into(),
-                    }
-                }
-                other => other,
-            })?
-            .with_order_seed(config.seed)
-            .with_active(trained);
+        let prepared = DasObjective::for_config(lm, &all, &das)?.with_active(trained);
         let report = train::train_with(lm, &mut intervention, &all, &prepared, &das, |s| {
             progress(RunEvent::Step(s))
         })?;

@@ -81,17 +81,7 @@ pub fn train(
     config.validate()?;
     intervention.check(lm.site_width(config.site)?)?;
     Params::of(intervention)?;
-    let objective = match DasObjective::new(lm, config.site, examples, config.batch_size)
-        .map(|o| o.with_order_seed(config.seed))
-    {
-        Err(SubspaceError::Interrupted { step, .. }) if config.checkpoint.is_some() => {
-            return Err(SubspaceError::Interrupted {
-                step,
-                resume: "stopped while preparing the examples, before any step; the checkpoint is as it was: train again to resume".into(),
-            });
-        }
-        other => other?,
-    };
+    let objective = DasObjective::for_config(lm, examples, config)?;
     train_with(lm, intervention, examples, &objective, config, progress)
 }
 

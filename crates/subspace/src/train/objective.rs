@@ -104,6 +104,24 @@ impl<'a> DasObjective<'a> {
         self.site
     }
 
+    /// The objective [`super::train`] builds for `config`: its site, batch size and order seed.
+    /// A stop while the examples are prepared says that a checkpoint, if any, is untouched.
+    pub fn for_config(
+        lm: &'a LanguageModel,
+        examples: &[Example],
+        config: &super::DasConfig,
+    ) -> Result<Self> {
+        match DasObjective::new(lm, config.site, examples, config.batch_size) {
+            Err(SubspaceError::Interrupted { step, .. }) if config.checkpoint.is_some() => {
+                Err(SubspaceError::Interrupted {
+                    step,
+                    resume: "stopped while preparing the examples, before any step; the checkpoint is as it was: train again to resume".into(),
+                })
+            }
+            other => Ok(other?.with_order_seed(config.seed)),
+        }
+    }
+
     /// Draws the order of each epoch after the first with `seed`.
     pub fn with_order_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
