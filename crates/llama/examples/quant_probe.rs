@@ -33,13 +33,24 @@ fn main() {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(30);
-    for (m, k, n) in [
+    // SHAPE=m,k,n runs one shape only.
+    let one: Option<(usize, usize, usize)> = std::env::var("SHAPE").ok().map(|s| {
+        let v: Vec<usize> = s.split(',').map(|x| x.parse().unwrap()).collect();
+        (v[0], v[1], v[2])
+    });
+    let all = [
         (9, 576, 1536),
         (9, 1536, 576),
         (6, 576, 576),
+        (32, 576, 1536),
         (64, 576, 1536),
+        (64, 1536, 576),
+        (160, 576, 576),
+        (512, 576, 1536),
         (1, 576, 49152),
-    ] {
+    ];
+    let shapes: Vec<(usize, usize, usize)> = one.map(|s| vec![s]).unwrap_or(all.to_vec());
+    for (m, k, n) in shapes {
         let ws: Vec<QuantMatrix> = (0..copies).map(|i| random_q4_1(n, k, i as u64)).collect();
         let dense: Vec<Tensor<2>> = ws
             .iter()
@@ -58,13 +69,16 @@ fn main() {
             .collect();
         let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
         let flops = 2.0 * (m * k * n) as f64 * copies as f64;
+        // The fastest of 7 runs after a warm-up: the least disturbed by the rest of the machine.
         let time = |f: &dyn Fn()| {
             f();
-            let t = Instant::now();
-            for _ in 0..5 {
-                f();
-            }
-            t.elapsed().as_secs_f64() / 5.0
+            (0..7)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
         };
         let q = time(&|| {
             for w in &ws {

@@ -13,7 +13,9 @@
 //! compiled three times: for AVX-512, for AVX2 + FMA, and without either ([`Kernels`]); the
 //! widest one the CPU has is picked at run time. The AVX-512 forward is written with intrinsics
 //! instead (module `avx512` below): the compiler spilled the portable body's accumulators.
-//! Rows are shared between threads with rayon, for products large enough to pay for it.
+//! Rows are shared between threads with rayon, for products large enough to pay for it. From
+//! 64 token rows (forward) and 96 (input gradient), with AVX-512, the products go to
+//! [`super::gemm`] instead, where arithmetic rather than the weights' bytes bounds them.
 //!
 //! Results do not depend on timing: each output is summed by one task in a fixed order, and the
 //! per-thread partial sums of [`matmul_w`] are added in task order, so with the same number of
@@ -293,6 +295,14 @@ pub fn matmul_wt_with(level: Kernels, x: &[f32], m: usize, w: &impl PackedRows) 
     level.assert_runs_here();
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), m * k, "x must be [m, {k}]");
+    #[cfg(target_arch = "x86_64")]
+    if level.is_avx512()
+        && m >= super::gemm::min_rows().0
+        && !(level == Kernels::Avx512Bf16 && w.bf16_row(0).is_some())
+    {
+        // SAFETY: `assert_runs_here` checked that the CPU has AVX-512F.
+        return unsafe { super::gemm::matmul_wt(x, m, w) };
+    }
     // Parallel tasks own contiguous pieces of `yᵀ` (`[n, m]`), transposed into `y` at the end.
     let threads = rayon::current_num_threads().max(1);
     let per_task = n.div_ceil(4 * threads).clamp(16, 256).next_multiple_of(4);
@@ -378,6 +388,11 @@ pub fn matmul_w_with(level: Kernels, g: &[f32], m: usize, w: &impl PackedRows) -
     level.assert_runs_here();
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(g.len(), m * n, "g must be [m, {n}]");
+    #[cfg(target_arch = "x86_64")]
+    if level.is_avx512() && m >= super::gemm::min_rows().1 {
+        // SAFETY: `assert_runs_here` checked that the CPU has AVX-512F.
+        return unsafe { super::gemm::matmul_w(g, m, w) };
+    }
     let mut y = vec![0f32; m * k];
     // Rows are split between the threads; each sums its share into its own accumulator and
     // the shares are added at the end (the accumulators are small: `m × cols`).

@@ -7,6 +7,8 @@
 //! dequantiser's own formula.
 
 mod bf16;
+#[cfg(target_arch = "x86_64")]
+mod gemm;
 pub(crate) mod kernel;
 mod matrix;
 mod ops;

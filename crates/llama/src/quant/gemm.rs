@@ -1,0 +1,394 @@
+//! The packed products for many token rows (a training batch, a pass over thousands of prompt
+//! tokens), written as a register-blocked GEMM with AVX-512.
+//!
+//! For a few tokens the products stream the weights (each is used once per token, so bytes
+//! bound them) and [`super::kernel`]'s dot-product tiles are the right shape. With tens of rows
+//! or more the arithmetic bounds them, and a dot-product tile pays for a horizontal sum per
+//! output and for loading both operands at every step. Here each product is computed transposed
+//! (`yᵀ = W · xᵀ` for the forward, `yᵀ = Wᵀ · gᵀ` for the input gradient) by one outer-product
+//! micro-kernel: a tile of 12 weight rows (or columns) × 32 tokens accumulates in 24 registers;
+//! each step loads the 32 tokens' values once (two vectors of the token-major copy of the
+//! activations, made once per call) and broadcasts 12 weights, 24 fused multiply-adds for 14
+//! loads and no horizontal sums. The weights are widened to `f32` with the dequantiser's own
+//! formula: the forward widens a tile's 12 rows into a buffer that stays in L1 (again for each
+//! block of token panels that fits in L2); the input gradient widens the whole matrix once per
+//! call into strips of 12 columns.
+//!
+//! Measured on 2 cores of an AMD EPYC (Zen 4, AVX-512; `--example quant_probe`, BENCHMARKS.md):
+//! 64 × 576 × 1536 forward 156–177 GFLOP/s against the tiles' 140–144, 512 rows 182–190.
+//!
+//! Each output is summed by one micro-kernel call in a fixed order, so results do not depend on
+//! the number of threads.
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use super::packed::PackedRows;
+
+/// Weight rows (or columns) per micro-kernel tile.
+const MR: usize = 12;
+/// Tokens per micro-kernel tile (two 16-lane vectors).
+const NR: usize = 32;
+
+/// Fewest token rows for which these products beat the dot-product tiles, forward and input
+/// gradient (measured with `--example quant_probe` on 576 × 1536: below them the weights'
+/// bytes, not the arithmetic, bound a product, and a panel of 32 tokens is partly empty).
+/// `SUBSPACE_GEMM_MIN_ROWS` sets both, to measure either path on the same shapes.
+pub(super) fn min_rows() -> (usize, usize) {
+    use std::sync::OnceLock;
+    static MIN_ROWS: OnceLock<(usize, usize)> = OnceLock::new();
+    *MIN_ROWS.get_or_init(|| {
+        match std::env::var("SUBSPACE_GEMM_MIN_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(rows) => (rows, rows),
+            None => (64, 96),
+        }
+    })
+}
+
+/// Buffers kept between calls, so that a product's scratch space (megabytes for a long pass)
+/// is neither zeroed nor faulted in from the kernel again each time. A buffer is taken out of
+/// the pool for the whole call, so a call that rayon starts on this thread while another waits
+/// finds the pool without it and allocates its own.
+mod scratch {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A buffer of `len` values whose contents are unspecified (left from an earlier use):
+    /// the smallest pooled one that holds `len` values, else the largest (grown).
+    pub(super) fn take(len: usize) -> Vec<f32> {
+        let mut v = POOL
+            .with(|p| {
+                let mut p = p.try_borrow_mut().ok()?;
+                let fits = (0..p.len())
+                    .filter(|&i| p[i].capacity() >= len)
+                    .min_by_key(|&i| p[i].capacity());
+                let pick = fits.or_else(|| (0..p.len()).max_by_key(|&i| p[i].capacity()))?;
+                Some(p.swap_remove(pick))
+            })
+            .unwrap_or_default();
+        v.resize(len, 0.0);
+        v
+    }
+
+    /// Returns a buffer to this thread's pool (at most four are kept).
+    pub(super) fn give(v: Vec<f32>) {
+        POOL.with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut()
+                && p.len() < 4
+            {
+                p.push(v);
+            }
+        });
+    }
+}
+
+/// `x` (`[m, k]`, row-major) as `⌈m / 32⌉` panels of `[depth, 32]`: panel `p`, step `c`, lane
+/// `j` holds `x[32 p + j][c]`, zero past the last row and past step `k` (`depth ≥ k` is `k`
+/// rounded up to the micro-kernel's 16 steps): the layout the micro-kernel loads from. (A buffer
+/// from [`scratch`]: give it back.)
+fn token_panels(x: &[f32], m: usize, k: usize, depth: usize) -> Vec<f32> {
+    let panels = m.div_ceil(NR);
+    let mut out = scratch::take(panels * depth * NR);
+    out.par_chunks_mut(depth * NR)
+        .enumerate()
+        .for_each(|(p, panel)| {
+            let tokens = NR.min(m - p * NR);
+            // 16 steps at a time: their 2 KiB of the panel stay in L1 while every token's run
+            // of 16 values is written into them.
+            for c0 in (0..k).step_by(16) {
+                let steps = (k - c0).min(16);
+                for j in 0..NR {
+                    if j < tokens {
+                        let row = &x[(p * NR + j) * k + c0..(p * NR + j) * k + c0 + steps];
+                        for (c, &v) in row.iter().enumerate() {
+                            panel[(c0 + c) * NR + j] = v;
+                        }
+                    } else {
+                        for c in 0..steps {
+                            panel[(c0 + c) * NR + j] = 0.0;
+                        }
+                    }
+                }
+            }
+            panel[k * NR..].fill(0.0);
+        });
+    out
+}
+
+/// How a tile's weights are laid out for [`micro`]: weight `i` of step `s` is at
+/// `(s / 16) · chunk + i · A_ROW + (s % 16) · step` (`A_ROW` is a compile-time constant so
+/// that the 12 broadcasts of a step use fixed offsets, not 12 address registers).
+#[derive(Clone, Copy)]
+struct Layout {
+    chunk: usize,
+    step: usize,
+}
+
+/// `y[(t0 + j) · ldy + i] = Σ_s a(i, s) · b[s · 32 + j]` for `i < R` and the first `tokens ≤
+/// 32` lanes `j`, summed in the order of `s < depth` (a multiple of 16), `a(i, s)` where
+/// [`Layout`] places it: a tile of the transposed product, written back in the caller's
+/// `[tokens, outputs]` layout (through a small buffer that stays in L1, so the transposition
+/// costs no pass over memory).
+///
+/// # Safety
+/// The CPU must have AVX-512F; `a` and `b` must hold every element named above, and `y` every
+/// `y[(t0 + j) · ldy + i]`, which no other thread writes meanwhile.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro<const R: usize, const A_ROW: usize>(
+    a: *const f32,
+    layout: Layout,
+    b: *const f32,
+    depth: usize,
+    (y, ldy, tokens): (*mut f32, usize, usize),
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..depth / 16 {
+        let mut sp = ap;
+        for _ in 0..16 {
+            // SAFETY: the caller guarantees the extents.
+            unsafe {
+                let b0 = _mm512_loadu_ps(bp);
+                let b1 = _mm512_loadu_ps(bp.add(16));
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*sp.add(i * A_ROW));
+                    acc_i[0] = _mm512_fmadd_ps(av, b0, acc_i[0]);
+                    acc_i[1] = _mm512_fmadd_ps(av, b1, acc_i[1]);
+                }
+                sp = sp.add(layout.step);
+                bp = bp.add(NR);
+            }
+        }
+        // SAFETY: as above.
+        ap = unsafe { ap.add(layout.chunk) };
+    }
+    let mut tile = [[0f32; NR]; R];
+    for (t, acc_i) in tile.iter_mut().zip(&acc) {
+        // SAFETY: `t` holds 32 values.
+        unsafe {
+            _mm512_storeu_ps(t.as_mut_ptr(), acc_i[0]);
+            _mm512_storeu_ps(t.as_mut_ptr().add(16), acc_i[1]);
+        }
+    }
+    for j in 0..tokens {
+        for (i, t) in tile.iter().enumerate() {
+            // SAFETY: the caller guarantees that `y` holds this element and that it is ours.
+            unsafe { *y.add(j * ldy + i) = t[j] };
+        }
+    }
+}
+
+/// [`micro`] for a run-time tile height `rows ≤ 12`.
+///
+/// # Safety
+/// As [`micro`].
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro_rows<const A_ROW: usize>(
+    rows: usize,
+    a: *const f32,
+    layout: Layout,
+    b: *const f32,
+    depth: usize,
+    out: (*mut f32, usize, usize),
+) {
+    // SAFETY: forwarded.
+    unsafe {
+        match rows {
+            1 => micro::<1, A_ROW>(a, layout, b, depth, out),
+            2 => micro::<2, A_ROW>(a, layout, b, depth, out),
+            3 => micro::<3, A_ROW>(a, layout, b, depth, out),
+            4 => micro::<4, A_ROW>(a, layout, b, depth, out),
+            5 => micro::<5, A_ROW>(a, layout, b, depth, out),
+            6 => micro::<6, A_ROW>(a, layout, b, depth, out),
+            7 => micro::<7, A_ROW>(a, layout, b, depth, out),
+            8 => micro::<8, A_ROW>(a, layout, b, depth, out),
+            9 => micro::<9, A_ROW>(a, layout, b, depth, out),
+            10 => micro::<10, A_ROW>(a, layout, b, depth, out),
+            11 => micro::<11, A_ROW>(a, layout, b, depth, out),
+            _ => micro::<12, A_ROW>(a, layout, b, depth, out),
+        }
+    }
+}
+
+/// The result's storage, written by several threads at once, each to its own outputs.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: every task writes a disjoint set of elements (its own tiles' outputs), and the
+// buffer outlives the parallel loop.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The element at `offset` (a method, so that closures capture the whole `Shared`).
+    ///
+    /// # Safety
+    /// `offset` must be within the buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller guarantees the extent.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Token panels multiplied before the next tile of weights: as many as fit in 256 KiB (half
+/// of a core's L2 or less), so that the panels a tile is multiplied with stay in cache instead
+/// of being streamed again from memory for every tile.
+fn panels_per_block(depth: usize) -> usize {
+    ((256 << 10) / (depth * NR * 4)).max(1)
+}
+
+/// Tiles of 12 weight rows per parallel task: enough tasks for every thread to stay busy, few
+/// enough that each pays for waking it.
+fn tiles_per_task(tiles: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    tiles.div_ceil(4 * threads).max(1)
+}
+
+/// `y = x · Wᵀ`: `x` is `[m, cols]`, the result `[m, rows]`.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn matmul_wt<W: PackedRows>(x: &[f32], m: usize, w: &W) -> Vec<f32> {
+    let (n, k) = (w.rows(), w.cols());
+    assert!(x.len() == m * k && m > 0);
+    assert!(k.is_multiple_of(16), "packed rows hold whole blocks of 32");
+    let xp = token_panels(x, m, k, k);
+    let mut y = vec![0f32; m * n];
+    let out = Shared(y.as_mut_ptr());
+    let tiles = n.div_ceil(MR);
+    let per_task = tiles_per_task(tiles);
+    let block = panels_per_block(k);
+    (0..tiles.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            // The tile's rows interleaved in runs of 16 (`[k / 16][12][16]`), so that a step's
+            // 12 weights lie in one 768-byte run that the micro-kernel walks through in order.
+            let mut wbuf = vec![0f32; MR * k];
+            let mut row = vec![0f32; k];
+            let tiles = task * per_task..((task + 1) * per_task).min(tiles);
+            for first_panel in (0..m.div_ceil(NR)).step_by(block) {
+                let panels = first_panel..(first_panel + block).min(m.div_ceil(NR));
+                for tile in tiles.clone() {
+                    let r0 = tile * MR;
+                    let rows = (n - r0).min(MR);
+                    for i in 0..rows {
+                        // SAFETY: this function runs only where the CPU has AVX-512F.
+                        unsafe { w.dequantize_row_avx512(r0 + i, &mut row) };
+                        for (c, run) in row.chunks_exact(16).enumerate() {
+                            let at = (c * MR + i) * 16;
+                            wbuf[at..at + 16].copy_from_slice(run);
+                        }
+                    }
+                    for p in panels.clone() {
+                        let t0 = p * NR;
+                        // SAFETY: AVX-512F as above; `wbuf` holds `k / 16` runs of `12 × 16`,
+                        // panel `p` of `xp` `k × 32`; `y` is `[m, n]` and this task alone writes
+                        // its columns `r0 .. r0 + rows`, here for tokens `t0 .. m`.
+                        unsafe {
+                            micro_rows::<16>(
+                                rows,
+                                wbuf.as_ptr(),
+                                Layout {
+                                    chunk: MR * 16,
+                                    step: 1,
+                                },
+                                xp.as_ptr().add(p * k * NR),
+                                k,
+                                (out.at(t0 * n + r0), n, (m - t0).min(NR)),
+                            )
+                        };
+                    }
+                }
+            }
+        });
+    scratch::give(xp);
+    y
+}
+
+/// `y = g · W`: `g` is `[m, rows]`, the result `[m, cols]`.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn matmul_w<W: PackedRows>(g: &[f32], m: usize, w: &W) -> Vec<f32> {
+    let (n, k) = (w.rows(), w.cols());
+    assert!(g.len() == m * n && m > 0);
+    // The sums run over the matrix's rows, rounded up to 16 with zeros in both operands.
+    let depth = n.next_multiple_of(16);
+    let gp = token_panels(g, m, n, depth);
+    let tiles = k.div_ceil(MR);
+    // The matrix in `f32`, cut into tiles of 12 columns, each `[n][12]` (one run of 12 per
+    // row): what the micro-kernel walks through in order. Made once per call; the rows are
+    // shared between the threads, each writing its rows' runs.
+    let mut strips = scratch::take(tiles * depth * MR);
+    for tile in strips.chunks_exact_mut(depth * MR) {
+        tile[n * MR..].fill(0.0);
+    }
+    let strips_out = Shared(strips.as_mut_ptr());
+    let rows_per_task = n.div_ceil(4 * rayon::current_num_threads().max(1)).max(1);
+    (0..n.div_ceil(rows_per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            let mut row = vec![0f32; k];
+            for r in task * rows_per_task..((task + 1) * rows_per_task).min(n) {
+                // SAFETY: this function runs only where the CPU has AVX-512F.
+                unsafe { w.dequantize_row_avx512(r, &mut row) };
+                for (t, run) in row.chunks(MR).enumerate() {
+                    // SAFETY: `strips` holds `tiles × depth × 12` values; run `r` of tile `t` is
+                    // written by this task alone (it owns row `r`).
+                    unsafe {
+                        let at = strips_out.at((t * depth + r) * MR);
+                        std::ptr::copy_nonoverlapping(run.as_ptr(), at, run.len());
+                    }
+                }
+            }
+        });
+    let mut y = vec![0f32; m * k];
+    let out = Shared(y.as_mut_ptr());
+    let per_task = tiles_per_task(tiles);
+    let block = panels_per_block(depth);
+    (0..tiles.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            let tiles = task * per_task..((task + 1) * per_task).min(tiles);
+            for first_panel in (0..m.div_ceil(NR)).step_by(block) {
+                let panels = first_panel..(first_panel + block).min(m.div_ceil(NR));
+                for tile in tiles.clone() {
+                    let c0 = tile * MR;
+                    let cols = (k - c0).min(MR);
+                    for p in panels.clone() {
+                        let t0 = p * NR;
+                        // SAFETY: AVX-512F as above; column `c0 + i` of row `s < n` is
+                        // `strips[(tile depth + s) 12 + i]`, panel `p` of `gp` holds `depth × 32`; `y`
+                        // is `[m, k]` and this task alone writes its columns `c0 .. c0 + cols`.
+                        unsafe {
+                            micro_rows::<1>(
+                                cols,
+                                strips.as_ptr().add(tile * depth * MR),
+                                Layout {
+                                    chunk: 16 * MR,
+                                    step: MR,
+                                },
+                                gp.as_ptr().add(p * depth * NR),
+                                depth,
+                                (out.at(t0 * k + c0), k, (m - t0).min(NR)),
+                            )
+                        };
+                    }
+                }
+            }
+        });
+    scratch::give(gp);
+    scratch::give(strips);
+    y
+}
