@@ -48,6 +48,12 @@ RAVEL_EXAMPLES = ROOT / "target" / "bench-ravel-examples.json"
 SKIP_RAVEL = False
 
 
+# The rotations stay in f32 whatever the model's dtype: torch has no bf16 CPU kernels for the QR
+# and matrix exponential of its orthogonal parametrisation; a bf16 model's states are cast to
+# f32 for the rotation and back. (A name, not the dtype: torch is imported in the child only.)
+ROTATION_DTYPE_NAME = "float32"
+
+
 def median_time(fn, repeats):
     fn()
     times = []
@@ -97,7 +103,7 @@ def python_bench(repeats, threads):
     def das_step_fn(bases, sources, positions, targets):
         """The tutorial's training step in plain torch: rotator with torch's orthogonal
         parametrisation (matrix_exp), patch the first dimension, cross-entropy, Adam."""
-        rotator = torch.nn.Linear(d, d, bias=False, dtype=dtype)
+        rotator = torch.nn.Linear(d, d, bias=False, dtype=getattr(torch, ROTATION_DTYPE_NAME))
         torch.nn.init.orthogonal_(rotator.weight)
         rotator = torch.nn.utils.parametrizations.orthogonal(rotator)
         opt = torch.optim.Adam(rotator.parameters())
@@ -118,9 +124,9 @@ def python_bench(repeats, threads):
                 rows = torch.arange(hs.shape[0])
                 cols = torch.tensor([pad[r] + positions[0][r] for r in range(hs.shape[0])])
                 base = hs[rows, cols]
-                rb, rs = rotator(base), rotator(src_vecs)
+                rb, rs = rotator(base.to(getattr(torch, ROTATION_DTYPE_NAME))), rotator(src_vecs.to(getattr(torch, ROTATION_DTYPE_NAME)))
                 mixed = torch.cat([rs[:, :1], rb[:, 1:]], dim=1)
-                patched = mixed @ rotator.weight  # the true inverse of x -> x W^T
+                patched = (mixed @ rotator.weight).to(hs.dtype)  # the true inverse of x -> x W^T
                 hs = hs.clone()
                 hs[rows, cols] = patched
                 return (hs,) + tuple(o[1:]) if isinstance(o, tuple) else hs
@@ -214,7 +220,7 @@ def ravel_recipe(model, repeats, dtype):
         cols = torch.tensor([r["base_position"] + p for r, p in zip(b, pad)])
         inputs.append((ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cols,
                        torch.tensor([r["target"] for r in b]), torch.tensor([r["weight"] for r in b], dtype=dtype)))
-    rotate = torch.nn.Linear(d, k, bias=False, dtype=dtype)
+    rotate = torch.nn.Linear(d, k, bias=False, dtype=getattr(torch, ROTATION_DTYPE_NAME))
     torch.nn.init.orthogonal_(rotate.weight)
     rotate = torch.nn.utils.parametrizations.orthogonal(rotate)
     opt = torch.optim.Adam(rotate.parameters(), lr=lr)
@@ -231,7 +237,7 @@ def ravel_recipe(model, repeats, dtype):
             hs = o[0] if isinstance(o, tuple) else o
             rows_ = torch.arange(hs.shape[0])
             base = hs[rows_, cols]
-            w_ = rotate.weight  # k x d, orthonormal rows
+            w_ = rotate.weight.to(hs.dtype)  # k x d, orthonormal rows
             patched = base + ((src - base) @ w_.T) @ w_
             hs = hs.clone()
             hs[rows_, cols] = patched
@@ -323,7 +329,7 @@ def ravel_recipe_same_work(model, repeats, dtype):
 
     once_s = median_time(once, min(repeats, 3))
     sources, prepared = once()
-    rotate = torch.nn.Linear(d, k, bias=False, dtype=dtype)
+    rotate = torch.nn.Linear(d, k, bias=False, dtype=getattr(torch, ROTATION_DTYPE_NAME))
     torch.nn.init.orthogonal_(rotate.weight)
     rotate = torch.nn.utils.parametrizations.orthogonal(rotate)
     opt = torch.optim.Adam(rotate.parameters(), lr=lr)
@@ -365,14 +371,14 @@ def ravel_recipe_same_work(model, repeats, dtype):
         return (torch.nn.functional.cross_entropy(logits, tgt, reduction="none") * w).sum() / w.sum()
 
     with torch.no_grad():
-        check = abs(float(loss_of(prepared[0], sources[0], rotate.weight))
-                    - float(full_loss(batches[0], sources[0], rotate.weight)))
+        w0 = rotate.weight.to(dtype)
+        check = abs(float(loss_of(prepared[0], sources[0], w0)) - float(full_loss(batches[0], sources[0], w0)))
 
     def step():
         i = state["i"] % len(prepared)
         state["i"] += 1
         opt.zero_grad()
-        loss = loss_of(prepared[i], sources[i], rotate.weight)
+        loss = loss_of(prepared[i], sources[i], rotate.weight.to(dtype))
         loss.backward()
         opt.step()
 
@@ -399,7 +405,7 @@ def nnsight_step(tok, repeats, brazil):
     with torch.no_grad():
         with model.trace(RIO):
             source_hidden = model.model.layers[LAYER].output.save()
-    rotator = torch.nn.Linear(d, d, bias=False, dtype=dtype)
+    rotator = torch.nn.Linear(d, d, bias=False, dtype=getattr(torch, ROTATION_DTYPE_NAME))
     torch.nn.init.orthogonal_(rotator.weight)
     rotator = torch.nn.utils.parametrizations.orthogonal(rotator)
     opt = torch.optim.Adam(rotator.parameters())
@@ -410,8 +416,8 @@ def nnsight_step(tok, repeats, brazil):
         with model.trace(PARIS):
             out0 = model.model.layers[LAYER].output
             base = out0[:, POS, :].clone()
-            rb, rs = rotator(base), rotator(source_hidden[:, POS, :])
-            patch = torch.cat([rs[:, :1], rb[:, 1:]], dim=1) @ rotator.weight
+            rb, rs = rotator(base.to(getattr(torch, ROTATION_DTYPE_NAME))), rotator(source_hidden[:, POS, :].to(getattr(torch, ROTATION_DTYPE_NAME)))
+            patch = (torch.cat([rs[:, :1], rb[:, 1:]], dim=1) @ rotator.weight).to(base.dtype)
             out0[:, POS, :] = patch
             logits = model.lm_head.output[:, -1, :].save()
         loss = torch.nn.functional.cross_entropy(logits, target)
