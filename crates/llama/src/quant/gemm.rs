@@ -15,7 +15,8 @@
 //! call into strips of 12 columns.
 //!
 //! Measured on 2 cores of an AMD EPYC (Zen 4, AVX-512; `--example quant_probe`, BENCHMARKS.md):
-//! 64 × 576 × 1536 forward 156–177 GFLOP/s against the tiles' 140–144, 512 rows 182–190.
+//! 64 × 576 × 1536 forward 156–177 GFLOP/s against the tiles' 140–144, 512 rows 182–190; the
+//! LM head's forward for 32 rows 152 against 81.
 //!
 //! Each output is summed by one micro-kernel call in a fixed order, so results do not depend on
 //! the number of threads.
@@ -32,19 +33,21 @@ const MR: usize = 12;
 const NR: usize = 32;
 
 /// Fewest token rows for which these products beat the dot-product tiles, forward and input
-/// gradient (measured with `--example quant_probe` on 576 × 1536: below them the weights'
-/// bytes, not the arithmetic, bound a product, and a panel of 32 tokens is partly empty).
-/// `SUBSPACE_GEMM_MIN_ROWS` sets both, to measure either path on the same shapes.
+/// gradient (measured with `--example quant_probe` on 576 × 1536 and on the 576 × 49152 LM
+/// head: below them the weights' bytes, not the arithmetic, bound a product, and a panel of 32
+/// tokens is partly empty; the input gradient also widens the whole matrix first).
+/// `SUBSPACE_GEMM_MIN_ROWS=N` sets both and `=F,G` each, to measure either path on the same
+/// shapes.
 pub(super) fn min_rows() -> (usize, usize) {
     use std::sync::OnceLock;
     static MIN_ROWS: OnceLock<(usize, usize)> = OnceLock::new();
     *MIN_ROWS.get_or_init(|| {
-        match std::env::var("SUBSPACE_GEMM_MIN_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            Some(rows) => (rows, rows),
-            None => (64, 96),
+        let asked = std::env::var("SUBSPACE_GEMM_MIN_ROWS").unwrap_or_default();
+        let parts: Vec<Option<usize>> = asked.split(',').map(|p| p.trim().parse().ok()).collect();
+        match parts.as_slice() {
+            [Some(rows)] => (*rows, *rows),
+            [Some(forward), Some(gradient)] => (*forward, *gradient),
+            _ => (32, 96),
         }
     })
 }

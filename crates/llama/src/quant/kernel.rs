@@ -14,7 +14,7 @@
 //! widest one the CPU has is picked at run time. The AVX-512 forward is written with intrinsics
 //! instead (module `avx512` below): the compiler spilled the portable body's accumulators.
 //! Rows are shared between threads with rayon, for products large enough to pay for it. From
-//! 64 token rows (forward) and 96 (input gradient), with AVX-512, the products go to
+//! 32 token rows (forward) and 96 (input gradient), with AVX-512, the products go to
 //! [`super::gemm`] instead, where arithmetic rather than the weights' bytes bounds them.
 //!
 //! Results do not depend on timing: each output is summed by one task in a fixed order, and the
