@@ -256,6 +256,64 @@ fn tiles_per_task(tiles: usize) -> usize {
     tiles.div_ceil(4 * threads).max(1)
 }
 
+/// `y` (`[m, outputs]`) from every tile of 12 outputs times every panel of 32 tokens of
+/// `panels` (each `[depth, 32]`, from [`token_panels`]): the tiles are shared between the
+/// threads (each task writes only its tiles' outputs), the panels taken in blocks that fit in
+/// L2. `tile_weights(state, first, count)` gives the weights of outputs `first .. first +
+/// count` where `layout` (and `A_ROW`) place them, valid until its next call; `state` is made
+/// once per task by `task_state`.
+///
+/// # Safety
+/// The CPU must have AVX-512F; each pointer `tile_weights` returns must hold the `count × depth`
+/// weights `layout` names.
+#[target_feature(enable = "avx512f")]
+unsafe fn tiled_product<const A_ROW: usize, S>(
+    m: usize,
+    outputs: usize,
+    (panels, depth): (&[f32], usize),
+    layout: Layout,
+    task_state: impl Fn() -> S + Sync,
+    tile_weights: impl Fn(&mut S, usize, usize) -> *const f32 + Sync,
+) -> Vec<f32> {
+    assert!(panels.len() == m.div_ceil(NR) * depth * NR && depth.is_multiple_of(16));
+    let mut y = vec![0f32; m * outputs];
+    let out = Shared(y.as_mut_ptr());
+    let tiles = outputs.div_ceil(MR);
+    let per_task = tiles_per_task(tiles);
+    let block = panels_per_block(depth);
+    (0..tiles.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            let mut state = task_state();
+            let tiles = task * per_task..((task + 1) * per_task).min(tiles);
+            for first_panel in (0..m.div_ceil(NR)).step_by(block) {
+                let block_panels = first_panel..(first_panel + block).min(m.div_ceil(NR));
+                for tile in tiles.clone() {
+                    let first = tile * MR;
+                    let count = (outputs - first).min(MR);
+                    let a = tile_weights(&mut state, first, count);
+                    for p in block_panels.clone() {
+                        let t0 = p * NR;
+                        // SAFETY: AVX-512F and `a`'s extent as the caller guarantees; panel `p`
+                        // holds `depth × 32` values; `y` is `[m, outputs]` and this task alone
+                        // writes its outputs `first .. first + count`, here for tokens `t0 .. m`.
+                        unsafe {
+                            micro_rows::<A_ROW>(
+                                count,
+                                a,
+                                layout,
+                                panels.as_ptr().add(p * depth * NR),
+                                depth,
+                                (out.at(t0 * outputs + first), outputs, (m - t0).min(NR)),
+                            )
+                        };
+                    }
+                }
+            }
+        });
+    y
+}
+
 /// `y = x · Wᵀ`: `x` is `[m, cols]`, the result `[m, rows]`.
 ///
 /// # Safety
@@ -266,54 +324,27 @@ pub(super) unsafe fn matmul_wt<W: PackedRows>(x: &[f32], m: usize, w: &W) -> Vec
     assert!(x.len() == m * k && m > 0);
     assert!(k.is_multiple_of(16), "packed rows hold whole blocks of 32");
     let xp = token_panels(x, m, k, k);
-    let mut y = vec![0f32; m * n];
-    let out = Shared(y.as_mut_ptr());
-    let tiles = n.div_ceil(MR);
-    let per_task = tiles_per_task(tiles);
-    let block = panels_per_block(k);
-    (0..tiles.div_ceil(per_task))
-        .into_par_iter()
-        .for_each(|task| {
-            // The tile's rows interleaved in runs of 16 (`[k / 16][12][16]`), so that a step's
-            // 12 weights lie in one 768-byte run that the micro-kernel walks through in order.
-            let mut wbuf = vec![0f32; MR * k];
-            let mut row = vec![0f32; k];
-            let tiles = task * per_task..((task + 1) * per_task).min(tiles);
-            for first_panel in (0..m.div_ceil(NR)).step_by(block) {
-                let panels = first_panel..(first_panel + block).min(m.div_ceil(NR));
-                for tile in tiles.clone() {
-                    let r0 = tile * MR;
-                    let rows = (n - r0).min(MR);
-                    for i in 0..rows {
-                        // SAFETY: this function runs only where the CPU has AVX-512F.
-                        unsafe { w.dequantize_row_avx512(r0 + i, &mut row) };
-                        for (c, run) in row.chunks_exact(16).enumerate() {
-                            let at = (c * MR + i) * 16;
-                            wbuf[at..at + 16].copy_from_slice(run);
-                        }
-                    }
-                    for p in panels.clone() {
-                        let t0 = p * NR;
-                        // SAFETY: AVX-512F as above; `wbuf` holds `k / 16` runs of `12 × 16`,
-                        // panel `p` of `xp` `k × 32`; `y` is `[m, n]` and this task alone writes
-                        // its columns `r0 .. r0 + rows`, here for tokens `t0 .. m`.
-                        unsafe {
-                            micro_rows::<16>(
-                                rows,
-                                wbuf.as_ptr(),
-                                Layout {
-                                    chunk: MR * 16,
-                                    step: 1,
-                                },
-                                xp.as_ptr().add(p * k * NR),
-                                k,
-                                (out.at(t0 * n + r0), n, (m - t0).min(NR)),
-                            )
-                        };
-                    }
-                }
+    // Per task: the tile's rows interleaved in runs of 16 (`[k / 16][12][16]`), so that a
+    // step's 12 weights lie in one 768-byte run that the micro-kernel walks through in order;
+    // and one widened row.
+    let task_state = || (vec![0f32; MR * k], vec![0f32; k]);
+    let tile_weights = |(wbuf, row): &mut (Vec<f32>, Vec<f32>), first: usize, count: usize| {
+        for i in 0..count {
+            // SAFETY: this function runs only where the CPU has AVX-512F.
+            unsafe { w.dequantize_row_avx512(first + i, row) };
+            for (c, run) in row.chunks_exact(16).enumerate() {
+                let at = (c * MR + i) * 16;
+                wbuf[at..at + 16].copy_from_slice(run);
             }
-        });
+        }
+        wbuf.as_ptr()
+    };
+    let layout = Layout {
+        chunk: MR * 16,
+        step: 1,
+    };
+    // SAFETY: AVX-512F as above; `wbuf` holds `k / 16` runs of `12 × 16`.
+    let y = unsafe { tiled_product::<16, _>(m, n, (&xp, k), layout, task_state, tile_weights) };
     scratch::give(xp);
     y
 }
@@ -356,41 +387,14 @@ pub(super) unsafe fn matmul_w<W: PackedRows>(g: &[f32], m: usize, w: &W) -> Vec<
                 }
             }
         });
-    let mut y = vec![0f32; m * k];
-    let out = Shared(y.as_mut_ptr());
-    let per_task = tiles_per_task(tiles);
-    let block = panels_per_block(depth);
-    (0..tiles.div_ceil(per_task))
-        .into_par_iter()
-        .for_each(|task| {
-            let tiles = task * per_task..((task + 1) * per_task).min(tiles);
-            for first_panel in (0..m.div_ceil(NR)).step_by(block) {
-                let panels = first_panel..(first_panel + block).min(m.div_ceil(NR));
-                for tile in tiles.clone() {
-                    let c0 = tile * MR;
-                    let cols = (k - c0).min(MR);
-                    for p in panels.clone() {
-                        let t0 = p * NR;
-                        // SAFETY: AVX-512F as above; column `c0 + i` of row `s < n` is
-                        // `strips[(tile depth + s) 12 + i]`, panel `p` of `gp` holds `depth × 32`; `y`
-                        // is `[m, k]` and this task alone writes its columns `c0 .. c0 + cols`.
-                        unsafe {
-                            micro_rows::<1>(
-                                cols,
-                                strips.as_ptr().add(tile * depth * MR),
-                                Layout {
-                                    chunk: 16 * MR,
-                                    step: MR,
-                                },
-                                gp.as_ptr().add(p * depth * NR),
-                                depth,
-                                (out.at(t0 * k + c0), k, (m - t0).min(NR)),
-                            )
-                        };
-                    }
-                }
-            }
-        });
+    let layout = Layout {
+        chunk: 16 * MR,
+        step: MR,
+    };
+    // SAFETY: AVX-512F as above; column `first + i` of row `s < depth` is
+    // `strips[(tile · depth + s) · 12 + i]` for `tile = first / 12`.
+    let strips_of = |_: &mut (), first: usize, _| strips[first / MR * depth * MR..].as_ptr();
+    let y = unsafe { tiled_product::<1, _>(m, k, (&gp, depth), layout, || (), strips_of) };
     scratch::give(gp);
     scratch::give(strips);
     y
