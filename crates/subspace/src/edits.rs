@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 
 use burn::tensor::{Int, Tensor, TensorData};
+use llama::TokenBatch;
 
 use crate::error::Result;
 use crate::intervention::PlacedIntervention;
-use crate::lm::{LanguageModel, Prompt, rows_per_forward};
+use crate::lm::{LanguageModel, TOKENS_PER_FORWARD};
 use crate::pair::Pair;
 use crate::run::{self, Cell, Edit};
 use crate::site::{Component, Site};
@@ -26,9 +27,9 @@ impl LanguageModel {
     }
 
     /// [`LanguageModel::source_vectors`] at several sites, from forwards of the source prompts
-    /// up to the highest of their layers. Each distinct (source prompt, position) is read once
-    /// (RAVEL's training pairs draw their ~4000 sources from ~1400 prompts), in passes of at
-    /// most [`crate::lm::TOKENS_PER_FORWARD`] tokens.
+    /// up to the highest of their layers. Each distinct source prompt cut after its position is
+    /// run once (RAVEL's training pairs draw their ~4000 sources from ~1400 prompts, and fewer
+    /// prefixes), in passes of at most [`crate::lm::TOKENS_PER_FORWARD`] tokens.
     fn source_vectors_at(&self, sites: &[Site], pairs: &[&Pair]) -> Result<Vec<Tensor<2>>> {
         let widths = sites
             .iter()
@@ -37,21 +38,23 @@ impl LanguageModel {
         let Some(top) = sites.iter().map(|s| s.layer).max() else {
             return Ok(Vec::new());
         };
-        // Each edited token's source as an index into the distinct (prompt, position) reads.
-        let mut distinct: Vec<(&Prompt, usize)> = Vec::new();
-        let mut seen: HashMap<(&[u32], usize), usize> = HashMap::new();
-        let slot: Vec<i64> = pairs
-            .iter()
-            .flat_map(|p| p.positions.iter().map(move |a| (&p.source, a.source)))
-            .map(|(prompt, position)| {
-                *seen
-                    .entry((prompt.ids.as_slice(), position))
-                    .or_insert_with(|| {
-                        distinct.push((prompt, position));
-                        distinct.len() - 1
-                    }) as i64
-            })
-            .collect();
+        // Each edited token's source as an index into the distinct reads. A vector at token `p`
+        // depends only on tokens `..=p` (attention is causal), so a read is the prompt cut after
+        // its position, and prompts that share that much share the read: a city named first in
+        // several templates is read once, and no token after the position is run at all.
+        let mut distinct: Vec<&[u32]> = Vec::new();
+        let mut seen: HashMap<&[u32], usize> = HashMap::new();
+        let mut slot: Vec<usize> = Vec::new();
+        for p in pairs {
+            for a in &p.positions {
+                p.source.check_position(a.source, "source")?;
+                let prefix = &p.source.ids[..=a.source];
+                slot.push(*seen.entry(prefix).or_insert_with(|| {
+                    distinct.push(prefix);
+                    distinct.len() - 1
+                }));
+            }
+        }
         if slot.is_empty() {
             return Ok(widths
                 .iter()
@@ -60,13 +63,30 @@ impl LanguageModel {
         }
         let mut components: Vec<Component> = sites.iter().map(|s| s.component).collect();
         components.dedup();
-        let longest = distinct.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
-        // Per site, the distinct reads' vectors, chunk by chunk: each chunk's vectors are copied
+        // Sorted by length, each pass pads little; `rank[i]`: where read `i` lands in that order.
+        let mut order: Vec<usize> = (0..distinct.len()).collect();
+        order.sort_by_key(|&i| distinct[i].len());
+        let mut rank = vec![0; distinct.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i] = r;
+        }
+        // Per site, the distinct reads' vectors, pass by pass: each pass's vectors are copied
         // out (`cat`) so that its trace is freed before the next one runs.
         let mut read: Vec<Vec<Tensor<2>>> = vec![Vec::new(); sites.len()];
-        for chunk in distinct.chunks(rows_per_forward(longest)) {
-            let prompts: Vec<&Prompt> = chunk.iter().map(|(p, _)| *p).collect();
-            let batch = self.batch(&prompts);
+        let mut start = 0;
+        while start < order.len() {
+            // As many reads as fit one pass at the longest of them (the last, sorted).
+            let mut end = start + 1;
+            while end < order.len()
+                && (end + 1 - start) * distinct[order[end]].len() <= TOKENS_PER_FORWARD
+            {
+                end += 1;
+            }
+            let rows: Vec<Vec<u32>> = order[start..end]
+                .iter()
+                .map(|&i| distinct[i].to_vec())
+                .collect();
+            let batch = TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device());
             let traced = run::trace_until(
                 &self.model,
                 &batch,
@@ -75,23 +95,25 @@ impl LanguageModel {
                 Some(self.stop_flag()),
             )?;
             for (s, &site) in sites.iter().enumerate() {
-                let rows = chunk
+                let vectors = rows
                     .iter()
                     .enumerate()
-                    .map(|(row, (_, position))| {
+                    .map(|(row, ids)| {
                         Ok(traced
-                            .vector(site, row, batch.column(row, *position))?
+                            .vector(site, row, batch.column(row, ids.len() - 1))?
                             .reshape([1, widths[s]]))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                read[s].push(Tensor::cat(rows, 0));
+                read[s].push(Tensor::cat(vectors, 0));
             }
+            start = end;
         }
+        let slot: Vec<i64> = slot.into_iter().map(|i| rank[i] as i64).collect();
         let n = slot.len();
         let slot = Tensor::<1, Int>::from_data(TensorData::new(slot, [n]), &self.device());
         Ok(read
             .into_iter()
-            .map(|chunks| Tensor::cat(chunks, 0).select(0, slot.clone()))
+            .map(|passes| Tensor::cat(passes, 0).select(0, slot.clone()))
             .collect())
     }
 

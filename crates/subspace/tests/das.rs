@@ -220,15 +220,21 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
     let lm = common::tiny();
     let examples = tiny_examples(&lm, &PADDED[..3]);
     let iv = Intervention::random_rotation(lm.hidden_size(), 5, 3, &lm.device()).unwrap();
-    for layer in [0, 1] {
+    // Each distinct window its own group, and one group for the whole batch.
+    for (layer, cost) in [(0, 0), (1, 0), (1, usize::MAX)] {
         let site = Site::block_output(layer);
-        let objective = DasObjective::new(&lm, site, &examples, None).unwrap();
+        let objective = DasObjective::new(&lm, site, &examples, None)
+            .unwrap()
+            .with_window_group_cost(cost);
         let probs = to_host(softmax(objective.logits(&iv, 0).unwrap(), 1)).unwrap();
         let vocab = probs.len() / examples.len();
         for (i, e) in examples.iter().enumerate() {
             let alone = lm.patch(&e.pair, &iv.clone().at(site)).unwrap().after;
             let diff = common::max_abs_diff(&probs[i * vocab..(i + 1) * vocab], &alone.probs);
-            assert!(diff < 1e-5, "layer {layer}, example {i}: max |diff| {diff}");
+            assert!(
+                diff < 1e-5,
+                "layer {layer}, cost {cost}, example {i}: max |diff| {diff}"
+            );
         }
     }
 }
@@ -345,7 +351,7 @@ fn weighted_examples_give_the_weighted_mean_of_their_losses() {
     let b = lm
         .pair("over the lazy dog the quick", "brown fox the quick jumps")
         .unwrap()
-        .at_positions(3, 1)
+        .at_positions(4, 1)
         .unwrap()
         .with_target(9);
     let alone = |e: &Example| {
@@ -357,24 +363,31 @@ fn weighted_examples_give_the_weighted_mean_of_their_losses() {
         (la - lb).abs() > 1e-3,
         "the two examples must differ: {la} {lb}"
     );
-    let both = |wa: f32, wb: f32| {
-        let batch = [a.clone().weighted(wa), b.clone().weighted(wb)];
-        f64::from(
-            DasObjective::new(&lm, site, &batch, None)
-                .unwrap()
-                .loss(&iv, 0)
-                .unwrap(),
-        )
-    };
-    let expect = (3.0 * la + 0.5 * lb) / 3.5;
-    assert!(
-        (both(3.0, 0.5) - expect).abs() < 1e-4,
-        "{} vs {expect}",
-        both(3.0, 0.5)
-    );
-    // Equal weights of any size are the plain mean.
-    assert!((both(2.0, 2.0) - (la + lb) / 2.0).abs() < 1e-4);
-    assert!((both(1.0, 1.0) - (la + lb) / 2.0).abs() < 1e-4);
+    // Their windows (columns from the patched token on) differ, so they run in one group or in
+    // one group each.
+    let window = |e: &Example| e.pair.base.len() - e.pair.base_position();
+    assert_ne!(window(&a), window(&b));
+    for cost in [0, usize::MAX] {
+        let both = |wa: f32, wb: f32| {
+            let batch = [a.clone().weighted(wa), b.clone().weighted(wb)];
+            f64::from(
+                DasObjective::new(&lm, site, &batch, None)
+                    .unwrap()
+                    .with_window_group_cost(cost)
+                    .loss(&iv, 0)
+                    .unwrap(),
+            )
+        };
+        let expect = (3.0 * la + 0.5 * lb) / 3.5;
+        assert!(
+            (both(3.0, 0.5) - expect).abs() < 1e-4,
+            "cost {cost}: {} vs {expect}",
+            both(3.0, 0.5)
+        );
+        // Equal weights of any size are the plain mean.
+        assert!((both(2.0, 2.0) - (la + lb) / 2.0).abs() < 1e-4);
+        assert!((both(1.0, 1.0) - (la + lb) / 2.0).abs() < 1e-4);
+    }
 }
 
 /// Each step's learning rate follows the schedule: warm-up 1/(w+1), 2/(w+1), ... then a linear

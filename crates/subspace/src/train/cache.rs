@@ -10,6 +10,7 @@
 //! order (a fresh order each epoch) at the cost of copying cached tensors.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use llama::{ForwardContext, KeyValue, TokenBatch};
@@ -44,9 +45,42 @@ struct CachedExample {
     weight: f32,
 }
 
-/// A minibatch ready for the blocks from the site up.
+/// A minibatch ready for the blocks from the site up: its examples in groups that each run
+/// their own window of columns (see [`window_groups`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
+    pub(crate) groups: Vec<Group>,
+    len: usize,
+}
+
+impl Prepared {
+    /// Examples in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// For each example of the batch, in its order, its row in the groups' rows laid end to end
+    /// (`None` when that is the batch's own order: one group).
+    pub(crate) fn batch_order(&self) -> Option<Vec<usize>> {
+        if self.groups.len() == 1 {
+            return None;
+        }
+        let mut order = vec![0; self.len];
+        for (stacked, &row) in self.groups.iter().flat_map(|g| &g.rows).enumerate() {
+            order[row] = stacked;
+        }
+        Some(order)
+    }
+}
+
+/// Examples of a minibatch that share one window of recomputed columns: left-padded together,
+/// from the first edited column of any of them.
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    /// The group's examples' rows in the minibatch, in its order.
+    pub(crate) rows: Vec<usize>,
+    /// The group's part of the batch's loss: its weight over the batch's.
+    pub(crate) share: f32,
     pub(crate) ctx: ForwardContext,
     /// Stream entering the site's block, columns `from..`.
     pub(crate) h: Tensor<3>,
@@ -64,10 +98,10 @@ pub(crate) struct Prepared {
     pub(crate) weights: Option<Tensor<1>>,
 }
 
-impl Prepared {
-    /// Examples in the batch.
+impl Group {
+    /// Examples in the group.
     pub(crate) fn len(&self) -> usize {
-        self.targets.dims()[0]
+        self.rows.len()
     }
 }
 
@@ -144,15 +178,57 @@ impl SiteCache {
         self.examples.len()
     }
 
-    /// The minibatch of examples `which` (indices into the examples the cache was built from).
-    pub(crate) fn batch(&self, lm: &LanguageModel, which: &[usize]) -> Result<Prepared> {
+    /// The minibatch of examples `which` (indices into the examples the cache was built from),
+    /// in groups of similar windows, a group being worth `group_cost` columns ([`window_groups`]).
+    pub(crate) fn batch(
+        &self,
+        lm: &LanguageModel,
+        which: &[usize],
+        group_cost: usize,
+    ) -> Result<Prepared> {
+        let windows: Vec<usize> = which.iter().map(|&i| self.window(i)).collect();
+        let total: f32 = which.iter().map(|&i| self.examples[i].weight).sum();
+        let groups = window_groups(&windows, group_cost)
+            .into_iter()
+            .map(|rows| {
+                let members: Vec<usize> = rows.iter().map(|&r| which[r]).collect();
+                let weight: f32 = members.iter().map(|&i| self.examples[i].weight).sum();
+                self.group(lm, &members, rows, weight / total)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Prepared {
+            groups,
+            len: which.len(),
+        })
+    }
+
+    /// Example `i`'s target token.
+    pub(crate) fn target(&self, i: usize) -> u32 {
+        self.examples[i].target
+    }
+
+    /// Columns example `i` recomputes: from its first edited token to its prompt's end.
+    fn window(&self, i: usize) -> usize {
+        let e = &self.examples[i];
+        let first = e.positions.iter().copied().min().unwrap_or(0);
+        self.bases[e.base].ids.len() - first
+    }
+
+    /// One group of a minibatch: examples `which`, at `rows` of the batch.
+    fn group(
+        &self,
+        lm: &LanguageModel,
+        which: &[usize],
+        rows: Vec<usize>,
+        share: f32,
+    ) -> Result<Group> {
         let device = lm.device();
         let model = &lm.model;
-        let rows: Vec<Vec<u32>> = which
+        let ids: Vec<Vec<u32>> = which
             .iter()
             .map(|&i| self.bases[self.examples[i].base].ids.clone())
             .collect();
-        let tokens = TokenBatch::new(&rows, self.pad_id, &device);
+        let tokens = TokenBatch::new(&ids, self.pad_id, &device);
         let s = tokens.seq_len;
         let mut cells = Vec::new();
         let mut sources = Vec::with_capacity(which.len());
@@ -234,7 +310,9 @@ impl SiteCache {
                 &device,
             ))
         };
-        Ok(Prepared {
+        Ok(Group {
+            rows,
+            share,
             ctx: if from == 0 {
                 ctx
             } else {
@@ -318,4 +396,88 @@ fn base_states(
             }
         })
         .collect())
+}
+
+/// What running one more group of a minibatch costs, in columns of one example: a group's own
+/// passes through the blocks (dozens of operations each way, whatever its size) and smaller
+/// products. `SUBSPACE_WINDOW_GROUP_COST=N` sets it, to measure it (a large `N`: one window for
+/// the whole batch, as before groups).
+pub(crate) fn default_group_cost() -> usize {
+    static COST: OnceLock<usize> = OnceLock::new();
+    *COST.get_or_init(|| {
+        std::env::var("SUBSPACE_WINDOW_GROUP_COST")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(8)
+    })
+}
+
+/// Splits a minibatch whose examples recompute `windows[r]` columns each into groups (lists of
+/// rows, each in the batch's order) that each run the longest window among them: a left-padded
+/// batch runs every row over the batch's longest window, so a few few-shot prompts whose city
+/// comes early would make every other row recompute twice its columns.
+///
+/// The groups minimise the columns run plus `cost` per group: contiguous runs of the distinct
+/// window lengths, sorted, chosen by dynamic programming (the batch has a few dozen rows and a
+/// handful of distinct lengths).
+pub(crate) fn window_groups(windows: &[usize], cost: usize) -> Vec<Vec<usize>> {
+    let mut lengths: Vec<usize> = windows.to_vec();
+    lengths.sort_unstable();
+    lengths.dedup();
+    let count = |l: usize| windows.iter().filter(|&&w| w == l).count();
+    let counts: Vec<usize> = lengths.iter().map(|&l| count(l)).collect();
+    // best[j]: least cost of the lengths before j, and where its last group starts.
+    let mut best: Vec<(usize, usize)> = vec![(0, 0); lengths.len() + 1];
+    for j in 1..=lengths.len() {
+        best[j] = (0..j)
+            .map(|i| {
+                let rows: usize = counts[i..j].iter().sum();
+                (
+                    best[i]
+                        .0
+                        .saturating_add(rows * lengths[j - 1])
+                        .saturating_add(cost),
+                    i,
+                )
+            })
+            .min()
+            .unwrap_or((0, 0));
+    }
+    // Upper bounds (longest window) of each group, from the last back.
+    let mut bounds = Vec::new();
+    let mut j = lengths.len();
+    while j > 0 {
+        bounds.push(lengths[j - 1]);
+        j = best[j].1;
+    }
+    bounds.reverse();
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); bounds.len()];
+    for (r, w) in windows.iter().enumerate() {
+        let g = bounds.partition_point(|&b| b < *w);
+        groups[g].push(r);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_groups;
+
+    /// Windows 3, 3, 8, 2, 3, 8 at 8 columns a group: one group runs 6 × 8 + 8 = 56 columns,
+    /// {2, 3} and {8} run 4 × 3 + 8 + 2 × 8 + 8 = 44, {2}, {3}, {8} 51, {2}, {3, 8} 58.
+    #[test]
+    fn groups_minimise_the_columns_run_plus_their_cost() {
+        let windows = [3, 3, 8, 2, 3, 8];
+        assert_eq!(window_groups(&windows, 8), [vec![0, 1, 3, 4], vec![2, 5]]);
+        assert_eq!(
+            window_groups(&windows, 0),
+            [vec![3], vec![0, 1, 4], vec![2, 5]]
+        );
+        assert_eq!(window_groups(&windows, 30), [vec![0, 1, 2, 3, 4, 5]]);
+        assert_eq!(
+            window_groups(&windows, usize::MAX),
+            [vec![0, 1, 2, 3, 4, 5]]
+        );
+        assert_eq!(window_groups(&[5, 5], 0), [vec![0, 1]]);
+    }
 }

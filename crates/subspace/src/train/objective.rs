@@ -3,13 +3,13 @@
 
 use std::sync::OnceLock;
 
-use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
+use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::cache::{Prepared, SiteCache};
+use super::cache::{Group, Prepared, SiteCache};
 use super::exp_map;
 use super::params::frame_intervention;
 use crate::error::{Result, SubspaceError};
@@ -33,6 +33,8 @@ pub struct DasObjective<'a> {
     active: Vec<usize>,
     /// The one minibatch, when all active examples fit in one (its order changes nothing).
     whole: OnceLock<Prepared>,
+    /// What one more window group of a minibatch is worth, in columns.
+    group_cost: usize,
 }
 
 impl<'a> DasObjective<'a> {
@@ -81,6 +83,7 @@ impl<'a> DasObjective<'a> {
             seed: 0,
             active: (0..examples.len()).collect(),
             whole: OnceLock::new(),
+            group_cost: super::cache::default_group_cost(),
         })
     }
 
@@ -91,6 +94,17 @@ impl<'a> DasObjective<'a> {
             .into_iter()
             .filter(|&i| i < self.cache.len())
             .collect();
+        self.whole = OnceLock::new();
+        self
+    }
+
+    /// Runs each minibatch in groups of examples with similar windows (columns from the first
+    /// patched token to the prompt's end), one more group being worth `cost` columns of one
+    /// example: 0 gives each distinct window its own group, `usize::MAX` one group for the whole
+    /// batch. What it changes is speed, not the loss (up to rounding). The default is measured
+    /// (BENCHMARKS.md) and `SUBSPACE_WINDOW_GROUP_COST` sets it.
+    pub fn with_window_group_cost(mut self, cost: usize) -> Self {
+        self.group_cost = cost;
         self.whole = OnceLock::new();
         self
     }
@@ -149,12 +163,16 @@ impl<'a> DasObjective<'a> {
     /// Step `i`'s minibatch, assembled from the cache.
     pub(super) fn batch(&self, i: usize) -> Result<Prepared> {
         if self.n_batches() > 1 {
-            return self.cache.batch(self.lm, &self.batch_examples(i));
+            return self
+                .cache
+                .batch(self.lm, &self.batch_examples(i), self.group_cost);
         }
         if let Some(b) = self.whole.get() {
             return Ok(b.clone());
         }
-        let b = self.cache.batch(self.lm, &self.batch_examples(i))?;
+        let b = self
+            .cache
+            .batch(self.lm, &self.batch_examples(i), self.group_cost)?;
         Ok(self.whole.get_or_init(|| b).clone())
     }
 
@@ -172,11 +190,14 @@ impl<'a> DasObjective<'a> {
         }
         let mut hits = Vec::with_capacity(which.len());
         for chunk in which.chunks(batch) {
-            let prepared = self.cache.batch(self.lm, chunk)?;
-            let targets = to_host(prepared.targets.clone().float())?;
+            let prepared = self.cache.batch(self.lm, chunk, self.group_cost)?;
             let logits = self.patched_logits(intervention, &prepared)?;
             let best = to_host(logits.argmax(1).float())?;
-            hits.extend(best.iter().zip(&targets).map(|(b, t)| b == t));
+            hits.extend(
+                best.iter()
+                    .zip(chunk)
+                    .map(|(&b, &i)| b == self.cache.target(i) as f32),
+            );
         }
         Ok(hits)
     }
@@ -195,7 +216,10 @@ impl<'a> DasObjective<'a> {
     /// Next-token logits `[examples, vocab]` of the given examples under `intervention` (e.g.
     /// to score the training examples after training, from the same cache).
     pub fn logits_of(&self, intervention: &Intervention, which: &[usize]) -> Result<Tensor<2>> {
-        self.patched_logits(intervention, &self.cache.batch(self.lm, which)?)
+        self.patched_logits(
+            intervention,
+            &self.cache.batch(self.lm, which, self.group_cost)?,
+        )
     }
 
     /// Loss of batch `i` with the patched rows `base · exp(L.tril(−1) − L.tril(−1)ᵀ)`, and its
@@ -221,41 +245,74 @@ impl<'a> DasObjective<'a> {
         value_and_grad(loss, &leaf)
     }
 
+    /// Next-token logits `[batch, vocab]` of a prepared batch, in the batch's order.
     fn patched_logits(&self, intervention: &Intervention, b: &Prepared) -> Result<Tensor<2>> {
+        let parts = b
+            .groups
+            .iter()
+            .map(|g| self.group_logits(intervention, g))
+            .collect::<Result<Vec<_>>>()?;
+        let stacked = Tensor::cat(parts, 0);
+        Ok(match b.batch_order() {
+            None => stacked,
+            Some(order) => {
+                let order: Vec<i64> = order.into_iter().map(|r| r as i64).collect();
+                let n = order.len();
+                let order = Tensor::from_data(TensorData::new(order, [n]), &self.lm.device());
+                stacked.select(0, order)
+            }
+        })
+    }
+
+    /// Next-token logits `[group, vocab]` of one group of a batch (its rows' order).
+    fn group_logits(&self, intervention: &Intervention, g: &Group) -> Result<Tensor<2>> {
         let model = &self.lm.model;
         let edit = Edit {
             site: self.site,
-            cells: b.cells.clone(),
-            source: b.source.clone(),
+            cells: g.cells.clone(),
+            source: g.source.clone(),
             intervention,
         };
-        let window = b.prefix.as_deref().map(|prefix| Window {
-            from: b.from,
+        let window = g.prefix.as_deref().map(|prefix| Window {
+            from: g.from,
             prefix,
         });
         let ran = Blocks::new(self.site.layer..model.n_layers())
             .with_edits(std::slice::from_ref(&edit))
             .after(window)
             .stopped_by(Some(self.lm.stop_flag()))
-            .run(model, &b.ctx, b.h.clone())?;
-        Ok(model.logits_at(ran.h, b.last))
+            .run(model, &g.ctx, g.h.clone())?;
+        Ok(model.logits_at(ran.h, g.last))
     }
 
     /// Weighted mean cross-entropy of a prepared batch (`Σ wᵢ CEᵢ / Σ wᵢ`; the plain mean when
-    /// every weight is 1), `[1]`.
+    /// every weight is 1), `[1]`: each group's own weighted mean, times its share of the weight.
     pub(super) fn loss_tensor(
         &self,
         intervention: &Intervention,
         b: &Prepared,
     ) -> Result<Tensor<1>> {
-        let logits = self.patched_logits(intervention, b)?;
-        let [n, _] = logits.dims();
-        let logp = log_softmax(logits, 1);
-        let picked = logp.gather(1, b.targets.clone().reshape([n, 1]));
-        Ok(match &b.weights {
-            None => picked.mean().neg().reshape([1]),
-            Some(w) => (picked.reshape([n]) * w.clone()).sum().neg().reshape([1]),
-        })
+        let mut total: Option<Tensor<1>> = None;
+        for g in &b.groups {
+            let logits = self.group_logits(intervention, g)?;
+            let n = g.len();
+            let logp = log_softmax(logits, 1);
+            let picked = logp.gather(1, g.targets.clone().reshape([n, 1]));
+            let loss = match &g.weights {
+                None => picked.mean().neg().reshape([1]),
+                Some(w) => (picked.reshape([n]) * w.clone()).sum().neg().reshape([1]),
+            };
+            let part = if b.groups.len() == 1 {
+                loss
+            } else {
+                loss.mul_scalar(g.share)
+            };
+            total = Some(match total {
+                None => part,
+                Some(t) => t + part,
+            });
+        }
+        total.ok_or_else(|| SubspaceError::Data("an empty minibatch has no loss".into()))
     }
 }
 
