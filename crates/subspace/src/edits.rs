@@ -12,7 +12,8 @@ use crate::error::Result;
 use crate::intervention::PlacedIntervention;
 use crate::lm::{LanguageModel, TOKENS_PER_FORWARD};
 use crate::pair::Pair;
-use crate::run::{self, Cell, Edit};
+use crate::prefix::{Prefix, prefix_groups};
+use crate::run::{self, Cell, Edit, Keep, Trace};
 use crate::site::{Component, Site};
 
 impl LanguageModel {
@@ -63,50 +64,80 @@ impl LanguageModel {
         }
         let mut components: Vec<Component> = sites.iter().map(|s| s.component).collect();
         components.dedup();
-        // Sorted by length, each pass pads little; `rank[i]`: where read `i` lands in that order.
-        let mut order: Vec<usize> = (0..distinct.len()).collect();
-        order.sort_by_key(|&i| distinct[i].len());
+        // Reads that begin alike (few-shot demonstrations) run their beginning once; the others
+        // run whole, sorted by length so that each pass pads little. `rank[i]`: where read `i`
+        // lands among the vectors read, in the order they are read.
         let mut rank = vec![0; distinct.len()];
-        for (r, &i) in order.iter().enumerate() {
-            rank[i] = r;
-        }
+        let mut next = 0;
+        let blocks = 0..(top + 1).min(self.model.n_layers());
+        let keep = Keep {
+            components: &components,
+            ..Keep::default()
+        };
+        let stop = Some(self.stop_flag());
         // Per site, the distinct reads' vectors, pass by pass: each pass's vectors are copied
         // out (`cat`) so that its trace is freed before the next one runs.
         let mut read: Vec<Vec<Tensor<2>>> = vec![Vec::new(); sites.len()];
-        let mut start = 0;
-        while start < order.len() {
-            // As many reads as fit one pass at the longest of them (the last, sorted).
-            let mut end = start + 1;
-            while end < order.len()
-                && (end + 1 - start) * distinct[order[end]].len() <= TOKENS_PER_FORWARD
-            {
-                end += 1;
-            }
-            let rows: Vec<Vec<u32>> = order[start..end]
-                .iter()
-                .map(|&i| distinct[i].to_vec())
-                .collect();
-            let batch = TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device());
-            let traced = run::trace_until(
-                &self.model,
-                &batch,
-                top,
-                &components,
-                Some(self.stop_flag()),
-            )?;
+        let mut take = |layers: Vec<HashMap<Component, Tensor<3>>>,
+                        columns: &[usize],
+                        reads: &[usize]|
+         -> Result<()> {
+            let traced = Trace {
+                layers,
+                logits: None,
+                head_dim: self.model.config.head_dim(),
+            };
             for (s, &site) in sites.iter().enumerate() {
-                let vectors = rows
+                let vectors = columns
                     .iter()
                     .enumerate()
-                    .map(|(row, ids)| {
-                        Ok(traced
-                            .vector(site, row, batch.column(row, ids.len() - 1))?
-                            .reshape([1, widths[s]]))
+                    .map(|(row, &column)| {
+                        Ok(traced.vector(site, row, column)?.reshape([1, widths[s]]))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 read[s].push(Tensor::cat(vectors, 0));
             }
-            start = end;
+            for &i in reads {
+                rank[i] = next;
+                next += 1;
+            }
+            Ok(())
+        };
+        for group in prefix_groups(&distinct) {
+            if group.len > 0 {
+                let beginning = &distinct[group.members[0]][..group.len];
+                let prefix = Prefix::run(&self.model, beginning, blocks.clone(), stop)?;
+                let members: Vec<&[u32]> = group.members.iter().map(|&i| distinct[i]).collect();
+                for tails in prefix.tails(&self.model, &members, blocks.clone(), keep, stop)? {
+                    let last: Vec<usize> = tails.lengths.iter().map(|l| l - 1).collect();
+                    let reads = &group.members[tails.first..tails.first + last.len()];
+                    take(tails.ran.components, &last, reads)?;
+                }
+                continue;
+            }
+            let mut order = group.members;
+            order.sort_by_key(|&i| distinct[i].len());
+            let mut start = 0;
+            while start < order.len() {
+                // As many reads as fit one pass at the longest of them (the last, sorted).
+                let mut end = start + 1;
+                while end < order.len()
+                    && (end + 1 - start) * distinct[order[end]].len() <= TOKENS_PER_FORWARD
+                {
+                    end += 1;
+                }
+                let rows: Vec<Vec<u32>> = order[start..end]
+                    .iter()
+                    .map(|&i| distinct[i].to_vec())
+                    .collect();
+                let batch = TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device());
+                let traced = run::trace_until(&self.model, &batch, top, &components, stop)?;
+                let last: Vec<usize> = (0..rows.len())
+                    .map(|r| batch.column(r, rows[r].len() - 1))
+                    .collect();
+                take(traced.layers, &last, &order[start..end])?;
+                start = end;
+            }
         }
         let slot: Vec<i64> = slot.into_iter().map(|i| rank[i] as i64).collect();
         let n = slot.len();

@@ -16,6 +16,7 @@ pub mod intervention;
 pub mod lm;
 pub mod pair;
 pub mod patch;
+mod prefix;
 pub mod ravel;
 pub mod readout;
 pub mod run;

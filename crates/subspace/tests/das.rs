@@ -239,6 +239,75 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
     }
 }
 
+/// Prompts that share a few-shot beginning run it once (below the site and above it, bases
+/// and sources alike); what each example then sees must be what patching it alone sees, where
+/// nothing is shared. A site above the patched tokens' layer and one at the first block, cells
+/// before and after the end of the shared beginning.
+#[test]
+fn prompts_sharing_a_beginning_see_what_each_sees_alone() {
+    use burn::tensor::activation::softmax;
+
+    let lm = common::tiny();
+    let demo =
+        "the quick brown fox jumps over the lazy dog . the red house is near the green tree .";
+    let shared = lm.prompt(demo).unwrap().len();
+    assert!(
+        shared >= 12,
+        "the beginning must be long enough to share: {shared}"
+    );
+    let tails = [
+        ("one dog", "a cat", 1, 0),
+        ("my old car goes down", "his new bike", 2, 2),
+        ("near the tree", "one dog and a cat", 0, 3),
+        ("the lazy dog jumps", "a quick fox", 3, 1),
+        ("a cat", "my old car", 1, 2),
+    ];
+    let examples: Vec<Example> = tails
+        .iter()
+        .map(|&(b, s, bp, sp)| {
+            lm.pair(&format!("{demo} {b}"), &format!("{demo} {s}"))
+                .unwrap()
+                .at_positions(shared + bp, shared + sp)
+                .unwrap()
+                .with_target(7)
+        })
+        .collect();
+    // One example patched inside the shared beginning (its cell and its source's).
+    let mut examples = examples;
+    examples.push(
+        lm.pair(&format!("{demo} one dog"), &format!("{demo} a cat"))
+            .unwrap()
+            .at_positions(shared - 3, shared - 5)
+            .unwrap()
+            .with_target(7),
+    );
+    let iv = Intervention::random_rotation(lm.hidden_size(), 5, 3, &lm.device()).unwrap();
+    for layer in [0, 1] {
+        let site = Site::block_output(layer);
+        let alone: Vec<Vec<f32>> = examples
+            .iter()
+            .map(|e| lm.patch(&e.pair, &iv.clone().at(site)).unwrap().after.probs)
+            .collect();
+        let objective = DasObjective::new(&lm, site, &examples, None).unwrap();
+        let probs = to_host(softmax(objective.logits(&iv, 0).unwrap(), 1)).unwrap();
+        let vocab = probs.len() / examples.len();
+        let pairs: Vec<_> = examples.iter().map(|e| e.pair.clone()).collect();
+        let batched = lm.patch_pairs(&pairs, &[iv.clone().at(site)]).unwrap();
+        for (i, a) in alone.iter().enumerate() {
+            let diff = common::max_abs_diff(&probs[i * vocab..(i + 1) * vocab], a);
+            assert!(
+                diff < 1e-5,
+                "layer {layer}, example {i}, training: max |diff| {diff}"
+            );
+            let diff = common::max_abs_diff(&batched[i].probs, a);
+            assert!(
+                diff < 1e-5,
+                "layer {layer}, example {i}, patching: max |diff| {diff}"
+            );
+        }
+    }
+}
+
 /// (base, source, base position, source position) on the tiny model: prompts of different
 /// lengths, so that a batch of them is padded.
 const PADDED: [(&str, &str, usize, usize); 5] = [

@@ -22,6 +22,7 @@ use crate::intervention::Intervention;
 use crate::lm::LanguageModel;
 use crate::pair::{Example, Pair};
 use crate::site::Site;
+use crate::train::DasObjective;
 
 /// What a pair is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,22 +213,37 @@ pub fn outcomes(
     examples: &[RavelExample],
     batch: usize,
 ) -> Result<Vec<bool>> {
+    Ok(outcomes_each(lm, site, &[intervention], examples, batch)?.remove(0))
+}
+
+/// [`outcomes`] of several interventions on the same examples (e.g. a trained one and its
+/// control): the layers below the site, the prefix keys/values above it and the source vectors
+/// are computed once for all of them ([`DasObjective`]'s cache), each intervention then runs
+/// only the blocks from the site up over each pair's tokens from the patched one.
+pub fn outcomes_each(
+    lm: &LanguageModel,
+    site: Site,
+    interventions: &[&Intervention],
+    examples: &[RavelExample],
+    batch: usize,
+) -> Result<Vec<Vec<bool>>> {
     if batch == 0 {
         return crate::error::bad_setting("batch", 0, "at least 1");
     }
-    let placed = [intervention.clone().at(site)];
-    let mut hits = Vec::with_capacity(examples.len());
-    for chunk in examples.chunks(batch) {
-        let pairs: Vec<Pair> = chunk.iter().map(|e| e.example.pair.clone()).collect();
-        let preds = lm.patch_pairs(&pairs, &placed)?;
-        hits.extend(
-            chunk
-                .iter()
-                .zip(preds)
-                .map(|(e, p)| p.argmax().id == e.example.target),
-        );
+    if examples.is_empty() {
+        return Ok(vec![Vec::new(); interventions.len()]);
     }
-    Ok(hits)
+    let width = lm.site_width(site)?;
+    for iv in interventions {
+        iv.check(width)?;
+    }
+    let plain: Vec<Example> = examples.iter().map(|e| e.example.clone()).collect();
+    let cached = DasObjective::new(lm, site, &plain, Some(batch))?;
+    let all: Vec<usize> = (0..plain.len()).collect();
+    interventions
+        .iter()
+        .map(|iv| cached.hits(iv, &all, batch))
+        .collect()
 }
 
 /// Evaluates `intervention` at `site` on `examples`, `batch` pairs per forward pass.
@@ -238,8 +254,22 @@ pub fn evaluate(
     examples: &[RavelExample],
     batch: usize,
 ) -> Result<Scores> {
-    let hits = outcomes(lm, site, intervention, examples, batch)?;
-    Ok(scores(examples, &hits))
+    Ok(evaluate_each(lm, site, &[intervention], examples, batch)?.remove(0))
+}
+
+/// [`evaluate`] of several interventions on the same examples, sharing one pass below the site
+/// ([`outcomes_each`]).
+pub fn evaluate_each(
+    lm: &LanguageModel,
+    site: Site,
+    interventions: &[&Intervention],
+    examples: &[RavelExample],
+    batch: usize,
+) -> Result<Vec<Scores>> {
+    Ok(outcomes_each(lm, site, interventions, examples, batch)?
+        .iter()
+        .map(|hits| scores(examples, hits))
+        .collect())
 }
 
 /// The scores of `examples` given whether each one hit (as [`outcomes`] reports them).

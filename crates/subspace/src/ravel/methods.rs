@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answers::Answers;
 use super::data::{RavelData, Split};
-use super::eval::{RavelExample, Role, Scores, evaluate, scores, split_examples};
+use super::eval::{RavelExample, Role, Scores, evaluate, evaluate_each, scores, split_examples};
 use super::labelled::{Draw, SplitKind, Unit, labelled_examples};
 use super::probe::ProbeReport;
 use crate::error::{Result, SubspaceError, bad_setting};
@@ -481,22 +481,28 @@ pub fn run_with_progress<'a>(
     };
     progress(RunEvent::Phase("scoring val pairs"));
     let val = split_scores(lm, data, labels, site, &intervention, config, Split::Val)?;
-    progress(RunEvent::Phase("scoring test pairs"));
-    let test_pairs = split_pairs(lm, data, labels, config, Split::Test)?;
-    let test = evaluate(lm, site, &intervention, &test_pairs, config.batch)?;
-    let residual_test = if config.method == Method::Residual {
-        None
+    progress(RunEvent::Phase(if config.method == Method::Residual {
+        "scoring test pairs"
     } else {
-        progress(RunEvent::Phase(
-            "scoring residual patching on the same test pairs (the control)",
-        ));
-        Some(evaluate(
+        "scoring test pairs, and residual patching on them (the control)"
+    }));
+    let test_pairs = split_pairs(lm, data, labels, config, Split::Test)?;
+    let (test, residual_test) = if config.method == Method::Residual {
+        (
+            evaluate(lm, site, &intervention, &test_pairs, config.batch)?,
+            None,
+        )
+    } else {
+        // The control (residual patching on the same test pairs) shares the pass below the site.
+        let mut both = evaluate_each(
             lm,
             site,
-            &Intervention::Replace,
+            &[&intervention, &Intervention::Replace],
             &test_pairs,
             config.batch,
-        )?)
+        )?;
+        let control = both.pop();
+        (both.remove(0), control)
     };
     let result = RunResult {
         method: config.method.name().into(),

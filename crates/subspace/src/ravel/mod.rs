@@ -11,7 +11,10 @@ pub mod probe;
 
 pub use answers::{AnswerPlan, Answers};
 pub use data::{Attribute, City, RavelData, Split, Template};
-pub use eval::{RavelExample, Role, Scores, evaluate, outcomes, pairs, split_examples};
+pub use eval::{
+    RavelExample, Role, Scores, evaluate, evaluate_each, outcomes, outcomes_each, pairs,
+    split_examples,
+};
 pub use labelled::{SplitKind, Unit};
 pub use methods::{Labels, Method, RunConfig, RunEvent, RunResult, SavedRun, load_run};
 pub use probe::{KnownPrompt, ProbeReport};

@@ -18,7 +18,8 @@ use llama::{ForwardContext, KeyValue, TokenBatch};
 use crate::error::Result;
 use crate::lm::{LanguageModel, Prompt, TOKENS_PER_FORWARD};
 use crate::pair::{Example, Pair};
-use crate::run::{Blocks, Cell, Keep};
+use crate::prefix::{Prefix, prefix_groups};
+use crate::run::{Blocks, Cell, Keep, Window};
 use crate::site::Site;
 
 /// One distinct base prompt's states from the site up.
@@ -143,28 +144,46 @@ impl SiteCache {
             });
             row += n;
         }
-        // Sorted by length, the passes pad little.
-        let mut order: Vec<usize> = (0..distinct.len()).collect();
-        order.sort_by_key(|&i| distinct[i].0.len());
+        // Prompts that begin alike (few-shot demonstrations) run their beginning once; the
+        // others run whole, sorted by length so that the passes pad little.
+        let ids: Vec<&[u32]> = distinct.iter().map(|(p, _)| p.ids.as_slice()).collect();
         let mut bases: Vec<Option<BaseState>> = vec![None; distinct.len()];
-        let mut start = 0;
-        while start < order.len() {
-            // As many prompts as fit one pass at the longest of them (the last, sorted).
-            let mut end = start + 1;
-            while end < order.len()
-                && (end + 1 - start) * distinct[order[end]].0.len() <= TOKENS_PER_FORWARD
-            {
-                end += 1;
+        for group in prefix_groups(&ids) {
+            if group.len > 0 {
+                let members: Vec<&[u32]> = group.members.iter().map(|&i| ids[i]).collect();
+                let states = shared_base_states(
+                    lm,
+                    site,
+                    &ids[group.members[0]][..group.len],
+                    &members,
+                    |r| distinct[group.members[r]].1,
+                )?;
+                for (state, &i) in states.into_iter().zip(&group.members) {
+                    bases[i] = Some(state);
+                }
+                continue;
             }
-            let chunk = &order[start..end];
-            let prompts: Vec<&Prompt> = chunk.iter().map(|&i| distinct[i].0).collect();
-            for (state, &i) in base_states(lm, site, &prompts, |r| distinct[chunk[r]].1)?
-                .into_iter()
-                .zip(chunk)
-            {
-                bases[i] = Some(state);
+            let mut order = group.members;
+            order.sort_by_key(|&i| distinct[i].0.len());
+            let mut start = 0;
+            while start < order.len() {
+                // As many prompts as fit one pass at the longest of them (the last, sorted).
+                let mut end = start + 1;
+                while end < order.len()
+                    && (end + 1 - start) * distinct[order[end]].0.len() <= TOKENS_PER_FORWARD
+                {
+                    end += 1;
+                }
+                let chunk = &order[start..end];
+                let prompts: Vec<&Prompt> = chunk.iter().map(|&i| distinct[i].0).collect();
+                for (state, &i) in base_states(lm, site, &prompts, |r| distinct[chunk[r]].1)?
+                    .into_iter()
+                    .zip(chunk)
+                {
+                    bases[i] = Some(state);
+                }
+                start = end;
             }
-            start = end;
         }
         Ok(SiteCache {
             site,
@@ -396,6 +415,108 @@ fn base_states(
             }
         })
         .collect())
+}
+
+/// [`base_states`] of prompts that all begin with `beginning` (see [`crate::prefix`]): the
+/// beginning runs once, below the site and above it, and each prompt then runs only its own
+/// tokens below the site, and above it those of its first `kept(row)` that are its own.
+fn shared_base_states(
+    lm: &LanguageModel,
+    site: Site,
+    beginning: &[u32],
+    prompts: &[&[u32]],
+    kept: impl Fn(usize) -> usize,
+) -> Result<Vec<BaseState>> {
+    let model = &lm.model;
+    let stop = Some(lm.stop_flag());
+    let p = beginning.len();
+    let below = Prefix::run(model, beginning, 0..site.layer, stop)?;
+    let above = below.continued(model, site.layer..model.n_layers(), stop)?;
+    let [_, _, d] = below.h.dims();
+    let (kv_heads, hd) = (model.config.n_kv_heads(), model.config.head_dim());
+    let mut states = Vec::with_capacity(prompts.len());
+    for tails in below.tails(model, prompts, 0..site.layer, Keep::default(), stop)? {
+        let rows = tails.lengths.len();
+        let kept_of = |r: usize| kept(tails.first + r);
+        // Keys/values above the site of the prompts' own kept tokens, if any keeps one.
+        let own_kept = (0..rows)
+            .map(|r| kept_of(r).saturating_sub(p))
+            .max()
+            .unwrap_or(0);
+        let cache = if own_kept == 0 {
+            Vec::new()
+        } else {
+            let prefix = above.repeated(rows);
+            let batch_len = p + tails.ran.h.dims()[1];
+            let ids: Vec<Vec<u32>> = vec![vec![0; batch_len]; rows];
+            let ctx = model
+                .context(&TokenBatch::new(&ids, 0, &lm.device()))
+                .columns_before(p + own_kept)
+                .queries_from(p);
+            let keep = Keep {
+                cache: true,
+                ..Keep::default()
+            };
+            Blocks::new(site.layer..model.n_layers())
+                .after(Some(Window {
+                    from: p,
+                    prefix: &prefix,
+                }))
+                .keeping(keep)
+                .stopped_by(stop)
+                .run(model, &ctx, tails.ran.h.clone().narrow(1, 0, own_kept))?
+                .cache
+        };
+        for r in 0..rows {
+            let (len, kept) = (tails.lengths[r], kept_of(r));
+            let h = Tensor::cat(
+                vec![
+                    below.h.clone().reshape([p, d]),
+                    tails
+                        .ran
+                        .h
+                        .clone()
+                        .narrow(0, r, 1)
+                        .narrow(1, 0, len)
+                        .reshape([len, d]),
+                ],
+                0,
+            );
+            let kv = if kept == 0 {
+                Vec::new()
+            } else if kept <= p {
+                above
+                    .kv
+                    .iter()
+                    .map(|c| {
+                        let cut = |t: &Tensor<4>| {
+                            t.clone().narrow(2, 0, kept).reshape([kv_heads, kept, hd])
+                        };
+                        (cut(&c.k), cut(&c.v))
+                    })
+                    .collect()
+            } else {
+                cache
+                    .iter()
+                    .map(|c| {
+                        let cut = |t: &Tensor<4>| {
+                            t.clone()
+                                .narrow(0, r, 1)
+                                .narrow(2, 0, kept)
+                                .reshape([kv_heads, kept, hd])
+                        };
+                        (cut(&c.k), cut(&c.v))
+                    })
+                    .collect()
+            };
+            states.push(BaseState {
+                ids: prompts[tails.first + r].to_vec(),
+                h,
+                kv,
+            });
+        }
+    }
+    Ok(states)
 }
 
 /// What running one more group of a minibatch costs, in columns of one example: a group's own

@@ -1,0 +1,307 @@
+//! Prompts that begin alike run their common beginning once.
+//!
+//! RAVEL's few-shot templates put the same demonstrations before every city ("Paris is in
+//! France. Tokyo is in Japan. {city} is in"), so most of a set of prompts' tokens are a handful
+//! of shared beginnings. Attention is causal: a shared beginning's keys, values and stream do
+//! not depend on what follows it, so they are computed once ([`Prefix::run`]) and each prompt
+//! then runs only its own tokens after them ([`Prefix::tails`]), its rows right-padded (a
+//! padding token after a row's last one is never attended to by that row's tokens).
+
+use std::ops::Range;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use llama::{KeyValue, Llama, TokenBatch};
+
+use crate::error::Result;
+use crate::lm::TOKENS_PER_FORWARD;
+use crate::run::{Blocks, Keep, Window};
+use crate::stop::StopFlag;
+
+/// Shortest beginning worth sharing, in tokens.
+const MIN_SHARED: usize = 4;
+/// What one more shared beginning costs beyond its tokens, in tokens: its own passes.
+const GROUP_COST: usize = 16;
+
+/// Prompts (indices into those given) that share their first `len` tokens; `len` is 0 for
+/// prompts that share nothing worth it (run whole, as usual).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PrefixGroup {
+    pub(crate) len: usize,
+    pub(crate) members: Vec<usize>,
+}
+
+/// Groups `prompts` by shared beginnings, minimising the tokens run: each group's beginning
+/// once, plus every member's own tokens after it, plus [`GROUP_COST`] a group. Every member
+/// keeps at least one token of its own (the one read or run after the beginning).
+///
+/// Sorted, prompts that share a beginning are neighbours; a run of neighbours shares the
+/// least of their neighbouring common lengths. Each run is either one group or split where
+/// that least common length is, whichever runs fewer tokens (recursively).
+pub(crate) fn prefix_groups(prompts: &[&[u32]]) -> Vec<PrefixGroup> {
+    let mut sorted: Vec<usize> = (0..prompts.len()).collect();
+    sorted.sort_by(|&a, &b| prompts[a].cmp(prompts[b]));
+    let common: Vec<usize> = sorted
+        .windows(2)
+        .map(|w| {
+            let (a, b) = (prompts[w[0]], prompts[w[1]]);
+            a.iter().zip(b).take_while(|(x, y)| x == y).count()
+        })
+        .collect();
+    let mut groups = Vec::new();
+    best_groups(prompts, &sorted, &common, &mut groups);
+    // The prompts that share nothing worth it, together: they run whole.
+    let mut alone: Vec<usize> = Vec::new();
+    let mut shared = Vec::new();
+    for g in groups {
+        if g.len == 0 {
+            alone.extend(g.members);
+        } else {
+            shared.push(g);
+        }
+    }
+    if !alone.is_empty() {
+        alone.sort_unstable();
+        shared.push(PrefixGroup {
+            len: 0,
+            members: alone,
+        });
+    }
+    shared
+}
+
+/// The best grouping of the sorted run `run` (with `common[i]`: the common length of `run[i]`
+/// and `run[i + 1]`), appended to `out`; returns its cost in tokens.
+fn best_groups(
+    prompts: &[&[u32]],
+    run: &[usize],
+    common: &[usize],
+    out: &mut Vec<PrefixGroup>,
+) -> usize {
+    let total: usize = run.iter().map(|&i| prompts[i].len()).sum();
+    let shortest = run.iter().map(|&i| prompts[i].len()).min().unwrap_or(0);
+    let least = common.iter().copied().min().unwrap_or(0);
+    let len = least.min(shortest.saturating_sub(1));
+    let whole = if run.len() >= 2 && len >= MIN_SHARED {
+        (len + (total - len * run.len()) + GROUP_COST, len)
+    } else {
+        (total, 0)
+    };
+    if run.len() < 2 {
+        out.push(PrefixGroup {
+            len: 0,
+            members: run.to_vec(),
+        });
+        return total;
+    }
+    // Split where the least common length is: both sides may share more.
+    let at = common.iter().position(|&c| c == least).unwrap_or(0);
+    let mut split = Vec::new();
+    let left = best_groups(prompts, &run[..=at], &common[..at], &mut split);
+    let right = best_groups(prompts, &run[at + 1..], &common[at + 1..], &mut split);
+    if left + right < whole.0 {
+        out.extend(split);
+        left + right
+    } else {
+        out.push(PrefixGroup {
+            len: whole.1,
+            members: run.to_vec(),
+        });
+        whole.0
+    }
+}
+
+/// A shared beginning, run once: its keys/values in every block run and the stream after the
+/// last of them.
+#[derive(Debug, Clone)]
+pub(crate) struct Prefix {
+    pub(crate) ids: Vec<u32>,
+    /// Per block run, `[1, kv_heads, len, head_dim]`.
+    pub(crate) kv: Vec<KeyValue>,
+    /// `[1, len, hidden]`: the stream leaving the last block run.
+    pub(crate) h: Tensor<3>,
+}
+
+impl Prefix {
+    /// Runs `ids` from the embeddings through blocks `layers` (which start at 0).
+    pub(crate) fn run(
+        model: &Llama,
+        ids: &[u32],
+        layers: Range<usize>,
+        stop: Option<&StopFlag>,
+    ) -> Result<Self> {
+        let batch = TokenBatch::new(&[ids.to_vec()], 0, &model.device());
+        let ctx = model.context(&batch);
+        let keep = Keep {
+            cache: true,
+            ..Keep::default()
+        };
+        let ran = Blocks::new(layers).keeping(keep).stopped_by(stop).run(
+            model,
+            &ctx,
+            model.embed(batch.ids.clone()),
+        )?;
+        Ok(Prefix {
+            ids: ids.to_vec(),
+            kv: ran.cache,
+            h: ran.h,
+        })
+    }
+
+    /// The same beginning continued through blocks `layers` from its stream: their
+    /// keys/values (e.g. the blocks above a site, once the blocks below it have run).
+    pub(crate) fn continued(
+        &self,
+        model: &Llama,
+        layers: Range<usize>,
+        stop: Option<&StopFlag>,
+    ) -> Result<Self> {
+        let batch = TokenBatch::new(std::slice::from_ref(&self.ids), 0, &model.device());
+        let ctx = model.context(&batch);
+        let keep = Keep {
+            cache: true,
+            ..Keep::default()
+        };
+        let ran =
+            Blocks::new(layers)
+                .keeping(keep)
+                .stopped_by(stop)
+                .run(model, &ctx, self.h.clone())?;
+        Ok(Prefix {
+            ids: self.ids.clone(),
+            kv: ran.cache,
+            h: ran.h,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Each block's keys/values repeated for `rows` rows.
+    pub(crate) fn repeated(&self, rows: usize) -> Vec<KeyValue> {
+        self.kv
+            .iter()
+            .map(|kv| KeyValue {
+                k: kv.k.clone().repeat_dim(0, rows),
+                v: kv.v.clone().repeat_dim(0, rows),
+            })
+            .collect()
+    }
+
+    /// Runs the prompts' own tokens after this beginning (each prompt must start with it and
+    /// have at least one token more) through the same blocks as [`Prefix::run`]'s, in passes of
+    /// about [`TOKENS_PER_FORWARD`] tokens; `keep` says what else to keep. Returns one
+    /// [`Tails`] per pass with the prompts' indices in `prompts`.
+    pub(crate) fn tails(
+        &self,
+        model: &Llama,
+        prompts: &[&[u32]],
+        layers: Range<usize>,
+        keep: Keep,
+        stop: Option<&StopFlag>,
+    ) -> Result<Vec<Tails>> {
+        let p = self.len();
+        let longest = prompts.iter().map(|t| t.len()).max().unwrap_or(p + 1);
+        let rows = (TOKENS_PER_FORWARD / (longest - p).max(1)).max(1);
+        let mut out = Vec::new();
+        for (c, chunk) in prompts.chunks(rows).enumerate() {
+            let s = chunk.iter().map(|t| t.len()).max().unwrap_or(p + 1);
+            let ids: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|t| {
+                    let mut row = t.to_vec();
+                    row.resize(s, 0);
+                    row
+                })
+                .collect();
+            let batch = TokenBatch::new(&ids, 0, &model.device());
+            let ctx = model.context(&batch).queries_from(p);
+            let own: Vec<i64> = ids
+                .iter()
+                .flat_map(|row| row[p..].iter().map(|&t| i64::from(t)))
+                .collect();
+            let own: Tensor<2, Int> = Tensor::<1, Int>::from_data(
+                TensorData::new(own, [chunk.len() * (s - p)]),
+                &model.device(),
+            )
+            .reshape([chunk.len(), s - p]);
+            let prefix = self.repeated(chunk.len());
+            let ran = Blocks::new(layers.clone())
+                .after(Some(Window {
+                    from: p,
+                    prefix: &prefix,
+                }))
+                .keeping(keep)
+                .stopped_by(stop)
+                .run(model, &ctx, model.embed(own))?;
+            out.push(Tails {
+                first: c * rows,
+                lengths: chunk.iter().map(|t| t.len() - p).collect(),
+                ran,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// One pass of prompts' own tokens after a shared beginning.
+pub(crate) struct Tails {
+    /// Index of the pass's first prompt.
+    pub(crate) first: usize,
+    /// Each row's own tokens (the rest is padding).
+    pub(crate) lengths: Vec<usize>,
+    /// Its stream `[rows, longest own, hidden]`, and what it kept (keys/values cover the
+    /// beginning's columns too).
+    pub(crate) ran: crate::run::Ran,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PrefixGroup, prefix_groups};
+
+    /// Three prompts on one 10-token beginning and two that share only 2 tokens with it: the
+    /// three share their 10 (10 + 3 × 2 + 16 = 32 tokens against 36 run whole), the others run
+    /// whole.
+    #[test]
+    fn prompts_are_grouped_by_the_beginnings_worth_sharing() {
+        let demo: Vec<u32> = (1..=10).collect();
+        let with = |tail: [u32; 2]| -> Vec<u32> { demo.iter().copied().chain(tail).collect() };
+        let a = with([50, 51]);
+        let b = with([52, 53]);
+        let c = with([54, 55]);
+        let d = vec![1, 2, 99, 98, 97];
+        let e = vec![70, 71];
+        let prompts: Vec<&[u32]> = vec![&d, &a, &e, &b, &c];
+        assert_eq!(
+            prefix_groups(&prompts),
+            [
+                PrefixGroup {
+                    len: 10,
+                    members: vec![1, 3, 4]
+                },
+                PrefixGroup {
+                    len: 0,
+                    members: vec![0, 2]
+                },
+            ]
+        );
+        // Two prompts alone do not pay for a group: 10 + 2 × 2 + 16 = 30 > 24.
+        let two: Vec<&[u32]> = vec![&a, &b];
+        assert_eq!(
+            prefix_groups(&two),
+            [PrefixGroup {
+                len: 0,
+                members: vec![0, 1]
+            }]
+        );
+        // A prompt that is all beginning keeps one token of its own.
+        let short: Vec<u32> = demo.clone();
+        let many: Vec<Vec<u32>> = (0..6).map(|i| with([60 + i, 61])).collect();
+        let mut prompts: Vec<&[u32]> = many.iter().map(Vec::as_slice).collect();
+        prompts.push(&short);
+        let groups = prefix_groups(&prompts);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].len, 9);
+        assert_eq!(groups[0].members.len(), 7);
+    }
+}
