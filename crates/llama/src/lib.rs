@@ -22,5 +22,5 @@ pub use backend::Backend;
 pub use config::{LlamaConfig, RopeLayout, RopeScaling};
 pub use error::{LlamaError, Result};
 pub use load::{Loaded, ModelSource};
-pub use model::{Block, ForwardContext, Hook, Inner, KeyValue, Llama, NoHook, TokenBatch};
+pub use model::{Block, ForwardContext, Hook, Inner, KeyValue, Llama, NoHook, Ragged, TokenBatch};
 pub use tokenizer::Tokenizer;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use burn::tensor::Tensor;
-use llama::{ForwardContext, Hook, Inner, KeyValue, Llama, LlamaConfig, TokenBatch};
+use llama::{ForwardContext, Hook, Inner, KeyValue, Llama, LlamaConfig, Ragged, TokenBatch};
 
 use crate::error::{Result, SubspaceError};
 use crate::intervention::Intervention;
@@ -234,6 +234,95 @@ impl<'a> Blocks<'a> {
         ran.h = h;
         Ok(ran)
     }
+}
+
+/// One of several batches run through the same blocks together ([`run_lanes`]): its own
+/// context, stream, cached columns and edits.
+#[derive(Debug, Clone)]
+pub struct Lane<'a> {
+    /// With a window, [`ForwardContext::queries_from`]`(window.from)`.
+    pub ctx: &'a ForwardContext,
+    /// `[batch, seq − from, hidden]`: the stream entering the first block.
+    pub h: Tensor<3>,
+    pub window: Option<Window<'a>>,
+    pub edits: &'a [Edit<'a>],
+}
+
+/// Blocks `layers` over several batches of different shapes at once (a minibatch's window
+/// groups), returning each one's stream leaving the last block: what [`Blocks::run`] of each
+/// alone returns. The norms, projections and MLP of each block run once over all the batches'
+/// tokens laid end to end ([`Ragged`]); attention and the edits within each batch. Edits inside
+/// attention or the MLP (queries, keys, values, head outputs, MLP neurons) need their batch's
+/// own tensors there: lanes with such edits run alone.
+pub fn run_lanes(
+    model: &Llama,
+    layers: Range<usize>,
+    lanes: Vec<Lane>,
+    stop: Option<&StopFlag>,
+) -> Result<Vec<Tensor<3>>> {
+    let on_stream = |e: &Edit| {
+        matches!(
+            e.site.component,
+            Component::BlockInput
+                | Component::AttentionOutput
+                | Component::MlpOutput
+                | Component::BlockOutput
+        )
+    };
+    if lanes.len() == 1 || lanes.iter().any(|l| !l.edits.iter().all(on_stream)) {
+        return lanes
+            .into_iter()
+            .map(|l| {
+                Ok(Blocks::new(layers.clone())
+                    .with_edits(l.edits)
+                    .after(l.window)
+                    .stopped_by(stop)
+                    .run(model, l.ctx, l.h)?
+                    .h)
+            })
+            .collect();
+    }
+    let ragged = Ragged::of(&lanes.iter().map(|l| l.h.clone()).collect::<Vec<_>>());
+    let ctxs: Vec<&ForwardContext> = lanes.iter().map(|l| l.ctx).collect();
+    let froms: Vec<usize> = lanes
+        .iter()
+        .map(|l| l.window.map_or(0, |w| w.from))
+        .collect();
+    let config = &model.config;
+    // The edits at (layer, component) applied to each lane's part of a packed tensor (left
+    // packed where none applies).
+    let edited = |t: Tensor<3>, layer: usize, component: Component| {
+        let touched = lanes.iter().any(|l| {
+            l.edits
+                .iter()
+                .any(|e| e.site.layer == layer && e.site.component == component)
+        });
+        if !touched {
+            return t;
+        }
+        let parts = ragged
+            .unpack(t)
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| apply_edits(part, layer, component, lanes[i].edits, froms[i], config))
+            .collect();
+        ragged.pack(parts)
+    };
+    let mut h = ragged.pack(lanes.iter().map(|l| l.h.clone()).collect());
+    for (i, l) in layers.enumerate() {
+        stop::check(stop)?;
+        let block = &model.blocks[l];
+        let prefixes: Vec<Option<&KeyValue>> = lanes
+            .iter()
+            .map(|lane| lane.window.map(|w| &w.prefix[i]))
+            .collect();
+        let input = edited(h, l, Component::BlockInput);
+        let (attn, _) = block.attention_branch_ragged(input.clone(), &ragged, &ctxs, &prefixes);
+        let mid = input + edited(attn, l, Component::AttentionOutput);
+        let mlp = edited(block.mlp_branch(mid.clone()), l, Component::MlpOutput);
+        h = edited(mid + mlp, l, Component::BlockOutput);
+    }
+    Ok(ragged.unpack(h))
 }
 
 /// One block's edits and keeps, for the vectors on the residual stream (called by the block

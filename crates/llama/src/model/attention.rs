@@ -7,6 +7,7 @@ use burn::tensor::activation::softmax;
 use super::Projection;
 use super::context::ForwardContext;
 use super::hook::{Hook, Inner, NoHook};
+use super::ragged::Ragged;
 use crate::config::RopeLayout;
 
 /// Keys (after rotary) and values of some columns, kept so that later columns can be computed
@@ -69,15 +70,36 @@ impl Attention {
         prefix: Option<&KeyValue>,
         hook: &mut dyn Hook,
     ) -> (Tensor<3>, KeyValue) {
-        let [b, s, _] = x.dims();
+        let q = hook.inner(Inner::Query, self.q_proj.forward(x.clone()));
+        let k = hook.inner(Inner::Key, self.k_proj.forward(x.clone()));
+        let v = hook.inner(Inner::Value, self.v_proj.forward(x));
+        let (out, kv) = self.attend(q, k, v, ctx, prefix, hook);
+        let out = hook.inner(Inner::HeadOutputs, out);
+        (self.o_proj.forward(out), kv)
+    }
+
+    /// Attention of projected queries, keys and values (before rotary) over their columns,
+    /// after the cached `prefix`: the heads' outputs (`o_proj`'s input) and the keys/values of
+    /// all columns.
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, seq_new, n_heads · head_dim]`; `k`, `v`: `[batch, seq_new, kv_heads · head_dim]`
+    /// - output: `[batch, seq_new, n_heads · head_dim]`
+    fn attend(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        ctx: &ForwardContext,
+        prefix: Option<&KeyValue>,
+        hook: &mut dyn Hook,
+    ) -> (Tensor<3>, KeyValue) {
+        let [b, s, _] = q.dims();
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
-
-        let q = heads(hook.inner(Inner::Query, self.q_proj.forward(x.clone())), nh);
-        let k = heads(hook.inner(Inner::Key, self.k_proj.forward(x.clone())), nkv);
-        let v = heads(hook.inner(Inner::Value, self.v_proj.forward(x)), nkv);
-        let q = ctx.rope.apply(q, self.rope_layout);
-        let k = ctx.rope.apply(k, self.rope_layout);
+        let q = ctx.rope.apply(heads(q, nh), self.rope_layout);
+        let k = ctx.rope.apply(heads(k, nkv), self.rope_layout);
+        let v = heads(v, nkv);
 
         let (k, v) = match prefix {
             Some(p) => (
@@ -109,7 +131,33 @@ impl Attention {
         let probs = softmax(scores, 3);
         hook.attention_probs(&probs);
         let out = probs.matmul(v).swap_dims(1, 2).reshape([b, s, nh * hd]);
-        let out = hook.inner(Inner::HeadOutputs, out);
-        (self.o_proj.forward(out), kv)
+        (out, kv)
+    }
+
+    /// [`Attention::forward_cached`] of several batches at once, laid end to end by `ragged`:
+    /// the projections run once over all their tokens, attention within each batch (its own
+    /// context and cached prefix).
+    ///
+    /// # Shapes
+    /// - `x`: `[1, tokens, hidden]` ([`Ragged::pack`])
+    /// - output: `[1, tokens, hidden]`, and each batch's keys/values
+    pub fn forward_ragged(
+        &self,
+        x: Tensor<3>,
+        ragged: &Ragged,
+        ctxs: &[&ForwardContext],
+        prefixes: &[Option<&KeyValue>],
+    ) -> (Tensor<3>, Vec<KeyValue>) {
+        let q = ragged.unpack(self.q_proj.forward(x.clone()));
+        let k = ragged.unpack(self.k_proj.forward(x.clone()));
+        let v = ragged.unpack(self.v_proj.forward(x));
+        let (outs, kvs): (Vec<_>, Vec<_>) = q
+            .into_iter()
+            .zip(k)
+            .zip(v)
+            .enumerate()
+            .map(|(i, ((q, k), v))| self.attend(q, k, v, ctxs[i], prefixes[i], &mut NoHook))
+            .unzip();
+        (self.o_proj.forward(ragged.pack(outs)), kvs)
     }
 }

@@ -9,6 +9,7 @@ use super::attention::{Attention, KeyValue};
 use super::context::ForwardContext;
 use super::hook::Hook;
 use super::mlp::Mlp;
+use super::ragged::Ragged;
 
 #[derive(Module, Debug)]
 pub struct Block {
@@ -75,6 +76,22 @@ impl Block {
     ) -> (Tensor<3>, KeyValue) {
         self.self_attn
             .forward_hooked(self.input_layernorm.forward(h), ctx, prefix, hook)
+    }
+
+    /// [`Block::attention_branch_cached`] of several batches laid end to end by `ragged`
+    /// ([`Attention::forward_ragged`]).
+    ///
+    /// # Shapes
+    /// - `h`: `[1, tokens, hidden]` → `[1, tokens, hidden]`
+    pub fn attention_branch_ragged(
+        &self,
+        h: Tensor<3>,
+        ragged: &Ragged,
+        ctxs: &[&ForwardContext],
+        prefixes: &[Option<&KeyValue>],
+    ) -> (Tensor<3>, Vec<KeyValue>) {
+        self.self_attn
+            .forward_ragged(self.input_layernorm.forward(h), ragged, ctxs, prefixes)
     }
 
     /// [`Block::mlp_branch`] with `hook` called on the MLP's hidden activation.

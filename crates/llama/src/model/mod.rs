@@ -9,6 +9,7 @@ mod embedding;
 mod hook;
 mod mlp;
 mod projection;
+mod ragged;
 mod rope;
 
 pub use attention::{Attention, KeyValue};
@@ -18,6 +19,7 @@ pub use embedding::TokenEmbedding;
 pub use hook::{Hook, Inner, NoHook};
 pub use mlp::Mlp;
 pub use projection::{PackedLinear, Projection};
+pub use ragged::Ragged;
 pub use rope::RopeTables;
 
 use burn::module::Module;

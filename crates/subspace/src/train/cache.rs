@@ -52,6 +52,11 @@ struct CachedExample {
 pub(crate) struct Prepared {
     pub(crate) groups: Vec<Group>,
     len: usize,
+    /// The examples' targets, in the groups' order (their rows laid end to end).
+    pub(crate) targets: Tensor<1, Int>,
+    /// Each example's weight divided by the batch's total, in the groups' order (`None`: all
+    /// weights are 1, the plain mean).
+    pub(crate) weights: Option<Tensor<1>>,
 }
 
 impl Prepared {
@@ -80,8 +85,6 @@ impl Prepared {
 pub(crate) struct Group {
     /// The group's examples' rows in the minibatch, in its order.
     pub(crate) rows: Vec<usize>,
-    /// The group's part of the batch's loss: its weight over the batch's.
-    pub(crate) share: f32,
     pub(crate) ctx: ForwardContext,
     /// Stream entering the site's block, columns `from..`.
     pub(crate) h: Tensor<3>,
@@ -93,17 +96,6 @@ pub(crate) struct Group {
     pub(crate) source: Tensor<2>,
     /// The last column, counted from `from`.
     pub(crate) last: usize,
-    pub(crate) targets: Tensor<1, Int>,
-    /// Each example's weight divided by the batch's total (`None`: all weights are 1, the plain
-    /// mean).
-    pub(crate) weights: Option<Tensor<1>>,
-}
-
-impl Group {
-    /// Examples in the group.
-    pub(crate) fn len(&self) -> usize {
-        self.rows.len()
-    }
 }
 
 /// The states below a site of a set of examples (see the module doc).
@@ -205,19 +197,34 @@ impl SiteCache {
         which: &[usize],
         group_cost: usize,
     ) -> Result<Prepared> {
+        let device = lm.device();
         let windows: Vec<usize> = which.iter().map(|&i| self.window(i)).collect();
-        let total: f32 = which.iter().map(|&i| self.examples[i].weight).sum();
         let groups = window_groups(&windows, group_cost)
             .into_iter()
             .map(|rows| {
                 let members: Vec<usize> = rows.iter().map(|&r| which[r]).collect();
-                let weight: f32 = members.iter().map(|&i| self.examples[i].weight).sum();
-                self.group(lm, &members, rows, weight / total)
+                self.group(lm, &members, rows)
             })
             .collect::<Result<Vec<_>>>()?;
+        let stacked: Vec<&CachedExample> = groups
+            .iter()
+            .flat_map(|g| &g.rows)
+            .map(|&r| &self.examples[which[r]])
+            .collect();
+        let n = stacked.len();
+        let targets: Vec<i64> = stacked.iter().map(|e| i64::from(e.target)).collect();
+        let weights = if stacked.iter().all(|e| e.weight == 1.0) {
+            None
+        } else {
+            let total: f32 = stacked.iter().map(|e| e.weight).sum();
+            let w: Vec<f32> = stacked.iter().map(|e| e.weight / total).collect();
+            Some(Tensor::from_data(TensorData::new(w, [n]), &device))
+        };
         Ok(Prepared {
             groups,
-            len: which.len(),
+            len: n,
+            targets: Tensor::from_data(TensorData::new(targets, [n]), &device),
+            weights,
         })
     }
 
@@ -234,13 +241,7 @@ impl SiteCache {
     }
 
     /// One group of a minibatch: examples `which`, at `rows` of the batch.
-    fn group(
-        &self,
-        lm: &LanguageModel,
-        which: &[usize],
-        rows: Vec<usize>,
-        share: f32,
-    ) -> Result<Group> {
+    fn group(&self, lm: &LanguageModel, which: &[usize], rows: Vec<usize>) -> Result<Group> {
         let device = lm.device();
         let model = &lm.model;
         let ids: Vec<Vec<u32>> = which
@@ -317,21 +318,8 @@ impl SiteCache {
                 })
                 .collect()
         });
-        let examples: Vec<&CachedExample> = which.iter().map(|&i| &self.examples[i]).collect();
-        let targets: Vec<i64> = examples.iter().map(|e| i64::from(e.target)).collect();
-        let weights = if examples.iter().all(|e| e.weight == 1.0) {
-            None
-        } else {
-            let total: f32 = examples.iter().map(|e| e.weight).sum();
-            let w: Vec<f32> = examples.iter().map(|e| e.weight / total).collect();
-            Some(Tensor::from_data(
-                TensorData::new(w, [which.len()]),
-                &device,
-            ))
-        };
         Ok(Group {
             rows,
-            share,
             ctx: if from == 0 {
                 ctx
             } else {
@@ -343,8 +331,6 @@ impl SiteCache {
             cells,
             source: Tensor::cat(sources, 0),
             last: s - 1 - from,
-            targets: Tensor::from_data(TensorData::new(targets, [which.len()]), &device),
-            weights,
         })
     }
 }

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::cache::{Group, Prepared, SiteCache};
+use super::cache::{Prepared, SiteCache};
 use super::exp_map;
 use super::params::frame_intervention;
 use crate::error::{Result, SubspaceError};
@@ -17,7 +17,7 @@ use crate::intervention::Intervention;
 use crate::lm::LanguageModel;
 use crate::pair::Example;
 use crate::readout::to_host;
-use crate::run::{Blocks, Edit, Window};
+use crate::run::{Edit, Lane, Window, run_lanes};
 use crate::site::Site;
 
 /// The DAS objective over a fixed set of examples, with the layers below the site cached
@@ -247,12 +247,7 @@ impl<'a> DasObjective<'a> {
 
     /// Next-token logits `[batch, vocab]` of a prepared batch, in the batch's order.
     fn patched_logits(&self, intervention: &Intervention, b: &Prepared) -> Result<Tensor<2>> {
-        let parts = b
-            .groups
-            .iter()
-            .map(|g| self.group_logits(intervention, g))
-            .collect::<Result<Vec<_>>>()?;
-        let stacked = Tensor::cat(parts, 0);
+        let stacked = self.stacked_logits(intervention, b)?;
         Ok(match b.batch_order() {
             None => stacked,
             Some(order) => {
@@ -264,55 +259,66 @@ impl<'a> DasObjective<'a> {
         })
     }
 
-    /// Next-token logits `[group, vocab]` of one group of a batch (its rows' order).
-    fn group_logits(&self, intervention: &Intervention, g: &Group) -> Result<Tensor<2>> {
+    /// Next-token logits `[batch, vocab]` of a prepared batch, its groups' rows laid end to
+    /// end: the groups run the blocks from the site up together ([`run_lanes`]), and the LM
+    /// head takes all their last columns at once.
+    fn stacked_logits(&self, intervention: &Intervention, b: &Prepared) -> Result<Tensor<2>> {
         let model = &self.lm.model;
-        let edit = Edit {
-            site: self.site,
-            cells: g.cells.clone(),
-            source: g.source.clone(),
-            intervention,
-        };
-        let window = g.prefix.as_deref().map(|prefix| Window {
-            from: g.from,
-            prefix,
-        });
-        let ran = Blocks::new(self.site.layer..model.n_layers())
-            .with_edits(std::slice::from_ref(&edit))
-            .after(window)
-            .stopped_by(Some(self.lm.stop_flag()))
-            .run(model, &g.ctx, g.h.clone())?;
-        Ok(model.logits_at(ran.h, g.last))
+        let edits: Vec<Edit> = b
+            .groups
+            .iter()
+            .map(|g| Edit {
+                site: self.site,
+                cells: g.cells.clone(),
+                source: g.source.clone(),
+                intervention,
+            })
+            .collect();
+        let lanes: Vec<Lane> = b
+            .groups
+            .iter()
+            .zip(&edits)
+            .map(|(g, edit)| Lane {
+                ctx: &g.ctx,
+                h: g.h.clone(),
+                window: g.prefix.as_deref().map(|prefix| Window {
+                    from: g.from,
+                    prefix,
+                }),
+                edits: std::slice::from_ref(edit),
+            })
+            .collect();
+        let out = run_lanes(
+            model,
+            self.site.layer..model.n_layers(),
+            lanes,
+            Some(self.lm.stop_flag()),
+        )?;
+        let last: Vec<Tensor<3>> = out
+            .into_iter()
+            .zip(&b.groups)
+            .map(|(h, g)| h.narrow(1, g.last, 1))
+            .collect();
+        let logits = model.logits(Tensor::cat(last, 0));
+        let [n, _, vocab] = logits.dims();
+        Ok(logits.reshape([n, vocab]))
     }
 
     /// Weighted mean cross-entropy of a prepared batch (`Σ wᵢ CEᵢ / Σ wᵢ`; the plain mean when
-    /// every weight is 1), `[1]`: each group's own weighted mean, times its share of the weight.
+    /// every weight is 1), `[1]`.
     pub(super) fn loss_tensor(
         &self,
         intervention: &Intervention,
         b: &Prepared,
     ) -> Result<Tensor<1>> {
-        let mut total: Option<Tensor<1>> = None;
-        for g in &b.groups {
-            let logits = self.group_logits(intervention, g)?;
-            let n = g.len();
-            let logp = log_softmax(logits, 1);
-            let picked = logp.gather(1, g.targets.clone().reshape([n, 1]));
-            let loss = match &g.weights {
-                None => picked.mean().neg().reshape([1]),
-                Some(w) => (picked.reshape([n]) * w.clone()).sum().neg().reshape([1]),
-            };
-            let part = if b.groups.len() == 1 {
-                loss
-            } else {
-                loss.mul_scalar(g.share)
-            };
-            total = Some(match total {
-                None => part,
-                Some(t) => t + part,
-            });
-        }
-        total.ok_or_else(|| SubspaceError::Data("an empty minibatch has no loss".into()))
+        let logits = self.stacked_logits(intervention, b)?;
+        let [n, _] = logits.dims();
+        let logp = log_softmax(logits, 1);
+        let picked = logp.gather(1, b.targets.clone().reshape([n, 1]));
+        Ok(match &b.weights {
+            None => picked.mean().neg().reshape([1]),
+            Some(w) => (picked.reshape([n]) * w.clone()).sum().neg().reshape([1]),
+        })
     }
 }
 
