@@ -475,9 +475,12 @@ pub fn run_with_progress<'a>(
     let train = match &objective {
         Some(o) => {
             let every: Vec<usize> = (0..train_set.len()).collect();
-            scores(&train_set, &o.hits(&intervention, &every, config.batch)?)
+            scores(
+                &train_set,
+                &o.hits(&intervention, &every, scoring_batch(config))?,
+            )
         }
-        None => evaluate(lm, site, &intervention, &train_set, config.batch)?,
+        None => evaluate(lm, site, &intervention, &train_set, scoring_batch(config))?,
     };
     progress(RunEvent::Phase("scoring val pairs"));
     let val = split_scores(lm, data, labels, site, &intervention, config, Split::Val)?;
@@ -489,7 +492,7 @@ pub fn run_with_progress<'a>(
     let test_pairs = split_pairs(lm, data, labels, config, Split::Test)?;
     let (test, residual_test) = if config.method == Method::Residual {
         (
-            evaluate(lm, site, &intervention, &test_pairs, config.batch)?,
+            evaluate(lm, site, &intervention, &test_pairs, scoring_batch(config))?,
             None,
         )
     } else {
@@ -499,7 +502,7 @@ pub fn run_with_progress<'a>(
             site,
             &[&intervention, &Intervention::Replace],
             &test_pairs,
-            config.batch,
+            scoring_batch(config),
         )?;
         let control = both.pop();
         (both.remove(0), control)
@@ -530,6 +533,12 @@ pub fn run_with_progress<'a>(
     Ok(result)
 }
 
+/// Pairs per pass when scoring: no gradient is kept, so several training batches fit one pass,
+/// and larger products run faster per row (the scores do not depend on it).
+fn scoring_batch(config: &RunConfig) -> usize {
+    config.batch.max(128)
+}
+
 /// The scores on one split's pairs as a run with `config` draws them (see [`split_pairs`]).
 pub fn split_scores<'a>(
     lm: &LanguageModel,
@@ -541,7 +550,7 @@ pub fn split_scores<'a>(
     split: Split,
 ) -> Result<Scores> {
     let examples = split_pairs(lm, data, labels, config, split)?;
-    evaluate(lm, site, intervention, &examples, config.batch)
+    evaluate(lm, site, intervention, &examples, scoring_batch(config))
 }
 
 /// One split's pairs as a run with `config` draws them: train (`n_train` cause pairs, `seed`),

@@ -1,13 +1,17 @@
 //! Everything below the site, once per distinct base prompt: the stream entering the site's
 //! block and, for every block from the site up, the keys and values of the prompt's tokens.
-//! A training step or a scoring pass then assembles any minibatch from it (left-padded) and runs
-//! only the blocks from the site up, over the columns from the batch's first edited token: the
+//! A training step or a scoring pass then assembles any minibatch from it and runs only the
+//! blocks from the site up, over each example's columns from its first edited token: the
 //! columns before it cannot change (attention is causal), so they enter as cached keys/values.
+//! A minibatch runs in groups of examples with similar windows ([`window_groups`]), each group
+//! left-padded on its own, all groups through each block together ([`crate::run::run_lanes`]).
 //!
 //! Building it is one forward pass per distinct prompt, the prompts sorted by length so that a
-//! batched pass carries little padding; the source vectors are read once per distinct (source
-//! prompt, position) ([`LanguageModel::source_vectors`]). Minibatches can then be drawn in any
-//! order (a fresh order each epoch) at the cost of copying cached tensors.
+//! batched pass carries little padding, and prompts that begin alike (few-shot demonstrations)
+//! running their shared beginning once ([`crate::prefix`]); the source vectors are read once per
+//! distinct source prompt cut after its position ([`LanguageModel::source_vectors`]).
+//! Minibatches can then be drawn in any order (a fresh order each epoch) at the cost of copying
+//! cached tensors.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -30,9 +30,10 @@
 //! ## Cost
 //! Each distinct base prompt is run once up to the site, and its keys/values from the site up
 //! are kept (`cache::SiteCache`): the columns before the patched token cannot change (attention is
-//! causal). Each step assembles its minibatch from that cache and runs only the remaining
-//! columns of the blocks from the site up, and the LM head only at the last column. No gradient
-//! reaches the model's weights.
+//! causal); prompts that begin alike run their shared beginning once. Each step assembles its
+//! minibatch from that cache and runs only each example's remaining columns of the blocks from
+//! the site up (examples grouped by how many, all groups through each block together), and the
+//! LM head only at the last column. No gradient reaches the model's weights.
 //!
 //! ## Order
 //! Minibatches of [`DasConfig::batch_size`] follow the examples' order in the first epoch and a
