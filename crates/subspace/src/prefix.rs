@@ -12,7 +12,7 @@ use std::ops::Range;
 use burn::tensor::{Int, Tensor, TensorData};
 use llama::{KeyValue, Llama, TokenBatch};
 
-use crate::error::Result;
+use crate::error::{Result, SubspaceError};
 use crate::lm::TOKENS_PER_FORWARD;
 use crate::run::{Blocks, Keep, Window};
 use crate::stop::StopFlag;
@@ -201,8 +201,17 @@ impl Prefix {
         stop: Option<&StopFlag>,
     ) -> Result<Vec<Tails>> {
         let p = self.len();
+        if let Some(t) = prompts
+            .iter()
+            .find(|t| t.len() <= p || !t.starts_with(&self.ids))
+        {
+            return Err(SubspaceError::Data(format!(
+                "a prompt of {} tokens does not continue the shared beginning of {p} tokens",
+                t.len()
+            )));
+        }
         let longest = prompts.iter().map(|t| t.len()).max().unwrap_or(p + 1);
-        let rows = (TOKENS_PER_FORWARD / (longest - p).max(1)).max(1);
+        let rows = (TOKENS_PER_FORWARD / (longest - p)).max(1);
         let mut out = Vec::new();
         for (c, chunk) in prompts.chunks(rows).enumerate() {
             let s = chunk.iter().map(|t| t.len()).max().unwrap_or(p + 1);
