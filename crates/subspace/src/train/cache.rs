@@ -509,10 +509,11 @@ fn shared_base_states(
     Ok(states)
 }
 
-/// What running one more group of a minibatch costs, in columns of one example: a group's own
-/// passes through the blocks (dozens of operations each way, whatever its size) and smaller
-/// products. `SUBSPACE_WINDOW_GROUP_COST=N` sets it, to measure it (a large `N`: one window for
-/// the whole batch, as before groups).
+/// What running one more group of a minibatch costs, in columns of one example: its own
+/// attention and edits in every block, each way (a dozen small operations whatever its size; its
+/// norms, projections and MLP run with the other groups' tokens). 0 and 8 measured alike on the
+/// recipe's batches (BENCHMARKS.md). `SUBSPACE_WINDOW_GROUP_COST=N` sets it, to measure it (a
+/// large `N`: one window for the whole batch, as before groups).
 pub(crate) fn default_group_cost() -> usize {
     static COST: OnceLock<usize> = OnceLock::new();
     *COST.get_or_init(|| {
