@@ -8,6 +8,7 @@ use burn::tensor::{Tensor, TensorData};
 use common::{CONTINENT, LANGUAGE, PARIS, RIO, smollm};
 use subspace::intervention::orthogonal;
 use subspace::readout::to_host;
+use subspace::site::Component;
 use subspace::train::{self, DasObjective};
 use subspace::{DasConfig, Example, Intervention, LanguageModel, Pair, Site};
 
@@ -241,8 +242,8 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
 
 /// Prompts that share a few-shot beginning run it once (below the site and above it, bases
 /// and sources alike); what each example then sees must be what patching it alone sees, where
-/// nothing is shared. A site above the patched tokens' layer and one at the first block, cells
-/// before and after the end of the shared beginning.
+/// nothing is shared. Sites on the stream and inside a block, cells before and after the end of
+/// the shared beginning.
 #[test]
 fn prompts_sharing_a_beginning_see_what_each_sees_alone() {
     use burn::tensor::activation::softmax;
@@ -281,9 +282,17 @@ fn prompts_sharing_a_beginning_see_what_each_sees_alone() {
             .unwrap()
             .with_target(7),
     );
-    let iv = Intervention::random_rotation(lm.hidden_size(), 5, 3, &lm.device()).unwrap();
-    for layer in [0, 1] {
-        let site = Site::block_output(layer);
+    // The stream at two layers, one head's queries and the MLP's neurons (sites inside a block:
+    // their source vectors are read inside the shared beginning's passes too).
+    let sites = [
+        Site::block_output(0),
+        Site::block_output(1),
+        Site::head(1, Component::Query, 1),
+        Site::new(1, Component::MlpHidden),
+    ];
+    for site in sites {
+        let width = lm.site_width(site).unwrap();
+        let iv = Intervention::random_rotation(width, 5.min(width), 3, &lm.device()).unwrap();
         let alone: Vec<Vec<f32>> = examples
             .iter()
             .map(|e| lm.patch(&e.pair, &iv.clone().at(site)).unwrap().after.probs)
@@ -297,12 +306,12 @@ fn prompts_sharing_a_beginning_see_what_each_sees_alone() {
             let diff = common::max_abs_diff(&probs[i * vocab..(i + 1) * vocab], a);
             assert!(
                 diff < 1e-5,
-                "layer {layer}, example {i}, training: max |diff| {diff}"
+                "{site}, example {i}, training: max |diff| {diff}"
             );
             let diff = common::max_abs_diff(&batched[i].probs, a);
             assert!(
                 diff < 1e-5,
-                "layer {layer}, example {i}, patching: max |diff| {diff}"
+                "{site}, example {i}, patching: max |diff| {diff}"
             );
         }
     }
