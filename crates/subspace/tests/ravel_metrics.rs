@@ -391,3 +391,36 @@ fn known_cities_per_country_split_by_split_add_up() {
     }
     assert_eq!(summed, all);
 }
+
+/// DAS and MDAS run together on one set of pairs (one pass below the site, one scoring pass per
+/// split) train and score exactly as each run alone does.
+#[test]
+fn runs_sharing_their_pairs_score_as_each_alone() {
+    let lm = common::smollm();
+    let data = RavelData::load(&RavelData::default_dir()).unwrap();
+    let probe = probe();
+    let small = |method| {
+        let mut c = RunConfig::new(method, 9);
+        c.n_train = 8;
+        c.n_eval = 16;
+        c.steps = 3;
+        c.dims = 16;
+        c.seed = 3;
+        c
+    };
+    let configs = [small(Method::Das), small(Method::Mdas)];
+    let together =
+        ravel::methods::run_each_with_progress(lm, &data, &probe, &configs, |_| {}).unwrap();
+    assert_eq!(together.len(), 2);
+    for (c, t) in configs.iter().zip(&together) {
+        let alone = ravel::methods::run(lm, &data, &probe, c).unwrap();
+        assert_eq!(t.method, alone.method);
+        assert_eq!(t.losses, alone.losses, "{}", c.method.name());
+        assert_eq!(t.test(), alone.test(), "{}", c.method.name());
+        assert_eq!(t.val, alone.val);
+        assert_eq!(t.train, alone.train);
+        assert_eq!(t.residual_test, alone.residual_test);
+    }
+    // The two trained different examples (MDAS also the isolate pairs): their losses differ.
+    assert_ne!(together[0].losses, together[1].losses);
+}

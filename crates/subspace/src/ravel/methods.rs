@@ -402,135 +402,255 @@ pub fn run_with_progress<'a>(
     data: &RavelData,
     labels: impl Into<Labels<'a>>,
     config: &RunConfig,
-    mut progress: impl FnMut(RunEvent),
+    progress: impl FnMut(RunEvent),
 ) -> Result<RunResult> {
-    let labels = labels.into();
-    let mut intervention = initial_intervention(lm, config)?;
-    let config = &config.resolved();
+    let mut results =
+        run_each_with_progress(lm, data, labels, std::slice::from_ref(config), progress)?;
+    results
+        .pop()
+        .ok_or_else(|| SubspaceError::Data("a run gave no result".into()))
+}
+
+/// Several runs on the same pairs (e.g. DAS and MDAS, or two sizes): what [`run_with_progress`]
+/// of each returns, with the pairs built once, the layers below the site run once over the
+/// train pairs (each run then trains on its own examples of them: cause pairs for DAS, all for
+/// MDAS), and val and test scored for every run, and the control, from one pass each. The
+/// configs must draw the same pairs: the same layer, split kind, unit, train cities, seed,
+/// numbers of pairs, batch and isolate weight; otherwise each runs on its own.
+pub fn run_each_with_progress<'a>(
+    lm: &LanguageModel,
+    data: &RavelData,
+    labels: impl Into<Labels<'a>>,
+    configs: &[RunConfig],
+    mut progress: impl FnMut(RunEvent),
+) -> Result<Vec<RunResult>> {
+    run_each(lm, data, labels.into(), configs, &mut progress)
+}
+
+fn run_each(
+    lm: &LanguageModel,
+    data: &RavelData,
+    labels: Labels,
+    configs: &[RunConfig],
+    progress: &mut dyn FnMut(RunEvent),
+) -> Result<Vec<RunResult>> {
+    let same_pairs = |a: &RunConfig, b: &RunConfig| {
+        (
+            a.layer,
+            a.split_kind,
+            a.unit,
+            a.train_cities,
+            a.seed,
+            a.n_train,
+            a.n_eval,
+            a.batch,
+        ) == (
+            b.layer,
+            b.split_kind,
+            b.unit,
+            b.train_cities,
+            b.seed,
+            b.n_train,
+            b.n_eval,
+            b.batch,
+        ) && a.isolate_weight.to_bits() == b.isolate_weight.to_bits()
+    };
+    let Some(first) = configs.first() else {
+        return Ok(Vec::new());
+    };
+    if configs.len() > 1 && !configs.iter().all(|c| same_pairs(first, c)) {
+        let mut each = Vec::with_capacity(configs.len());
+        for c in configs {
+            each.extend(run_each(
+                lm,
+                data,
+                labels,
+                std::slice::from_ref(c),
+                progress,
+            )?);
+        }
+        return Ok(each);
+    }
+    let mut interventions = configs
+        .iter()
+        .map(|c| initial_intervention(lm, c))
+        .collect::<Result<Vec<_>>>()?;
+    let configs: Vec<RunConfig> = configs.iter().map(RunConfig::resolved).collect();
+    let config = &configs[0];
     let site = Site::block_output(config.layer);
-    let mut losses = Vec::new();
     let start = Instant::now();
+    let any_isolate = configs.iter().any(|c| c.method == Method::Mdas);
     progress(RunEvent::Phase(&format!(
         "building train pairs ({} cause{})",
         config.n_train,
-        if config.method == Method::Mdas {
-            " + isolate"
-        } else {
-            ""
-        }
+        if any_isolate { " + isolate" } else { "" }
     )));
     let train_set = split_pairs(lm, data, labels, config, Split::Train)?;
+    // Every train pair runs below the site once: the trained ones for training, all of them
+    // for scoring the train split afterwards from the same cache.
+    let isolate_weight = config.isolate_weight as f32;
+    let all: Vec<Example> = train_set
+        .iter()
+        .map(|e| match e.role {
+            Role::Cause => e.example.clone(),
+            Role::Isolate(_) => e.example.clone().weighted(isolate_weight),
+        })
+        .collect();
+    let das_configs = configs
+        .iter()
+        .map(|c| das_config(c, site, train_set.len(), &train_set))
+        .collect::<Result<Vec<_>>>()?;
+    let trains = configs.iter().any(|c| c.method.trained());
+    let single = configs.len() == 1;
     let mut objective = None;
-    if config.method.trained() {
-        let isolate_weight = config.isolate_weight as f32;
-        // Every train pair runs below the site once: the trained ones for training, all of them
-        // for scoring the train split afterwards from the same cache.
-        let all: Vec<Example> = train_set
-            .iter()
-            .map(|e| match e.role {
-                Role::Cause => e.example.clone(),
-                Role::Isolate(_) => e.example.clone().weighted(isolate_weight),
-            })
-            .collect();
-        let trained: Vec<usize> = (0..train_set.len())
-            .filter(|&i| config.method == Method::Mdas || train_set[i].role == Role::Cause)
-            .collect();
-        let steps = match config.epochs {
-            Some(epochs) => ((epochs * trained.len() as f64) / config.batch as f64).ceil() as usize,
-            None => config.steps,
-        }
-        .max(1);
-        let lr = config.peak_lr();
-        let schedule = LrSchedule::warmup_fraction(config.warmup, steps, config.decay)?;
-        progress(RunEvent::Phase(&format!(
-            "training on {} examples ({steps} steps of {}, lr {lr:e}, {} decay after {} warm-up steps); first the layers below the site run once over every train pair",
-            trained.len(),
-            config.batch,
-            config.decay,
-            schedule.warmup
-        )));
-        let mut das = DasConfig::new(site, steps)
-            .with_lr(lr)
-            .with_schedule(schedule)
-            .with_batch_size(config.batch)
-            .with_seed(config.seed);
-        if let Some(ck) = &config.checkpoint {
-            das = das.with_checkpoint(&ck.path, ck.every);
-        }
-        if let Some(stop) = &config.stop {
-            das = das.with_stop(stop.clone());
-        }
-        let prepared = DasObjective::for_config(lm, &all, &das)?.with_active(trained);
-        let report = train::train_with(lm, &mut intervention, &all, &prepared, &das, |s| {
-            progress(RunEvent::Step(s))
-        })?;
-        losses = report.losses;
-        objective = Some(prepared);
+    if trains {
+        let phase = match &das_configs[..] {
+            [(das, trained)] => format!(
+                "training on {} examples ({} steps of {}, lr {:e}, {} decay after {} warm-up steps); first the layers below the site run once over every train pair",
+                trained.len(),
+                das.steps,
+                config.batch,
+                config.peak_lr(),
+                config.decay,
+                das.schedule.warmup
+            ),
+            _ => format!(
+                "the layers below the site, once over every train pair, for {} runs",
+                configs.len()
+            ),
+        };
+        progress(RunEvent::Phase(&phase));
+        objective = Some(DasObjective::for_config(lm, &all, &das_configs[0].0)?);
     }
-    let train_seconds = start.elapsed().as_secs_f64();
+    // The pairs and the pass below the site count toward every run's time.
+    let shared_seconds = start.elapsed().as_secs_f64();
+    let mut results = Vec::with_capacity(configs.len());
+    for (i, (c, (das, trained))) in configs.iter().zip(&das_configs).enumerate() {
+        let mut losses = Vec::new();
+        let mut train_seconds = shared_seconds;
+        if let (true, Some(o)) = (c.method.trained(), objective.as_mut()) {
+            let t = Instant::now();
+            if !single {
+                progress(RunEvent::Phase(&format!(
+                    "training {} on {} examples ({} steps of {}, lr {:e}, {} decay after {} warm-up steps)",
+                    c.method.name(),
+                    trained.len(),
+                    das.steps,
+                    c.batch,
+                    c.peak_lr(),
+                    c.decay,
+                    das.schedule.warmup
+                )));
+            }
+            o.set_active(trained.clone());
+            let report = train::train_with(lm, &mut interventions[i], &all, o, das, |s| {
+                progress(RunEvent::Step(s))
+            })?;
+            losses = report.losses;
+            train_seconds += t.elapsed().as_secs_f64();
+        }
+        results.push((losses, train_seconds));
+    }
     progress(RunEvent::Phase(&format!(
         "scoring the {} train pairs",
         train_set.len()
     )));
-    let train = match &objective {
-        Some(o) => {
-            let every: Vec<usize> = (0..train_set.len()).collect();
-            scores(
-                &train_set,
-                &o.hits(&intervention, &every, scoring_batch(config))?,
-            )
-        }
-        None => evaluate(lm, site, &intervention, &train_set, scoring_batch(config))?,
+    let objective = match objective {
+        Some(o) => o,
+        None => DasObjective::new(lm, site, &all, Some(config.batch))?,
     };
+    let every: Vec<usize> = (0..train_set.len()).collect();
+    let train_scores = interventions
+        .iter()
+        .map(|iv| {
+            Ok(scores(
+                &train_set,
+                &objective.hits(iv, &every, scoring_batch(config))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    drop(objective);
+    let ivs: Vec<&Intervention> = interventions.iter().collect();
     progress(RunEvent::Phase("scoring val pairs"));
-    let val = split_scores(lm, data, labels, site, &intervention, config, Split::Val)?;
-    progress(RunEvent::Phase(if config.method == Method::Residual {
-        "scoring test pairs"
-    } else {
+    let val_pairs = split_pairs(lm, data, labels, config, Split::Val)?;
+    let val = evaluate_each(lm, site, &ivs, &val_pairs, scoring_batch(config))?;
+    let control = configs.iter().any(|c| c.method != Method::Residual);
+    progress(RunEvent::Phase(if control {
         "scoring test pairs, and residual patching on them (the control)"
+    } else {
+        "scoring test pairs"
     }));
     let test_pairs = split_pairs(lm, data, labels, config, Split::Test)?;
-    let (test, residual_test) = if config.method == Method::Residual {
-        (
-            evaluate(lm, site, &intervention, &test_pairs, scoring_batch(config))?,
-            None,
-        )
-    } else {
-        // The control (residual patching on the same test pairs) shares the pass below the site.
-        let mut both = evaluate_each(
-            lm,
-            site,
-            &[&intervention, &Intervention::Replace],
-            &test_pairs,
-            scoring_batch(config),
-        )?;
-        let control = both.pop();
-        (both.remove(0), control)
-    };
-    let result = RunResult {
-        method: config.method.name().into(),
-        layer: config.layer,
-        dims: (config.method != Method::Residual).then_some(config.dims),
-        cause: test.cause,
-        isolate: test.isolate,
-        disentangle: test.disentangle,
-        n_cause: test.n_cause,
-        n_isolate: test.n_isolate,
-        isolate_continent: test.isolate_continent,
-        isolate_language: test.isolate_language,
-        n_continent: test.n_continent,
-        n_language: test.n_language,
-        train_seconds,
-        losses,
-        val,
-        residual_test,
-        train: Some(train),
-    };
-    if let Some(path) = &config.save {
-        let notes = serde_json::json!({ "ravel": { "config": config, "result": &result } });
-        crate::store::save(path, lm, site, &intervention, notes)?;
+    let mut test_ivs = ivs.clone();
+    if control {
+        test_ivs.push(&Intervention::Replace);
     }
-    Ok(result)
+    let mut test = evaluate_each(lm, site, &test_ivs, &test_pairs, scoring_batch(config))?;
+    let control_scores = if control { test.pop() } else { None };
+    let mut out = Vec::with_capacity(configs.len());
+    for (i, (c, (losses, train_seconds))) in configs.iter().zip(results).enumerate() {
+        let t = test[i];
+        let result = RunResult {
+            method: c.method.name().into(),
+            layer: c.layer,
+            dims: (c.method != Method::Residual).then_some(c.dims),
+            cause: t.cause,
+            isolate: t.isolate,
+            disentangle: t.disentangle,
+            n_cause: t.n_cause,
+            n_isolate: t.n_isolate,
+            isolate_continent: t.isolate_continent,
+            isolate_language: t.isolate_language,
+            n_continent: t.n_continent,
+            n_language: t.n_language,
+            train_seconds,
+            losses,
+            val: val[i],
+            residual_test: if c.method == Method::Residual {
+                None
+            } else {
+                control_scores
+            },
+            train: Some(train_scores[i]),
+        };
+        if let Some(path) = &c.save {
+            let notes = serde_json::json!({ "ravel": { "config": c, "result": &result } });
+            crate::store::save(path, lm, site, &interventions[i], notes)?;
+        }
+        out.push(result);
+    }
+    Ok(out)
+}
+
+/// A run's training settings and the train examples it trains on (indices into `train_set`):
+/// the cause pairs, and for MDAS the isolate pairs too.
+fn das_config(
+    config: &RunConfig,
+    site: Site,
+    n: usize,
+    train_set: &[RavelExample],
+) -> Result<(DasConfig, Vec<usize>)> {
+    let trained: Vec<usize> = (0..n)
+        .filter(|&i| config.method == Method::Mdas || train_set[i].role == Role::Cause)
+        .collect();
+    let steps = match config.epochs {
+        Some(epochs) => ((epochs * trained.len() as f64) / config.batch as f64).ceil() as usize,
+        None => config.steps,
+    }
+    .max(1);
+    let schedule = LrSchedule::warmup_fraction(config.warmup, steps, config.decay)?;
+    let mut das = DasConfig::new(site, steps)
+        .with_lr(config.peak_lr())
+        .with_schedule(schedule)
+        .with_batch_size(config.batch)
+        .with_seed(config.seed);
+    if let Some(ck) = &config.checkpoint {
+        das = das.with_checkpoint(&ck.path, ck.every);
+    }
+    if let Some(stop) = &config.stop {
+        das = das.with_stop(stop.clone());
+    }
+    Ok((das, trained))
 }
 
 /// Pairs per pass when scoring: no gradient is kept, so several training batches fit one pass,

@@ -90,12 +90,18 @@ impl<'a> DasObjective<'a> {
     /// Trains on these examples only (indices into those given, in this order; e.g. the cause
     /// pairs of a set whose isolate pairs are only scored). Out-of-range indices are dropped.
     pub fn with_active(mut self, active: Vec<usize>) -> Self {
+        self.set_active(active);
+        self
+    }
+
+    /// [`DasObjective::with_active`] in place: several runs can train in turn on different
+    /// examples of one cache (e.g. DAS on the cause pairs, then MDAS on all of them).
+    pub fn set_active(&mut self, active: Vec<usize>) {
         self.active = active
             .into_iter()
             .filter(|&i| i < self.cache.len())
             .collect();
         self.whole = OnceLock::new();
-        self
     }
 
     /// Runs each minibatch in groups of examples with similar windows (columns from the first
