@@ -10,7 +10,7 @@ use llama::TokenBatch;
 
 use crate::error::Result;
 use crate::intervention::PlacedIntervention;
-use crate::lm::{LanguageModel, TOKENS_PER_FORWARD};
+use crate::lm::{LanguageModel, passes_by_length};
 use crate::pair::Pair;
 use crate::prefix::{Prefix, prefix_groups};
 use crate::run::{self, Cell, Edit, Keep, Trace};
@@ -115,28 +115,14 @@ impl LanguageModel {
                 }
                 continue;
             }
-            let mut order = group.members;
-            order.sort_by_key(|&i| distinct[i].len());
-            let mut start = 0;
-            while start < order.len() {
-                // As many reads as fit one pass at the longest of them (the last, sorted).
-                let mut end = start + 1;
-                while end < order.len()
-                    && (end + 1 - start) * distinct[order[end]].len() <= TOKENS_PER_FORWARD
-                {
-                    end += 1;
-                }
-                let rows: Vec<Vec<u32>> = order[start..end]
-                    .iter()
-                    .map(|&i| distinct[i].to_vec())
-                    .collect();
+            for chunk in passes_by_length(group.members, |i| distinct[i].len()) {
+                let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| distinct[i].to_vec()).collect();
                 let batch = TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device());
                 let traced = run::trace_until(&self.model, &batch, top, &components, stop)?;
                 let last: Vec<usize> = (0..rows.len())
                     .map(|r| batch.column(r, rows[r].len() - 1))
                     .collect();
-                take(traced.layers, &last, &order[start..end])?;
-                start = end;
+                take(traced.layers, &last, &chunk)?;
             }
         }
         let slot: Vec<i64> = slot.into_iter().map(|i| rank[i] as i64).collect();

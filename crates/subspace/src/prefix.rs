@@ -9,8 +9,8 @@
 
 use std::ops::Range;
 
-use burn::tensor::{Int, Tensor, TensorData};
-use llama::{KeyValue, Llama, TokenBatch};
+use burn::tensor::Tensor;
+use llama::{ForwardContext, KeyValue, Llama, TokenBatch};
 
 use crate::error::{Result, SubspaceError};
 use crate::lm::TOKENS_PER_FORWARD;
@@ -78,14 +78,6 @@ fn best_groups(
     out: &mut Vec<PrefixGroup>,
 ) -> usize {
     let total: usize = run.iter().map(|&i| prompts[i].len()).sum();
-    let shortest = run.iter().map(|&i| prompts[i].len()).min().unwrap_or(0);
-    let least = common.iter().copied().min().unwrap_or(0);
-    let len = least.min(shortest.saturating_sub(1));
-    let whole = if run.len() >= 2 && len >= MIN_SHARED {
-        (len + (total - len * run.len()) + GROUP_COST, len)
-    } else {
-        (total, 0)
-    };
     if run.len() < 2 {
         out.push(PrefixGroup {
             len: 0,
@@ -93,6 +85,15 @@ fn best_groups(
         });
         return total;
     }
+    let shortest = run.iter().map(|&i| prompts[i].len()).min().unwrap_or(0);
+    let least = common.iter().copied().min().unwrap_or(0);
+    let len = least.min(shortest.saturating_sub(1));
+    // The whole run as one group (its members run whole when too little is shared).
+    let whole = if len >= MIN_SHARED {
+        (len + (total - len * run.len()) + GROUP_COST, len)
+    } else {
+        (total, 0)
+    };
     // Split where the least common length is: both sides may share more.
     let at = common.iter().position(|&c| c == least).unwrap_or(0);
     let mut split = Vec::new();
@@ -130,21 +131,7 @@ impl Prefix {
         stop: Option<&StopFlag>,
     ) -> Result<Self> {
         let batch = TokenBatch::new(&[ids.to_vec()], 0, &model.device());
-        let ctx = model.context(&batch);
-        let keep = Keep {
-            cache: true,
-            ..Keep::default()
-        };
-        let ran = Blocks::new(layers).keeping(keep).stopped_by(stop).run(
-            model,
-            &ctx,
-            model.embed(batch.ids.clone()),
-        )?;
-        Ok(Prefix {
-            ids: ids.to_vec(),
-            kv: ran.cache,
-            h: ran.h,
-        })
+        Self::through(model, ids, layers, model.embed(batch.ids), stop)
     }
 
     /// The same beginning continued through blocks `layers` from its stream: their
@@ -155,22 +142,61 @@ impl Prefix {
         layers: Range<usize>,
         stop: Option<&StopFlag>,
     ) -> Result<Self> {
-        let batch = TokenBatch::new(std::slice::from_ref(&self.ids), 0, &model.device());
-        let ctx = model.context(&batch);
+        Self::through(model, &self.ids, layers, self.h.clone(), stop)
+    }
+
+    /// `ids` through blocks `layers`, from `h` (the stream entering the first of them).
+    fn through(
+        model: &Llama,
+        ids: &[u32],
+        layers: Range<usize>,
+        h: Tensor<3>,
+        stop: Option<&StopFlag>,
+    ) -> Result<Self> {
+        let ctx = model.context(&TokenBatch::new(&[ids.to_vec()], 0, &model.device()));
         let keep = Keep {
             cache: true,
             ..Keep::default()
         };
-        let ran =
-            Blocks::new(layers)
-                .keeping(keep)
-                .stopped_by(stop)
-                .run(model, &ctx, self.h.clone())?;
+        let ran = Blocks::new(layers)
+            .keeping(keep)
+            .stopped_by(stop)
+            .run(model, &ctx, h)?;
         Ok(Prefix {
-            ids: self.ids.clone(),
+            ids: ids.to_vec(),
             kv: ran.cache,
             h: ran.h,
         })
+    }
+
+    /// The keys/values, in blocks `layers` (this beginning's), of the first `own` own tokens of
+    /// each row of `tails` (whose stream entering those blocks is `tails.ran.h`), the
+    /// beginning's columns first: e.g. the blocks above a site over the tokens a batch takes
+    /// from the cache.
+    pub(crate) fn tail_cache(
+        &self,
+        model: &Llama,
+        tails: &Tails,
+        layers: Range<usize>,
+        own: usize,
+        stop: Option<&StopFlag>,
+    ) -> Result<Vec<KeyValue>> {
+        let p = self.len();
+        let prefix = self.repeated(tails.lengths.len());
+        let ctx = tails.ctx.columns_before(p + own).queries_from(p);
+        let keep = Keep {
+            cache: true,
+            ..Keep::default()
+        };
+        Ok(Blocks::new(layers)
+            .after(Some(Window {
+                from: p,
+                prefix: &prefix,
+            }))
+            .keeping(keep)
+            .stopped_by(stop)
+            .run(model, &ctx, tails.ran.h.clone().narrow(1, 0, own))?
+            .cache)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -224,16 +250,8 @@ impl Prefix {
                 })
                 .collect();
             let batch = TokenBatch::new(&ids, 0, &model.device());
-            let ctx = model.context(&batch).queries_from(p);
-            let own: Vec<i64> = ids
-                .iter()
-                .flat_map(|row| row[p..].iter().map(|&t| i64::from(t)))
-                .collect();
-            let own: Tensor<2, Int> = Tensor::<1, Int>::from_data(
-                TensorData::new(own, [chunk.len() * (s - p)]),
-                &model.device(),
-            )
-            .reshape([chunk.len(), s - p]);
+            let ctx = model.context(&batch);
+            let own = batch.ids.narrow(1, p, s - p);
             let prefix = self.repeated(chunk.len());
             let ran = Blocks::new(layers.clone())
                 .after(Some(Window {
@@ -242,11 +260,12 @@ impl Prefix {
                 }))
                 .keeping(keep)
                 .stopped_by(stop)
-                .run(model, &ctx, model.embed(own))?;
+                .run(model, &ctx.queries_from(p), model.embed(own))?;
             out.push(Tails {
                 first: c * rows,
                 lengths: chunk.iter().map(|t| t.len() - p).collect(),
                 ran,
+                ctx,
             });
         }
         Ok(out)
@@ -262,6 +281,8 @@ pub(crate) struct Tails {
     /// Its stream `[rows, longest own, hidden]`, and what it kept (keys/values cover the
     /// beginning's columns too).
     pub(crate) ran: crate::run::Ran,
+    /// The pass's context over all its columns, the beginning's included.
+    ctx: ForwardContext,
 }
 
 #[cfg(test)]

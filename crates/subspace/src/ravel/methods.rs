@@ -498,26 +498,33 @@ fn run_each(
         .collect();
     let das_configs = configs
         .iter()
-        .map(|c| das_config(c, site, train_set.len(), &train_set))
+        .map(|c| das_config(c, site, &train_set))
         .collect::<Result<Vec<_>>>()?;
-    let trains = configs.iter().any(|c| c.method.trained());
+    // "on N examples (S steps of B, lr, decay)": what one run trains.
+    let training = |c: &RunConfig, (das, trained): &(DasConfig, Vec<usize>)| {
+        format!(
+            "on {} examples ({} steps of {}, lr {:e}, {} decay after {} warm-up steps)",
+            trained.len(),
+            das.steps,
+            c.batch,
+            c.peak_lr(),
+            c.decay,
+            das.schedule.warmup
+        )
+    };
     let single = configs.len() == 1;
     let mut objective = None;
-    if trains {
-        let phase = match &das_configs[..] {
-            [(das, trained)] => format!(
-                "training on {} examples ({} steps of {}, lr {:e}, {} decay after {} warm-up steps); first the layers below the site run once over every train pair",
-                trained.len(),
-                das.steps,
-                config.batch,
-                config.peak_lr(),
-                config.decay,
-                das.schedule.warmup
-            ),
-            _ => format!(
+    if configs.iter().any(|c| c.method.trained()) {
+        let phase = if single {
+            format!(
+                "training {}; first the layers below the site run once over every train pair",
+                training(config, &das_configs[0])
+            )
+        } else {
+            format!(
                 "the layers below the site, once over every train pair, for {} runs",
                 configs.len()
-            ),
+            )
         };
         progress(RunEvent::Phase(&phase));
         objective = Some(DasObjective::for_config(lm, &all, &das_configs[0].0)?);
@@ -525,21 +532,17 @@ fn run_each(
     // The pairs and the pass below the site count toward every run's time.
     let shared_seconds = start.elapsed().as_secs_f64();
     let mut results = Vec::with_capacity(configs.len());
-    for (i, (c, (das, trained))) in configs.iter().zip(&das_configs).enumerate() {
+    for (i, (c, run)) in configs.iter().zip(&das_configs).enumerate() {
+        let (das, trained) = run;
         let mut losses = Vec::new();
         let mut train_seconds = shared_seconds;
         if let (true, Some(o)) = (c.method.trained(), objective.as_mut()) {
             let t = Instant::now();
             if !single {
                 progress(RunEvent::Phase(&format!(
-                    "training {} on {} examples ({} steps of {}, lr {:e}, {} decay after {} warm-up steps)",
+                    "training {} {}",
                     c.method.name(),
-                    trained.len(),
-                    das.steps,
-                    c.batch,
-                    c.peak_lr(),
-                    c.decay,
-                    das.schedule.warmup
+                    training(c, run)
                 )));
             }
             o.set_active(trained.clone());
@@ -627,10 +630,9 @@ fn run_each(
 fn das_config(
     config: &RunConfig,
     site: Site,
-    n: usize,
     train_set: &[RavelExample],
 ) -> Result<(DasConfig, Vec<usize>)> {
-    let trained: Vec<usize> = (0..n)
+    let trained: Vec<usize> = (0..train_set.len())
         .filter(|&i| config.method == Method::Mdas || train_set[i].role == Role::Cause)
         .collect();
     let steps = match config.epochs {

@@ -20,10 +20,10 @@ use burn::tensor::{Int, Tensor, TensorData};
 use llama::{ForwardContext, KeyValue, TokenBatch};
 
 use crate::error::Result;
-use crate::lm::{LanguageModel, Prompt, TOKENS_PER_FORWARD};
+use crate::lm::{LanguageModel, Prompt, passes_by_length};
 use crate::pair::{Example, Pair};
 use crate::prefix::{Prefix, prefix_groups};
-use crate::run::{Blocks, Cell, Keep, Window};
+use crate::run::{Blocks, Cell, Keep};
 use crate::site::Site;
 
 /// One distinct base prompt's states from the site up.
@@ -159,26 +159,14 @@ impl SiteCache {
                 }
                 continue;
             }
-            let mut order = group.members;
-            order.sort_by_key(|&i| distinct[i].0.len());
-            let mut start = 0;
-            while start < order.len() {
-                // As many prompts as fit one pass at the longest of them (the last, sorted).
-                let mut end = start + 1;
-                while end < order.len()
-                    && (end + 1 - start) * distinct[order[end]].0.len() <= TOKENS_PER_FORWARD
-                {
-                    end += 1;
-                }
-                let chunk = &order[start..end];
+            for chunk in passes_by_length(group.members, |i| distinct[i].0.len()) {
                 let prompts: Vec<&Prompt> = chunk.iter().map(|&i| distinct[i].0).collect();
                 for (state, &i) in base_states(lm, site, &prompts, |r| distinct[chunk[r]].1)?
                     .into_iter()
-                    .zip(chunk)
+                    .zip(&chunk)
                 {
                     bases[i] = Some(state);
                 }
-                start = end;
             }
         }
         Ok(SiteCache {
@@ -436,26 +424,7 @@ fn shared_base_states(
         let cache = if own_kept == 0 {
             Vec::new()
         } else {
-            let prefix = above.repeated(rows);
-            let batch_len = p + tails.ran.h.dims()[1];
-            let ids: Vec<Vec<u32>> = vec![vec![0; batch_len]; rows];
-            let ctx = model
-                .context(&TokenBatch::new(&ids, 0, &lm.device()))
-                .columns_before(p + own_kept)
-                .queries_from(p);
-            let keep = Keep {
-                cache: true,
-                ..Keep::default()
-            };
-            Blocks::new(site.layer..model.n_layers())
-                .after(Some(Window {
-                    from: p,
-                    prefix: &prefix,
-                }))
-                .keeping(keep)
-                .stopped_by(stop)
-                .run(model, &ctx, tails.ran.h.clone().narrow(1, 0, own_kept))?
-                .cache
+            above.tail_cache(model, &tails, site.layer..model.n_layers(), own_kept, stop)?
         };
         for r in 0..rows {
             let (len, kept) = (tails.lengths[r], kept_of(r));
