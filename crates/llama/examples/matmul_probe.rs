@@ -17,13 +17,19 @@ fn bench(name: &str, flops: f64, f: impl Fn() -> Tensor<2>) {
 
 fn main() {
     let device = Device::flex();
-    for (m, k, n) in [
+    // SHAPE=m,k,n runs one shape only (e.g. 192,576,576: a step of the rotation's series).
+    let one: Option<(usize, usize, usize)> = std::env::var("SHAPE").ok().map(|s| {
+        let v: Vec<usize> = s.split(',').map(|x| x.parse().unwrap()).collect();
+        (v[0], v[1], v[2])
+    });
+    let all = vec![
         (9, 576, 1536),
         (9, 1536, 576),
         (9, 576, 576),
         (6, 576, 1536),
         (1, 576, 49152),
-    ] {
+    ];
+    for (m, k, n) in one.map(|s| vec![s]).unwrap_or(all) {
         let x: Tensor<2> = Tensor::random([m, k], Distribution::Normal(0.0, 1.0), &device);
         let w: Tensor<2> = Tensor::random([k, n], Distribution::Normal(0.0, 1.0), &device);
         let w_hf: Tensor<2> = Tensor::random([n, k], Distribution::Normal(0.0, 1.0), &device);

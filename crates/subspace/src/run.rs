@@ -317,7 +317,7 @@ pub fn run_lanes(
             .map(|lane| lane.window.map(|w| &w.prefix[i]))
             .collect();
         let input = edited(h, l, Component::BlockInput);
-        let (attn, _) = block.attention_branch_ragged(input.clone(), &ragged, &ctxs, &prefixes);
+        let attn = block.attention_branch_ragged(input.clone(), &ragged, &ctxs, &prefixes);
         let mid = input + edited(attn, l, Component::AttentionOutput);
         let mlp = edited(block.mlp_branch(mid.clone()), l, Component::MlpOutput);
         h = edited(mid + mlp, l, Component::BlockOutput);

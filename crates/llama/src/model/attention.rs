@@ -94,44 +94,78 @@ impl Attention {
         prefix: Option<&KeyValue>,
         hook: &mut dyn Hook,
     ) -> (Tensor<3>, KeyValue) {
+        let (out, new) = self.attend_new(q, k, v, ctx, prefix, hook);
+        let kv = match prefix {
+            Some(p) => KeyValue {
+                k: Tensor::cat(vec![p.k.clone(), new.k], 2),
+                v: Tensor::cat(vec![p.v.clone(), new.v], 2),
+            },
+            None => new,
+        };
+        (out, kv)
+    }
+
+    /// [`Attention::attend`] returning only the new columns' keys and values (a caller that
+    /// drops the keys saves joining them to the prefix's).
+    ///
+    /// Two copies are avoided, both exact rewrites of `softmax(q·kᵀ·scale + mask)·v`:
+    /// - each key/value head serves `nh / nkv` query heads (grouped-query attention); rather
+    ///   than repeating the keys and values for every query head (copies of the whole prefix),
+    ///   the query heads of one key head are stacked as extra query rows:
+    ///   `[b, nkv, (nh / nkv) · s, hd]` against that head's keys;
+    /// - the cached prefix and the new columns are never joined: their scores are computed
+    ///   apart and joined (`(nh / nkv) · s` rows of `P + s` scores, fewer values than the `P`
+    ///   keys of `hd = 64` they stand for), and the output sums both parts' values.
+    ///
+    /// # Shapes
+    /// - as [`Attention::attend`]; keys/values `[batch, kv_heads, seq_new, head_dim]`
+    fn attend_new(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        ctx: &ForwardContext,
+        prefix: Option<&KeyValue>,
+        hook: &mut dyn Hook,
+    ) -> (Tensor<3>, KeyValue) {
         let [b, s, _] = q.dims();
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let per_kv = nh / nkv;
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
-        let q = ctx.rope.apply(heads(q, nh), self.rope_layout);
+        // Query heads `j · per_kv .. (j + 1) · per_kv` share key head `j` (transformers'
+        // `repeat_kv`), so they are consecutive rows of `[b, nkv, per_kv · s, hd]`.
+        let q = ctx
+            .rope
+            .apply(heads(q, nh), self.rope_layout)
+            .reshape([b, nkv, per_kv * s, hd]);
         let k = ctx.rope.apply(heads(k, nkv), self.rope_layout);
         let v = heads(v, nkv);
 
-        let (k, v) = match prefix {
-            Some(p) => (
-                Tensor::cat(vec![p.k.clone(), k], 2),
-                Tensor::cat(vec![p.v.clone(), v], 2),
-            ),
-            None => (k, v),
-        };
-        let kv = KeyValue {
-            k: k.clone(),
-            v: v.clone(),
-        };
-
-        // Each key/value head serves `nh / nkv` query heads.
-        let group = |t: Tensor<4>| {
-            let [b, _, s_k, _] = t.dims();
-            if nh == nkv {
-                t
-            } else {
-                t.unsqueeze_dim::<5>(2)
-                    .expand([b, nkv, nh / nkv, s_k, hd])
-                    .reshape([b, nh, s_k, hd])
-            }
-        };
-        let (k, v) = (group(k), group(v));
-
         let scale = (hd as f64).powf(-0.5);
-        let scores = q.matmul(k.swap_dims(2, 3)) * scale + ctx.mask.clone();
-        let probs = softmax(scores, 3);
-        hook.attention_probs(&probs);
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, s, nh * hd]);
-        (out, kv)
+        let new_scores = q.clone().matmul(k.clone().swap_dims(2, 3));
+        let scores = match prefix {
+            Some(p) => Tensor::cat(vec![q.matmul(p.k.clone().swap_dims(2, 3)), new_scores], 3),
+            None => new_scores,
+        };
+        let s_k = scores.dims()[3];
+        // `[b, 1, s, s_k]` masks every query head alike.
+        let mask = ctx.mask.clone().unsqueeze_dim::<5>(2);
+        let probs = softmax(scores.reshape([b, nkv, per_kv, s, s_k]) * scale + mask, 4);
+        hook.attention_probs(&probs.clone().reshape([b, nh, s, s_k]));
+        let probs = probs.reshape([b, nkv, per_kv * s, s_k]);
+        let out = match prefix {
+            Some(p) => {
+                let old = s_k - s;
+                probs.clone().narrow(3, 0, old).matmul(p.v.clone())
+                    + probs.narrow(3, old, s).matmul(v.clone())
+            }
+            None => probs.matmul(v.clone()),
+        };
+        let out = out
+            .reshape([b, nh, s, hd])
+            .swap_dims(1, 2)
+            .reshape([b, s, nh * hd]);
+        (out, KeyValue { k, v })
     }
 
     /// [`Attention::forward_cached`] of several batches at once, laid end to end by `ragged`:
@@ -140,24 +174,27 @@ impl Attention {
     ///
     /// # Shapes
     /// - `x`: `[1, tokens, hidden]` ([`Ragged::pack`])
-    /// - output: `[1, tokens, hidden]`, and each batch's keys/values
+    /// - output: `[1, tokens, hidden]` (the keys/values are not kept: no caller reads them)
     pub fn forward_ragged(
         &self,
         x: Tensor<3>,
         ragged: &Ragged,
         ctxs: &[&ForwardContext],
         prefixes: &[Option<&KeyValue>],
-    ) -> (Tensor<3>, Vec<KeyValue>) {
+    ) -> Tensor<3> {
         let q = ragged.unpack(self.q_proj.forward(x.clone()));
         let k = ragged.unpack(self.k_proj.forward(x.clone()));
         let v = ragged.unpack(self.v_proj.forward(x));
-        let (outs, kvs): (Vec<_>, Vec<_>) = q
+        let outs: Vec<Tensor<3>> = q
             .into_iter()
             .zip(k)
             .zip(v)
             .enumerate()
-            .map(|(i, ((q, k), v))| self.attend(q, k, v, ctxs[i], prefixes[i], &mut NoHook))
-            .unzip();
-        (self.o_proj.forward(ragged.pack(outs)), kvs)
+            .map(|(i, ((q, k), v))| {
+                self.attend_new(q, k, v, ctxs[i], prefixes[i], &mut NoHook)
+                    .0
+            })
+            .collect();
+        self.o_proj.forward(ragged.pack(outs))
     }
 }

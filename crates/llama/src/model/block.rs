@@ -89,7 +89,7 @@ impl Block {
         ragged: &Ragged,
         ctxs: &[&ForwardContext],
         prefixes: &[Option<&KeyValue>],
-    ) -> (Tensor<3>, Vec<KeyValue>) {
+    ) -> Tensor<3> {
         self.self_attn
             .forward_ragged(self.input_layernorm.forward(h), ragged, ctxs, prefixes)
     }
