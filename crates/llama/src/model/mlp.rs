@@ -4,8 +4,8 @@ use burn::module::Module;
 
 use super::Projection;
 use super::hook::{Hook, Inner, NoHook};
+use crate::fused::silu_mul;
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
 
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -27,8 +27,8 @@ impl Mlp {
     /// [`Mlp::forward`] with `hook` called on the hidden activation `silu(gate(x)) · up(x)`
     /// (`down_proj`'s input, `[batch, seq, intermediate]`).
     pub fn forward_hooked(&self, x: Tensor<3>, hook: &mut dyn Hook) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        let hidden = hook.inner(Inner::MlpHidden, gate * self.up_proj.forward(x));
+        let gate = self.gate_proj.forward(x.clone());
+        let hidden = hook.inner(Inner::MlpHidden, silu_mul(gate, self.up_proj.forward(x)));
         self.down_proj.forward(hidden)
     }
 }
