@@ -256,12 +256,21 @@ fn tiles_per_task(tiles: usize) -> usize {
     tiles.div_ceil(4 * threads).max(1)
 }
 
+/// Tiles whose weights a task widens before it multiplies them with every panel: as many as
+/// fit in 512 KiB (with a block of panels, [`panels_per_block`], within a core's L2), so that a
+/// tile is widened once per call, not once per block of panels (a pass over 2 048 tokens has
+/// 22 blocks).
+fn tiles_per_chunk(depth: usize) -> usize {
+    ((512 << 10) / (MR * depth * 4)).max(1)
+}
+
 /// `y` (`[m, outputs]`) from every tile of 12 outputs times every panel of 32 tokens of
 /// `panels` (each `[depth, 32]`, from [`token_panels`]): the tiles are shared between the
-/// threads (each task writes only its tiles' outputs), the panels taken in blocks that fit in
-/// L2. `tile_weights(state, first, count)` gives the weights of outputs `first .. first +
-/// count` where `layout` (and `A_ROW`) place them, valid until its next call; `state` is made
-/// once per task by `task_state`.
+/// threads (each task writes only its tiles' outputs); each task takes its tiles in chunks
+/// ([`tiles_per_chunk`]) and each chunk's tiles with blocks of panels that fit in L2.
+/// `tile_weights(state, slot, first, count)` gives the weights of outputs `first .. first +
+/// count` where `layout` (and `A_ROW`) place them, valid until it is next called with the same
+/// `slot < chunk`; `state` is made once per task by `task_state(chunk)`.
 ///
 /// # Safety
 /// The CPU must have AVX-512F; each pointer `tile_weights` returns must hold the `count × depth`
@@ -272,8 +281,8 @@ unsafe fn tiled_product<const A_ROW: usize, S>(
     outputs: usize,
     (panels, depth): (&[f32], usize),
     layout: Layout,
-    task_state: impl Fn() -> S + Sync,
-    tile_weights: impl Fn(&mut S, usize, usize) -> *const f32 + Sync,
+    task_state: impl Fn(usize) -> S + Sync,
+    tile_weights: impl Fn(&mut S, usize, usize, usize) -> *const f32 + Sync,
 ) -> Vec<f32> {
     assert!(panels.len() == m.div_ceil(NR) * depth * NR && depth.is_multiple_of(16));
     let mut y = vec![0f32; m * outputs];
@@ -281,32 +290,44 @@ unsafe fn tiled_product<const A_ROW: usize, S>(
     let tiles = outputs.div_ceil(MR);
     let per_task = tiles_per_task(tiles);
     let block = panels_per_block(depth);
+    let chunk = tiles_per_chunk(depth).min(per_task);
     (0..tiles.div_ceil(per_task))
         .into_par_iter()
         .for_each(|task| {
-            let mut state = task_state();
+            let mut state = task_state(chunk);
             let tiles = task * per_task..((task + 1) * per_task).min(tiles);
-            for first_panel in (0..m.div_ceil(NR)).step_by(block) {
-                let block_panels = first_panel..(first_panel + block).min(m.div_ceil(NR));
-                for tile in tiles.clone() {
-                    let first = tile * MR;
-                    let count = (outputs - first).min(MR);
-                    let a = tile_weights(&mut state, first, count);
-                    for p in block_panels.clone() {
-                        let t0 = p * NR;
-                        // SAFETY: AVX-512F and `a`'s extent as the caller guarantees; panel `p`
-                        // holds `depth × 32` values; `y` is `[m, outputs]` and this task alone
-                        // writes its outputs `first .. first + count`, here for tokens `t0 .. m`.
-                        unsafe {
-                            micro_rows::<A_ROW>(
-                                count,
-                                a,
-                                layout,
-                                panels.as_ptr().add(p * depth * NR),
-                                depth,
-                                (out.at(t0 * outputs + first), outputs, (m - t0).min(NR)),
-                            )
-                        };
+            for chunk_first in tiles.clone().step_by(chunk) {
+                let chunk_tiles = chunk_first..(chunk_first + chunk).min(tiles.end);
+                let weights: Vec<*const f32> = chunk_tiles
+                    .clone()
+                    .enumerate()
+                    .map(|(slot, tile)| {
+                        let first = tile * MR;
+                        tile_weights(&mut state, slot, first, (outputs - first).min(MR))
+                    })
+                    .collect();
+                for first_panel in (0..m.div_ceil(NR)).step_by(block) {
+                    let block_panels = first_panel..(first_panel + block).min(m.div_ceil(NR));
+                    for (tile, &a) in chunk_tiles.clone().zip(&weights) {
+                        let first = tile * MR;
+                        let count = (outputs - first).min(MR);
+                        for p in block_panels.clone() {
+                            let t0 = p * NR;
+                            // SAFETY: AVX-512F and `a`'s extent as the caller guarantees (its
+                            // slot is not asked again in this chunk); panel `p` holds `depth ×
+                            // 32` values; `y` is `[m, outputs]` and this task alone writes its
+                            // outputs `first .. first + count`, here for tokens `t0 .. m`.
+                            unsafe {
+                                micro_rows::<A_ROW>(
+                                    count,
+                                    a,
+                                    layout,
+                                    panels.as_ptr().add(p * depth * NR),
+                                    depth,
+                                    (out.at(t0 * outputs + first), outputs, (m - t0).min(NR)),
+                                )
+                            };
+                        }
                     }
                 }
             }
@@ -324,21 +345,23 @@ pub(super) unsafe fn matmul_wt<W: PackedRows>(x: &[f32], m: usize, w: &W) -> Vec
     assert!(x.len() == m * k && m > 0);
     assert!(k.is_multiple_of(16), "packed rows hold whole blocks of 32");
     let xp = token_panels(x, m, k, k);
-    // Per task: the tile's rows interleaved in runs of 16 (`[k / 16][12][16]`), so that a
-    // step's 12 weights lie in one 768-byte run that the micro-kernel walks through in order;
-    // and one widened row.
-    let task_state = || (vec![0f32; MR * k], vec![0f32; k]);
-    let tile_weights = |(wbuf, row): &mut (Vec<f32>, Vec<f32>), first: usize, count: usize| {
-        for i in 0..count {
-            // SAFETY: this function runs only where the CPU has AVX-512F.
-            unsafe { w.dequantize_row_avx512(first + i, row) };
-            for (c, run) in row.chunks_exact(16).enumerate() {
-                let at = (c * MR + i) * 16;
-                wbuf[at..at + 16].copy_from_slice(run);
+    // Per task: each slot's tile, its rows interleaved in runs of 16 (`[k / 16][12][16]`), so
+    // that a step's 12 weights lie in one 768-byte run that the micro-kernel walks through in
+    // order; and one widened row.
+    let task_state = |slots: usize| (vec![0f32; slots * MR * k], vec![0f32; k]);
+    let tile_weights =
+        |(wbuf, row): &mut (Vec<f32>, Vec<f32>), slot: usize, first: usize, count: usize| {
+            let wbuf = &mut wbuf[slot * MR * k..(slot + 1) * MR * k];
+            for i in 0..count {
+                // SAFETY: this function runs only where the CPU has AVX-512F.
+                unsafe { w.dequantize_row_avx512(first + i, row) };
+                for (c, run) in row.chunks_exact(16).enumerate() {
+                    let at = (c * MR + i) * 16;
+                    wbuf[at..at + 16].copy_from_slice(run);
+                }
             }
-        }
-        wbuf.as_ptr()
-    };
+            wbuf.as_ptr()
+        };
     let layout = Layout {
         chunk: MR * 16,
         step: 1,
@@ -393,8 +416,8 @@ pub(super) unsafe fn matmul_w<W: PackedRows>(g: &[f32], m: usize, w: &W) -> Vec<
     };
     // SAFETY: AVX-512F as above; column `first + i` of row `s < depth` is
     // `strips[(tile · depth + s) · 12 + i]` for `tile = first / 12`.
-    let strips_of = |_: &mut (), first: usize, _| strips[first / MR * depth * MR..].as_ptr();
-    let y = unsafe { tiled_product::<1, _>(m, k, (&gp, depth), layout, || (), strips_of) };
+    let strips_of = |_: &mut (), _, first: usize, _| strips[first / MR * depth * MR..].as_ptr();
+    let y = unsafe { tiled_product::<1, _>(m, k, (&gp, depth), layout, |_| (), strips_of) };
     scratch::give(gp);
     scratch::give(strips);
     y
