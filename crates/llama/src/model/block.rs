@@ -10,6 +10,7 @@ use super::context::ForwardContext;
 use super::hook::Hook;
 use super::mlp::Mlp;
 use super::ragged::Ragged;
+use crate::fused::rms_norm;
 
 #[derive(Module, Debug)]
 pub struct Block {
@@ -51,7 +52,8 @@ impl Block {
     /// # Shapes
     /// - `h`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn attention_branch(&self, h: Tensor<3>, ctx: &ForwardContext) -> Tensor<3> {
-        self.self_attn.forward(self.input_layernorm.forward(h), ctx)
+        self.self_attn
+            .forward(rms_norm(&self.input_layernorm, h), ctx)
     }
 
     /// [`Block::attention_branch`] after cached columns.
@@ -62,7 +64,7 @@ impl Block {
         prefix: Option<&KeyValue>,
     ) -> (Tensor<3>, KeyValue) {
         self.self_attn
-            .forward_cached(self.input_layernorm.forward(h), ctx, prefix)
+            .forward_cached(rms_norm(&self.input_layernorm, h), ctx, prefix)
     }
 
     /// [`Block::attention_branch_cached`] with `hook` called inside attention
@@ -75,7 +77,7 @@ impl Block {
         hook: &mut dyn Hook,
     ) -> (Tensor<3>, KeyValue) {
         self.self_attn
-            .forward_hooked(self.input_layernorm.forward(h), ctx, prefix, hook)
+            .forward_hooked(rms_norm(&self.input_layernorm, h), ctx, prefix, hook)
     }
 
     /// [`Block::attention_branch_cached`] of several batches laid end to end by `ragged`
@@ -91,13 +93,13 @@ impl Block {
         prefixes: &[Option<&KeyValue>],
     ) -> Tensor<3> {
         self.self_attn
-            .forward_ragged(self.input_layernorm.forward(h), ragged, ctxs, prefixes)
+            .forward_ragged(rms_norm(&self.input_layernorm, h), ragged, ctxs, prefixes)
     }
 
     /// [`Block::mlp_branch`] with `hook` called on the MLP's hidden activation.
     pub fn mlp_branch_hooked(&self, h: Tensor<3>, hook: &mut dyn Hook) -> Tensor<3> {
         self.mlp
-            .forward_hooked(self.post_attention_layernorm.forward(h), hook)
+            .forward_hooked(rms_norm(&self.post_attention_layernorm, h), hook)
     }
 
     /// The MLP output that the block adds to the stream (`h` is the stream after attention).
@@ -105,6 +107,7 @@ impl Block {
     /// # Shapes
     /// - `h`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn mlp_branch(&self, h: Tensor<3>) -> Tensor<3> {
-        self.mlp.forward(self.post_attention_layernorm.forward(h))
+        self.mlp
+            .forward(rms_norm(&self.post_attention_layernorm, h))
     }
 }

@@ -27,6 +27,7 @@ use burn::nn::{LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::LlamaConfig;
+use crate::fused::rms_norm;
 
 #[derive(Module, Debug)]
 pub struct Llama {
@@ -123,7 +124,7 @@ impl Llama {
     /// # Shapes
     /// - `h`: `[batch, seq, hidden]` (output of the last block) → `[batch, seq, vocab]`
     pub fn logits(&self, h: Tensor<3>) -> Tensor<3> {
-        let h = self.norm.forward(h);
+        let h = rms_norm(&self.norm, h);
         match &self.lm_head {
             Some(head) => head.forward(h),
             None => match &self.embed_tokens {

@@ -1,10 +1,4 @@
-//! Elementwise steps fused into one pass over memory, with their own backward (flex backend).
-//!
-//! burn runs `silu(gate) · up` as three operations (a sigmoid whose `exp` is libm's scalar
-//! `expf`, two products), each a pass over the `[tokens, 1536]` activations on one thread, and
-//! its autodiff adds six more for the gradient. Here the forward is one pass and the backward
-//! another, both vectorised (a polynomial `exp`) and split over burn's threads. Other backends
-//! (LibTorch, ndarray) keep burn's composed operations.
+//! `silu(gate) · up` in one pass, and its gradients in another.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -12,52 +6,23 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::activation::silu;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::backend::{Autodiff, Flex, TensorMetadata};
+use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-#[backend_extension(Flex, Autodiff)]
-pub trait FusedOps: Backend {
-    /// `silu(gate) · up`, elementwise (`gate` and `up` of one shape).
-    fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
-}
+use super::exp::exp;
+use super::{avx512, with_values};
 
-/// `silu(gate) · up`: the SwiGLU hidden activation.
-///
-/// # Shapes
-/// - `gate`, `up`: the same shape → that shape
-pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
-    if gate.device() != Device::flex() || gate.dims() != up.dims() {
-        return silu(gate) * up;
-    }
-    Tensor::from_dispatch(<Dispatch as FusedOps>::silu_mul(
-        gate.into_dispatch(),
-        up.into_dispatch(),
-    ))
-}
+/// Elements per parallel task: below this a pass costs less than waking a thread.
+const CHUNK: usize = 16 * 1024;
 
-/// Borrows a flex tensor's `f32` values (made contiguous, converted if need be).
-fn with_values<R>(x: FloatTensor<Flex>, f: impl FnOnce(&[f32]) -> R) -> R {
-    let x = x.to_contiguous();
-    match x.as_slice::<f32>() {
-        Some(v) => f(v),
-        None => {
-            let data = x.into_data().convert::<f32>();
-            f(data.as_slice::<f32>().unwrap_or(&[]))
-        }
-    }
-}
-
-impl FusedOps for Flex {
-    fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (shape, device) = (gate.shape(), gate.device());
-        let mut out = vec![0f32; shape.num_elements()];
-        with_values(gate, |g| {
-            with_values(up, |u| kernels::silu_mul(g, u, &mut out));
-        });
-        Flex::float_from_data(TensorData::new(out, shape), &device)
-    }
+pub(super) fn forward(gate: FloatTensor<Flex>, up: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    let (shape, device) = (gate.shape(), gate.device());
+    let mut out = vec![0f32; shape.num_elements()];
+    with_values(gate, |g| {
+        with_values(up, |u| kernels::silu_mul(g, u, &mut out));
+    });
+    Flex::float_from_data(TensorData::new(out, shape), &device)
 }
 
 /// The backward of [`FusedOps::silu_mul`]; its state is the two inputs.
@@ -94,45 +59,27 @@ impl Backward<Flex, 2> for SiluMul {
     }
 }
 
-impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
-    fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (gate, gate_node) = gate.into_parts();
-        let (up, up_node) = up.into_parts();
-        let out = Flex::silu_mul(gate.clone(), up.clone());
-        match SiluMul
-            .prepare::<C>([gate_node, up_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((gate, up), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+/// [`forward`] on autodiff tensors, recorded with both inputs as the backward's state.
+pub(super) fn tracked<C: CheckpointStrategy>(
+    gate: FloatTensor<Autodiff<Flex, C>>,
+    up: FloatTensor<Autodiff<Flex, C>>,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let (gate, gate_node) = gate.into_parts();
+    let (up, up_node) = up.into_parts();
+    let out = forward(gate.clone(), up.clone());
+    match SiluMul
+        .prepare::<C>([gate_node, up_node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((gate, up), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
 
 /// The loops, vectorised with AVX-512 where the CPU has it.
 mod kernels {
     use super::*;
-
-    /// Elements per parallel task: below this a pass costs less than waking a thread.
-    const CHUNK: usize = 16 * 1024;
-
-    /// `e^x` for `f32` (Cephes' `expf`: relative error about 1e-7): `x = n·ln 2 + r`,
-    /// `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `e^r`, `2^n` built in the exponent bits.
-    /// Saturates to 0 below about −87.3 and to +∞ above 88.4 (written so that it vectorises).
-    #[inline(always)]
-    pub(super) fn exp(x: f32) -> f32 {
-        let x = x.clamp(-87.3, 88.37);
-        let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-        let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-        let z = r * r;
-        let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-            + 1.666_666_5e-1)
-            * r
-            + 0.5;
-        let y = p * z + r + 1.0;
-        y * f32::from_bits(((n as i32 + 127) as u32) << 23)
-    }
 
     #[inline(always)]
     fn sigmoid(g: f32) -> f32 {
@@ -167,17 +114,6 @@ mod kernels {
     #[target_feature(enable = "avx512f")]
     fn backward_chunk_avx512(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
         backward_chunk(g, u, dy, dg, du)
-    }
-
-    fn avx512() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx512f")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
     }
 
     /// `out = silu(g) · u`.
@@ -236,9 +172,10 @@ mod kernels {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::kernels::exp;
-    use super::*;
+    use crate::fused::silu_mul;
     use burn::tensor::Distribution;
+    use burn::tensor::activation::silu;
+    use burn::tensor::{Device, Tensor};
 
     fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
@@ -280,21 +217,5 @@ mod tests {
             );
             assert!(max_diff(&fused.2, &composed.2) < 1e-5, "n {n}: up gradient");
         }
-    }
-
-    #[test]
-    fn exp_matches_libm_to_a_few_ulps() {
-        let mut worst = 0f64;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let (got, want) = (f64::from(exp(x)), f64::from(x).exp());
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.0137;
-        }
-        assert!(worst < 3e-7, "worst relative error {worst:e}");
-        // Saturated: a sigmoid of ±200 is 0 or 1 to f32 either way.
-        assert!(exp(-200.0) < 1.3e-38);
-        assert!(exp(200.0) > 1e38);
-        assert_eq!(exp(0.0), 1.0);
     }
 }
