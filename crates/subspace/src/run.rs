@@ -358,6 +358,10 @@ impl Hook for Inside<'_> {
             self.pattern = Some(probs.clone());
         }
     }
+
+    fn wants_attention_probs(&self) -> bool {
+        self.keep.patterns
+    }
 }
 
 /// A full forward pass from the tokens: embeddings, every block (with `edits`), and the

@@ -7,6 +7,7 @@
 //! threads. Other backends (LibTorch, ndarray), and an RMSNorm whose weight is being trained,
 //! keep burn's composed operations.
 
+mod attention;
 mod exp;
 mod rms_norm;
 mod silu_mul;
@@ -25,6 +26,17 @@ pub trait FusedOps: Backend {
     /// `x / sqrt(mean(x²) + eps) · gamma` over the last dimension; `gamma` is a constant (no
     /// gradient reaches it).
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    /// `softmax(q·kᵀ·scale + mask)·v` of new columns over a cached prefix and themselves; see
+    /// [`attention`].
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        k_prefix: FloatTensor<Self>,
+        v_prefix: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self>;
 }
 
 /// `silu(gate) · up`: the SwiGLU hidden activation.
@@ -57,6 +69,50 @@ pub fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
     ))
 }
 
+/// `softmax(q·kᵀ·scale + mask)·v` of `s` new columns, whose keys are preceded by the cached
+/// `prefix` (keys and values, constants), with grouped-query heads (query head `h` reads key
+/// head `h / (heads / kv_heads)`); `None` where the fused operation does not apply (another
+/// backend, or shapes other than these), for the caller to compose it from burn's operations.
+///
+/// # Shapes
+/// - `q`: `[b, heads, s, hd]`; `k`, `v`: `[b, kv_heads, s, hd]` (after rotary)
+/// - `prefix`: `[b, kv_heads, p, hd]` each; `mask`: `[b, 1, s, p + s]`
+/// - output: `[b, heads, s, hd]`
+pub fn attention(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    prefix: Option<(&Tensor<4>, &Tensor<4>)>,
+    mask: &Tensor<4>,
+    scale: f64,
+) -> Option<Tensor<4>> {
+    let [b, heads, s, hd] = q.dims();
+    let [kb, kv_heads, ks, khd] = k.dims();
+    let p = prefix.map_or(0, |(kp, _)| kp.dims()[2]);
+    let fits = q.device() == Device::flex()
+        && [kb, ks, khd] == [b, s, hd]
+        && v.dims() == k.dims()
+        && kv_heads > 0
+        && heads.is_multiple_of(kv_heads)
+        && mask.dims() == [b, 1, s, p + s]
+        && prefix
+            .is_none_or(|(kp, vp)| kp.dims() == [b, kv_heads, p, hd] && vp.dims() == kp.dims());
+    if !fits {
+        return None;
+    }
+    // Without a prefix the new keys stand in for it (unread: its length is 0).
+    let (kp, vp) = prefix.unwrap_or((k, v));
+    Some(Tensor::from_dispatch(<Dispatch as FusedOps>::attention(
+        q.clone().into_dispatch(),
+        k.clone().into_dispatch(),
+        v.clone().into_dispatch(),
+        kp.clone().into_dispatch(),
+        vp.clone().into_dispatch(),
+        mask.clone().into_dispatch(),
+        scale,
+    )))
+}
+
 impl FusedOps for Flex {
     fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         silu_mul::forward(gate, up)
@@ -64,6 +120,18 @@ impl FusedOps for Flex {
 
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         rms_norm::forward(x, gamma, eps)
+    }
+
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        k_prefix: FloatTensor<Self>,
+        v_prefix: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        attention::forward(q, k, v, k_prefix, v_prefix, mask, scale)
     }
 }
 
@@ -74,6 +142,18 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
 
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         rms_norm::tracked::<C>(x, gamma, eps)
+    }
+
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        k_prefix: FloatTensor<Self>,
+        v_prefix: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        attention::tracked::<C>(q, k, v, k_prefix, v_prefix, mask, scale)
     }
 }
 

@@ -140,8 +140,18 @@ impl Attention {
             .reshape([b, nkv, per_kv * s, hd]);
         let k = ctx.rope.apply(heads(k, nkv), self.rope_layout);
         let v = heads(v, nkv);
-
         let scale = (hd as f64).powf(-0.5);
+        let fused = if hook.wants_attention_probs() {
+            None
+        } else {
+            let q = q.clone().reshape([b, nh, s, hd]);
+            crate::fused::attention(&q, &k, &v, prefix.map(|p| (&p.k, &p.v)), &ctx.mask, scale)
+        };
+        if let Some(out) = fused {
+            let out = out.swap_dims(1, 2).reshape([b, s, nh * hd]);
+            return (out, KeyValue { k, v });
+        }
+
         let new_scores = q.clone().matmul(k.clone().swap_dims(2, 3));
         let scores = match prefix {
             Some(p) => Tensor::cat(vec![q.matmul(p.k.clone().swap_dims(2, 3)), new_scores], 3),

@@ -24,7 +24,7 @@ pub enum Inner {
 }
 
 /// Called by a block at each [`Inner`] vector (and the attention probabilities) as it runs.
-/// Both methods default to doing nothing, so a plain forward pass uses [`NoHook`].
+/// Its methods default to doing nothing, so a plain forward pass uses [`NoHook`].
 pub trait Hook {
     /// Returns the vector the block goes on with (`t` itself, or an edited copy).
     ///
@@ -35,9 +35,16 @@ pub trait Hook {
         t
     }
 
-    /// Sees the attention probabilities (after softmax), `[batch, n_heads, seq_q, seq_k]`.
+    /// Sees the attention probabilities (after softmax), `[batch, n_heads, seq_q, seq_k]`, if
+    /// [`Hook::wants_attention_probs`].
     fn attention_probs(&mut self, probs: &Tensor<4>) {
         let _ = probs;
+    }
+
+    /// Whether [`Hook::attention_probs`] reads them: if not, attention may run fused, without
+    /// making them a tensor.
+    fn wants_attention_probs(&self) -> bool {
+        false
     }
 }
 

@@ -1,0 +1,584 @@
+//! Attention of new columns over cached ones and themselves, `softmax(q·kᵀ·scale + mask)·v`, in
+//! one operation forward and one backward.
+//!
+//! With burn's operations a block's attention after its projections is some thirty of them per
+//! batch (scores against the cached prefix and the new keys, their join, the mask, a softmax of
+//! five, the two products with the values), each allocating its result on one thread, and
+//! autodiff doubles them. In a training step of the RAVEL recipe that was two fifths of the
+//! forward. Here the work is split over burn's threads by (row, key head): every query head
+//! of a key head reads that head's keys directly (grouped-query attention without copies), and
+//! writes only its own gradients.
+//!
+//! The probabilities are kept from the forward for the backward (`[batch, heads, seq_q,
+//! seq_k]`: small, the queries being the few new columns).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Flex, TensorMetadata};
+use burn::tensor::{Shape, TensorData};
+use rayon::prelude::*;
+
+use super::exp::exp;
+use super::with_values;
+
+/// The sizes of one call.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    /// New columns (the queries, and keys after the prefix).
+    seq: usize,
+    /// Cached columns before them.
+    prefix: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+impl Dims {
+    fn keys(&self) -> usize {
+        self.prefix + self.seq
+    }
+
+    fn per_kv(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+}
+
+/// The inputs, on the host: queries `[b, heads, s, hd]`; new keys and values `[b, kv, s, hd]`;
+/// cached keys and values `[b, kv, prefix, hd]` (empty without a prefix); the additive mask
+/// `[b, 1, s, prefix + s]`.
+struct Inputs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    k_prefix: &'a [f32],
+    v_prefix: &'a [f32],
+    mask: &'a [f32],
+}
+
+impl Inputs<'_> {
+    /// Key `c` (cached before `prefix`, new after) of row `b`, key head `j`.
+    fn key(&self, d: &Dims, b: usize, j: usize, c: usize) -> &[f32] {
+        Self::column(d, self.k_prefix, self.k, b, j, c)
+    }
+
+    fn value(&self, d: &Dims, b: usize, j: usize, c: usize) -> &[f32] {
+        Self::column(d, self.v_prefix, self.v, b, j, c)
+    }
+
+    fn column<'s>(
+        d: &Dims,
+        cached: &'s [f32],
+        new: &'s [f32],
+        b: usize,
+        j: usize,
+        c: usize,
+    ) -> &'s [f32] {
+        let hd = d.head_dim;
+        let at = if c < d.prefix {
+            ((b * d.kv_heads + j) * d.prefix + c) * hd
+        } else {
+            ((b * d.kv_heads + j) * d.seq + (c - d.prefix)) * hd
+        };
+        let src = if c < d.prefix { cached } else { new };
+        &src[at..at + hd]
+    }
+
+    /// Query `i` of row `b`, head `h`.
+    fn query(&self, d: &Dims, b: usize, h: usize, i: usize) -> &[f32] {
+        let at = ((b * d.heads + h) * d.seq + i) * d.head_dim;
+        &self.q[at..at + d.head_dim]
+    }
+
+    /// The mask's row for query `i` of row `b` (`prefix + s` values).
+    fn mask_row(&self, d: &Dims, b: usize, i: usize) -> &[f32] {
+        let at = (b * d.seq + i) * d.keys();
+        &self.mask[at..at + d.keys()]
+    }
+}
+
+/// `Σ a·b` in 16 partial sums (a loop that vectorises).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `y += a·x`
+#[inline(always)]
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// Row `b`, key head `j`: the outputs `[per_kv, s, hd]` and probabilities `[per_kv, s, keys]`
+/// of its query heads.
+#[inline(always)]
+fn forward_unit(d: &Dims, x: &Inputs, b: usize, j: usize, out: &mut [f32], probs: &mut [f32]) {
+    let (hd, keys) = (d.head_dim, d.keys());
+    for g in 0..d.per_kv() {
+        let h = j * d.per_kv() + g;
+        for i in 0..d.seq {
+            let q = x.query(d, b, h, i);
+            let mask = x.mask_row(d, b, i);
+            let p = &mut probs[(g * d.seq + i) * keys..(g * d.seq + i + 1) * keys];
+            for (c, p) in p.iter_mut().enumerate() {
+                *p = dot(q, x.key(d, b, j, c)) * d.scale + mask[c];
+            }
+            let max = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0.0;
+            for p in p.iter_mut() {
+                *p = exp(*p - max);
+                sum += *p;
+            }
+            let o = &mut out[(g * d.seq + i) * hd..(g * d.seq + i + 1) * hd];
+            o.fill(0.0);
+            for (c, p) in p.iter_mut().enumerate() {
+                *p /= sum;
+                axpy(*p, x.value(d, b, j, c), o);
+            }
+        }
+    }
+}
+
+/// Row `b`, key head `j`: the gradients of its query heads' queries (`[per_kv, s, hd]`) and of
+/// its new keys and values (`[s, hd]` each), from the outputs' gradient `d_out` (`[b, heads, s,
+/// hd]`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_unit(
+    d: &Dims,
+    x: &Inputs,
+    probs: &[f32],
+    d_out: &[f32],
+    (b, j): (usize, usize),
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
+    let (hd, keys) = (d.head_dim, d.keys());
+    let mut ds = vec![0f32; keys];
+    dk.fill(0.0);
+    dv.fill(0.0);
+    for g in 0..d.per_kv() {
+        let h = j * d.per_kv() + g;
+        for i in 0..d.seq {
+            let row = (b * d.heads + h) * d.seq + i;
+            let p = &probs[row * keys..(row + 1) * keys];
+            let go = &d_out[row * hd..(row + 1) * hd];
+            // dP = dO·v; dS = P ⊙ (dP − Σ P ⊙ dP)
+            let mut weighted = 0.0;
+            for (c, s) in ds.iter_mut().enumerate() {
+                *s = dot(go, x.value(d, b, j, c));
+                weighted += p[c] * *s;
+            }
+            let q = x.query(d, b, h, i);
+            let dq = &mut dq[(g * d.seq + i) * hd..(g * d.seq + i + 1) * hd];
+            dq.fill(0.0);
+            for (c, s) in ds.iter().enumerate() {
+                let s = p[c] * (s - weighted) * d.scale;
+                axpy(s, x.key(d, b, j, c), dq);
+                if c >= d.prefix {
+                    let t = c - d.prefix;
+                    axpy(s, q, &mut dk[t * hd..(t + 1) * hd]);
+                    axpy(p[c], go, &mut dv[t * hd..(t + 1) * hd]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn forward_unit_avx512(
+    d: &Dims,
+    x: &Inputs,
+    b: usize,
+    j: usize,
+    out: &mut [f32],
+    probs: &mut [f32],
+) {
+    forward_unit(d, x, b, j, out, probs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+fn backward_unit_avx512(
+    d: &Dims,
+    x: &Inputs,
+    probs: &[f32],
+    d_out: &[f32],
+    unit: (usize, usize),
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
+    backward_unit(d, x, probs, d_out, unit, dq, dk, dv)
+}
+
+/// The outputs `[b, heads, s, hd]` and probabilities `[b, heads, s, keys]`.
+fn forward_values(d: &Dims, x: &Inputs) -> (Vec<f32>, Vec<f32>) {
+    let (hd, keys, g) = (d.head_dim, d.keys(), d.per_kv());
+    let mut out = vec![0f32; d.batch * d.heads * d.seq * hd];
+    let mut probs = vec![0f32; d.batch * d.heads * d.seq * keys];
+    let fast = super::avx512();
+    // Unit (b, j) owns heads `j·g .. (j+1)·g` of row b: consecutive in both outputs.
+    out.par_chunks_mut(g * d.seq * hd)
+        .zip(probs.par_chunks_mut(g * d.seq * keys))
+        .enumerate()
+        .for_each(|(unit, (out, probs))| {
+            let (b, j) = (unit / d.kv_heads, unit % d.kv_heads);
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                // SAFETY: the CPU has AVX-512F.
+                return unsafe { forward_unit_avx512(d, x, b, j, out, probs) };
+            }
+            let _ = fast;
+            forward_unit(d, x, b, j, out, probs)
+        });
+    (out, probs)
+}
+
+/// The inputs as a call receives them (flex tensors), read in place.
+struct Primitives {
+    q: FloatTensor<Flex>,
+    k: FloatTensor<Flex>,
+    v: FloatTensor<Flex>,
+    k_prefix: FloatTensor<Flex>,
+    v_prefix: FloatTensor<Flex>,
+    mask: FloatTensor<Flex>,
+}
+
+impl Primitives {
+    /// The sizes, from the shapes (`scale` given).
+    fn dims(&self, scale: f64) -> Dims {
+        let q = self.q.shape();
+        let k = self.k.shape();
+        let m = self.mask.shape();
+        Dims {
+            batch: q[0],
+            heads: q[1],
+            kv_heads: k[1],
+            seq: q[2],
+            prefix: m[3] - q[2],
+            head_dim: q[3],
+            scale: scale as f32,
+        }
+    }
+
+    /// `f` on the host values (the prefix empty where there is none).
+    fn with<R>(&self, d: &Dims, f: impl FnOnce(&Inputs) -> R) -> R {
+        let (q, k, v) = (self.q.clone(), self.k.clone(), self.v.clone());
+        let (kp, vp, mask) = (
+            self.k_prefix.clone(),
+            self.v_prefix.clone(),
+            self.mask.clone(),
+        );
+        let prefix = d.prefix > 0;
+        with_values(q, |q| {
+            with_values(k, |k| {
+                with_values(v, |v| {
+                    with_values(mask, |mask| {
+                        let run = |k_prefix: &[f32], v_prefix: &[f32]| {
+                            f(&Inputs {
+                                q,
+                                k,
+                                v,
+                                k_prefix,
+                                v_prefix,
+                                mask,
+                            })
+                        };
+                        if prefix {
+                            with_values(kp, |kp| with_values(vp, |vp| run(kp, vp)))
+                        } else {
+                            run(&[], &[])
+                        }
+                    })
+                })
+            })
+        })
+    }
+}
+
+fn shape_of(d: &Dims, heads: usize) -> Shape {
+    Shape::new([d.batch, heads, d.seq, d.head_dim])
+}
+
+pub(super) fn forward(
+    q: FloatTensor<Flex>,
+    k: FloatTensor<Flex>,
+    v: FloatTensor<Flex>,
+    k_prefix: FloatTensor<Flex>,
+    v_prefix: FloatTensor<Flex>,
+    mask: FloatTensor<Flex>,
+    scale: f64,
+) -> FloatTensor<Flex> {
+    let p = Primitives {
+        q,
+        k,
+        v,
+        k_prefix,
+        v_prefix,
+        mask,
+    };
+    let d = p.dims(scale);
+    let device = p.q.device();
+    let (out, _) = p.with(&d, |x| forward_values(&d, x));
+    Flex::float_from_data(TensorData::new(out, shape_of(&d, d.heads)), &device)
+}
+
+/// The backward of [`forward`]: its state is the inputs and the probabilities.
+#[derive(Debug)]
+struct AttentionBackward;
+
+/// What the backward keeps.
+#[derive(Debug, Clone)]
+pub(super) struct Saved {
+    q: FloatTensor<Flex>,
+    k: FloatTensor<Flex>,
+    v: FloatTensor<Flex>,
+    k_prefix: FloatTensor<Flex>,
+    v_prefix: FloatTensor<Flex>,
+    mask: FloatTensor<Flex>,
+    probs: std::sync::Arc<Vec<f32>>,
+    scale: f64,
+}
+
+impl Backward<Flex, 3> for AttentionBackward {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let d_out = grads.consume::<Flex>(&ops.node);
+        let p = Primitives {
+            q: s.q,
+            k: s.k,
+            v: s.v,
+            k_prefix: s.k_prefix,
+            v_prefix: s.v_prefix,
+            mask: s.mask,
+        };
+        let d = p.dims(s.scale);
+        let device = p.q.device();
+        let hd = d.head_dim;
+        let g = d.per_kv();
+        let mut dq = vec![0f32; d.batch * d.heads * d.seq * hd];
+        let mut dk = vec![0f32; d.batch * d.kv_heads * d.seq * hd];
+        let mut dv = vec![0f32; d.batch * d.kv_heads * d.seq * hd];
+        let fast = super::avx512();
+        with_values(d_out, |d_out| {
+            p.with(&d, |x| {
+                dq.par_chunks_mut(g * d.seq * hd)
+                    .zip(dk.par_chunks_mut(d.seq * hd))
+                    .zip(dv.par_chunks_mut(d.seq * hd))
+                    .enumerate()
+                    .for_each(|(unit, ((dq, dk), dv))| {
+                        let bj = (unit / d.kv_heads, unit % d.kv_heads);
+                        #[cfg(target_arch = "x86_64")]
+                        if fast {
+                            // SAFETY: the CPU has AVX-512F.
+                            return unsafe {
+                                backward_unit_avx512(&d, x, &s.probs, d_out, bj, dq, dk, dv)
+                            };
+                        }
+                        let _ = fast;
+                        backward_unit(&d, x, &s.probs, d_out, bj, dq, dk, dv)
+                    })
+            })
+        });
+        let [q_parent, k_parent, v_parent] = ops.parents;
+        let grad = |values: Vec<f32>, heads: usize| {
+            Flex::float_from_data(TensorData::new(values, shape_of(&d, heads)), &device)
+        };
+        if let Some(node) = q_parent {
+            grads.register::<Flex>(node.id, grad(dq, d.heads));
+        }
+        if let Some(node) = k_parent {
+            grads.register::<Flex>(node.id, grad(dk, d.kv_heads));
+        }
+        if let Some(node) = v_parent {
+            grads.register::<Flex>(node.id, grad(dv, d.kv_heads));
+        }
+    }
+}
+
+/// [`forward`] on autodiff tensors: gradients reach the queries and the new keys and values
+/// (the prefix and the mask are constants).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn tracked<C: CheckpointStrategy>(
+    q: FloatTensor<Autodiff<Flex, C>>,
+    k: FloatTensor<Autodiff<Flex, C>>,
+    v: FloatTensor<Autodiff<Flex, C>>,
+    k_prefix: FloatTensor<Autodiff<Flex, C>>,
+    v_prefix: FloatTensor<Autodiff<Flex, C>>,
+    mask: FloatTensor<Autodiff<Flex, C>>,
+    scale: f64,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let (q, q_node) = q.into_parts();
+    let (k, k_node) = k.into_parts();
+    let (v, v_node) = v.into_parts();
+    let p = Primitives {
+        q,
+        k,
+        v,
+        k_prefix: k_prefix.into_parts().0,
+        v_prefix: v_prefix.into_parts().0,
+        mask: mask.into_parts().0,
+    };
+    let d = p.dims(scale);
+    let device = p.q.device();
+    let (out, probs) = p.with(&d, |x| forward_values(&d, x));
+    let out = Flex::float_from_data(TensorData::new(out, shape_of(&d, d.heads)), &device);
+    match AttentionBackward
+        .prepare::<C>([q_node, k_node, v_node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            Saved {
+                q: p.q,
+                k: p.k,
+                v: p.v,
+                k_prefix: p.k_prefix,
+                v_prefix: p.v_prefix,
+                mask: p.mask,
+                probs: std::sync::Arc::new(probs),
+                scale,
+            },
+            out,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use burn::tensor::activation::softmax;
+    use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+    use crate::fused::attention;
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Keys and values repeated for every query head, prefix and new columns joined: attention
+    /// as transformers writes it, from burn's operations.
+    fn composed(
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        prefix: Option<(Tensor<4>, Tensor<4>)>,
+        mask: Tensor<4>,
+        scale: f64,
+    ) -> Tensor<4> {
+        let [b, heads, _, hd] = q.dims();
+        let (k, v) = match prefix {
+            Some((kp, vp)) => (Tensor::cat(vec![kp, k], 2), Tensor::cat(vec![vp, v], 2)),
+            None => (k, v),
+        };
+        let [_, kv, keys, _] = k.dims();
+        let repeat = |t: Tensor<4>| {
+            t.unsqueeze_dim::<5>(2)
+                .expand([b, kv, heads / kv, keys, hd])
+                .reshape([b, heads, keys, hd])
+        };
+        let probs = softmax(q.matmul(repeat(k).swap_dims(2, 3)) * scale + mask, 3);
+        probs.matmul(repeat(v))
+    }
+
+    /// Left-padded causal mask: row r's first `pads[r]` columns (of `p + s`) masked, and every
+    /// new column after the query's.
+    fn mask(pads: &[usize], p: usize, s: usize, device: &Device) -> Tensor<4> {
+        let keys = p + s;
+        let mut m = vec![0f32; pads.len() * s * keys];
+        for (r, &pad) in pads.iter().enumerate() {
+            for i in 0..s {
+                for c in 0..keys {
+                    if c < pad || c > p + i {
+                        m[(r * s + i) * keys + c] = -1e9;
+                    }
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(m, [pads.len(), 1, s, keys]), device)
+    }
+
+    /// The fused attention and its gradients (queries, new keys, new values) against the
+    /// composed operations: with and without a cached prefix, with padding, one row padded past
+    /// its whole prefix and into the new columns, and three query heads per key head.
+    #[test]
+    fn attention_and_its_gradients_match_the_composed_ops() {
+        let device = Device::flex();
+        let (b, heads, kv, hd) = (3, 6, 2, 16);
+        let normal =
+            |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        for (p, s) in [(0, 5), (7, 3)] {
+            let q = normal([b, heads, s, hd]);
+            let k = normal([b, kv, s, hd]);
+            let v = normal([b, kv, s, hd]);
+            let prefix = (p > 0).then(|| (normal([b, kv, p, hd]), normal([b, kv, p, hd])));
+            let pads = [0, 2, p + 1];
+            let m = mask(&pads, p, s, &device);
+            let d_out = normal([b, heads, s, hd]);
+            let run = |fused: bool| {
+                let (q, k, v) = (
+                    q.clone().autodiff().require_grad(),
+                    k.clone().autodiff().require_grad(),
+                    v.clone().autodiff().require_grad(),
+                );
+                let out = if fused {
+                    attention(&q, &k, &v, prefix.as_ref().map(|(a, b)| (a, b)), &m, 0.25).unwrap()
+                } else {
+                    composed(
+                        q.clone(),
+                        k.clone(),
+                        v.clone(),
+                        prefix.clone(),
+                        m.clone(),
+                        0.25,
+                    )
+                };
+                let grads = (out.clone() * d_out.clone().autodiff()).sum().backward();
+                let g = |t: &Tensor<4>| host(t.grad(&grads).unwrap().without_autodiff());
+                [host(out.without_autodiff()), g(&q), g(&k), g(&v)]
+            };
+            let (got, want) = (run(true), run(false));
+            for (what, (g, w)) in ["output", "dq", "dk", "dv"]
+                .iter()
+                .zip(got.iter().zip(&want))
+            {
+                let diff = max_diff(g, w);
+                assert!(diff < 1e-5, "prefix {p}, {what}: max |diff| {diff}");
+            }
+        }
+    }
+}
