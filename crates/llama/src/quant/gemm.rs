@@ -92,6 +92,16 @@ mod scratch {
     }
 }
 
+/// A buffer from [`scratch`], given back when dropped (a task's widened tiles: hundreds of
+/// kilobytes, not to be allocated and zeroed again by every task of every call).
+struct Scratch(Vec<f32>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        scratch::give(std::mem::take(&mut self.0));
+    }
+}
+
 /// `x` (`[m, k]`, row-major) as `⌈m / 32⌉` panels of `[depth, 32]`: panel `p`, step `c`, lane
 /// `j` holds `x[32 p + j][c]`, zero past the last row and past step `k` (`depth ≥ k` is `k`
 /// rounded up to the micro-kernel's 16 steps): the layout the micro-kernel loads from. (A buffer
@@ -348,10 +358,10 @@ pub(super) unsafe fn matmul_wt<W: PackedRows>(x: &[f32], m: usize, w: &W) -> Vec
     // Per task: each slot's tile, its rows interleaved in runs of 16 (`[k / 16][12][16]`), so
     // that a step's 12 weights lie in one 768-byte run that the micro-kernel walks through in
     // order; and one widened row.
-    let task_state = |slots: usize| (vec![0f32; slots * MR * k], vec![0f32; k]);
+    let task_state = |slots: usize| (Scratch(scratch::take(slots * MR * k)), vec![0f32; k]);
     let tile_weights =
-        |(wbuf, row): &mut (Vec<f32>, Vec<f32>), slot: usize, first: usize, count: usize| {
-            let wbuf = &mut wbuf[slot * MR * k..(slot + 1) * MR * k];
+        |(wbuf, row): &mut (Scratch, Vec<f32>), slot: usize, first: usize, count: usize| {
+            let wbuf = &mut wbuf.0[slot * MR * k..(slot + 1) * MR * k];
             for i in 0..count {
                 // SAFETY: this function runs only where the CPU has AVX-512F.
                 unsafe { w.dequantize_row_avx512(first + i, row) };
