@@ -108,7 +108,9 @@ impl Attention {
     /// [`Attention::attend`] returning only the new columns' keys and values (a caller that
     /// drops the keys saves joining them to the prefix's).
     ///
-    /// Two copies are avoided, both exact rewrites of `softmax(q·kᵀ·scale + mask)·v`:
+    /// On flex, unless the hook reads the probabilities, it is one operation forward and one
+    /// backward ([`crate::fused::attention`]). Otherwise burn's operations compute it, avoiding
+    /// two copies, both exact rewrites of `softmax(q·kᵀ·scale + mask)·v`:
     /// - each key/value head serves `nh / nkv` query heads (grouped-query attention); rather
     ///   than repeating the keys and values for every query head (copies of the whole prefix),
     ///   the query heads of one key head are stacked as extra query rows:
@@ -132,25 +134,22 @@ impl Attention {
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let per_kv = nh / nkv;
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
-        // Query heads `j · per_kv .. (j + 1) · per_kv` share key head `j` (transformers'
-        // `repeat_kv`), so they are consecutive rows of `[b, nkv, per_kv · s, hd]`.
-        let q = ctx
-            .rope
-            .apply(heads(q, nh), self.rope_layout)
-            .reshape([b, nkv, per_kv * s, hd]);
+        let q = ctx.rope.apply(heads(q, nh), self.rope_layout);
         let k = ctx.rope.apply(heads(k, nkv), self.rope_layout);
         let v = heads(v, nkv);
         let scale = (hd as f64).powf(-0.5);
         let fused = if hook.wants_attention_probs() {
             None
         } else {
-            let q = q.clone().reshape([b, nh, s, hd]);
             crate::fused::attention(&q, &k, &v, prefix.map(|p| (&p.k, &p.v)), &ctx.mask, scale)
         };
         if let Some(out) = fused {
             let out = out.swap_dims(1, 2).reshape([b, s, nh * hd]);
             return (out, KeyValue { k, v });
         }
+        // Query heads `j · per_kv .. (j + 1) · per_kv` share key head `j` (transformers'
+        // `repeat_kv`), so they are consecutive rows of `[b, nkv, per_kv · s, hd]`.
+        let q = q.reshape([b, nkv, per_kv * s, hd]);
 
         let new_scores = q.clone().matmul(k.clone().swap_dims(2, 3));
         let scores = match prefix {
