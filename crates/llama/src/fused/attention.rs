@@ -266,6 +266,69 @@ struct Primitives {
     k_prefix: FloatTensor<Flex>,
     v_prefix: FloatTensor<Flex>,
     mask: FloatTensor<Flex>,
+    rotary: Option<Rotary>,
+}
+
+/// Rotary embeddings applied inside the operation to the queries and the new keys (which then
+/// arrive unrotated): the tables `[b, 1, s, hd / 2]` at each row's positions, and the pair
+/// layout (`interleaved`: pairs `(2i, 2i+1)`; else `(i, i + hd/2)`).
+#[derive(Debug, Clone)]
+pub(super) struct Rotary {
+    pub cos: FloatTensor<Flex>,
+    pub sin: FloatTensor<Flex>,
+    pub interleaved: bool,
+}
+
+impl Rotary {
+    /// The cosine and sine tables on the host.
+    fn tables(&self) -> (Vec<f32>, Vec<f32>) {
+        (
+            with_values(self.cos.clone(), <[f32]>::to_vec),
+            with_values(self.sin.clone(), <[f32]>::to_vec),
+        )
+    }
+}
+
+/// Rotates (or, `inverse`, rotates back: the transpose, for a gradient) every head vector of
+/// `x` (`[b, heads, s, hd]`) by its row's and position's angles (`cos`, `sin`: `[b, s, hd/2]`),
+/// in the order of operations burn's `RopeTables::apply` uses.
+fn rotate_all(
+    x: &[f32],
+    [b, heads, s, hd]: [usize; 4],
+    (cos, sin): (&[f32], &[f32]),
+    interleaved: bool,
+    inverse: bool,
+) -> Vec<f32> {
+    let half = hd / 2;
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(s * hd)
+        .zip(x.par_chunks(s * hd))
+        .enumerate()
+        .for_each(|(bh, (out, x))| {
+            let row = bh / heads;
+            for i in 0..s {
+                let at = (row * s + i) * half;
+                let (c, sn) = (&cos[at..at + half], &sin[at..at + half]);
+                let (x, o) = (&x[i * hd..(i + 1) * hd], &mut out[i * hd..(i + 1) * hd]);
+                for p in 0..half {
+                    let (a, b) = if interleaved {
+                        (2 * p, 2 * p + 1)
+                    } else {
+                        (p, p + half)
+                    };
+                    let (x1, x2) = (x[a], x[b]);
+                    if inverse {
+                        o[a] = x1 * c[p] + x2 * sn[p];
+                        o[b] = x2 * c[p] - x1 * sn[p];
+                    } else {
+                        o[a] = x1 * c[p] - x2 * sn[p];
+                        o[b] = x2 * c[p] + x1 * sn[p];
+                    }
+                }
+            }
+        });
+    let _ = b;
+    out
 }
 
 impl Primitives {
@@ -285,38 +348,83 @@ impl Primitives {
         }
     }
 
-    /// `f` on the host values (the prefix empty where there is none).
+    /// `f` on the host values (the prefix empty where there is none; the queries and new keys
+    /// rotated here where [`Rotary`] is given).
     fn with<R>(&self, d: &Dims, f: impl FnOnce(&Inputs) -> R) -> R {
-        let (q, k, v) = (self.q.clone(), self.k.clone(), self.v.clone());
+        // The queries and new keys are small (the new columns only): copied, and rotated.
+        let mut q = with_values(self.q.clone(), <[f32]>::to_vec);
+        let mut k = with_values(self.k.clone(), <[f32]>::to_vec);
+        if let Some(r) = &self.rotary {
+            let tables = r.tables();
+            let (cos, sin) = (&tables.0, &tables.1);
+            q = rotate_all(
+                &q,
+                [d.batch, d.heads, d.seq, d.head_dim],
+                (cos, sin),
+                r.interleaved,
+                false,
+            );
+            k = rotate_all(
+                &k,
+                [d.batch, d.kv_heads, d.seq, d.head_dim],
+                (cos, sin),
+                r.interleaved,
+                false,
+            );
+        }
         let (kp, vp, mask) = (
             self.k_prefix.clone(),
             self.v_prefix.clone(),
             self.mask.clone(),
         );
         let prefix = d.prefix > 0;
-        with_values(q, |q| {
-            with_values(k, |k| {
-                with_values(v, |v| {
-                    with_values(mask, |mask| {
-                        let run = |k_prefix: &[f32], v_prefix: &[f32]| {
-                            f(&Inputs {
-                                q,
-                                k,
-                                v,
-                                k_prefix,
-                                v_prefix,
-                                mask,
-                            })
-                        };
-                        if prefix {
-                            with_values(kp, |kp| with_values(vp, |vp| run(kp, vp)))
-                        } else {
-                            run(&[], &[])
-                        }
+        with_values(self.v.clone(), |v| {
+            with_values(mask, |mask| {
+                let run = |k_prefix: &[f32], v_prefix: &[f32]| {
+                    f(&Inputs {
+                        q: &q,
+                        k: &k,
+                        v,
+                        k_prefix,
+                        v_prefix,
+                        mask,
                     })
-                })
+                };
+                if prefix {
+                    with_values(kp, |kp| with_values(vp, |vp| run(kp, vp)))
+                } else {
+                    run(&[], &[])
+                }
             })
         })
+    }
+
+    /// The queries' and new keys' gradients taken back through the rotation (the gradients
+    /// computed against the rotated vectors), where the rotation was applied here.
+    fn unrotate(&self, d: &Dims, dq: Vec<f32>, dk: Vec<f32>) -> (Vec<f32>, Vec<f32>) {
+        match &self.rotary {
+            None => (dq, dk),
+            Some(r) => {
+                let tables = r.tables();
+                let (cos, sin) = (&tables.0, &tables.1);
+                (
+                    rotate_all(
+                        &dq,
+                        [d.batch, d.heads, d.seq, d.head_dim],
+                        (cos, sin),
+                        r.interleaved,
+                        true,
+                    ),
+                    rotate_all(
+                        &dk,
+                        [d.batch, d.kv_heads, d.seq, d.head_dim],
+                        (cos, sin),
+                        r.interleaved,
+                        true,
+                    ),
+                )
+            }
+        }
     }
 }
 
@@ -324,6 +432,20 @@ fn shape_of(d: &Dims, heads: usize) -> Shape {
     Shape::new([d.batch, heads, d.seq, d.head_dim])
 }
 
+/// The rotary tables and their code, as the operation receives them (see [`rotary_of`]).
+pub(super) type Tables<B> = (FloatTensor<B>, FloatTensor<B>, u8);
+
+/// The rotary setting from the operation's arguments: `code` 0 none, 1 pairs `(i, i + hd/2)`,
+/// 2 interleaved pairs.
+fn rotary_of(cos: FloatTensor<Flex>, sin: FloatTensor<Flex>, code: u8) -> Option<Rotary> {
+    (code != 0).then_some(Rotary {
+        cos,
+        sin,
+        interleaved: code == 2,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     q: FloatTensor<Flex>,
     k: FloatTensor<Flex>,
@@ -331,6 +453,7 @@ pub(super) fn forward(
     k_prefix: FloatTensor<Flex>,
     v_prefix: FloatTensor<Flex>,
     mask: FloatTensor<Flex>,
+    (cos, sin, rotary): Tables<Flex>,
     scale: f64,
 ) -> FloatTensor<Flex> {
     let p = Primitives {
@@ -340,6 +463,7 @@ pub(super) fn forward(
         k_prefix,
         v_prefix,
         mask,
+        rotary: rotary_of(cos, sin, rotary),
     };
     let d = p.dims(scale);
     let device = p.q.device();
@@ -360,6 +484,7 @@ pub(super) struct Saved {
     k_prefix: FloatTensor<Flex>,
     v_prefix: FloatTensor<Flex>,
     mask: FloatTensor<Flex>,
+    rotary: Option<Rotary>,
     probs: std::sync::Arc<Vec<f32>>,
     scale: f64,
 }
@@ -377,6 +502,7 @@ impl Backward<Flex, 3> for AttentionBackward {
             k_prefix: s.k_prefix,
             v_prefix: s.v_prefix,
             mask: s.mask,
+            rotary: s.rotary,
         };
         let d = p.dims(s.scale);
         let device = p.q.device();
@@ -406,6 +532,7 @@ impl Backward<Flex, 3> for AttentionBackward {
                     })
             })
         });
+        let (dq, dk) = p.unrotate(&d, dq, dk);
         let [q_parent, k_parent, v_parent] = ops.parents;
         let grad = |values: Vec<f32>, heads: usize| {
             Flex::float_from_data(TensorData::new(values, shape_of(&d, heads)), &device)
@@ -432,6 +559,7 @@ pub(super) fn tracked<C: CheckpointStrategy>(
     k_prefix: FloatTensor<Autodiff<Flex, C>>,
     v_prefix: FloatTensor<Autodiff<Flex, C>>,
     mask: FloatTensor<Autodiff<Flex, C>>,
+    (cos, sin, rotary): Tables<Autodiff<Flex, C>>,
     scale: f64,
 ) -> FloatTensor<Autodiff<Flex, C>> {
     let (q, q_node) = q.into_parts();
@@ -444,6 +572,7 @@ pub(super) fn tracked<C: CheckpointStrategy>(
         k_prefix: k_prefix.into_parts().0,
         v_prefix: v_prefix.into_parts().0,
         mask: mask.into_parts().0,
+        rotary: rotary_of(cos.into_parts().0, sin.into_parts().0, rotary),
     };
     let d = p.dims(scale);
     let device = p.q.device();
@@ -462,6 +591,7 @@ pub(super) fn tracked<C: CheckpointStrategy>(
                 k_prefix: p.k_prefix,
                 v_prefix: p.v_prefix,
                 mask: p.mask,
+                rotary: p.rotary,
                 probs: std::sync::Arc::new(probs),
                 scale,
             },
@@ -556,7 +686,16 @@ mod tests {
                     v.clone().autodiff().require_grad(),
                 );
                 let out = if fused {
-                    attention(&q, &k, &v, prefix.as_ref().map(|(a, b)| (a, b)), &m, 0.25).unwrap()
+                    attention(
+                        &q,
+                        &k,
+                        &v,
+                        prefix.as_ref().map(|(a, b)| (a, b)),
+                        &m,
+                        None,
+                        0.25,
+                    )
+                    .unwrap()
                 } else {
                     composed(
                         q.clone(),
@@ -578,6 +717,69 @@ mod tests {
             {
                 let diff = max_diff(g, w);
                 assert!(diff < 1e-5, "prefix {p}, {what}: max |diff| {diff}");
+            }
+        }
+    }
+
+    /// With the rotation inside: the fused operation on unrotated queries and keys against
+    /// burn's `RopeTables::apply` then the composed operations, both pair layouts, gradients
+    /// with respect to the unrotated inputs.
+    #[test]
+    fn rotary_inside_matches_rotary_before() {
+        use crate::config::RopeLayout;
+        use crate::fused::RotaryTables;
+        use crate::model::RopeTables;
+        let device = Device::flex();
+        let (b, heads, kv, hd, p, s) = (2, 6, 2, 16, 4, 3);
+        let normal =
+            |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let angles: Tensor<4> =
+            Tensor::random([b, 1, s, hd / 2], Distribution::Uniform(-3.0, 3.0), &device);
+        let tables = RopeTables {
+            cos: angles.clone().cos(),
+            sin: angles.sin(),
+        };
+        for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+            let (q, k, v) = (
+                normal([b, heads, s, hd]),
+                normal([b, kv, s, hd]),
+                normal([b, kv, s, hd]),
+            );
+            let prefix = (normal([b, kv, p, hd]), normal([b, kv, p, hd]));
+            let m = mask(&[0, 1], p, s, &device);
+            let d_out = normal([b, heads, s, hd]);
+            let run = |inside: bool| {
+                let (q, k, v) = (
+                    q.clone().autodiff().require_grad(),
+                    k.clone().autodiff().require_grad(),
+                    v.clone().autodiff().require_grad(),
+                );
+                let kv = Some((&prefix.0, &prefix.1));
+                let out = if inside {
+                    let r = RotaryTables {
+                        cos: &tables.cos,
+                        sin: &tables.sin,
+                        interleaved: layout == RopeLayout::Interleaved,
+                    };
+                    attention(&q, &k, &v, kv, &m, Some(r), 0.25).unwrap()
+                } else {
+                    let (qr, kr) = (
+                        tables.apply(q.clone(), layout),
+                        tables.apply(k.clone(), layout),
+                    );
+                    composed(qr, kr, v.clone(), Some(prefix.clone()), m.clone(), 0.25)
+                };
+                let grads = (out.clone() * d_out.clone().autodiff()).sum().backward();
+                let g = |t: &Tensor<4>| host(t.grad(&grads).unwrap().without_autodiff());
+                [host(out.without_autodiff()), g(&q), g(&k), g(&v)]
+            };
+            let (got, want) = (run(true), run(false));
+            for (what, (g, w)) in ["output", "dq", "dk", "dv"]
+                .iter()
+                .zip(got.iter().zip(&want))
+            {
+                let diff = max_diff(g, w);
+                assert!(diff < 1e-5, "{layout:?}, {what}: max |diff| {diff}");
             }
         }
     }

@@ -28,6 +28,7 @@ pub trait FusedOps: Backend {
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
     /// `softmax(q·kᵀ·scale + mask)·v` of new columns over a cached prefix and themselves; see
     /// [`attention`].
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -35,6 +36,9 @@ pub trait FusedOps: Backend {
         k_prefix: FloatTensor<Self>,
         v_prefix: FloatTensor<Self>,
         mask: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        rotary: u8,
         scale: f64,
     ) -> FloatTensor<Self>;
 }
@@ -69,13 +73,23 @@ pub fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
     ))
 }
 
+/// Rotary tables for [`attention`] to apply to the queries and new keys itself: `[b, 1, s,
+/// hd / 2]` each, at each row's positions, and the pair layout.
+#[derive(Debug, Clone, Copy)]
+pub struct RotaryTables<'a> {
+    pub cos: &'a Tensor<4>,
+    pub sin: &'a Tensor<4>,
+    pub interleaved: bool,
+}
+
 /// `softmax(q·kᵀ·scale + mask)·v` of `s` new columns, whose keys are preceded by the cached
 /// `prefix` (keys and values, constants), with grouped-query heads (query head `h` reads key
 /// head `h / (heads / kv_heads)`); `None` where the fused operation does not apply (another
 /// backend, or shapes other than these), for the caller to compose it from burn's operations.
 ///
 /// # Shapes
-/// - `q`: `[b, heads, s, hd]`; `k`, `v`: `[b, kv_heads, s, hd]` (after rotary)
+/// - `q`: `[b, heads, s, hd]`; `k`, `v`: `[b, kv_heads, s, hd]` (after rotary, or before it
+///   where `rotary` is given: then the queries and keys are rotated inside)
 /// - `prefix`: `[b, kv_heads, p, hd]` each; `mask`: `[b, 1, s, p + s]`
 /// - output: `[b, heads, s, hd]`
 pub fn attention(
@@ -84,6 +98,7 @@ pub fn attention(
     v: &Tensor<4>,
     prefix: Option<(&Tensor<4>, &Tensor<4>)>,
     mask: &Tensor<4>,
+    rotary: Option<RotaryTables<'_>>,
     scale: f64,
 ) -> Option<Tensor<4>> {
     let [b, heads, s, hd] = q.dims();
@@ -102,6 +117,11 @@ pub fn attention(
     }
     // Without a prefix the new keys stand in for it (unread: its length is 0).
     let (kp, vp) = prefix.unwrap_or((k, v));
+    // Without rotary the mask stands in for the tables (unread).
+    let (cos, sin, code) = match &rotary {
+        Some(r) => (r.cos, r.sin, if r.interleaved { 2 } else { 1 }),
+        None => (mask, mask, 0),
+    };
     Some(Tensor::from_dispatch(<Dispatch as FusedOps>::attention(
         q.clone().into_dispatch(),
         k.clone().into_dispatch(),
@@ -109,6 +129,9 @@ pub fn attention(
         kp.clone().into_dispatch(),
         vp.clone().into_dispatch(),
         mask.clone().into_dispatch(),
+        cos.clone().into_dispatch(),
+        sin.clone().into_dispatch(),
+        code,
         scale,
     )))
 }
@@ -129,9 +152,12 @@ impl FusedOps for Flex {
         k_prefix: FloatTensor<Self>,
         v_prefix: FloatTensor<Self>,
         mask: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        rotary: u8,
         scale: f64,
     ) -> FloatTensor<Self> {
-        attention::forward(q, k, v, k_prefix, v_prefix, mask, scale)
+        attention::forward(q, k, v, k_prefix, v_prefix, mask, (cos, sin, rotary), scale)
     }
 }
 
@@ -151,9 +177,12 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         k_prefix: FloatTensor<Self>,
         v_prefix: FloatTensor<Self>,
         mask: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        rotary: u8,
         scale: f64,
     ) -> FloatTensor<Self> {
-        attention::tracked::<C>(q, k, v, k_prefix, v_prefix, mask, scale)
+        attention::tracked::<C>(q, k, v, k_prefix, v_prefix, mask, (cos, sin, rotary), scale)
     }
 }
 

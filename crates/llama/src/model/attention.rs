@@ -141,7 +141,15 @@ impl Attention {
         let fused = if hook.wants_attention_probs() {
             None
         } else {
-            crate::fused::attention(&q, &k, &v, prefix.map(|p| (&p.k, &p.v)), &ctx.mask, scale)
+            crate::fused::attention(
+                &q,
+                &k,
+                &v,
+                prefix.map(|p| (&p.k, &p.v)),
+                &ctx.mask,
+                None,
+                scale,
+            )
         };
         if let Some(out) = fused {
             let out = out.swap_dims(1, 2).reshape([b, s, nh * hd]);
@@ -177,6 +185,43 @@ impl Attention {
         (out, KeyValue { k, v })
     }
 
+    /// [`Attention::attend_new`]'s output alone (the keys dropped): on flex one operation that
+    /// also rotates the queries and keys ([`crate::fused::attention`] with its rotary tables),
+    /// saving burn's rotary operations (a dozen per batch and layer, and their backward).
+    ///
+    /// # Shapes
+    /// - as [`Attention::attend`]
+    fn attend_output(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        ctx: &ForwardContext,
+        prefix: Option<&KeyValue>,
+    ) -> Tensor<3> {
+        let [b, s, _] = q.dims();
+        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
+        let rotary = crate::fused::RotaryTables {
+            cos: &ctx.rope.cos,
+            sin: &ctx.rope.sin,
+            interleaved: self.rope_layout == RopeLayout::Interleaved,
+        };
+        let fused = crate::fused::attention(
+            &heads(q.clone(), nh),
+            &heads(k.clone(), nkv),
+            &heads(v.clone(), nkv),
+            prefix.map(|p| (&p.k, &p.v)),
+            &ctx.mask,
+            Some(rotary),
+            (hd as f64).powf(-0.5),
+        );
+        match fused {
+            Some(out) => out.swap_dims(1, 2).reshape([b, s, nh * hd]),
+            None => self.attend_new(q, k, v, ctx, prefix, &mut NoHook).0,
+        }
+    }
+
     /// [`Attention::forward_cached`] of several batches at once, laid end to end by `ragged`:
     /// the projections run once over all their tokens, attention within each batch (its own
     /// context and cached prefix).
@@ -199,10 +244,7 @@ impl Attention {
             .zip(k)
             .zip(v)
             .enumerate()
-            .map(|(i, ((q, k), v))| {
-                self.attend_new(q, k, v, ctxs[i], prefixes[i], &mut NoHook)
-                    .0
-            })
+            .map(|(i, ((q, k), v))| self.attend_output(q, k, v, ctxs[i], prefixes[i]))
             .collect();
         self.o_proj.forward(ragged.pack(outs))
     }
