@@ -23,6 +23,7 @@ use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
 
 use super::exp::exp;
+use super::lanes::{axpy, dot};
 use super::with_values;
 
 /// The sizes of one call.
@@ -99,33 +100,6 @@ impl Inputs<'_> {
     fn mask_row(&self, d: &Dims, b: usize, i: usize) -> &[f32] {
         let at = (b * d.seq + i) * d.keys();
         &self.mask[at..at + d.keys()]
-    }
-}
-
-/// `Σ a·b` in 16 partial sums (a loop that vectorises).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..16 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `y += a·x`
-#[inline(always)]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
     }
 }
 
@@ -609,16 +583,7 @@ mod tests {
 
     use crate::fused::attention;
 
-    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use crate::fused::test_values::{host, max_diff};
 
     /// Keys and values repeated for every query head, prefix and new columns joined: attention
     /// as transformers writes it, from burn's operations.

@@ -9,6 +9,7 @@
 
 mod attention;
 mod exp;
+mod lanes;
 mod rms_norm;
 mod silu_mul;
 
@@ -207,5 +208,23 @@ fn avx512() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
+    }
+}
+
+/// What the fused operations' tests compare: a tensor's values, and the largest difference.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod test_values {
+    use burn::tensor::Tensor;
+
+    pub(super) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    pub(super) fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 }

@@ -26,30 +26,30 @@ pub(super) fn forward(
     let mut out = vec![0f32; shape.num_elements()];
     with_values(gamma, |g| {
         with_values(x, |x| {
-            rows(x, g, &mut out, |x, g, y| {
-                kernels::forward(x, g, eps as f32, y)
+            by_rows(&mut out, g.len(), |at, y| {
+                kernels::forward(&x[at..at + y.len()], g, eps as f32, y)
             })
         })
     });
     Flex::float_from_data(TensorData::new(out, shape), &device)
 }
 
-/// `f(row of a, gamma, row of out)` for every row (of `gamma.len()` values), split over the
-/// threads in runs of whole rows.
-fn rows(a: &[f32], gamma: &[f32], out: &mut [f32], f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) {
-    let d = gamma.len().max(1);
-    let run = |(a, out): (&[f32], &mut [f32])| {
-        for (a, out) in a.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            f(a, gamma, out)
+/// `f(offset, row)` for every row of `out` (rows of `d` values; `offset` its first value's
+/// index, to read the same row of the inputs), split over the threads in runs of whole rows.
+fn by_rows(out: &mut [f32], d: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let d = d.max(1);
+    let run = |first: usize, out: &mut [f32]| {
+        for (r, row) in out.chunks_exact_mut(d).enumerate() {
+            f(first + r * d, row)
         }
     };
     let per_task = (CHUNK / d).max(1) * d;
     if out.len() <= per_task {
-        run((a, out));
+        run(0, out);
     } else {
-        a.par_chunks(per_task)
-            .zip(out.par_chunks_mut(per_task))
-            .for_each(run);
+        out.par_chunks_mut(per_task)
+            .enumerate()
+            .for_each(|(t, out)| run(t * per_task, out));
     }
 }
 
@@ -64,39 +64,16 @@ impl Backward<Flex, 1> for RmsNormBackward {
         let (x, gamma, eps) = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |dy| {
             let (shape, device) = (dy.shape(), dy.device());
-            let n = shape.num_elements();
-            // Rows of `x` and `dy` side by side, so that one pass over the rows reads both.
-            let mut joined = vec![0f32; 2 * n];
-            let d = gamma.shape().num_elements().max(1);
-            with_values(x, |x| {
-                with_values(dy, |dy| {
-                    for ((j, x), dy) in joined
-                        .chunks_exact_mut(2 * d)
-                        .zip(x.chunks_exact(d))
-                        .zip(dy.chunks_exact(d))
-                    {
-                        j[..d].copy_from_slice(x);
-                        j[d..].copy_from_slice(dy);
-                    }
-                })
-            });
-            let mut dx = vec![0f32; n];
+            let mut dx = vec![0f32; shape.num_elements()];
             with_values(gamma, |g| {
-                let d = g.len().max(1);
-                let run = |(j, dx): (&[f32], &mut [f32])| {
-                    for (j, dx) in j.chunks_exact(2 * d).zip(dx.chunks_exact_mut(d)) {
-                        kernels::backward(&j[..d], &j[d..], g, eps as f32, dx)
-                    }
-                };
-                let rows_per_task = (CHUNK / d).max(1);
-                if n <= rows_per_task * d {
-                    run((&joined, &mut dx));
-                } else {
-                    joined
-                        .par_chunks(rows_per_task * 2 * d)
-                        .zip(dx.par_chunks_mut(rows_per_task * d))
-                        .for_each(run);
-                }
+                with_values(x, |x| {
+                    with_values(dy, |dy| {
+                        by_rows(&mut dx, g.len(), |at, dx| {
+                            let row = at..at + dx.len();
+                            kernels::backward(&x[row.clone()], &dy[row], g, eps as f32, dx)
+                        })
+                    })
+                })
             });
             Flex::float_from_data(TensorData::new(dx, shape), &device)
         });
@@ -124,25 +101,7 @@ pub(super) fn tracked<C: CheckpointStrategy>(
 
 /// One row's loops, vectorised with AVX-512 where the CPU has it (sums in 16 lanes).
 mod kernels {
-    /// `Σ a·b` in 16 partial sums (a loop that vectorises; the order differs from burn's sum
-    /// only in rounding).
-    #[inline(always)]
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let mut acc = [0f32; 16];
-        let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-        let tail: f32 = ca
-            .remainder()
-            .iter()
-            .zip(cb.remainder())
-            .map(|(x, y)| x * y)
-            .sum();
-        for (x, y) in ca.zip(cb) {
-            for l in 0..16 {
-                acc[l] += x[l] * y[l];
-            }
-        }
-        acc.iter().sum::<f32>() + tail
-    }
+    use super::super::lanes::dot;
 
     #[inline(always)]
     fn forward_row(x: &[f32], gamma: &[f32], eps: f32, y: &mut [f32]) {
@@ -206,16 +165,7 @@ mod tests {
 
     use crate::fused::rms_norm;
 
-    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use crate::fused::test_values::{host, max_diff};
 
     /// The fused norm and its input gradient against burn's `RmsNorm` (the composed
     /// operations), on few rows and on more than a parallel chunk's worth, with rows of very

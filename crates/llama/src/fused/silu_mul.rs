@@ -177,16 +177,7 @@ mod tests {
     use burn::tensor::activation::silu;
     use burn::tensor::{Device, Tensor};
 
-    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use crate::fused::test_values::{host, max_diff};
 
     /// The fused op and its gradients against burn's composed `silu(gate) · up`, on shapes
     /// below and above the parallel chunk, with values large enough to saturate the sigmoid.
