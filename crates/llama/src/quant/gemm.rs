@@ -300,7 +300,13 @@ unsafe fn tiled_product<const A_ROW: usize, S>(
     let tiles = outputs.div_ceil(MR);
     let per_task = tiles_per_task(tiles);
     let block = panels_per_block(depth);
-    let chunk = tiles_per_chunk(depth).min(per_task);
+    // With one block of panels each tile is used right after it is widened, while it is still
+    // in L1; widening a chunk of tiles first would only move them out to L2 and back.
+    let chunk = if m.div_ceil(NR) <= block {
+        1
+    } else {
+        tiles_per_chunk(depth).min(per_task)
+    };
     (0..tiles.div_ceil(per_task))
         .into_par_iter()
         .for_each(|task| {
@@ -357,21 +363,17 @@ pub(super) unsafe fn matmul_wt<W: PackedRows>(x: &[f32], m: usize, w: &W) -> Vec
     let xp = token_panels(x, m, k, k);
     // Per task: each slot's tile, its rows interleaved in runs of 16 (`[k / 16][12][16]`), so
     // that a step's 12 weights lie in one 768-byte run that the micro-kernel walks through in
-    // order; and one widened row.
-    let task_state = |slots: usize| (Scratch(scratch::take(slots * MR * k)), vec![0f32; k]);
-    let tile_weights =
-        |(wbuf, row): &mut (Scratch, Vec<f32>), slot: usize, first: usize, count: usize| {
-            let wbuf = &mut wbuf.0[slot * MR * k..(slot + 1) * MR * k];
-            for i in 0..count {
-                // SAFETY: this function runs only where the CPU has AVX-512F.
-                unsafe { w.dequantize_row_avx512(first + i, row) };
-                for (c, run) in row.chunks_exact(16).enumerate() {
-                    let at = (c * MR + i) * 16;
-                    wbuf[at..at + 16].copy_from_slice(run);
-                }
-            }
-            wbuf.as_ptr()
-        };
+    // order.
+    let task_state = |slots: usize| Scratch(scratch::take(slots * MR * k));
+    let tile_weights = |wbuf: &mut Scratch, slot: usize, first: usize, count: usize| {
+        let wbuf = &mut wbuf.0[slot * MR * k..(slot + 1) * MR * k];
+        for i in 0..count {
+            // SAFETY: this function runs only where the CPU has AVX-512F; row `i`'s runs start
+            // at `16 i` and are `12 × 16` apart.
+            unsafe { w.dequantize_row_runs_avx512(first + i, &mut wbuf[i * 16..], MR * 16) };
+        }
+        wbuf.as_ptr()
+    };
     let layout = Layout {
         chunk: MR * 16,
         step: 1,

@@ -531,6 +531,14 @@ pub(crate) mod avx512 {
     /// A block-quantised row in `f32` (the dequantiser's `d · q + m`, not fused).
     #[target_feature(enable = "avx512f")]
     pub(crate) fn dequantize_blocks_row(row: QuantRow<'_>, out: &mut [f32]) {
+        dequantize_blocks_runs(row, out, 16);
+    }
+
+    /// [`dequantize_blocks_row`] with run `c` of 16 weights written at `out[c · stride ..]`
+    /// (`stride ≥ 16`): the packed GEMM's tile layout, written directly instead of through a
+    /// row buffer.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn dequantize_blocks_runs(row: QuantRow<'_>, out: &mut [f32], stride: usize) {
         let QuantRow {
             scale,
             min,
@@ -538,16 +546,19 @@ pub(crate) mod avx512 {
             halves,
         } = row;
         let group = if halves { 16 } else { 32 };
-        assert!(out.len() == q.len() && q.len() == scale.len() * group && min.len() == scale.len());
+        let runs = q.len() / 16;
+        assert!(q.len() == scale.len() * group && min.len() == scale.len() && stride >= 16);
+        assert!(runs == 0 || out.len() >= (runs - 1) * stride + 16);
         let (qp, op) = (q.as_ptr(), out.as_mut_ptr());
-        for at in (0..q.len()).step_by(16) {
+        for c in 0..runs {
+            let at = c * 16;
             let g = at / group;
             let (d, m) = (_mm512_set1_ps(scale[g]), _mm512_set1_ps(min[g]));
-            // SAFETY: `at + 16 <= q.len() == out.len()` (asserted above).
+            // SAFETY: `at + 16 <= q.len()` and `c · stride + 16 <= out.len()` (asserted above).
             unsafe {
                 let q8 = _mm_loadu_si128(qp.add(at).cast());
                 let qf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8));
-                _mm512_storeu_ps(op.add(at), _mm512_add_ps(_mm512_mul_ps(d, qf), m));
+                _mm512_storeu_ps(op.add(c * stride), _mm512_add_ps(_mm512_mul_ps(d, qf), m));
             }
         }
     }

@@ -46,6 +46,22 @@ pub trait PackedRows: Sync {
         self.dequantize_row(r, out);
     }
 
+    /// [`Self::dequantize_row_avx512`] with run `c` of 16 values written at `out[c · stride
+    /// ..]` (`stride ≥ 16`; `out` holds `(cols / 16 − 1) · stride + 16` values): the packed
+    /// GEMM's tile layout.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dequantize_row_runs_avx512(&self, r: usize, out: &mut [f32], stride: usize) {
+        let mut row = vec![0f32; self.cols()];
+        // SAFETY: forwarded.
+        unsafe { self.dequantize_row_avx512(r, &mut row) };
+        for (c, run) in row.chunks_exact(16).enumerate() {
+            out[c * stride..c * stride + 16].copy_from_slice(run);
+        }
+    }
+
     /// Row `r`'s bytes if the matrix is bf16 (for the kernels that multiply bf16 directly).
     fn bf16_row(&self, _r: usize) -> Option<&[u8]> {
         None
