@@ -216,6 +216,11 @@ pub struct Args {
     /// loads it with `ravel::methods::load_run`).
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// Also write the run's settings and its train, val and test pairs (token ids, positions,
+    /// targets, roles) to this JSON file before training, for another implementation to run
+    /// the same recipe on the very same inputs (`bench/compare_pytorch.py --ravel-run`).
+    #[arg(long)]
+    pub export_pairs: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -326,6 +331,9 @@ pub fn run(args: Args) -> Result<()> {
         });
     }
     config.save = args.save.clone();
+    if let Some(path) = &args.export_pairs {
+        export_pairs(path, &lm, &data, loaded.labels(), &config)?;
+    }
     let start = std::time::Instant::now();
     let mut step = progress();
     let mut phase = String::from("starting");
@@ -382,6 +390,43 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The run's settings and its pairs of every split as token ids (see `Args::export_pairs`).
+fn export_pairs(
+    path: &Path,
+    lm: &subspace::LanguageModel,
+    data: &RavelData,
+    labels: ravel::Labels<'_>,
+    config: &RunConfig,
+) -> Result<()> {
+    let config = config.resolved();
+    let mut splits = serde_json::Map::new();
+    for split in Split::ALL {
+        let pairs = ravel::methods::split_pairs(lm, data, labels, &config, split)?;
+        let rows: Vec<_> = pairs
+            .iter()
+            .map(|e| {
+                let p = &e.example.pair;
+                serde_json::json!({
+                    "base": p.base.ids,
+                    "source": p.source.ids,
+                    "base_position": p.base_position(),
+                    "source_position": p.source_position(),
+                    "target": e.example.target,
+                    "role": match e.role {
+                        ravel::Role::Cause => "cause".to_string(),
+                        ravel::Role::Isolate(a) => format!("isolate {}", a.key().to_lowercase()),
+                    },
+                })
+            })
+            .collect();
+        splits.insert(split.name().into(), serde_json::Value::Array(rows));
+    }
+    let file = serde_json::json!({ "config": config, "splits": splits });
+    subspace::store::write_atomic(path, &serde_json::to_vec(&file)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
