@@ -118,7 +118,7 @@ fn check_products(name: &str, w: &impl PackedRows, dense: &[f32]) {
     let rows = ROWS;
     let kernels = Kernels::available();
     {
-        for m in [1, 2, 5, 6, 7, 9, 13, 16, 17, 33, 70, 96, 131] {
+        for m in [1, 2, 5, 6, 7, 9, 13, 16, 17, 33, 45, 70, 96, 109, 131] {
             let x = values(m * COLS, m);
             let want_y = reference(&x, m, dense, rows, COLS, true);
             let g = values(m * rows, m + 1);

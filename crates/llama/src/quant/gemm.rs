@@ -145,36 +145,41 @@ struct Layout {
 }
 
 /// `y[(t0 + j) · ldy + i] = Σ_s a(i, s) · b[s · 32 + j]` for `i < R` and the first `tokens ≤
-/// 32` lanes `j`, summed in the order of `s < depth` (a multiple of 16), `a(i, s)` where
+/// 16 · V` lanes `j`, summed in the order of `s < depth` (a multiple of 16), `a(i, s)` where
 /// [`Layout`] places it: a tile of the transposed product, written back in the caller's
 /// `[tokens, outputs]` layout (through a small buffer that stays in L1, so the transposition
-/// costs no pass over memory).
+/// costs no pass over memory). `V` is the panel's 16-lane vectors computed: 2 for a full panel,
+/// 1 where at most 16 tokens are left (the last panel of a product of, say, 99 rows, which
+/// would otherwise spend a whole panel's work on 3 tokens).
 ///
 /// # Safety
 /// The CPU must have AVX-512F; `a` and `b` must hold every element named above, and `y` every
 /// `y[(t0 + j) · ldy + i]`, which no other thread writes meanwhile.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro<const R: usize, const A_ROW: usize>(
+unsafe fn micro<const R: usize, const A_ROW: usize, const V: usize>(
     a: *const f32,
     layout: Layout,
     b: *const f32,
     depth: usize,
     (y, ldy, tokens): (*mut f32, usize, usize),
 ) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
     let (mut ap, mut bp) = (a, b);
     for _ in 0..depth / 16 {
         let mut sp = ap;
         for _ in 0..16 {
             // SAFETY: the caller guarantees the extents.
             unsafe {
-                let b0 = _mm512_loadu_ps(bp);
-                let b1 = _mm512_loadu_ps(bp.add(16));
+                let mut bv = [_mm512_setzero_ps(); V];
+                for (v, bv) in bv.iter_mut().enumerate() {
+                    *bv = _mm512_loadu_ps(bp.add(16 * v));
+                }
                 for (i, acc_i) in acc.iter_mut().enumerate() {
                     let av = _mm512_set1_ps(*sp.add(i * A_ROW));
-                    acc_i[0] = _mm512_fmadd_ps(av, b0, acc_i[0]);
-                    acc_i[1] = _mm512_fmadd_ps(av, b1, acc_i[1]);
+                    for (acc_iv, &bv) in acc_i.iter_mut().zip(&bv) {
+                        *acc_iv = _mm512_fmadd_ps(av, bv, *acc_iv);
+                    }
                 }
                 sp = sp.add(layout.step);
                 bp = bp.add(NR);
@@ -185,13 +190,12 @@ unsafe fn micro<const R: usize, const A_ROW: usize>(
     }
     let mut tile = [[0f32; NR]; R];
     for (t, acc_i) in tile.iter_mut().zip(&acc) {
-        // SAFETY: `t` holds 32 values.
-        unsafe {
-            _mm512_storeu_ps(t.as_mut_ptr(), acc_i[0]);
-            _mm512_storeu_ps(t.as_mut_ptr().add(16), acc_i[1]);
+        for (v, &acc_iv) in acc_i.iter().enumerate() {
+            // SAFETY: `t` holds 32 values, `V ≤ 2` vectors of 16.
+            unsafe { _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), acc_iv) };
         }
     }
-    for j in 0..tokens {
+    for j in 0..tokens.min(16 * V) {
         for (i, t) in tile.iter().enumerate() {
             // SAFETY: the caller guarantees that `y` holds this element and that it is ours.
             unsafe { *y.add(j * ldy + i) = t[j] };
@@ -199,7 +203,54 @@ unsafe fn micro<const R: usize, const A_ROW: usize>(
     }
 }
 
-/// [`micro`] for a run-time tile height `rows ≤ 12`.
+/// [`micro`] for at most 8 tokens, in 8-lane vectors: the same sums in the same order (a
+/// core whose 512-bit multiply-adds are two 256-bit ones, as AMD's Zen 4, does it in half the
+/// time of a 16-lane vector; elsewhere it costs the same).
+///
+/// # Safety
+/// As [`micro`], with `tokens ≤ 8`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn micro8<const R: usize, const A_ROW: usize>(
+    a: *const f32,
+    layout: Layout,
+    b: *const f32,
+    depth: usize,
+    (y, ldy, tokens): (*mut f32, usize, usize),
+) {
+    let mut acc = [_mm256_setzero_ps(); R];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..depth / 16 {
+        let mut sp = ap;
+        for _ in 0..16 {
+            // SAFETY: the caller guarantees the extents.
+            unsafe {
+                let bv = _mm256_loadu_ps(bp);
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    *acc_i = _mm256_fmadd_ps(_mm256_set1_ps(*sp.add(i * A_ROW)), bv, *acc_i);
+                }
+                sp = sp.add(layout.step);
+                bp = bp.add(NR);
+            }
+        }
+        // SAFETY: as above.
+        ap = unsafe { ap.add(layout.chunk) };
+    }
+    let mut tile = [[0f32; 8]; R];
+    for (t, &acc_i) in tile.iter_mut().zip(&acc) {
+        // SAFETY: `t` holds 8 values.
+        unsafe { _mm256_storeu_ps(t.as_mut_ptr(), acc_i) };
+    }
+    for j in 0..tokens.min(8) {
+        for (i, t) in tile.iter().enumerate() {
+            // SAFETY: the caller guarantees that `y` holds this element and that it is ours.
+            unsafe { *y.add(j * ldy + i) = t[j] };
+        }
+    }
+}
+
+/// [`micro`] for a run-time tile height `rows ≤ 12`, with one vector of tokens where at most
+/// 16 are left and [`micro8`] where at most 8 are.
 ///
 /// # Safety
 /// As [`micro`].
@@ -213,21 +264,30 @@ unsafe fn micro_rows<const A_ROW: usize>(
     depth: usize,
     out: (*mut f32, usize, usize),
 ) {
+    macro_rules! by_height {
+        ($kernel:ident $(, $v:literal)?) => {
+            match rows {
+                1 => $kernel::<1, A_ROW $(, $v)?>(a, layout, b, depth, out),
+                2 => $kernel::<2, A_ROW $(, $v)?>(a, layout, b, depth, out),
+                3 => $kernel::<3, A_ROW $(, $v)?>(a, layout, b, depth, out),
+                4 => $kernel::<4, A_ROW $(, $v)?>(a, layout, b, depth, out),
+                5 => $kernel::<5, A_ROW $(, $v)?>(a, layout, b, depth, out),
+                6 => $kernel::<6, A_ROW $(, $v)?>(a, layout, b, depth, out),
+                7 => $kernel::<7, A_ROW $(, $v)?>(a, layout, b, depth, out),
+                8 => $kernel::<8, A_ROW $(, $v)?>(a, layout, b, depth, out),
+                9 => $kernel::<9, A_ROW $(, $v)?>(a, layout, b, depth, out),
+                10 => $kernel::<10, A_ROW $(, $v)?>(a, layout, b, depth, out),
+                11 => $kernel::<11, A_ROW $(, $v)?>(a, layout, b, depth, out),
+                _ => $kernel::<12, A_ROW $(, $v)?>(a, layout, b, depth, out),
+            }
+        };
+    }
     // SAFETY: forwarded.
     unsafe {
-        match rows {
-            1 => micro::<1, A_ROW>(a, layout, b, depth, out),
-            2 => micro::<2, A_ROW>(a, layout, b, depth, out),
-            3 => micro::<3, A_ROW>(a, layout, b, depth, out),
-            4 => micro::<4, A_ROW>(a, layout, b, depth, out),
-            5 => micro::<5, A_ROW>(a, layout, b, depth, out),
-            6 => micro::<6, A_ROW>(a, layout, b, depth, out),
-            7 => micro::<7, A_ROW>(a, layout, b, depth, out),
-            8 => micro::<8, A_ROW>(a, layout, b, depth, out),
-            9 => micro::<9, A_ROW>(a, layout, b, depth, out),
-            10 => micro::<10, A_ROW>(a, layout, b, depth, out),
-            11 => micro::<11, A_ROW>(a, layout, b, depth, out),
-            _ => micro::<12, A_ROW>(a, layout, b, depth, out),
+        match out.2 {
+            ..=8 => by_height!(micro8),
+            9..=16 => by_height!(micro, 1),
+            _ => by_height!(micro, 2),
         }
     }
 }
