@@ -11,8 +11,8 @@ recipe as the Rust code computes it (`same_work.py`):
 - the pass over every train pair (below the site, once per distinct prompt);
 - the recipe's steps: minibatches of the trained pairs (the cause pairs for das; for mdas all
   of them, isolate pairs weighted by the recipe's isolate weight), reshuffled each epoch;
-  Adam at the recipe's rate on torch's orthogonal parametrisation of a d x k frame (as the
-  step bench in compare_pytorch.py);
+  Adam at the recipe's rate and schedule (mdas: 10 % warm-up, then linear decay) on torch's
+  orthogonal parametrisation of a d x k frame (as the step bench in compare_pytorch.py);
 - scoring: a pair is a hit when the patched run's most likely next token is its target; the
   train pairs from the training cache, val and test each after their own pass; on test also
   residual patching (the control), as the Rust run does.
@@ -24,6 +24,7 @@ PyTorch run trains what the Rust run trains.
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -66,6 +67,21 @@ def rust_run(method, layer, seed, pairs_file, env):
     return phases, out
 
 
+def schedule(config, steps):
+    """The learning rate's factor at each 0-based step, as `subspace::train::LrSchedule`: a
+    linear warm-up over the first `warmup` fraction of the steps (from 1/(w+1) to 1), then
+    constant, or linear or half-cosine to zero after the last step."""
+    warmup = math.floor(config["warmup"] * steps + 0.5)
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        t = (step - warmup) / max(steps - warmup, 1)
+        return {"constant": 1.0, "linear": 1.0 - t, "cosine": 0.5 * (1.0 + math.cos(math.pi * t))}[config["decay"]]
+
+    return factor
+
+
 def scores(rows, hits):
     cause = [h for r, h in zip(rows, hits) if r["role"] == "cause"]
     isolate = [h for r, h in zip(rows, hits) if r["role"] != "cause"]
@@ -80,12 +96,12 @@ def pytorch_run(model, exported, method, dtype, seed):
     from same_work import SameWork
 
     config, splits = exported["config"], exported["splits"]
-    layer, k, batch, lr, steps = config["layer"], config["dims"], config["batch"], config["lr"], config["steps"]
-    if config["warmup"] or config["decay"] != "constant" or config["epochs"]:
-        sys.exit("only the recipe's default schedule (no warm-up, constant rate, steps) is written here")
+    layer, k, batch, lr = config["layer"], config["dims"], config["batch"], config["lr"]
     iw = config["isolate_weight"]
     train = [dict(r, weight=1.0 if r["role"] == "cause" else iw) for r in splits["train"]]
     trained = [i for i, r in enumerate(train) if method == "mdas" or r["role"] == "cause"]
+    steps = (math.ceil(config["epochs"] * len(trained) / batch) if config["epochs"] else config["steps"])
+    factor = schedule(config, steps)
     run = SameWork(model, layer, dtype)
     times = {}
 
@@ -105,6 +121,8 @@ def pytorch_run(model, exported, method, dtype, seed):
         if len(order) < batch:
             order = [trained[i] for i in torch.randperm(len(trained), generator=shuffle).tolist()]
         which, order = order[:batch], order[batch:]
+        for group in opt.param_groups:
+            group["lr"] = lr * factor(len(losses))
         opt.zero_grad()
         with torch.no_grad():
             p = run.prepare_batch([train[i] for i in which], cache, which)

@@ -260,6 +260,33 @@ pub fn run_lanes(
     lanes: Vec<Lane>,
     stop: Option<&StopFlag>,
 ) -> Result<Vec<Tensor<3>>> {
+    run_lanes_to(model, layers, lanes, stop, false)
+}
+
+/// [`run_lanes`]'s streams at each lane's last column only (`[batch, 1, hidden]` each): what
+/// the next-token logits read. Where no edit is at the last block, that block computes only
+/// what the last column needs: the keys and values of every column, the rest at the last
+/// ([`llama::model::Block::forward_ragged_last`]).
+pub fn run_lanes_last(
+    model: &Llama,
+    layers: Range<usize>,
+    lanes: Vec<Lane>,
+    stop: Option<&StopFlag>,
+) -> Result<Vec<Tensor<3>>> {
+    run_lanes_to(model, layers, lanes, stop, true)
+}
+
+fn run_lanes_to(
+    model: &Llama,
+    layers: Range<usize>,
+    lanes: Vec<Lane>,
+    stop: Option<&StopFlag>,
+    last_only: bool,
+) -> Result<Vec<Tensor<3>>> {
+    let last_column = |h: Tensor<3>| {
+        let s = h.dims()[1];
+        h.narrow(1, s - 1, 1)
+    };
     let on_stream = |e: &Edit| {
         matches!(
             e.site.component,
@@ -269,16 +296,17 @@ pub fn run_lanes(
                 | Component::BlockOutput
         )
     };
-    if lanes.len() == 1 || lanes.iter().any(|l| !l.edits.iter().all(on_stream)) {
+    if (lanes.len() == 1 && !last_only) || lanes.iter().any(|l| !l.edits.iter().all(on_stream)) {
         return lanes
             .into_iter()
             .map(|l| {
-                Ok(Blocks::new(layers.clone())
+                let h = Blocks::new(layers.clone())
                     .with_edits(l.edits)
                     .after(l.window)
                     .stopped_by(stop)
                     .run(model, l.ctx, l.h)?
-                    .h)
+                    .h;
+                Ok(if last_only { last_column(h) } else { h })
             })
             .collect();
     }
@@ -308,21 +336,36 @@ pub fn run_lanes(
             .collect();
         ragged.pack(parts)
     };
+    // The last block computes only what the last columns need, unless an edit is there.
+    let prune_last = last_only
+        && !layers.is_empty()
+        && !lanes
+            .iter()
+            .any(|lane| lane.edits.iter().any(|e| e.site.layer == layers.end - 1));
     let mut h = ragged.pack(lanes.iter().map(|l| l.h.clone()).collect());
-    for (i, l) in layers.enumerate() {
+    for (i, l) in layers.clone().enumerate() {
         stop::check(stop)?;
         let block = &model.blocks[l];
         let prefixes: Vec<Option<&KeyValue>> = lanes
             .iter()
             .map(|lane| lane.window.map(|w| &w.prefix[i]))
             .collect();
+        if prune_last && l == layers.end - 1 {
+            let out = block.forward_ragged_last(h, &ragged, &ctxs, &prefixes);
+            return Ok(ragged.unpack_last(out));
+        }
         let input = edited(h, l, Component::BlockInput);
         let attn = block.attention_branch_ragged(input.clone(), &ragged, &ctxs, &prefixes);
         let mid = input + edited(attn, l, Component::AttentionOutput);
         let mlp = edited(block.mlp_branch(mid.clone()), l, Component::MlpOutput);
         h = edited(mid + mlp, l, Component::BlockOutput);
     }
-    Ok(ragged.unpack(h))
+    let parts = ragged.unpack(h);
+    Ok(if last_only {
+        parts.into_iter().map(last_column).collect()
+    } else {
+        parts
+    })
 }
 
 /// One block's edits and keeps, for the vectors on the residual stream (called by the block

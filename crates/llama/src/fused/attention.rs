@@ -32,7 +32,10 @@ struct Dims {
     batch: usize,
     heads: usize,
     kv_heads: usize,
-    /// New columns (the queries, and keys after the prefix).
+    /// Query columns: the last `queries` of the new columns (all of them, or fewer where only
+    /// the last columns' outputs are wanted).
+    queries: usize,
+    /// New columns (keys and values after the prefix).
     seq: usize,
     /// Cached columns before them.
     prefix: usize,
@@ -50,9 +53,9 @@ impl Dims {
     }
 }
 
-/// The inputs, on the host: queries `[b, heads, s, hd]`; new keys and values `[b, kv, s, hd]`;
-/// cached keys and values `[b, kv, prefix, hd]` (empty without a prefix); the additive mask
-/// `[b, 1, s, prefix + s]`.
+/// The inputs, on the host: queries `[b, heads, queries, hd]`; new keys and values `[b, kv, s,
+/// hd]`; cached keys and values `[b, kv, prefix, hd]` (empty without a prefix); the additive
+/// mask `[b, 1, queries, prefix + s]`.
 struct Inputs<'a> {
     q: &'a [f32],
     k: &'a [f32],
@@ -92,28 +95,28 @@ impl Inputs<'_> {
 
     /// Query `i` of row `b`, head `h`.
     fn query(&self, d: &Dims, b: usize, h: usize, i: usize) -> &[f32] {
-        let at = ((b * d.heads + h) * d.seq + i) * d.head_dim;
+        let at = ((b * d.heads + h) * d.queries + i) * d.head_dim;
         &self.q[at..at + d.head_dim]
     }
 
     /// The mask's row for query `i` of row `b` (`prefix + s` values).
     fn mask_row(&self, d: &Dims, b: usize, i: usize) -> &[f32] {
-        let at = (b * d.seq + i) * d.keys();
+        let at = (b * d.queries + i) * d.keys();
         &self.mask[at..at + d.keys()]
     }
 }
 
-/// Row `b`, key head `j`: the outputs `[per_kv, s, hd]` and probabilities `[per_kv, s, keys]`
-/// of its query heads.
+/// Row `b`, key head `j`: the outputs `[per_kv, queries, hd]` and probabilities `[per_kv,
+/// queries, keys]` of its query heads.
 #[inline(always)]
 fn forward_unit(d: &Dims, x: &Inputs, b: usize, j: usize, out: &mut [f32], probs: &mut [f32]) {
     let (hd, keys) = (d.head_dim, d.keys());
     for g in 0..d.per_kv() {
         let h = j * d.per_kv() + g;
-        for i in 0..d.seq {
+        for i in 0..d.queries {
             let q = x.query(d, b, h, i);
             let mask = x.mask_row(d, b, i);
-            let p = &mut probs[(g * d.seq + i) * keys..(g * d.seq + i + 1) * keys];
+            let p = &mut probs[(g * d.queries + i) * keys..(g * d.queries + i + 1) * keys];
             for (c, p) in p.iter_mut().enumerate() {
                 *p = dot(q, x.key(d, b, j, c)) * d.scale + mask[c];
             }
@@ -123,7 +126,7 @@ fn forward_unit(d: &Dims, x: &Inputs, b: usize, j: usize, out: &mut [f32], probs
                 *p = exp(*p - max);
                 sum += *p;
             }
-            let o = &mut out[(g * d.seq + i) * hd..(g * d.seq + i + 1) * hd];
+            let o = &mut out[(g * d.queries + i) * hd..(g * d.queries + i + 1) * hd];
             o.fill(0.0);
             for (c, p) in p.iter_mut().enumerate() {
                 *p /= sum;
@@ -133,9 +136,9 @@ fn forward_unit(d: &Dims, x: &Inputs, b: usize, j: usize, out: &mut [f32], probs
     }
 }
 
-/// Row `b`, key head `j`: the gradients of its query heads' queries (`[per_kv, s, hd]`) and of
-/// its new keys and values (`[s, hd]` each), from the outputs' gradient `d_out` (`[b, heads, s,
-/// hd]`).
+/// Row `b`, key head `j`: the gradients of its query heads' queries (`[per_kv, queries, hd]`)
+/// and of its new keys and values (`[s, hd]` each), from the outputs' gradient `d_out` (`[b,
+/// heads, queries, hd]`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_unit(
@@ -154,8 +157,8 @@ fn backward_unit(
     dv.fill(0.0);
     for g in 0..d.per_kv() {
         let h = j * d.per_kv() + g;
-        for i in 0..d.seq {
-            let row = (b * d.heads + h) * d.seq + i;
+        for i in 0..d.queries {
+            let row = (b * d.heads + h) * d.queries + i;
             let p = &probs[row * keys..(row + 1) * keys];
             let go = &d_out[row * hd..(row + 1) * hd];
             // dP = dO·v; dS = P ⊙ (dP − Σ P ⊙ dP)
@@ -165,7 +168,7 @@ fn backward_unit(
                 weighted += p[c] * *s;
             }
             let q = x.query(d, b, h, i);
-            let dq = &mut dq[(g * d.seq + i) * hd..(g * d.seq + i + 1) * hd];
+            let dq = &mut dq[(g * d.queries + i) * hd..(g * d.queries + i + 1) * hd];
             dq.fill(0.0);
             for (c, s) in ds.iter().enumerate() {
                 let s = p[c] * (s - weighted) * d.scale;
@@ -209,15 +212,15 @@ fn backward_unit_avx512(
     backward_unit(d, x, probs, d_out, unit, dq, dk, dv)
 }
 
-/// The outputs `[b, heads, s, hd]` and probabilities `[b, heads, s, keys]`.
+/// The outputs `[b, heads, queries, hd]` and probabilities `[b, heads, queries, keys]`.
 fn forward_values(d: &Dims, x: &Inputs) -> (Vec<f32>, Vec<f32>) {
     let (hd, keys, g) = (d.head_dim, d.keys(), d.per_kv());
-    let mut out = vec![0f32; d.batch * d.heads * d.seq * hd];
-    let mut probs = vec![0f32; d.batch * d.heads * d.seq * keys];
+    let mut out = vec![0f32; d.batch * d.heads * d.queries * hd];
+    let mut probs = vec![0f32; d.batch * d.heads * d.queries * keys];
     let fast = super::avx512();
     // Unit (b, j) owns heads `j·g .. (j+1)·g` of row b: consecutive in both outputs.
-    out.par_chunks_mut(g * d.seq * hd)
-        .zip(probs.par_chunks_mut(g * d.seq * keys))
+    out.par_chunks_mut(g * d.queries * hd)
+        .zip(probs.par_chunks_mut(g * d.queries * keys))
         .enumerate()
         .for_each(|(unit, (out, probs))| {
             let (b, j) = (unit / d.kv_heads, unit % d.kv_heads);
@@ -244,8 +247,8 @@ struct Primitives {
 }
 
 /// Rotary embeddings applied inside the operation to the queries and the new keys (which then
-/// arrive unrotated): the tables `[b, 1, s, hd / 2]` at each row's positions, and the pair
-/// layout (`interleaved`: pairs `(2i, 2i+1)`; else `(i, i + hd/2)`).
+/// arrive unrotated): the tables `[b, 1, s, hd / 2]` at each row's positions of the new
+/// columns, and the pair layout (`interleaved`: pairs `(2i, 2i+1)`; else `(i, i + hd/2)`).
 #[derive(Debug, Clone)]
 pub(super) struct Rotary {
     pub cos: FloatTensor<Flex>,
@@ -264,15 +267,17 @@ impl Rotary {
 }
 
 /// Rotates (or, `inverse`, rotates back: the transpose, for a gradient) every head vector of
-/// `x` (`[b, heads, s, hd]`) by its row's and position's angles (`cos`, `sin`: `[b, s, hd/2]`),
-/// in the order of operations burn's `RopeTables::apply` uses.
+/// `x` (`[b, heads, s, hd]`: the last `s` of `table_seq` columns) by its row's and position's
+/// angles (`cos`, `sin`: `[b, table_seq, hd/2]`), in the order of operations burn's
+/// `RopeTables::apply` uses.
 fn rotate_all(
     x: &[f32],
     [b, heads, s, hd]: [usize; 4],
-    (cos, sin): (&[f32], &[f32]),
+    (cos, sin, table_seq): (&[f32], &[f32], usize),
     interleaved: bool,
     inverse: bool,
 ) -> Vec<f32> {
+    let offset = table_seq - s;
     let half = hd / 2;
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(s * hd)
@@ -281,7 +286,7 @@ fn rotate_all(
         .for_each(|(bh, (out, x))| {
             let row = bh / heads;
             for i in 0..s {
-                let at = (row * s + i) * half;
+                let at = (row * table_seq + offset + i) * half;
                 let (c, sn) = (&cos[at..at + half], &sin[at..at + half]);
                 let (x, o) = (&x[i * hd..(i + 1) * hd], &mut out[i * hd..(i + 1) * hd]);
                 for p in 0..half {
@@ -315,8 +320,9 @@ impl Primitives {
             batch: q[0],
             heads: q[1],
             kv_heads: k[1],
-            seq: q[2],
-            prefix: m[3] - q[2],
+            queries: q[2],
+            seq: k[2],
+            prefix: m[3] - k[2],
             head_dim: q[3],
             scale: scale as f32,
         }
@@ -333,15 +339,15 @@ impl Primitives {
             let (cos, sin) = (&tables.0, &tables.1);
             q = rotate_all(
                 &q,
-                [d.batch, d.heads, d.seq, d.head_dim],
-                (cos, sin),
+                [d.batch, d.heads, d.queries, d.head_dim],
+                (cos, sin, d.seq),
                 r.interleaved,
                 false,
             );
             k = rotate_all(
                 &k,
                 [d.batch, d.kv_heads, d.seq, d.head_dim],
-                (cos, sin),
+                (cos, sin, d.seq),
                 r.interleaved,
                 false,
             );
@@ -384,15 +390,15 @@ impl Primitives {
                 (
                     rotate_all(
                         &dq,
-                        [d.batch, d.heads, d.seq, d.head_dim],
-                        (cos, sin),
+                        [d.batch, d.heads, d.queries, d.head_dim],
+                        (cos, sin, d.seq),
                         r.interleaved,
                         true,
                     ),
                     rotate_all(
                         &dk,
                         [d.batch, d.kv_heads, d.seq, d.head_dim],
-                        (cos, sin),
+                        (cos, sin, d.seq),
                         r.interleaved,
                         true,
                     ),
@@ -402,8 +408,10 @@ impl Primitives {
     }
 }
 
-fn shape_of(d: &Dims, heads: usize) -> Shape {
-    Shape::new([d.batch, heads, d.seq, d.head_dim])
+/// The shape of the queries (and outputs) or, `keys`, of the new keys and values.
+fn shape_of(d: &Dims, heads: usize, keys: bool) -> Shape {
+    let columns = if keys { d.seq } else { d.queries };
+    Shape::new([d.batch, heads, columns, d.head_dim])
 }
 
 /// The rotary tables and their code, as the operation receives them (see [`rotary_of`]).
@@ -442,7 +450,7 @@ pub(super) fn forward(
     let d = p.dims(scale);
     let device = p.q.device();
     let (out, _) = p.with(&d, |x| forward_values(&d, x));
-    Flex::float_from_data(TensorData::new(out, shape_of(&d, d.heads)), &device)
+    Flex::float_from_data(TensorData::new(out, shape_of(&d, d.heads, false)), &device)
 }
 
 /// The backward of [`forward`]: its state is the inputs and the probabilities.
@@ -482,13 +490,13 @@ impl Backward<Flex, 3> for AttentionBackward {
         let device = p.q.device();
         let hd = d.head_dim;
         let g = d.per_kv();
-        let mut dq = vec![0f32; d.batch * d.heads * d.seq * hd];
+        let mut dq = vec![0f32; d.batch * d.heads * d.queries * hd];
         let mut dk = vec![0f32; d.batch * d.kv_heads * d.seq * hd];
         let mut dv = vec![0f32; d.batch * d.kv_heads * d.seq * hd];
         let fast = super::avx512();
         with_values(d_out, |d_out| {
             p.with(&d, |x| {
-                dq.par_chunks_mut(g * d.seq * hd)
+                dq.par_chunks_mut(g * d.queries * hd)
                     .zip(dk.par_chunks_mut(d.seq * hd))
                     .zip(dv.par_chunks_mut(d.seq * hd))
                     .enumerate()
@@ -508,17 +516,17 @@ impl Backward<Flex, 3> for AttentionBackward {
         });
         let (dq, dk) = p.unrotate(&d, dq, dk);
         let [q_parent, k_parent, v_parent] = ops.parents;
-        let grad = |values: Vec<f32>, heads: usize| {
-            Flex::float_from_data(TensorData::new(values, shape_of(&d, heads)), &device)
+        let grad = |values: Vec<f32>, heads: usize, keys: bool| {
+            Flex::float_from_data(TensorData::new(values, shape_of(&d, heads, keys)), &device)
         };
         if let Some(node) = q_parent {
-            grads.register::<Flex>(node.id, grad(dq, d.heads));
+            grads.register::<Flex>(node.id, grad(dq, d.heads, false));
         }
         if let Some(node) = k_parent {
-            grads.register::<Flex>(node.id, grad(dk, d.kv_heads));
+            grads.register::<Flex>(node.id, grad(dk, d.kv_heads, true));
         }
         if let Some(node) = v_parent {
-            grads.register::<Flex>(node.id, grad(dv, d.kv_heads));
+            grads.register::<Flex>(node.id, grad(dv, d.kv_heads, true));
         }
     }
 }
@@ -551,7 +559,7 @@ pub(super) fn tracked<C: CheckpointStrategy>(
     let d = p.dims(scale);
     let device = p.q.device();
     let (out, probs) = p.with(&d, |x| forward_values(&d, x));
-    let out = Flex::float_from_data(TensorData::new(out, shape_of(&d, d.heads)), &device);
+    let out = Flex::float_from_data(TensorData::new(out, shape_of(&d, d.heads, false)), &device);
     match AttentionBackward
         .prepare::<C>([q_node, k_node, v_node])
         .compute_bound()
@@ -745,6 +753,79 @@ mod tests {
             {
                 let diff = max_diff(g, w);
                 assert!(diff < 1e-5, "{layout:?}, {what}: max |diff| {diff}");
+            }
+        }
+    }
+
+    /// Queries at the last columns only (the last block of a step, where only the last
+    /// column's output is read): the fused operation with the rotation inside, on the last
+    /// `s_q` queries and the mask's last rows, against the composed full attention (rotary
+    /// applied before) cut to its last `s_q` rows; gradients with respect to the full queries,
+    /// keys and values.
+    #[test]
+    fn queries_at_the_last_columns_match_the_full_attentions_last_rows() {
+        use crate::config::RopeLayout;
+        use crate::fused::RotaryTables;
+        use crate::model::RopeTables;
+        let device = Device::flex();
+        let (b, heads, kv, hd, p, s) = (3, 6, 2, 16, 4, 5);
+        let normal =
+            |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let angles: Tensor<4> =
+            Tensor::random([b, 1, s, hd / 2], Distribution::Uniform(-3.0, 3.0), &device);
+        let tables = RopeTables {
+            cos: angles.clone().cos(),
+            sin: angles.sin(),
+        };
+        let layout = RopeLayout::HalfSplit;
+        for s_q in [1, 2] {
+            let (q, k, v) = (
+                normal([b, heads, s, hd]),
+                normal([b, kv, s, hd]),
+                normal([b, kv, s, hd]),
+            );
+            let prefix = (normal([b, kv, p, hd]), normal([b, kv, p, hd]));
+            let m = mask(&[0, 2, p + 1], p, s, &device);
+            let d_out = normal([b, heads, s_q, hd]);
+            let run =
+                |last_only: bool| {
+                    let (q, k, v) = (
+                        q.clone().autodiff().require_grad(),
+                        k.clone().autodiff().require_grad(),
+                        v.clone().autodiff().require_grad(),
+                    );
+                    let out =
+                        if last_only {
+                            let r = RotaryTables {
+                                cos: &tables.cos,
+                                sin: &tables.sin,
+                                interleaved: false,
+                            };
+                            let (q_last, m_last) = (
+                                q.clone().narrow(2, s - s_q, s_q),
+                                m.clone().narrow(2, s - s_q, s_q),
+                            );
+                            let kv = Some((&prefix.0, &prefix.1));
+                            attention(&q_last, &k, &v, kv, &m_last, Some(r), 0.25).unwrap()
+                        } else {
+                            let (qr, kr) = (
+                                tables.apply(q.clone(), layout),
+                                tables.apply(k.clone(), layout),
+                            );
+                            composed(qr, kr, v.clone(), Some(prefix.clone()), m.clone(), 0.25)
+                                .narrow(2, s - s_q, s_q)
+                        };
+                    let grads = (out.clone() * d_out.clone().autodiff()).sum().backward();
+                    let g = |t: &Tensor<4>| host(t.grad(&grads).unwrap().without_autodiff());
+                    [host(out.without_autodiff()), g(&q), g(&k), g(&v)]
+                };
+            let (got, want) = (run(true), run(false));
+            for (what, (g, w)) in ["output", "dq", "dk", "dv"]
+                .iter()
+                .zip(got.iter().zip(&want))
+            {
+                let diff = max_diff(g, w);
+                assert!(diff < 1e-5, "last {s_q} queries, {what}: max |diff| {diff}");
             }
         }
     }

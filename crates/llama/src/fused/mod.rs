@@ -83,16 +83,19 @@ pub struct RotaryTables<'a> {
     pub interleaved: bool,
 }
 
-/// `softmax(q·kᵀ·scale + mask)·v` of `s` new columns, whose keys are preceded by the cached
-/// `prefix` (keys and values, constants), with grouped-query heads (query head `h` reads key
-/// head `h / (heads / kv_heads)`); `None` where the fused operation does not apply (another
-/// backend, or shapes other than these), for the caller to compose it from burn's operations.
+/// `softmax(q·kᵀ·scale + mask)·v` of the last `s_q` of `s` new columns, whose keys are preceded
+/// by the cached `prefix` (keys and values, constants), with grouped-query heads (query head
+/// `h` reads key head `h / (heads / kv_heads)`); `None` where the fused operation does not apply
+/// (another backend, or shapes other than these), for the caller to compose it from burn's
+/// operations.
 ///
 /// # Shapes
-/// - `q`: `[b, heads, s, hd]`; `k`, `v`: `[b, kv_heads, s, hd]` (after rotary, or before it
-///   where `rotary` is given: then the queries and keys are rotated inside)
-/// - `prefix`: `[b, kv_heads, p, hd]` each; `mask`: `[b, 1, s, p + s]`
-/// - output: `[b, heads, s, hd]`
+/// - `q`: `[b, heads, s_q, hd]`: the last `s_q ≤ s` of the new columns (all of them, or fewer
+///   where only the last columns' outputs are wanted); `k`, `v`: `[b, kv_heads, s, hd]` (after
+///   rotary, or before it where `rotary` is given: then the queries and keys are rotated inside,
+///   the tables `[b, 1, s, hd / 2]` covering the `s` new columns)
+/// - `prefix`: `[b, kv_heads, p, hd]` each; `mask`: `[b, 1, s_q, p + s]`
+/// - output: `[b, heads, s_q, hd]`
 pub fn attention(
     q: &Tensor<4>,
     k: &Tensor<4>,
@@ -102,17 +105,20 @@ pub fn attention(
     rotary: Option<RotaryTables<'_>>,
     scale: f64,
 ) -> Option<Tensor<4>> {
-    let [b, heads, s, hd] = q.dims();
-    let [kb, kv_heads, ks, khd] = k.dims();
+    let [b, heads, s_q, hd] = q.dims();
+    let [kb, kv_heads, s, khd] = k.dims();
     let p = prefix.map_or(0, |(kp, _)| kp.dims()[2]);
     let fits = q.device() == Device::flex()
-        && [kb, ks, khd] == [b, s, hd]
+        && [kb, khd] == [b, hd]
+        && s_q <= s
         && v.dims() == k.dims()
         && kv_heads > 0
         && heads.is_multiple_of(kv_heads)
-        && mask.dims() == [b, 1, s, p + s]
+        && mask.dims() == [b, 1, s_q, p + s]
         && prefix
-            .is_none_or(|(kp, vp)| kp.dims() == [b, kv_heads, p, hd] && vp.dims() == kp.dims());
+            .is_none_or(|(kp, vp)| kp.dims() == [b, kv_heads, p, hd] && vp.dims() == kp.dims())
+        && rotary
+            .is_none_or(|r| r.cos.dims() == [b, 1, s, hd / 2] && r.sin.dims() == [b, 1, s, hd / 2]);
     if !fits {
         return None;
     }

@@ -248,4 +248,59 @@ impl Attention {
             .collect();
         self.o_proj.forward(ragged.pack(outs))
     }
+
+    /// [`Attention::forward_ragged`]'s output at each batch's last column only: the keys and
+    /// values of every column, the queries, the attention and `o_proj` at the last one (the
+    /// last block of a run whose caller reads only the next-token logits). On another backend
+    /// than flex the whole output is computed and cut.
+    ///
+    /// # Shapes
+    /// - `x`: `[1, tokens, hidden]` ([`Ragged::pack`])
+    /// - output: `[1, rows, hidden]`: each batch's rows at its last column, batch after batch
+    pub fn forward_ragged_last(
+        &self,
+        x: Tensor<3>,
+        ragged: &Ragged,
+        ctxs: &[&ForwardContext],
+        prefixes: &[Option<&KeyValue>],
+    ) -> Tensor<3> {
+        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let xs = ragged.unpack(x.clone());
+        let last = ragged.pack_last(&xs);
+        let q = ragged.unpack_last(self.q_proj.forward(last));
+        let k = ragged.unpack(self.k_proj.forward(x.clone()));
+        let v = ragged.unpack(self.v_proj.forward(x));
+        let heads = |t: Tensor<3>, n: usize| {
+            let [b, s, _] = t.dims();
+            t.reshape([b, s, n, hd]).swap_dims(1, 2)
+        };
+        let mut outs = Vec::with_capacity(ragged.len());
+        for (i, ((q, k), v)) in q.into_iter().zip(k).zip(v).enumerate() {
+            let (ctx, prefix) = (ctxs[i], prefixes[i]);
+            let [b, s, _] = k.dims();
+            let rotary = crate::fused::RotaryTables {
+                cos: &ctx.rope.cos,
+                sin: &ctx.rope.sin,
+                interleaved: self.rope_layout == RopeLayout::Interleaved,
+            };
+            let mask = ctx.mask.clone().narrow(2, s - 1, 1);
+            let fused = crate::fused::attention(
+                &heads(q, nh),
+                &heads(k.clone(), nkv),
+                &heads(v.clone(), nkv),
+                prefix.map(|p| (&p.k, &p.v)),
+                &mask,
+                Some(rotary),
+                (hd as f64).powf(-0.5),
+            );
+            outs.push(match fused {
+                Some(out) => out.swap_dims(1, 2).reshape([b, 1, nh * hd]),
+                None => {
+                    let q = self.q_proj.forward(xs[i].clone());
+                    self.attend_output(q, k, v, ctx, prefix).narrow(1, s - 1, 1)
+                }
+            });
+        }
+        self.o_proj.forward(ragged.pack_rows(outs))
+    }
 }

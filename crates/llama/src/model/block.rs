@@ -97,6 +97,29 @@ impl Block {
     }
 
     /// [`Block::mlp_branch`] with `hook` called on the MLP's hidden activation.
+    /// The block over several batches laid end to end ([`Ragged::pack`]), its output at each
+    /// batch's last column only ([`Attention::forward_ragged_last`]; the MLP on those rows).
+    ///
+    /// # Shapes
+    /// - `h`: `[1, tokens, hidden]` → `[1, rows, hidden]` (each batch's rows, batch after batch)
+    pub fn forward_ragged_last(
+        &self,
+        h: Tensor<3>,
+        ragged: &Ragged,
+        ctxs: &[&ForwardContext],
+        prefixes: &[Option<&KeyValue>],
+    ) -> Tensor<3> {
+        let h_last = ragged.pack_last(&ragged.unpack(h.clone()));
+        let attn = self.self_attn.forward_ragged_last(
+            rms_norm(&self.input_layernorm, h),
+            ragged,
+            ctxs,
+            prefixes,
+        );
+        let mid = h_last + attn;
+        mid.clone() + self.mlp_branch(mid)
+    }
+
     pub fn mlp_branch_hooked(&self, h: Tensor<3>, hook: &mut dyn Hook) -> Tensor<3> {
         self.mlp
             .forward_hooked(rms_norm(&self.post_attention_layernorm, h), hook)

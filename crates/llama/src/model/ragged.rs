@@ -75,4 +75,55 @@ impl Ragged {
             })
             .collect()
     }
+
+    /// Each part's rows at its last column, end to end (see [`Ragged::pack`]).
+    ///
+    /// # Shapes
+    /// - `parts[i]`: `[batch_i, seq_i, width]` → `[1, rows, width]`
+    pub fn pack_last(&self, parts: &[Tensor<3>]) -> Tensor<3> {
+        self.pack_rows(
+            parts
+                .iter()
+                .map(|t| {
+                    let s = t.dims()[1];
+                    t.clone().narrow(1, s - 1, 1)
+                })
+                .collect(),
+        )
+    }
+
+    /// One column per part (`[batch_i, 1, width]`), end to end.
+    ///
+    /// # Shapes
+    /// - `parts[i]`: `[batch_i, 1, width]` → `[1, rows, width]`
+    pub fn pack_rows(&self, parts: Vec<Tensor<3>>) -> Tensor<3> {
+        let rows: Vec<Tensor<2>> = parts
+            .into_iter()
+            .map(|t| {
+                let [b, _, w] = t.dims();
+                t.reshape([b, w])
+            })
+            .collect();
+        let packed = Tensor::cat(rows, 0);
+        let [n, w] = packed.dims();
+        packed.reshape([1, n, w])
+    }
+
+    /// [`Ragged::pack_rows`] undone: each part's rows, one column each.
+    ///
+    /// # Shapes
+    /// - `t`: `[1, rows, width]` → `[batch_i, 1, width]`
+    pub fn unpack_last(&self, t: Tensor<3>) -> Vec<Tensor<3>> {
+        let [_, n, w] = t.dims();
+        let rows = t.reshape([n, w]);
+        let mut start = 0;
+        self.shapes
+            .iter()
+            .map(|&[b, _]| {
+                let part = rows.clone().narrow(0, start, b).reshape([b, 1, w]);
+                start += b;
+                part
+            })
+            .collect()
+    }
 }

@@ -98,8 +98,6 @@ pub(crate) struct Group {
     /// The edited tokens (one per example, or a span's) and their source vectors.
     pub(crate) cells: Vec<Cell>,
     pub(crate) source: Tensor<2>,
-    /// The last column, counted from `from`.
-    pub(crate) last: usize,
 }
 
 /// The states below a site of a set of examples (see the module doc).
@@ -322,7 +320,6 @@ impl SiteCache {
             prefix,
             cells,
             source: Tensor::cat(sources, 0),
-            last: s - 1 - from,
         })
     }
 }

@@ -17,7 +17,7 @@ use crate::intervention::Intervention;
 use crate::lm::LanguageModel;
 use crate::pair::Example;
 use crate::readout::to_host;
-use crate::run::{Edit, Lane, Window, run_lanes};
+use crate::run::{Edit, Lane, Window, run_lanes_last};
 use crate::site::Site;
 
 /// The DAS objective over a fixed set of examples, with the layers below the site cached
@@ -294,17 +294,14 @@ impl<'a> DasObjective<'a> {
                 edits: std::slice::from_ref(edit),
             })
             .collect();
-        let out = run_lanes(
+        // Each group's window ends at its prompts' last column (they are left-padded): only
+        // the stream there is read.
+        let last = run_lanes_last(
             model,
             self.site.layer..model.n_layers(),
             lanes,
             Some(self.lm.stop_flag()),
         )?;
-        let last: Vec<Tensor<3>> = out
-            .into_iter()
-            .zip(&b.groups)
-            .map(|(h, g)| h.narrow(1, g.last, 1))
-            .collect();
         let logits = model.logits(Tensor::cat(last, 0));
         let [n, _, vocab] = logits.dims();
         Ok(logits.reshape([n, vocab]))
