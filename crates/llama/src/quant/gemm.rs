@@ -444,6 +444,26 @@ pub(super) unsafe fn matmul_wt<W: PackedRows>(x: &[f32], m: usize, w: &W) -> Vec
     y
 }
 
+/// Row `r`'s values (`row`), run `t` of 12 written at `strips[(t · depth + r) · 12 ..]`: one
+/// masked load and store a run (a `memcpy` call of 48 bytes cost more than the copy).
+///
+/// # Safety
+/// The CPU must have AVX-512F; `strips` must hold `⌈row.len() / 12⌉ · depth · 12` values, of
+/// which no other thread writes row `r`'s runs meanwhile.
+#[target_feature(enable = "avx512f")]
+unsafe fn scatter_runs(row: &[f32], strips: Shared, r: usize, depth: usize) {
+    for t in 0..row.len().div_ceil(MR) {
+        let len = (row.len() - t * MR).min(MR);
+        let mask: __mmask16 = (1 << len) - 1;
+        // SAFETY: the masked lanes are neither read nor written; the rest are within `row`
+        // and run `t` of row `r` of `strips`, as the caller guarantees.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(t * MR));
+            _mm512_mask_storeu_ps(strips.at((t * depth + r) * MR), mask, v);
+        }
+    }
+}
+
 /// `y = g · W`: `g` is `[m, rows]`, the result `[m, cols]`.
 ///
 /// # Safety
@@ -470,15 +490,12 @@ pub(super) unsafe fn matmul_w<W: PackedRows>(g: &[f32], m: usize, w: &W) -> Vec<
         .for_each(|task| {
             let mut row = vec![0f32; k];
             for r in task * rows_per_task..((task + 1) * rows_per_task).min(n) {
-                // SAFETY: this function runs only where the CPU has AVX-512F.
-                unsafe { w.dequantize_row_avx512(r, &mut row) };
-                for (t, run) in row.chunks(MR).enumerate() {
-                    // SAFETY: `strips` holds `tiles × depth × 12` values; run `r` of tile `t` is
-                    // written by this task alone (it owns row `r`).
-                    unsafe {
-                        let at = strips_out.at((t * depth + r) * MR);
-                        std::ptr::copy_nonoverlapping(run.as_ptr(), at, run.len());
-                    }
+                // SAFETY: this function runs only where the CPU has AVX-512F; `strips` holds
+                // `tiles × depth × 12` values, and the runs of row `r` are written by this task
+                // alone (it owns row `r`).
+                unsafe {
+                    w.dequantize_row_avx512(r, &mut row);
+                    scatter_runs(&row, strips_out, r, depth);
                 }
             }
         });
