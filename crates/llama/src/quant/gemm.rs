@@ -106,32 +106,98 @@ impl Drop for Scratch {
 /// `j` holds `x[32 p + j][c]`, zero past the last row and past step `k` (`depth ≥ k` is `k`
 /// rounded up to the micro-kernel's 16 steps): the layout the micro-kernel loads from. (A buffer
 /// from [`scratch`]: give it back.)
-fn token_panels(x: &[f32], m: usize, k: usize, depth: usize) -> Vec<f32> {
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+unsafe fn token_panels(x: &[f32], m: usize, k: usize, depth: usize) -> Vec<f32> {
+    assert!(x.len() >= m * k && depth >= k);
     let panels = m.div_ceil(NR);
     let mut out = scratch::take(panels * depth * NR);
     out.par_chunks_mut(depth * NR)
         .enumerate()
-        .for_each(|(p, panel)| {
-            let tokens = NR.min(m - p * NR);
-            // 16 steps at a time: their 2 KiB of the panel stay in L1 while every token's run
-            // of 16 values is written into them.
-            for c0 in (0..k).step_by(16) {
-                let steps = (k - c0).min(16);
-                for j in 0..NR {
-                    if j < tokens {
-                        let row = &x[(p * NR + j) * k + c0..(p * NR + j) * k + c0 + steps];
-                        for (c, &v) in row.iter().enumerate() {
-                            panel[(c0 + c) * NR + j] = v;
-                        }
-                    } else {
-                        for c in 0..steps {
-                            panel[(c0 + c) * NR + j] = 0.0;
-                        }
-                    }
+        // SAFETY: AVX-512F as the caller guarantees; `panel` holds `depth × 32` values and
+        // panel `p`'s rows of `x` are within it (asserted above).
+        .for_each(|(p, panel)| unsafe { fill_panel(x, m, k, p, panel) });
+    out
+}
+
+/// Panel `p` of [`token_panels`]: blocks of 16 tokens × 16 steps loaded as 16 rows and
+/// transposed in registers ([`transpose16`]), so that each step's 16 tokens are one store.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `x` must hold `[m, k]` and `panel` `depth × 32` values with
+/// `depth ≥ k`.
+#[target_feature(enable = "avx512f")]
+unsafe fn fill_panel(x: &[f32], m: usize, k: usize, p: usize, panel: &mut [f32]) {
+    let tokens = NR.min(m - p * NR);
+    for c0 in (0..k).step_by(16) {
+        let steps = (k - c0).min(16);
+        let mask: __mmask16 = if steps == 16 {
+            0xFFFF
+        } else {
+            (1 << steps) - 1
+        };
+        for half in 0..NR / 16 {
+            let mut rows = [_mm512_setzero_ps(); 16];
+            for (j, row) in rows.iter_mut().enumerate() {
+                let t = half * 16 + j;
+                if t < tokens {
+                    // SAFETY: token `t < tokens` is a row of `x`; its steps `c0 .. c0 + steps`
+                    // are within it and the masked lanes are not read.
+                    *row = unsafe {
+                        _mm512_maskz_loadu_ps(mask, x.as_ptr().add((p * NR + t) * k + c0))
+                    };
                 }
             }
-            panel[k * NR..].fill(0.0);
-        });
+            let steps_of = transpose16(rows);
+            for (c, v) in steps_of.iter().enumerate().take(steps) {
+                // SAFETY: `(c0 + c) · 32 + 16 · half + 16 ≤ k · 32 ≤ panel.len()`.
+                unsafe { _mm512_storeu_ps(panel.as_mut_ptr().add((c0 + c) * NR + half * 16), *v) };
+            }
+        }
+    }
+    panel[k * NR..].fill(0.0);
+}
+
+/// The transpose of a 16 × 16 block held as 16 row vectors: `out[c][i] = rows[i][c]`.
+/// Interleaving row pairs by 32 and then 64 bits leaves, in 128-bit lane `L` of vector `4a +
+/// q`, rows `4a .. 4a + 4` of column `4L + q`; a 4 × 4 transpose of 128-bit lanes then gathers
+/// each column's four pieces.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for a in 0..8 {
+        t[2 * a] = _mm512_unpacklo_ps(r[2 * a], r[2 * a + 1]);
+        t[2 * a + 1] = _mm512_unpackhi_ps(r[2 * a], r[2 * a + 1]);
+    }
+    let mut u = [_mm512_setzero_ps(); 16];
+    let (lo, hi) = (
+        |x: __m512, y: __m512| {
+            _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)))
+        },
+        |x: __m512, y: __m512| {
+            _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(x), _mm512_castps_pd(y)))
+        },
+    );
+    for a in 0..4 {
+        u[4 * a] = lo(t[4 * a], t[4 * a + 2]);
+        u[4 * a + 1] = hi(t[4 * a], t[4 * a + 2]);
+        u[4 * a + 2] = lo(t[4 * a + 1], t[4 * a + 3]);
+        u[4 * a + 3] = hi(t[4 * a + 1], t[4 * a + 3]);
+    }
+    let mut out = [_mm512_setzero_ps(); 16];
+    for q in 0..4 {
+        let (a, b, c, d) = (u[q], u[4 + q], u[8 + q], u[12 + q]);
+        let e0 = _mm512_shuffle_f32x4::<0x44>(a, b);
+        let e1 = _mm512_shuffle_f32x4::<0xEE>(a, b);
+        let e2 = _mm512_shuffle_f32x4::<0x44>(c, d);
+        let e3 = _mm512_shuffle_f32x4::<0xEE>(c, d);
+        out[q] = _mm512_shuffle_f32x4::<0x88>(e0, e2);
+        out[4 + q] = _mm512_shuffle_f32x4::<0xDD>(e0, e2);
+        out[8 + q] = _mm512_shuffle_f32x4::<0x88>(e1, e3);
+        out[12 + q] = _mm512_shuffle_f32x4::<0xDD>(e1, e3);
+    }
     out
 }
 
@@ -420,7 +486,8 @@ pub(super) unsafe fn matmul_wt<W: PackedRows>(x: &[f32], m: usize, w: &W) -> Vec
     let (n, k) = (w.rows(), w.cols());
     assert!(x.len() == m * k && m > 0);
     assert!(k.is_multiple_of(16), "packed rows hold whole blocks of 32");
-    let xp = token_panels(x, m, k, k);
+    // SAFETY: AVX-512F as this function's caller guarantees.
+    let xp = unsafe { token_panels(x, m, k, k) };
     // Per task: each slot's tile, its rows interleaved in runs of 16 (`[k / 16][12][16]`), so
     // that a step's 12 weights lie in one 768-byte run that the micro-kernel walks through in
     // order.
@@ -474,7 +541,8 @@ pub(super) unsafe fn matmul_w<W: PackedRows>(g: &[f32], m: usize, w: &W) -> Vec<
     assert!(g.len() == m * n && m > 0);
     // The sums run over the matrix's rows, rounded up to 16 with zeros in both operands.
     let depth = n.next_multiple_of(16);
-    let gp = token_panels(g, m, n, depth);
+    // SAFETY: as above.
+    let gp = unsafe { token_panels(g, m, n, depth) };
     let tiles = k.div_ceil(MR);
     // The matrix in `f32`, cut into tiles of 12 columns, each `[n][12]` (one run of 12 per
     // row): what the micro-kernel walks through in order. Made once per call; the rows are
