@@ -635,6 +635,38 @@ mod tests {
         Tensor::from_data(TensorData::new(m, [pads.len(), 1, s, keys]), device)
     }
 
+    /// The output and the gradients of `Σ out ⊙ d_out` with respect to `q`, `k` and `v`.
+    fn output_and_grads(
+        out: Tensor<4>,
+        d_out: &Tensor<4>,
+        [q, k, v]: [&Tensor<4>; 3],
+    ) -> [Vec<f32>; 4] {
+        let grads = (out.clone() * d_out.clone().autodiff()).sum().backward();
+        let g = |t: &Tensor<4>| host(t.grad(&grads).unwrap().without_autodiff());
+        [host(out.without_autodiff()), g(q), g(k), g(v)]
+    }
+
+    /// Every one of output, dq, dk and dv within 1e-5.
+    fn assert_agree(got: &[Vec<f32>; 4], want: &[Vec<f32>; 4], case: &str) {
+        for (what, (g, w)) in ["output", "dq", "dk", "dv"]
+            .iter()
+            .zip(got.iter().zip(want))
+        {
+            let diff = max_diff(g, w);
+            assert!(diff < 1e-5, "{case}, {what}: max |diff| {diff}");
+        }
+    }
+
+    /// Rotary tables of random angles, `[b, 1, s, hd / 2]`.
+    fn random_tables(b: usize, s: usize, hd: usize, device: &Device) -> crate::model::RopeTables {
+        let angles: Tensor<4> =
+            Tensor::random([b, 1, s, hd / 2], Distribution::Uniform(-3.0, 3.0), device);
+        crate::model::RopeTables {
+            cos: angles.clone().cos(),
+            sin: angles.sin(),
+        }
+    }
+
     /// The fused attention and its gradients (queries, new keys, new values) against the
     /// composed operations: with and without a cached prefix, with padding, one row padded past
     /// its whole prefix and into the new columns, and three query heads per key head.
@@ -679,18 +711,9 @@ mod tests {
                         0.25,
                     )
                 };
-                let grads = (out.clone() * d_out.clone().autodiff()).sum().backward();
-                let g = |t: &Tensor<4>| host(t.grad(&grads).unwrap().without_autodiff());
-                [host(out.without_autodiff()), g(&q), g(&k), g(&v)]
+                output_and_grads(out, &d_out, [&q, &k, &v])
             };
-            let (got, want) = (run(true), run(false));
-            for (what, (g, w)) in ["output", "dq", "dk", "dv"]
-                .iter()
-                .zip(got.iter().zip(&want))
-            {
-                let diff = max_diff(g, w);
-                assert!(diff < 1e-5, "prefix {p}, {what}: max |diff| {diff}");
-            }
+            assert_agree(&run(true), &run(false), &format!("prefix {p}"));
         }
     }
 
@@ -701,17 +724,11 @@ mod tests {
     fn rotary_inside_matches_rotary_before() {
         use crate::config::RopeLayout;
         use crate::fused::RotaryTables;
-        use crate::model::RopeTables;
         let device = Device::flex();
         let (b, heads, kv, hd, p, s) = (2, 6, 2, 16, 4, 3);
         let normal =
             |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        let angles: Tensor<4> =
-            Tensor::random([b, 1, s, hd / 2], Distribution::Uniform(-3.0, 3.0), &device);
-        let tables = RopeTables {
-            cos: angles.clone().cos(),
-            sin: angles.sin(),
-        };
+        let tables = random_tables(b, s, hd, &device);
         for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
             let (q, k, v) = (
                 normal([b, heads, s, hd]),
@@ -742,18 +759,9 @@ mod tests {
                     );
                     composed(qr, kr, v.clone(), Some(prefix.clone()), m.clone(), 0.25)
                 };
-                let grads = (out.clone() * d_out.clone().autodiff()).sum().backward();
-                let g = |t: &Tensor<4>| host(t.grad(&grads).unwrap().without_autodiff());
-                [host(out.without_autodiff()), g(&q), g(&k), g(&v)]
+                output_and_grads(out, &d_out, [&q, &k, &v])
             };
-            let (got, want) = (run(true), run(false));
-            for (what, (g, w)) in ["output", "dq", "dk", "dv"]
-                .iter()
-                .zip(got.iter().zip(&want))
-            {
-                let diff = max_diff(g, w);
-                assert!(diff < 1e-5, "{layout:?}, {what}: max |diff| {diff}");
-            }
+            assert_agree(&run(true), &run(false), &format!("{layout:?}"));
         }
     }
 
@@ -766,17 +774,11 @@ mod tests {
     fn queries_at_the_last_columns_match_the_full_attentions_last_rows() {
         use crate::config::RopeLayout;
         use crate::fused::RotaryTables;
-        use crate::model::RopeTables;
         let device = Device::flex();
         let (b, heads, kv, hd, p, s) = (3, 6, 2, 16, 4, 5);
         let normal =
             |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        let angles: Tensor<4> =
-            Tensor::random([b, 1, s, hd / 2], Distribution::Uniform(-3.0, 3.0), &device);
-        let tables = RopeTables {
-            cos: angles.clone().cos(),
-            sin: angles.sin(),
-        };
+        let tables = random_tables(b, s, hd, &device);
         let layout = RopeLayout::HalfSplit;
         for s_q in [1, 2] {
             let (q, k, v) = (
@@ -815,18 +817,9 @@ mod tests {
                             composed(qr, kr, v.clone(), Some(prefix.clone()), m.clone(), 0.25)
                                 .narrow(2, s - s_q, s_q)
                         };
-                    let grads = (out.clone() * d_out.clone().autodiff()).sum().backward();
-                    let g = |t: &Tensor<4>| host(t.grad(&grads).unwrap().without_autodiff());
-                    [host(out.without_autodiff()), g(&q), g(&k), g(&v)]
+                    output_and_grads(out, &d_out, [&q, &k, &v])
                 };
-            let (got, want) = (run(true), run(false));
-            for (what, (g, w)) in ["output", "dq", "dk", "dv"]
-                .iter()
-                .zip(got.iter().zip(&want))
-            {
-                let diff = max_diff(g, w);
-                assert!(diff < 1e-5, "last {s_q} queries, {what}: max |diff| {diff}");
-            }
+            assert_agree(&run(true), &run(false), &format!("last {s_q} queries"));
         }
     }
 }

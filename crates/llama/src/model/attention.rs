@@ -301,6 +301,6 @@ impl Attention {
                 }
             });
         }
-        self.o_proj.forward(ragged.pack_rows(outs))
+        self.o_proj.forward(ragged.pack(outs))
     }
 }

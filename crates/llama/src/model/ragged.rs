@@ -41,21 +41,16 @@ impl Ragged {
         self.shapes.iter().map(|[b, s]| b * s).sum()
     }
 
-    /// The parts' token rows, end to end (any width; the parts must have this layout).
+    /// The parts' token rows, end to end (any width; the parts have this layout, or one column
+    /// each as [`Ragged::pack_last`] makes them).
     ///
     /// # Shapes
     /// - `parts[i]`: `[batch_i, seq_i, width]` → `[1, tokens, width]`
     pub fn pack(&self, parts: Vec<Tensor<3>>) -> Tensor<3> {
-        let rows: Vec<Tensor<2>> = parts
-            .into_iter()
-            .map(|t| {
-                let [b, s, w] = t.dims();
-                t.reshape([b * s, w])
-            })
-            .collect();
-        let packed = Tensor::cat(rows, 0);
-        let [t, w] = packed.dims();
-        packed.reshape([1, t, w])
+        end_to_end(parts.into_iter().map(|t| {
+            let [b, s, w] = t.dims();
+            t.reshape([b * s, w])
+        }))
     }
 
     /// [`Ragged::pack`] undone.
@@ -63,17 +58,7 @@ impl Ragged {
     /// # Shapes
     /// - `t`: `[1, tokens, width]` → `[batch_i, seq_i, width]`
     pub fn unpack(&self, t: Tensor<3>) -> Vec<Tensor<3>> {
-        let [_, n, w] = t.dims();
-        let rows = t.reshape([n, w]);
-        let mut start = 0;
-        self.shapes
-            .iter()
-            .map(|&[b, s]| {
-                let part = rows.clone().narrow(0, start, b * s).reshape([b, s, w]);
-                start += b * s;
-                part
-            })
-            .collect()
+        self.cut(t, |[b, s]| [b, s])
     }
 
     /// Each part's rows at its last column, end to end (see [`Ragged::pack`]).
@@ -81,7 +66,7 @@ impl Ragged {
     /// # Shapes
     /// - `parts[i]`: `[batch_i, seq_i, width]` → `[1, rows, width]`
     pub fn pack_last(&self, parts: &[Tensor<3>]) -> Tensor<3> {
-        self.pack_rows(
+        self.pack(
             parts
                 .iter()
                 .map(|t| {
@@ -92,38 +77,35 @@ impl Ragged {
         )
     }
 
-    /// One column per part (`[batch_i, 1, width]`), end to end.
-    ///
-    /// # Shapes
-    /// - `parts[i]`: `[batch_i, 1, width]` → `[1, rows, width]`
-    pub fn pack_rows(&self, parts: Vec<Tensor<3>>) -> Tensor<3> {
-        let rows: Vec<Tensor<2>> = parts
-            .into_iter()
-            .map(|t| {
-                let [b, _, w] = t.dims();
-                t.reshape([b, w])
-            })
-            .collect();
-        let packed = Tensor::cat(rows, 0);
-        let [n, w] = packed.dims();
-        packed.reshape([1, n, w])
-    }
-
-    /// [`Ragged::pack_rows`] undone: each part's rows, one column each.
+    /// [`Ragged::pack_last`] undone: each part's rows, one column each.
     ///
     /// # Shapes
     /// - `t`: `[1, rows, width]` → `[batch_i, 1, width]`
     pub fn unpack_last(&self, t: Tensor<3>) -> Vec<Tensor<3>> {
+        self.cut(t, |[b, _]| [b, 1])
+    }
+
+    /// `t`'s rows cut into consecutive parts of `shape(part's [batch, seq])` (`[batch, seq']`),
+    /// each `[batch, seq', width]`.
+    fn cut(&self, t: Tensor<3>, shape: impl Fn([usize; 2]) -> [usize; 2]) -> Vec<Tensor<3>> {
         let [_, n, w] = t.dims();
         let rows = t.reshape([n, w]);
         let mut start = 0;
         self.shapes
             .iter()
-            .map(|&[b, _]| {
-                let part = rows.clone().narrow(0, start, b).reshape([b, 1, w]);
-                start += b;
+            .map(|&bs| {
+                let [b, s] = shape(bs);
+                let part = rows.clone().narrow(0, start, b * s).reshape([b, s, w]);
+                start += b * s;
                 part
             })
             .collect()
     }
+}
+
+/// Row blocks `[rows_i, width]` laid end to end as `[1, Σ rows_i, width]`.
+fn end_to_end(blocks: impl Iterator<Item = Tensor<2>>) -> Tensor<3> {
+    let packed = Tensor::cat(blocks.collect(), 0);
+    let [n, w] = packed.dims();
+    packed.reshape([1, n, w])
 }
