@@ -8,15 +8,16 @@
 //! (`yᵀ = W · xᵀ` for the forward, `yᵀ = Wᵀ · gᵀ` for the input gradient) by one outer-product
 //! micro-kernel: a tile of 12 weight rows (or columns) × 32 tokens accumulates in 24 registers;
 //! each step loads the 32 tokens' values once (two vectors of the token-major copy of the
-//! activations, made once per call) and broadcasts 12 weights, 24 fused multiply-adds for 14
-//! loads and no horizontal sums. The weights are widened to `f32` with the dequantiser's own
-//! formula: the forward widens a tile's 12 rows into a buffer that stays in L1 (again for each
-//! block of token panels that fits in L2); the input gradient widens the whole matrix once per
-//! call into strips of 12 columns.
+//! activations, made once per call by 16 × 16 transposes in registers) and broadcasts 12
+//! weights, 24 fused multiply-adds for 14 loads and no horizontal sums; the last panel, where at
+//! most 16 or 8 tokens are left, runs in one vector of 16 or 8 lanes. The weights are widened to
+//! `f32` with the dequantiser's own formula: the forward widens a chunk of tiles once per call
+//! (a tile's 12 rows interleaved in runs of 16, written straight from the quantised blocks);
+//! the input gradient widens the whole matrix once per call into strips of 12 columns.
 //!
 //! Measured on 2 cores of an AMD EPYC (Zen 4, AVX-512; `--example quant_probe`, BENCHMARKS.md):
-//! 64 × 576 × 1536 forward 156–177 GFLOP/s against the tiles' 140–144, 512 rows 182–190; the
-//! LM head's forward for 32 rows 152 against 81.
+//! 64 × 576 × 1536 forward 167–181 GFLOP/s against the tiles' 140–144, 99 rows 170–178, 2048
+//! rows 198–200; the LM head's forward for 32 rows 160 against 81.
 //!
 //! Each output is summed by one micro-kernel call in a fixed order, so results do not depend on
 //! the number of threads.
