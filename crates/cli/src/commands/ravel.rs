@@ -218,7 +218,7 @@ pub struct Args {
     pub save: Option<PathBuf>,
     /// Also write the run's settings and its train, val and test pairs (token ids, positions,
     /// targets, roles) to this JSON file before training, for another implementation to run
-    /// the same recipe on the very same inputs (`bench/compare_pytorch.py --ravel-run`).
+    /// the same recipe on the very same inputs (`bench/ravel_run_pytorch.py`).
     #[arg(long)]
     pub export_pairs: Option<PathBuf>,
     #[arg(long)]

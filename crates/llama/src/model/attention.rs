@@ -199,27 +199,46 @@ impl Attention {
         ctx: &ForwardContext,
         prefix: Option<&KeyValue>,
     ) -> Tensor<3> {
-        let [b, s, _] = q.dims();
+        match self.fused_rotated(&q, &k, &v, ctx, prefix, &ctx.mask) {
+            Some(out) => out,
+            None => self.attend_new(q, k, v, ctx, prefix, &mut NoHook).0,
+        }
+    }
+
+    /// [`crate::fused::attention`] with the rotation inside, on the projections' layout:
+    /// queries `[b, s_q, n_heads · head_dim]` (the last `s_q` of the new columns, `mask` their
+    /// rows), keys and values `[b, s, kv_heads · head_dim]`; the output `[b, s_q, n_heads ·
+    /// head_dim]`, or `None` where the fused operation does not apply.
+    fn fused_rotated(
+        &self,
+        q: &Tensor<3>,
+        k: &Tensor<3>,
+        v: &Tensor<3>,
+        ctx: &ForwardContext,
+        prefix: Option<&KeyValue>,
+        mask: &Tensor<4>,
+    ) -> Option<Tensor<3>> {
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2);
+        let heads = |t: &Tensor<3>, n: usize| {
+            let [b, s, _] = t.dims();
+            t.clone().reshape([b, s, n, hd]).swap_dims(1, 2)
+        };
         let rotary = crate::fused::RotaryTables {
             cos: &ctx.rope.cos,
             sin: &ctx.rope.sin,
             interleaved: self.rope_layout == RopeLayout::Interleaved,
         };
-        let fused = crate::fused::attention(
-            &heads(q.clone(), nh),
-            &heads(k.clone(), nkv),
-            &heads(v.clone(), nkv),
+        let out = crate::fused::attention(
+            &heads(q, nh),
+            &heads(k, nkv),
+            &heads(v, nkv),
             prefix.map(|p| (&p.k, &p.v)),
-            &ctx.mask,
+            mask,
             Some(rotary),
             (hd as f64).powf(-0.5),
-        );
-        match fused {
-            Some(out) => out.swap_dims(1, 2).reshape([b, s, nh * hd]),
-            None => self.attend_new(q, k, v, ctx, prefix, &mut NoHook).0,
-        }
+        )?;
+        let [b, _, s_q, _] = out.dims();
+        Some(out.swap_dims(1, 2).reshape([b, s_q, nh * hd]))
     }
 
     /// [`Attention::forward_cached`] of several batches at once, laid end to end by `ragged`:
@@ -264,37 +283,18 @@ impl Attention {
         ctxs: &[&ForwardContext],
         prefixes: &[Option<&KeyValue>],
     ) -> Tensor<3> {
-        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let xs = ragged.unpack(x.clone());
         let last = ragged.pack_last(&xs);
         let q = ragged.unpack_last(self.q_proj.forward(last));
         let k = ragged.unpack(self.k_proj.forward(x.clone()));
         let v = ragged.unpack(self.v_proj.forward(x));
-        let heads = |t: Tensor<3>, n: usize| {
-            let [b, s, _] = t.dims();
-            t.reshape([b, s, n, hd]).swap_dims(1, 2)
-        };
         let mut outs = Vec::with_capacity(ragged.len());
         for (i, ((q, k), v)) in q.into_iter().zip(k).zip(v).enumerate() {
             let (ctx, prefix) = (ctxs[i], prefixes[i]);
-            let [b, s, _] = k.dims();
-            let rotary = crate::fused::RotaryTables {
-                cos: &ctx.rope.cos,
-                sin: &ctx.rope.sin,
-                interleaved: self.rope_layout == RopeLayout::Interleaved,
-            };
+            let s = k.dims()[1];
             let mask = ctx.mask.clone().narrow(2, s - 1, 1);
-            let fused = crate::fused::attention(
-                &heads(q, nh),
-                &heads(k.clone(), nkv),
-                &heads(v.clone(), nkv),
-                prefix.map(|p| (&p.k, &p.v)),
-                &mask,
-                Some(rotary),
-                (hd as f64).powf(-0.5),
-            );
-            outs.push(match fused {
-                Some(out) => out.swap_dims(1, 2).reshape([b, 1, nh * hd]),
+            outs.push(match self.fused_rotated(&q, &k, &v, ctx, prefix, &mask) {
+                Some(out) => out,
                 None => {
                     let q = self.q_proj.forward(xs[i].clone());
                     self.attend_output(q, k, v, ctx, prefix).narrow(1, s - 1, 1)

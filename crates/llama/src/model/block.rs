@@ -96,7 +96,6 @@ impl Block {
             .forward_ragged(rms_norm(&self.input_layernorm, h), ragged, ctxs, prefixes)
     }
 
-    /// [`Block::mlp_branch`] with `hook` called on the MLP's hidden activation.
     /// The block over several batches laid end to end ([`Ragged::pack`]), its output at each
     /// batch's last column only ([`Attention::forward_ragged_last`]; the MLP on those rows).
     ///
@@ -120,6 +119,7 @@ impl Block {
         mid.clone() + self.mlp_branch(mid)
     }
 
+    /// [`Block::mlp_branch`] with `hook` called on the MLP's hidden activation.
     pub fn mlp_branch_hooked(&self, h: Tensor<3>, hook: &mut dyn Hook) -> Tensor<3> {
         self.mlp
             .forward_hooked(rms_norm(&self.post_attention_layernorm, h), hook)

@@ -123,8 +123,8 @@ impl PackedRows for Bf16Matrix {
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dequantize_row_avx512(&self, r: usize, out: &mut [f32]) {
+    unsafe fn dequantize_row_runs_avx512(&self, r: usize, out: &mut [f32], stride: usize) {
         // SAFETY: the caller guarantees AVX-512F.
-        unsafe { super::kernel::avx512::widen_bf16_row(self.row(r).0, out) }
+        unsafe { super::kernel::avx512::widen_bf16_runs(self.row(r).0, out, stride) }
     }
 }

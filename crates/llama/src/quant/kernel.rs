@@ -528,15 +528,9 @@ pub(crate) mod avx512 {
         }
     }
 
-    /// A block-quantised row in `f32` (the dequantiser's `d · q + m`, not fused).
-    #[target_feature(enable = "avx512f")]
-    pub(crate) fn dequantize_blocks_row(row: QuantRow<'_>, out: &mut [f32]) {
-        dequantize_blocks_runs(row, out, 16);
-    }
-
-    /// [`dequantize_blocks_row`] with run `c` of 16 weights written at `out[c · stride ..]`
-    /// (`stride ≥ 16`): the packed GEMM's tile layout, written directly instead of through a
-    /// row buffer.
+    /// A block-quantised row in `f32` (the dequantiser's `d · q + m`, not fused), run `c` of 16
+    /// weights written at `out[c · stride ..]` (`stride ≥ 16`; 16: the row itself, more: the
+    /// packed GEMM's tile layout, written directly instead of through a row buffer).
     #[target_feature(enable = "avx512f")]
     pub(crate) fn dequantize_blocks_runs(row: QuantRow<'_>, out: &mut [f32], stride: usize) {
         let QuantRow {
@@ -563,18 +557,22 @@ pub(crate) mod avx512 {
         }
     }
 
-    /// A bf16 row (`2 · out.len()` little-endian bytes) widened to `f32`: each value's 16 bits
-    /// become the top half of an `f32`.
+    /// A bf16 row (little-endian bytes) widened to `f32`, each value's 16 bits the top half of
+    /// an `f32`; run `c` of 16 values written at `out[c · stride ..]` (as
+    /// [`dequantize_blocks_runs`]).
     #[target_feature(enable = "avx512f")]
-    pub(crate) fn widen_bf16_row(bytes: &[u8], out: &mut [f32]) {
-        assert!(bytes.len() == 2 * out.len() && out.len().is_multiple_of(16));
+    pub(crate) fn widen_bf16_runs(bytes: &[u8], out: &mut [f32], stride: usize) {
+        let runs = bytes.len() / 32;
+        assert!(bytes.len().is_multiple_of(32) && stride >= 16);
+        assert!(runs == 0 || out.len() >= (runs - 1) * stride + 16);
         let (bp, op) = (bytes.as_ptr(), out.as_mut_ptr());
-        for at in (0..out.len()).step_by(16) {
-            // SAFETY: `2 (at + 16) <= bytes.len()` and `at + 16 <= out.len()` (asserted above).
+        for c in 0..runs {
+            // SAFETY: `32 (c + 1) <= bytes.len()` and `c · stride + 16 <= out.len()` (asserted
+            // above).
             unsafe {
-                let h = _mm256_loadu_si256(bp.add(2 * at).cast());
+                let h = _mm256_loadu_si256(bp.add(32 * c).cast());
                 let wide = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h));
-                _mm512_storeu_ps(op.add(at), _mm512_castsi512_ps(wide));
+                _mm512_storeu_ps(op.add(c * stride), _mm512_castsi512_ps(wide));
             }
         }
     }

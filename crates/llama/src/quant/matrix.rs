@@ -265,12 +265,6 @@ impl PackedRows for QuantMatrix {
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn dequantize_row_avx512(&self, r: usize, out: &mut [f32]) {
-        // SAFETY: the caller guarantees AVX-512F.
-        unsafe { super::kernel::avx512::dequantize_blocks_row(self.row(r), out) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
     unsafe fn dequantize_row_runs_avx512(&self, r: usize, out: &mut [f32], stride: usize) {
         // SAFETY: the caller guarantees AVX-512F.
         unsafe { super::kernel::avx512::dequantize_blocks_runs(self.row(r), out, stride) }

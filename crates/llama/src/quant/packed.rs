@@ -43,22 +43,25 @@ pub trait PackedRows: Sync {
     /// The CPU must have AVX-512F.
     #[cfg(target_arch = "x86_64")]
     unsafe fn dequantize_row_avx512(&self, r: usize, out: &mut [f32]) {
-        self.dequantize_row(r, out);
+        // SAFETY: forwarded.
+        unsafe { self.dequantize_row_runs_avx512(r, out, 16) }
     }
 
     /// [`Self::dequantize_row_avx512`] with run `c` of 16 values written at `out[c · stride
     /// ..]` (`stride ≥ 16`; `out` holds `(cols / 16 − 1) · stride + 16` values): the packed
-    /// GEMM's tile layout.
+    /// GEMM's tile layout. (This default widens block by block without AVX-512.)
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
     #[cfg(target_arch = "x86_64")]
     unsafe fn dequantize_row_runs_avx512(&self, r: usize, out: &mut [f32], stride: usize) {
-        let mut row = vec![0f32; self.cols()];
-        // SAFETY: forwarded.
-        unsafe { self.dequantize_row_avx512(r, &mut row) };
-        for (c, run) in row.chunks_exact(16).enumerate() {
-            out[c * stride..c * stride + 16].copy_from_slice(run);
+        let row = self.row(r);
+        for b in 0..self.cols() / BLOCK {
+            let block = row.block(b);
+            for (half, run) in block.chunks_exact(16).enumerate() {
+                let at = (2 * b + half) * stride;
+                out[at..at + 16].copy_from_slice(run);
+            }
         }
     }
 

@@ -110,8 +110,10 @@ impl Params {
         step: usize,
         device: &Device,
     ) -> Result<(Intervention, Leaves)> {
+        // The generator's bound, read once (zero once it is folded into the base rows).
+        let mut bound = 0.0;
         if let Params::Exp { base, l } = self {
-            let bound = exp_map::norm_bound(l)?;
+            bound = exp_map::norm_bound(l)?;
             if !bound.is_finite() || bound > exp_map::MAX_STEP_BOUND {
                 return Err(SubspaceError::Diverged {
                     step,
@@ -122,11 +124,11 @@ impl Params {
                 let folded = exp_map::exp_rows(base.clone(), l.clone(), bound);
                 *base = retract(folded, device)?;
                 *l = l.zeros_like();
+                bound = 0.0;
             }
         }
         Ok(match self {
             Params::Exp { base, l } => {
-                let bound = exp_map::norm_bound(l)?;
                 let leaf = l.clone().autodiff().require_grad();
                 let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound);
                 (
