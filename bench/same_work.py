@@ -5,7 +5,8 @@ pass, training, scoring) time beside the Rust code.
 - The pass before training is the Rust pass (`subspace::train::cache`): each distinct source
   prompt cut after its position run to the site (block `layer`'s output), each distinct base
   prompt below the site with its keys/values above it before its first patched token, prompts
-  that begin alike running their shared beginning once (`prefix_groups`, the Rust grouping).
+  that begin alike running their shared beginning once (`prefix_groups`, the Rust grouping),
+  in padded passes of near lengths (`passes_by_length`, the Rust cut).
 - A minibatch is assembled from those states as the Rust step assembles it
   (`SiteCache::batch`): window groups (`window_groups`), each its own left-padded batch from
   its first patched column, after the cached keys/values before it.
@@ -19,7 +20,7 @@ torch is imported here at the top: import this module only where torch is wanted
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
-MIN_SHARED, GROUP_COST, TOKENS_PER_FORWARD = 4, 16, 2048
+MIN_SHARED, GROUP_COST, TOKENS_PER_FORWARD, PASS_COST = 4, 16, 2048, 16
 
 
 def left_padded(seqs, pad_id):
@@ -64,8 +65,9 @@ def prefix_groups(prompts):
 
 
 def window_groups(windows, cost=8):
-    """The Rust step's grouping (`train::cache::window_groups`): contiguous runs of the sorted
-    distinct windows, minimising the columns run plus `cost` a group."""
+    """The Rust grouping by length (`batching::length_groups`; the step's window groups at
+    `cost` 8): contiguous runs of the sorted distinct windows, minimising the columns run plus
+    `cost` a group."""
     lengths = sorted(set(windows))
     counts = [windows.count(w) for w in lengths]
     best = [(0, 0)] * (len(lengths) + 1)
@@ -80,6 +82,20 @@ def window_groups(windows, cost=8):
     for r, w in enumerate(windows):
         groups[next(g for g, bnd in enumerate(bounds) if w <= bnd)].append(r)
     return groups
+
+
+def passes_by_length(items, length):
+    """The Rust pass cut (`batching::passes_by_length`): `items` sorted by `length`, grouped by
+    near lengths (`window_groups` at `PASS_COST`), each group cut into passes of at most
+    `TOKENS_PER_FORWARD` tokens at its longest length."""
+    order = sorted(items, key=length)
+    lengths = [length(i) for i in order]
+    passes = []
+    for group in window_groups(lengths, PASS_COST):
+        rows = max(1, TOKENS_PER_FORWARD // max(1, max(lengths[r] for r in group)))
+        for c in range(0, len(group), rows):
+            passes.append([order[r] for r in group[c:c + rows]])
+    return passes
 
 
 class Cache:
@@ -154,10 +170,7 @@ class SameWork:
                 m = self.causal(1, ln, ln)
                 h_p, low = self.run_range(blocks[:below], embed(ids), pos, m)
                 high = self.run_range(blocks[below:], h_p, pos, m)[1] if above_kept else None
-                tail_max = max(len(prompts[i]) - ln for i in members)
-                per = max(1, TOKENS_PER_FORWARD // tail_max)
-                for c in range(0, len(members), per):
-                    chunk = members[c:c + per]
+                for chunk in passes_by_length(members, lambda i: len(prompts[i]) - ln):
                     tails = [list(prompts[i][ln:]) for i in chunk]
                     t, b = max(map(len, tails)), len(chunk)
                     ids = torch.tensor([x + [0] * (t - len(x)) for x in tails])
@@ -177,13 +190,7 @@ class SameWork:
                             kv = [(kk[r, :, :kept[i]], vv[r, :, :kept[i]]) for kk, vv in hk]
                         out[i] = (h, kv)
                 continue
-            order = sorted(members, key=lambda i: len(prompts[i]))
-            start = 0
-            while start < len(order):
-                end = start + 1
-                while end < len(order) and (end + 1 - start) * len(prompts[order[end]]) <= TOKENS_PER_FORWARD:
-                    end += 1
-                chunk = order[start:end]
+            for chunk in passes_by_length(members, lambda i: len(prompts[i])):
                 ids, _attn, pad = left_padded([list(prompts[i]) for i in chunk], self.pad_id)
                 b, n = ids.shape
                 pos = torch.tensor([[max(c - p, 0) for c in range(n)] for p in pad])
@@ -195,7 +202,6 @@ class SameWork:
                     p = pad[r]
                     kv = [(kk[r, :, p:p + kept[i]], vv[r, :, p:p + kept[i]]) for kk, vv in hk] if kept[i] else []
                     out[i] = (h[r, p:], kv)
-                start = end
         return out
 
     def cache(self, rows):

@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use burn::tensor::{Int, Tensor, TensorData};
 use llama::TokenBatch;
 
+use crate::batching::passes_by_length;
 use crate::error::Result;
 use crate::intervention::PlacedIntervention;
-use crate::lm::{LanguageModel, passes_by_length};
+use crate::lm::LanguageModel;
 use crate::pair::Pair;
 use crate::prefix::{Prefix, prefix_groups};
 use crate::run::{self, Cell, Edit, Keep, Trace};
@@ -110,8 +111,9 @@ impl LanguageModel {
                 let members: Vec<&[u32]> = group.members.iter().map(|&i| distinct[i]).collect();
                 for tails in prefix.tails(&self.model, &members, blocks.clone(), keep, stop)? {
                     let last: Vec<usize> = tails.lengths.iter().map(|l| l - 1).collect();
-                    let reads = &group.members[tails.first..tails.first + last.len()];
-                    take(tails.ran.components, &last, reads)?;
+                    let reads: Vec<usize> =
+                        tails.members.iter().map(|&m| group.members[m]).collect();
+                    take(tails.ran.components, &last, &reads)?;
                 }
                 continue;
             }

@@ -6,6 +6,7 @@
 //! turns pairs of prompts into edits, [`run`] does the forward pass with edits, [`train`] learns subspaces, [`store`] saves them,
 //! [`readout`] and [`display`] turn outputs into numbers, tables and plots.
 
+mod batching;
 pub mod display;
 pub mod edits;
 pub mod error;

@@ -334,27 +334,6 @@ pub(crate) fn rows_per_forward(len: usize) -> usize {
     (TOKENS_PER_FORWARD / len.max(1)).max(1)
 }
 
-/// Items `order` (prompt indices, any order) sorted by `len` and cut into left-padded passes:
-/// each pass as many as fit [`TOKENS_PER_FORWARD`] at the longest of them (the last, sorted),
-/// so that a pass carries little padding.
-pub(crate) fn passes_by_length(
-    mut order: Vec<usize>,
-    len: impl Fn(usize) -> usize,
-) -> Vec<Vec<usize>> {
-    order.sort_by_key(|&i| len(i));
-    let mut passes = Vec::new();
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len() && (end + 1 - start) * len(order[end]) <= TOKENS_PER_FORWARD {
-            end += 1;
-        }
-        passes.push(order[start..end].to_vec());
-        start = end;
-    }
-    passes
-}
-
 /// Bytes of memory the system can still give (Linux `MemAvailable`); `None` elsewhere.
 fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -12,8 +12,8 @@ use std::ops::Range;
 use burn::tensor::Tensor;
 use llama::{ForwardContext, KeyValue, Llama, TokenBatch};
 
+use crate::batching::passes_by_length;
 use crate::error::{Result, SubspaceError};
-use crate::lm::TOKENS_PER_FORWARD;
 use crate::run::{Blocks, Keep, Window};
 use crate::stop::StopFlag;
 
@@ -216,8 +216,9 @@ impl Prefix {
 
     /// Runs the prompts' own tokens after this beginning (each prompt must start with it and
     /// have at least one token more) through the same blocks as [`Prefix::run`]'s, in passes of
-    /// about [`TOKENS_PER_FORWARD`] tokens; `keep` says what else to keep. Returns one
-    /// [`Tails`] per pass with the prompts' indices in `prompts`.
+    /// about [`crate::lm::TOKENS_PER_FORWARD`] tokens, prompts of near lengths together
+    /// ([`passes_by_length`]); `keep` says what else to keep. Returns one [`Tails`] per pass
+    /// with the prompts' indices in `prompts`.
     pub(crate) fn tails(
         &self,
         model: &Llama,
@@ -236,15 +237,17 @@ impl Prefix {
                 t.len()
             )));
         }
-        let longest = prompts.iter().map(|t| t.len()).max().unwrap_or(p + 1);
-        let rows = (TOKENS_PER_FORWARD / (longest - p)).max(1);
         let mut out = Vec::new();
-        for (c, chunk) in prompts.chunks(rows).enumerate() {
-            let s = chunk.iter().map(|t| t.len()).max().unwrap_or(p + 1);
-            let ids: Vec<Vec<u32>> = chunk
+        for members in passes_by_length((0..prompts.len()).collect(), |i| prompts[i].len() - p) {
+            let s = members
                 .iter()
-                .map(|t| {
-                    let mut row = t.to_vec();
+                .map(|&i| prompts[i].len())
+                .max()
+                .unwrap_or(p + 1);
+            let ids: Vec<Vec<u32>> = members
+                .iter()
+                .map(|&i| {
+                    let mut row = prompts[i].to_vec();
                     row.resize(s, 0);
                     row
                 })
@@ -252,7 +255,7 @@ impl Prefix {
             let batch = TokenBatch::new(&ids, 0, &model.device());
             let ctx = model.context(&batch);
             let own = batch.ids.narrow(1, p, s - p);
-            let prefix = self.repeated(chunk.len());
+            let prefix = self.repeated(members.len());
             let ran = Blocks::new(layers.clone())
                 .after(Some(Window {
                     from: p,
@@ -262,8 +265,8 @@ impl Prefix {
                 .stopped_by(stop)
                 .run(model, &ctx.queries_from(p), model.embed(own))?;
             out.push(Tails {
-                first: c * rows,
-                lengths: chunk.iter().map(|t| t.len() - p).collect(),
+                lengths: members.iter().map(|&i| prompts[i].len() - p).collect(),
+                members,
                 ran,
                 ctx,
             });
@@ -274,8 +277,8 @@ impl Prefix {
 
 /// One pass of prompts' own tokens after a shared beginning.
 pub(crate) struct Tails {
-    /// Index of the pass's first prompt.
-    pub(crate) first: usize,
+    /// The pass's prompts, as indices into those given to [`Prefix::tails`].
+    pub(crate) members: Vec<usize>,
     /// Each row's own tokens (the rest is padding).
     pub(crate) lengths: Vec<usize>,
     /// Its stream `[rows, longest own, hidden]`, and what it kept (keys/values cover the

@@ -262,6 +262,9 @@ fn prompts_sharing_a_beginning_see_what_each_sees_alone() {
         ("near the tree", "one dog and a cat", 0, 3),
         ("the lazy dog jumps", "a quick fox", 3, 1),
         ("a cat", "my old car", 1, 2),
+        // A read that sorts among the short ones but is long: the passes below the site take
+        // the reads by length, so they run in another order than the prompts sort in.
+        ("one dog", "a quick brown fox jumps", 0, 4),
     ];
     let examples: Vec<Example> = tails
         .iter()

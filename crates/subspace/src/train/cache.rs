@@ -3,7 +3,7 @@
 //! A training step or a scoring pass then assembles any minibatch from it and runs only the
 //! blocks from the site up, over each example's columns from its first edited token: the
 //! columns before it cannot change (attention is causal), so they enter as cached keys/values.
-//! A minibatch runs in groups of examples with similar windows ([`window_groups`]), each group
+//! A minibatch runs in groups of examples with similar windows ([`length_groups`]), each group
 //! left-padded on its own, all groups through each block together ([`crate::run::run_lanes`]).
 //!
 //! Building it is one forward pass per distinct prompt, the prompts sorted by length so that a
@@ -19,8 +19,9 @@ use std::sync::OnceLock;
 use burn::tensor::{Int, Tensor, TensorData};
 use llama::{ForwardContext, KeyValue, TokenBatch};
 
-use crate::error::Result;
-use crate::lm::{LanguageModel, Prompt, passes_by_length};
+use crate::batching::{length_groups, passes_by_length};
+use crate::error::{Result, SubspaceError};
+use crate::lm::{LanguageModel, Prompt};
 use crate::pair::{Example, Pair};
 use crate::prefix::{Prefix, prefix_groups};
 use crate::run::{Blocks, Cell, Keep};
@@ -51,7 +52,7 @@ struct CachedExample {
 }
 
 /// A minibatch ready for the blocks from the site up: its examples in groups that each run
-/// their own window of columns (see [`window_groups`]).
+/// their own window of columns (see [`length_groups`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     pub(crate) groups: Vec<Group>,
@@ -180,7 +181,7 @@ impl SiteCache {
     }
 
     /// The minibatch of examples `which` (indices into the examples the cache was built from),
-    /// in groups of similar windows, a group being worth `group_cost` columns ([`window_groups`]).
+    /// in groups of similar windows, a group being worth `group_cost` columns ([`length_groups`]).
     pub(crate) fn batch(
         &self,
         lm: &LanguageModel,
@@ -189,7 +190,7 @@ impl SiteCache {
     ) -> Result<Prepared> {
         let device = lm.device();
         let windows: Vec<usize> = which.iter().map(|&i| self.window(i)).collect();
-        let groups = window_groups(&windows, group_cost)
+        let groups = length_groups(&windows, group_cost)
             .into_iter()
             .map(|rows| {
                 let members: Vec<usize> = rows.iter().map(|&r| which[r]).collect();
@@ -409,10 +410,10 @@ fn shared_base_states(
     let above = below.continued(model, site.layer..model.n_layers(), stop)?;
     let [_, _, d] = below.h.dims();
     let (kv_heads, hd) = (model.config.n_kv_heads(), model.config.head_dim());
-    let mut states = Vec::with_capacity(prompts.len());
+    let mut states: Vec<Option<BaseState>> = vec![None; prompts.len()];
     for tails in below.tails(model, prompts, 0..site.layer, Keep::default(), stop)? {
         let rows = tails.lengths.len();
-        let kept_of = |r: usize| kept(tails.first + r);
+        let kept_of = |r: usize| kept(tails.members[r]);
         // Keys/values above the site of the prompts' own kept tokens, if any keeps one.
         let own_kept = (0..rows)
             .map(|r| kept_of(r).saturating_sub(p))
@@ -465,14 +466,18 @@ fn shared_base_states(
                     })
                     .collect()
             };
-            states.push(BaseState {
-                ids: prompts[tails.first + r].to_vec(),
+            states[tails.members[r]] = Some(BaseState {
+                ids: prompts[tails.members[r]].to_vec(),
                 h,
                 kv,
             });
         }
     }
-    Ok(states)
+    // Every prompt lands in exactly one pass.
+    states
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| SubspaceError::Data("a prompt missed its pass below the site".into()))
 }
 
 /// What running one more group of a minibatch costs, in columns of one example: its own
@@ -488,74 +493,4 @@ pub(crate) fn default_group_cost() -> usize {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(8)
     })
-}
-
-/// Splits a minibatch whose examples recompute `windows[r]` columns each into groups (lists of
-/// rows, each in the batch's order) that each run the longest window among them: a left-padded
-/// batch runs every row over the batch's longest window, so a few few-shot prompts whose city
-/// comes early would make every other row recompute twice its columns.
-///
-/// The groups minimise the columns run plus `cost` per group: contiguous runs of the distinct
-/// window lengths, sorted, chosen by dynamic programming (the batch has a few dozen rows and a
-/// handful of distinct lengths).
-pub(crate) fn window_groups(windows: &[usize], cost: usize) -> Vec<Vec<usize>> {
-    let mut lengths: Vec<usize> = windows.to_vec();
-    lengths.sort_unstable();
-    lengths.dedup();
-    let count = |l: usize| windows.iter().filter(|&&w| w == l).count();
-    let counts: Vec<usize> = lengths.iter().map(|&l| count(l)).collect();
-    // best[j]: least cost of the lengths before j, and where its last group starts.
-    let mut best: Vec<(usize, usize)> = vec![(0, 0); lengths.len() + 1];
-    for j in 1..=lengths.len() {
-        best[j] = (0..j)
-            .map(|i| {
-                let rows: usize = counts[i..j].iter().sum();
-                (
-                    best[i]
-                        .0
-                        .saturating_add(rows * lengths[j - 1])
-                        .saturating_add(cost),
-                    i,
-                )
-            })
-            .min()
-            .unwrap_or((0, 0));
-    }
-    // Upper bounds (longest window) of each group, from the last back.
-    let mut bounds = Vec::new();
-    let mut j = lengths.len();
-    while j > 0 {
-        bounds.push(lengths[j - 1]);
-        j = best[j].1;
-    }
-    bounds.reverse();
-    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); bounds.len()];
-    for (r, w) in windows.iter().enumerate() {
-        let g = bounds.partition_point(|&b| b < *w);
-        groups[g].push(r);
-    }
-    groups
-}
-
-#[cfg(test)]
-mod tests {
-    use super::window_groups;
-
-    /// Windows 3, 3, 8, 2, 3, 8 at 8 columns a group: one group runs 6 × 8 + 8 = 56 columns,
-    /// {2, 3} and {8} run 4 × 3 + 8 + 2 × 8 + 8 = 44, {2}, {3}, {8} 51, {2}, {3, 8} 58.
-    #[test]
-    fn groups_minimise_the_columns_run_plus_their_cost() {
-        let windows = [3, 3, 8, 2, 3, 8];
-        assert_eq!(window_groups(&windows, 8), [vec![0, 1, 3, 4], vec![2, 5]]);
-        assert_eq!(
-            window_groups(&windows, 0),
-            [vec![3], vec![0, 1, 4], vec![2, 5]]
-        );
-        assert_eq!(window_groups(&windows, 30), [vec![0, 1, 2, 3, 4, 5]]);
-        assert_eq!(
-            window_groups(&windows, usize::MAX),
-            [vec![0, 1, 2, 3, 4, 5]]
-        );
-        assert_eq!(window_groups(&[5, 5], 0), [vec![0, 1]]);
-    }
 }
