@@ -115,7 +115,7 @@ mod tests {
     /// then take 227 rows a pass. Every item lands in exactly one pass.
     #[test]
     fn passes_hold_items_of_one_length_when_padding_costs_more_than_a_pass() {
-        let len = |i: usize| if i < 200 && i % 2 == 0 { 5 } else { 9 };
+        let len = |i: usize| if i < 200 && i.is_multiple_of(2) { 5 } else { 9 };
         let shapes = |n: usize| -> Vec<(usize, usize)> {
             passes_by_length((0..n).collect(), len)
                 .iter()
