@@ -1,5 +1,7 @@
 //! Everything below the site, once per distinct base prompt: the stream entering the site's
-//! block and, for every block from the site up, the keys and values of the prompt's tokens.
+//! block and, for every block from the site up, the keys and values of the prompt's tokens. For
+//! a block's output the site's own block is below too ([`entry_site`]): nothing an edit after
+//! it does can change it.
 //! A training step or a scoring pass then assembles any minibatch from it and runs only the
 //! blocks from the site up, over each example's columns from its first edited token: the
 //! columns before it cannot change (attention is causal), so they enter as cached keys/values.
@@ -25,15 +27,15 @@ use crate::lm::{LanguageModel, Prompt};
 use crate::pair::{Example, Pair};
 use crate::prefix::{Prefix, prefix_groups};
 use crate::run::{Blocks, Cell, Keep};
-use crate::site::Site;
+use crate::site::{Component, Site};
 
 /// One distinct base prompt's states from the site up.
 #[derive(Debug, Clone)]
 struct BaseState {
     ids: Vec<u32>,
-    /// `[len, hidden]`: the stream entering the site's block.
+    /// `[len, hidden]`: the stream entering the entry block ([`entry_site`]).
     h: Tensor<2>,
-    /// Per block from the site up: keys (after rotary) and values, `[kv_heads, kept, head_dim]`,
+    /// Per block from the entry block up: keys (after rotary) and values, `[kv_heads, kept, head_dim]`,
     /// of the prompt's first `kept` tokens (those before the latest first-edited token of the
     /// examples on this prompt: all a batch can need).
     kv: Vec<(Tensor<3>, Tensor<3>)>,
@@ -91,7 +93,7 @@ pub(crate) struct Group {
     /// The group's examples' rows in the minibatch, in its order.
     pub(crate) rows: Vec<usize>,
     pub(crate) ctx: ForwardContext,
-    /// Stream entering the site's block, columns `from..`.
+    /// Stream entering the entry block ([`entry_site`]), columns `from..`.
     pub(crate) h: Tensor<3>,
     /// First recomputed column and the cached keys/values of the columns before it.
     pub(crate) from: usize,
@@ -104,7 +106,8 @@ pub(crate) struct Group {
 /// The states below a site of a set of examples (see the module doc).
 #[derive(Debug, Clone)]
 pub(crate) struct SiteCache {
-    site: Site,
+    /// Where a batch enters the model ([`entry_site`]).
+    entry: Site,
     bases: Vec<BaseState>,
     examples: Vec<CachedExample>,
     pad_id: u32,
@@ -116,6 +119,7 @@ impl SiteCache {
     pub(crate) fn build(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Self> {
         let pairs: Vec<&Pair> = examples.iter().map(|e| &e.pair).collect();
         let sources = lm.source_vectors(site, &pairs)?;
+        let entry = entry_site(site, lm.model.n_layers());
         // Distinct base prompts, and how many tokens of each a batch may take from the cache.
         let mut index: HashMap<&[u32], usize> = HashMap::new();
         let mut distinct: Vec<(&Prompt, usize)> = Vec::new();
@@ -148,7 +152,7 @@ impl SiteCache {
                 let members: Vec<&[u32]> = group.members.iter().map(|&i| ids[i]).collect();
                 let states = shared_base_states(
                     lm,
-                    site,
+                    entry.layer,
                     &ids[group.members[0]][..group.len],
                     &members,
                     |r| distinct[group.members[r]].1,
@@ -160,7 +164,7 @@ impl SiteCache {
             }
             for chunk in passes_by_length(group.members, |i| distinct[i].0.len()) {
                 let prompts: Vec<&Prompt> = chunk.iter().map(|&i| distinct[i].0).collect();
-                for (state, &i) in base_states(lm, site, &prompts, |r| distinct[chunk[r]].1)?
+                for (state, &i) in base_states(lm, entry.layer, &prompts, |r| distinct[chunk[r]].1)?
                     .into_iter()
                     .zip(&chunk)
                 {
@@ -169,7 +173,7 @@ impl SiteCache {
             }
         }
         Ok(SiteCache {
-            site,
+            entry,
             bases: bases.into_iter().flatten().collect(),
             examples: cached,
             pad_id: lm.tokenizer.pad_id(),
@@ -178,6 +182,12 @@ impl SiteCache {
 
     pub(crate) fn len(&self) -> usize {
         self.examples.len()
+    }
+
+    /// Where a batch enters the model: the blocks from `entry().layer` up run, the edit at
+    /// this site ([`entry_site`]).
+    pub(crate) fn entry(&self) -> Site {
+        self.entry
     }
 
     /// The minibatch of examples `which` (indices into the examples the cache was built from),
@@ -277,7 +287,7 @@ impl SiteCache {
         );
         let prefix = (from > 0).then(|| {
             let (kv_heads, hd) = (model.config.n_kv_heads(), model.config.head_dim());
-            let layers = model.n_layers() - self.site.layer;
+            let layers = model.n_layers() - self.entry.layer;
             // Row r's keys (or values) of columns `..from`: padding (zeros, masked out), then
             // its first `from - pad` tokens, which the cache holds.
             let side = |l: usize, values: bool| {
@@ -325,11 +335,11 @@ impl SiteCache {
     }
 }
 
-/// One batched pass of `prompts` (left-padded): each one's stream entering the site's block and
-/// its keys/values from the site up, of its first `kept(row)` tokens.
+/// One batched pass of `prompts` (left-padded): each one's stream entering block `entry` and
+/// its keys/values from that block up, of its first `kept(row)` tokens.
 fn base_states(
     lm: &LanguageModel,
-    site: Site,
+    entry: usize,
     prompts: &[&Prompt],
     kept: impl Fn(usize) -> usize,
 ) -> Result<Vec<BaseState>> {
@@ -337,7 +347,7 @@ fn base_states(
     let stop = Some(lm.stop_flag());
     let batch = lm.batch(prompts);
     let ctx = model.context(&batch);
-    let h = Blocks::new(0..site.layer)
+    let h = Blocks::new(0..entry)
         .stopped_by(stop)
         .run(model, &ctx, model.embed(batch.ids.clone()))?
         .h;
@@ -353,7 +363,7 @@ fn base_states(
             cache: true,
             ..Keep::default()
         };
-        Blocks::new(site.layer..model.n_layers())
+        Blocks::new(entry..model.n_layers())
             .keeping(keep)
             .stopped_by(stop)
             .run(
@@ -398,7 +408,7 @@ fn base_states(
 /// tokens below the site, and above it those of its first `kept(row)` that are its own.
 fn shared_base_states(
     lm: &LanguageModel,
-    site: Site,
+    entry: usize,
     beginning: &[u32],
     prompts: &[&[u32]],
     kept: impl Fn(usize) -> usize,
@@ -406,12 +416,12 @@ fn shared_base_states(
     let model = &lm.model;
     let stop = Some(lm.stop_flag());
     let p = beginning.len();
-    let below = Prefix::run(model, beginning, 0..site.layer, stop)?;
-    let above = below.continued(model, site.layer..model.n_layers(), stop)?;
+    let below = Prefix::run(model, beginning, 0..entry, stop)?;
+    let above = below.continued(model, entry..model.n_layers(), stop)?;
     let [_, _, d] = below.h.dims();
     let (kv_heads, hd) = (model.config.n_kv_heads(), model.config.head_dim());
     let mut states: Vec<Option<BaseState>> = vec![None; prompts.len()];
-    for tails in below.tails(model, prompts, 0..site.layer, Keep::default(), stop)? {
+    for tails in below.tails(model, prompts, 0..entry, Keep::default(), stop)? {
         let rows = tails.lengths.len();
         let kept_of = |r: usize| kept(tails.members[r]);
         // Keys/values above the site of the prompts' own kept tokens, if any keeps one.
@@ -422,7 +432,7 @@ fn shared_base_states(
         let cache = if own_kept == 0 {
             Vec::new()
         } else {
-            above.tail_cache(model, &tails, site.layer..model.n_layers(), own_kept, stop)?
+            above.tail_cache(model, &tails, entry..model.n_layers(), own_kept, stop)?
         };
         for r in 0..rows {
             let (len, kept) = (tails.lengths[r], kept_of(r));
@@ -478,6 +488,18 @@ fn shared_base_states(
         .into_iter()
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| SubspaceError::Data("a prompt missed its pass below the site".into()))
+}
+
+/// Where the blocks a batch runs begin, and the site its edit is made at there: `site` itself,
+/// or for a block's output below the last block the next block's input, the same vector. The
+/// site's own block then runs once, in the pass, instead of in every step and scoring pass: its
+/// output at the recomputed columns cannot depend on an edit made after it.
+pub(crate) fn entry_site(site: Site, n_layers: usize) -> Site {
+    if site.component == Component::BlockOutput && site.layer + 1 < n_layers {
+        Site::new(site.layer + 1, Component::BlockInput)
+    } else {
+        site
+    }
 }
 
 /// What running one more group of a minibatch costs, in columns of one example: its own

@@ -274,7 +274,7 @@ impl<'a> DasObjective<'a> {
             .groups
             .iter()
             .map(|g| Edit {
-                site: self.site,
+                site: self.cache.entry(),
                 cells: g.cells.clone(),
                 source: g.source.clone(),
                 intervention,
@@ -298,7 +298,7 @@ impl<'a> DasObjective<'a> {
         // the stream there is read.
         let last = run_lanes_last(
             model,
-            self.site.layer..model.n_layers(),
+            self.cache.entry().layer..model.n_layers(),
             lanes,
             Some(self.lm.stop_flag()),
         )?;
