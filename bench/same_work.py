@@ -10,9 +10,12 @@ pass, training, scoring) time beside the Rust code.
 - A minibatch is assembled from those states as the Rust step assembles it
   (`SiteCache::batch`): window groups (`window_groups`), each its own left-padded batch from
   its first patched column, after the cached keys/values before it.
-- The blocks from the site up run with the per-token parts (norms, projections, MLP) over all
-  the groups' tokens at once and attention per group (`run::run_lanes`); block `layer`'s
-  output is patched; the LM head runs at the last columns only.
+- Block `layer`'s output is block `layer + 1`'s input: the site's own block runs in the pass
+  and a batch enters at the next block, patched there (`train::cache::entry_site`).
+- The blocks from there up run with the per-token parts (norms, projections, MLP) over all
+  the groups' tokens at once and attention per group (`run::run_lanes`); the last block
+  computes keys and values of every column and the rest at the last column only
+  (`run::run_lanes_last`); the LM head runs at the last columns only.
 
 torch is imported here at the top: import this module only where torch is wanted.
 """
@@ -115,6 +118,9 @@ class SameWork:
         self.d, self.nh, self.nkv = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
         self.hd = getattr(cfg, "head_dim", None) or self.d // self.nh
         self.blocks = model.model.layers
+        # Where a batch enters (`train::cache::entry_site`): block `layer`'s output is block
+        # `layer + 1`'s input, so below the last block the site's own block runs in the pass.
+        self.entry = layer + 1 if layer + 1 < len(self.blocks) else layer
         pad_id = cfg.pad_token_id or cfg.eos_token_id or 0
         self.pad_id = pad_id[0] if isinstance(pad_id, list) else pad_id
         self.neg = torch.finfo(dtype).min
@@ -220,7 +226,7 @@ class SameWork:
             for r in rows:
                 i = base_of[tuple(r["base"])]
                 first[i] = max(first[i], r["base_position"])
-            return Cache(sources, base_of, self.states(bases, layer, first))
+            return Cache(sources, base_of, self.states(bases, self.entry, first))
 
     def prepare(self, b, cache):
         """One window group of a minibatch, assembled from the per-prompt states as the Rust
@@ -238,7 +244,7 @@ class SameWork:
         hs, past = [], []
         for r, (h, _) in enumerate(states):
             hs.append(torch.cat([torch.zeros(max(pad[r] - frm, 0), d, dtype=h.dtype), h[max(frm - pad[r], 0):]]))
-        for j in range(len(self.blocks) - self.layer):
+        for j in range(len(self.blocks) - self.entry):
             ks, vs = [], []
             for r, (_, kv) in enumerate(states):
                 p = min(pad[r], frm)
@@ -264,54 +270,83 @@ class SameWork:
                 "order": order, "tgt": torch.tensor([b[r]["target"] for r in order]),
                 "w": torch.tensor([b[r].get("weight", 1.0) for r in order], dtype=self.dtype)}
 
-    def run_block_ragged(self, blk, hs, gs, j):
+    def run_block_ragged(self, blk, hs, gs, j, last_only=False):
         """Block `blk` on every group at once, as the Rust step runs it (`run::run_lanes`): norms,
         projections and the MLP over all the groups' tokens laid end to end, attention per group
-        after its cached keys/values."""
+        after its cached keys/values. With `last_only` (the last block, as
+        `Block::forward_ragged_last`): keys and values of every column, the rest at each group's
+        last column only (`[rows, 1, hidden]` each)."""
         d, nh, nkv, hd = self.d, self.nh, self.nkv, self.hd
         shapes = [x.shape[:2] for x in hs]
         h = torch.cat([x.reshape(-1, d) for x in hs])
         x = blk.input_layernorm(h)
         a = blk.self_attn
-        q_all, k_all, v_all = a.q_proj(x), a.k_proj(x), a.v_proj(x)
-        outs, off = [], 0
+        k_all, v_all = a.k_proj(x), a.v_proj(x)
+        if last_only:
+            ends = torch.tensor([off + s_ * (r + 1) - 1 for off, (b_, s_) in
+                                 zip(self._offsets(shapes), shapes) for r in range(b_)])
+            h, x = h[ends], x[ends]
+        q_all = a.q_proj(x)
+        outs, off, qoff = [], 0, 0
         for (b_, s_), g in zip(shapes, gs):
-            n = b_ * s_
-            q = q_all[off:off + n].view(b_, s_, nh, hd).transpose(1, 2)
+            n, sq = b_ * s_, 1 if last_only else s_
+            q = q_all[qoff:qoff + b_ * sq].view(b_, sq, nh, hd).transpose(1, 2)
             kk = k_all[off:off + n].view(b_, s_, nkv, hd).transpose(1, 2)
             vv = v_all[off:off + n].view(b_, s_, nkv, hd).transpose(1, 2)
             cos, sin = self.model.model.rotary_emb(vv, g["pos"])
-            q, kk = apply_rotary_pos_emb(q, kk, cos, sin)
+            q = apply_rotary_pos_emb(q, q, cos[:, -sq:], sin[:, -sq:])[0]
+            kk = apply_rotary_pos_emb(kk, kk, cos, sin)[1]
             past = g["past"][j]
             kk, vv = torch.cat([past[0], kk], 2), torch.cat([past[1], vv], 2)
-            scores = q @ repeat_kv(kk, nh // nkv).transpose(2, 3) * hd ** -0.5 + g["mask"]
-            outs.append((scores.softmax(-1) @ repeat_kv(vv, nh // nkv)).transpose(1, 2).reshape(n, nh * hd))
-            off += n
+            scores = q @ repeat_kv(kk, nh // nkv).transpose(2, 3) * hd ** -0.5 + g["mask"][:, :, -sq:]
+            outs.append((scores.softmax(-1) @ repeat_kv(vv, nh // nkv)).transpose(1, 2).reshape(b_ * sq, nh * hd))
+            off, qoff = off + n, qoff + b_ * sq
         h = h + a.o_proj(torch.cat(outs))
         h = h + blk.mlp(blk.post_attention_layernorm(h))
         parts, off = [], 0
         for b_, s_ in shapes:
-            parts.append(h[off:off + b_ * s_].view(b_, s_, d))
-            off += b_ * s_
+            sq = 1 if last_only else s_
+            parts.append(h[off:off + b_ * sq].view(b_, sq, d))
+            off += b_ * sq
         return parts
+
+    @staticmethod
+    def _offsets(shapes):
+        """Where each group's tokens begin when the groups are laid end to end."""
+        out, off = [], 0
+        for b_, s_ in shapes:
+            out.append(off)
+            off += b_ * s_
+        return out
 
     def last_logits(self, p, patch):
         """Next-token logits `[rows, vocab]` (in the groups' order) of a prepared minibatch `p`
         with block `layer`'s output at each row's patched column replaced by
         `patch(base_vectors, source_vectors)`."""
         gs = p["groups"]
+
+        def patched(hs):
+            out = []
+            for h, g in zip(hs, gs):
+                rows_ = torch.arange(h.shape[0])
+                base = h[rows_, g["cols"]]
+                h = h.clone()
+                h[rows_, g["cols"]] = patch(base, p["src"][g["rows"]]).to(h.dtype)
+                out.append(h)
+            return out
+
+        # Entering after the site's block, the patch is on the stream entering the first block
+        # run; otherwise after that block (the site is the last block's output), which then runs
+        # whole.
         hs = [g["h"] for g in gs]
-        for j, blk in enumerate(self.blocks[self.layer:]):
-            hs = self.run_block_ragged(blk, hs, gs, j)
-            if j == 0:
-                patched = []
-                for h, g in zip(hs, gs):
-                    rows_ = torch.arange(h.shape[0])
-                    base = h[rows_, g["cols"]]
-                    h = h.clone()
-                    h[rows_, g["cols"]] = patch(base, p["src"][g["rows"]]).to(h.dtype)
-                    patched.append(h)
-                hs = patched
+        if self.entry > self.layer:
+            hs = patched(hs)
+        blocks = self.blocks[self.entry:]
+        for j, blk in enumerate(blocks):
+            prune = j == len(blocks) - 1 and self.entry > self.layer
+            hs = self.run_block_ragged(blk, hs, gs, j, last_only=prune)
+            if self.entry == self.layer and j == 0:
+                hs = patched(hs)
         model = self.model
         return model.lm_head(model.model.norm(torch.cat([h[:, -1] for h in hs])))
 
