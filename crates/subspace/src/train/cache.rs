@@ -516,3 +516,34 @@ pub(crate) fn default_group_cost() -> usize {
             .unwrap_or(8)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::entry_site;
+    use crate::site::{Component, Site};
+
+    /// A block's output below the last block is the next block's input; the last block's output
+    /// and every other component stay where they are (their own block must run).
+    #[test]
+    fn a_block_output_is_entered_at_the_next_block_input() {
+        assert_eq!(
+            entry_site(Site::block_output(15), 30),
+            Site::new(16, Component::BlockInput)
+        );
+        assert_eq!(
+            entry_site(Site::block_output(29), 30),
+            Site::block_output(29)
+        );
+        for component in [
+            Component::BlockInput,
+            Component::AttentionOutput,
+            Component::MlpOutput,
+            Component::MlpHidden,
+        ] {
+            assert_eq!(
+                entry_site(Site::new(3, component), 30),
+                Site::new(3, component)
+            );
+        }
+    }
+}
