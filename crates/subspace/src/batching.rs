@@ -57,12 +57,25 @@ pub(crate) fn length_groups(lengths: &[usize], cost: usize) -> Vec<Vec<usize>> {
 /// measure it (a large `N`: the fewest passes, padded as before groups).
 pub(crate) fn pass_cost() -> usize {
     static COST: OnceLock<usize> = OnceLock::new();
-    *COST.get_or_init(|| {
-        std::env::var("SUBSPACE_PASS_COST")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(16)
-    })
+    *COST.get_or_init(|| cost_from_env("SUBSPACE_PASS_COST", 16))
+}
+
+/// What running one more group of a training or scoring minibatch costs, in columns of one
+/// example: its own attention and edits in every block, each way (a dozen small operations
+/// whatever its size; its norms, projections and MLP run with the other groups' tokens). 0 and
+/// 8 measured alike on the recipe's batches (BENCHMARKS.md). `SUBSPACE_WINDOW_GROUP_COST=N`
+/// sets it, to measure it (a large `N`: one window for the whole batch, as before groups).
+pub(crate) fn window_group_cost() -> usize {
+    static COST: OnceLock<usize> = OnceLock::new();
+    *COST.get_or_init(|| cost_from_env("SUBSPACE_WINDOW_GROUP_COST", 8))
+}
+
+/// The whole number in environment variable `name`, else `default`.
+fn cost_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
 }
 
 /// Items `order` (prompt indices, any order) cut into padded passes: groups of near lengths

@@ -16,7 +16,6 @@
 //! cached tensors.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use llama::{ForwardContext, KeyValue, TokenBatch};
@@ -500,21 +499,6 @@ pub(crate) fn entry_site(site: Site, n_layers: usize) -> Site {
     } else {
         site
     }
-}
-
-/// What running one more group of a minibatch costs, in columns of one example: its own
-/// attention and edits in every block, each way (a dozen small operations whatever its size; its
-/// norms, projections and MLP run with the other groups' tokens). 0 and 8 measured alike on the
-/// recipe's batches (BENCHMARKS.md). `SUBSPACE_WINDOW_GROUP_COST=N` sets it, to measure it (a
-/// large `N`: one window for the whole batch, as before groups).
-pub(crate) fn default_group_cost() -> usize {
-    static COST: OnceLock<usize> = OnceLock::new();
-    *COST.get_or_init(|| {
-        std::env::var("SUBSPACE_WINDOW_GROUP_COST")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(8)
-    })
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ impl<'a> DasObjective<'a> {
             seed: 0,
             active: (0..examples.len()).collect(),
             whole: OnceLock::new(),
-            group_cost: super::cache::default_group_cost(),
+            group_cost: crate::batching::window_group_cost(),
         })
     }
 
