@@ -82,14 +82,20 @@ fn cost_from_env(name: &str, default: usize) -> usize {
 /// ([`length_groups`] at [`pass_cost`]), each cut into passes of at most
 /// [`TOKENS_PER_FORWARD`] tokens at its longest length. Within a pass, items keep their order
 /// in `order`, sorted by length.
-pub(crate) fn passes_by_length(
+pub(crate) fn passes_by_length(order: Vec<usize>, len: impl Fn(usize) -> usize) -> Vec<Vec<usize>> {
+    passes_at_cost(order, len, pass_cost())
+}
+
+/// [`passes_by_length`] at `cost` tokens a pass.
+fn passes_at_cost(
     mut order: Vec<usize>,
     len: impl Fn(usize) -> usize,
+    cost: usize,
 ) -> Vec<Vec<usize>> {
     order.sort_by_key(|&i| len(i));
     let lengths: Vec<usize> = order.iter().map(|&i| len(i)).collect();
     let mut passes = Vec::new();
-    for group in length_groups(&lengths, pass_cost()) {
+    for group in length_groups(&lengths, cost) {
         let longest = group.iter().map(|&r| lengths[r]).max().unwrap_or(1);
         let rows = (TOKENS_PER_FORWARD / longest.max(1)).max(1);
         for pass in group.chunks(rows) {
@@ -101,7 +107,7 @@ pub(crate) fn passes_by_length(
 
 #[cfg(test)]
 mod tests {
-    use super::{length_groups, passes_by_length};
+    use super::{length_groups, passes_at_cost};
     use crate::lm::TOKENS_PER_FORWARD;
 
     /// Lengths 3, 3, 8, 2, 3, 8 at 8 columns a group: one group runs 6 × 8 + 8 = 56 columns,
@@ -122,7 +128,7 @@ mod tests {
         assert_eq!(length_groups(&[5, 5], 0), [vec![0, 1]]);
     }
 
-    /// 100 items of 5 tokens and 100 of 9 fit one pass of 2048 tokens (200 × 9 = 1 800
+    /// At the default 16 tokens a pass: 100 items of 5 tokens and 100 of 9 fit one pass of 2048 tokens (200 × 9 = 1 800
     /// columns, padded), which the cut by length alone took; by length they run 100 × 5 + 100 × 9
     /// = 1 400 columns in 2 passes, cheaper at a cost of up to 400 columns a pass. 300 more of 9
     /// then take 227 rows a pass. Every item lands in exactly one pass.
@@ -130,14 +136,14 @@ mod tests {
     fn passes_hold_items_of_one_length_when_padding_costs_more_than_a_pass() {
         let len = |i: usize| if i < 200 && i.is_multiple_of(2) { 5 } else { 9 };
         let shapes = |n: usize| -> Vec<(usize, usize)> {
-            passes_by_length((0..n).collect(), len)
+            passes_at_cost((0..n).collect(), len, 16)
                 .iter()
                 .map(|p| (p.len(), p.iter().map(|&i| len(i)).max().unwrap_or(0)))
                 .collect()
         };
         assert_eq!(shapes(200), [(100, 5), (100, 9)]);
         assert_eq!(shapes(500), [(100, 5), (227, 9), (173, 9)]);
-        let passes = passes_by_length((0..500).collect(), len);
+        let passes = passes_at_cost((0..500).collect(), len, 16);
         assert!(
             passes
                 .iter()
