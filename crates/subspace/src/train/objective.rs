@@ -266,8 +266,9 @@ impl<'a> DasObjective<'a> {
     }
 
     /// Next-token logits `[batch, vocab]` of a prepared batch, its groups' rows laid end to
-    /// end: the groups run the blocks from the site up together ([`run_lanes`]), and the LM
-    /// head takes all their last columns at once.
+    /// end: the groups run the blocks from the site up together ([`run_lanes`]; for a block's
+    /// output, from the next block, the edit on its input: `cache::entry_site`), and the LM head
+    /// takes all their last columns at once.
     fn stacked_logits(&self, intervention: &Intervention, b: &Prepared) -> Result<Tensor<2>> {
         let model = &self.lm.model;
         let edits: Vec<Edit> = b
