@@ -283,9 +283,12 @@ class SameWork:
         a = blk.self_attn
         k_all, v_all = a.k_proj(x), a.v_proj(x)
         if last_only:
-            ends = torch.tensor([off + s_ * (r + 1) - 1 for off, (b_, s_) in
-                                 zip(self._offsets(shapes), shapes) for r in range(b_)])
-            h, x = h[ends], x[ends]
+            sizes = [b_ * s_ for b_, s_ in shapes]
+
+            def last(t):
+                return torch.cat([p.view(b_, s_, -1)[:, -1] for p, (b_, s_) in zip(t.split(sizes), shapes)])
+
+            h, x = last(h), last(x)
         q_all = a.q_proj(x)
         outs, off, qoff = [], 0, 0
         for (b_, s_), g in zip(shapes, gs):
@@ -309,15 +312,6 @@ class SameWork:
             parts.append(h[off:off + b_ * sq].view(b_, sq, d))
             off += b_ * sq
         return parts
-
-    @staticmethod
-    def _offsets(shapes):
-        """Where each group's tokens begin when the groups are laid end to end."""
-        out, off = [], 0
-        for b_, s_ in shapes:
-            out.append(off)
-            off += b_ * s_
-        return out
 
     def last_logits(self, p, patch):
         """Next-token logits `[rows, vocab]` (in the groups' order) of a prepared minibatch `p`

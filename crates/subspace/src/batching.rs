@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use crate::lm::TOKENS_PER_FORWARD;
+use crate::lm::rows_per_forward;
 
 /// Splits rows of `lengths[r]` columns each into groups (lists of rows, each in the given
 /// order) that each run the longest length among them, minimising the columns run plus `cost`
@@ -80,8 +80,8 @@ fn cost_from_env(name: &str, default: usize) -> usize {
 
 /// Items `order` (prompt indices, any order) cut into padded passes: groups of near lengths
 /// ([`length_groups`] at [`pass_cost`]), each cut into passes of at most
-/// [`TOKENS_PER_FORWARD`] tokens at its longest length. Within a pass, items keep their order
-/// in `order`, sorted by length.
+/// [`crate::lm::TOKENS_PER_FORWARD`] tokens at its longest length ([`rows_per_forward`]).
+/// Within a pass, items keep their order in `order`, sorted by length.
 pub(crate) fn passes_by_length(order: Vec<usize>, len: impl Fn(usize) -> usize) -> Vec<Vec<usize>> {
     passes_at_cost(order, len, pass_cost())
 }
@@ -97,7 +97,7 @@ fn passes_at_cost(
     let mut passes = Vec::new();
     for group in length_groups(&lengths, cost) {
         let longest = group.iter().map(|&r| lengths[r]).max().unwrap_or(1);
-        let rows = (TOKENS_PER_FORWARD / longest.max(1)).max(1);
+        let rows = rows_per_forward(longest);
         for pass in group.chunks(rows) {
             passes.push(pass.iter().map(|&r| order[r]).collect());
         }
