@@ -118,5 +118,24 @@ fn main() {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         println!("  max |quant - f32| = {err:.2e}");
+        // The widening alone (one thread, weights in cache): what the forward pays per tile.
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let mut out = vec![0f32; k];
+            let widen = time(&|| {
+                for _ in 0..copies {
+                    for r in 0..n {
+                        // SAFETY: the CPU has AVX-512F (checked above).
+                        unsafe { ws[0].dequantize_row_runs_avx512(r, &mut out, 16) };
+                        std::hint::black_box(&out);
+                    }
+                }
+            });
+            println!(
+                "  widening {n} rows x{copies} on one thread: {:.2} ms ({:.2} Gweights/s)",
+                widen * 1e3,
+                (n * k * copies) as f64 / widen / 1e9
+            );
+        }
     }
 }

@@ -17,6 +17,7 @@ pub mod intervention;
 pub mod lm;
 pub mod pair;
 pub mod patch;
+mod pool;
 mod prefix;
 pub mod ravel;
 pub mod readout;

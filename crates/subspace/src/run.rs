@@ -192,7 +192,12 @@ impl<'a> Blocks<'a> {
     ///
     /// # Shapes
     /// - `h`: `[batch, seq − from, hidden]` → [`Ran::h`] the same
-    pub fn run(&self, model: &Llama, ctx: &ForwardContext, mut h: Tensor<3>) -> Result<Ran> {
+    pub fn run(&self, model: &Llama, ctx: &ForwardContext, h: Tensor<3>) -> Result<Ran> {
+        crate::pool::on_pool(|| self.run_here(model, ctx, h))
+    }
+
+    /// [`Blocks::run`] on this thread.
+    fn run_here(&self, model: &Llama, ctx: &ForwardContext, mut h: Tensor<3>) -> Result<Ran> {
         let from = self.window.map_or(0, |w| w.from);
         let mut ran = Ran {
             h: h.clone(),
@@ -277,6 +282,17 @@ pub fn run_lanes_last(
 }
 
 fn run_lanes_to(
+    model: &Llama,
+    layers: Range<usize>,
+    lanes: Vec<Lane>,
+    stop: Option<&StopFlag>,
+    last_only: bool,
+) -> Result<Vec<Tensor<3>>> {
+    crate::pool::on_pool(|| run_lanes_here(model, layers, lanes, stop, last_only))
+}
+
+/// [`run_lanes_to`] on this thread.
+fn run_lanes_here(
     model: &Llama,
     layers: Range<usize>,
     lanes: Vec<Lane>,

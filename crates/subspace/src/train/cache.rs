@@ -116,6 +116,11 @@ impl SiteCache {
     /// Runs the examples' distinct base prompts to `site` (and their keys/values above it) and
     /// reads their source vectors. The examples must have been checked against the model.
     pub(crate) fn build(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Self> {
+        crate::pool::on_pool(|| Self::build_here(lm, site, examples))
+    }
+
+    /// [`SiteCache::build`] on this thread.
+    fn build_here(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Self> {
         let pairs: Vec<&Pair> = examples.iter().map(|e| &e.pair).collect();
         let sources = lm.source_vectors(site, &pairs)?;
         let entry = entry_site(site, lm.model.n_layers());

@@ -54,6 +54,7 @@ pub use config::{CheckpointConfig, DasConfig, StepReport, TrainReport};
 pub use objective::DasObjective;
 pub use schedule::{Decay, LrSchedule};
 
+use burn::tensor::Device;
 use std::time::Instant;
 
 use crate::error::{Result, SubspaceError};
@@ -167,51 +168,48 @@ pub fn train_with(
     let start = Instant::now();
     for step in first_step..config.steps {
         let temperature = anneal(config.temperature, step, config.steps);
-        // Leaves on the autodiff device; the model and cached states stay plain (constants).
-        let (live, leaves) = match params.live(temperature, step + 1, &device) {
-            Ok(l) => l,
-            Err(e) => {
+        let adam = AdamConfig {
+            lr: config.adam.lr * config.schedule.factor(step, config.steps),
+            ..config.adam
+        };
+        // The step's products run on a pool thread (`crate::pool`); the bookkeeping, saving
+        // and progress stay on the caller's.
+        let taken = crate::pool::on_pool(|| {
+            take_step(
+                objective,
+                (&mut params, &mut moments),
+                (step, temperature),
+                &adam,
+                &device,
+            )
+        });
+        let (value, examples, before) = match taken {
+            Ok(t) => t,
+            Err(StepFailure::Preparing(e)) => {
                 keep_last_good(intervention, &last_good, temperature)?;
                 return Err(e);
             }
-        };
-        let batch = match objective.batch(step) {
-            Ok(b) => b,
-            Err(e) => {
+            Err(StepFailure::NonFinite(loss)) => {
                 keep_last_good(intervention, &last_good, temperature)?;
-                return Err(e);
+                return Err(SubspaceError::NonFiniteLoss {
+                    step: step + 1,
+                    loss,
+                    last_good: step,
+                });
             }
-        };
-        let loss = match objective.loss_tensor(&live, &batch) {
-            Ok(loss) => loss,
             // Stopped inside the step (the model's flag): the parameters are those of the
             // steps finished so far, which the checkpoint (if any) records.
-            Err(SubspaceError::Interrupted { .. }) => {
+            Err(StepFailure::Interrupted) => {
                 if checkpointing.is_some() {
                     save(step, &losses, &params, &moments)?;
                 }
                 params.write_into(intervention, anneal(config.temperature, step, config.steps))?;
                 return Err(interrupted(step, &checkpointing));
             }
-            Err(e) => return Err(e),
+            Err(StepFailure::Other(e)) => return Err(e),
         };
-        let value = to_host(loss.clone().without_autodiff())?[0];
-        if !value.is_finite() {
-            keep_last_good(intervention, &last_good, temperature)?;
-            return Err(SubspaceError::NonFiniteLoss {
-                step: step + 1,
-                loss: value,
-                last_good: step,
-            });
-        }
         losses.push(value);
-        let grads = loss.backward();
-        last_good = Some(params.clone());
-        let adam = AdamConfig {
-            lr: config.adam.lr * config.schedule.factor(step, config.steps),
-            ..config.adam
-        };
-        params = params.update(leaves, &grads, &adam, &mut moments, &device)?;
+        last_good = Some(before);
         let done = step + 1;
         let stop =
             config.stop.as_ref().is_some_and(|s| s.is_raised()) || lm.stop_flag().is_raised();
@@ -225,7 +223,7 @@ pub fn train_with(
             steps: config.steps,
             loss: value,
             lr: adam.lr,
-            examples: batch.len(),
+            examples,
             elapsed: start.elapsed(),
         });
         if stop && done < config.steps {
@@ -248,6 +246,49 @@ pub fn train_with(
         seconds_per_step,
         resumed_after,
     })
+}
+
+/// Why a step did not finish.
+enum StepFailure {
+    /// Making the live parameters or the minibatch failed.
+    Preparing(SubspaceError),
+    /// The loss was not finite (this value); nothing was updated.
+    NonFinite(f32),
+    /// The model's stop flag was raised inside the step.
+    Interrupted,
+    Other(SubspaceError),
+}
+
+/// One step of [`train_with`]: the loss of minibatch `step`, its gradient and the update of
+/// `params` and `moments`. Returns the loss, the minibatch's size and the parameters before
+/// the update (the last good ones, should a later step blow up).
+fn take_step(
+    objective: &DasObjective,
+    (params, moments): (&mut Params, &mut params::Moments),
+    (step, temperature): (usize, f32),
+    adam: &AdamConfig,
+    device: &Device,
+) -> std::result::Result<(f32, usize, Params), StepFailure> {
+    // Leaves on the autodiff device; the model and cached states stay plain (constants).
+    let (live, leaves) = params
+        .live(temperature, step + 1, device)
+        .map_err(StepFailure::Preparing)?;
+    let batch = objective.batch(step).map_err(StepFailure::Preparing)?;
+    let loss = objective.loss_tensor(&live, &batch).map_err(|e| match e {
+        SubspaceError::Interrupted { .. } => StepFailure::Interrupted,
+        e => StepFailure::Other(e),
+    })?;
+    let value = to_host(loss.clone().without_autodiff()).map_err(StepFailure::Other)?[0];
+    if !value.is_finite() {
+        return Err(StepFailure::NonFinite(value));
+    }
+    let grads = loss.backward();
+    let before = params.clone();
+    *params = before
+        .clone()
+        .update(leaves, &grads, adam, moments, device)
+        .map_err(StepFailure::Other)?;
+    Ok((value, batch.len(), before))
 }
 
 /// The error of a run stopped after `done` steps, saying where its state is.

@@ -196,9 +196,11 @@ impl<'a> DasObjective<'a> {
         }
         let mut hits = Vec::with_capacity(which.len());
         for chunk in which.chunks(batch) {
-            let prepared = self.cache.batch(self.lm, chunk, self.group_cost)?;
-            let logits = self.patched_logits(intervention, &prepared)?;
-            let best = to_host(logits.argmax(1).float())?;
+            let best = crate::pool::on_pool(|| {
+                let prepared = self.cache.batch(self.lm, chunk, self.group_cost)?;
+                let logits = self.patched_logits(intervention, &prepared)?;
+                to_host(logits.argmax(1).float())
+            })?;
             hits.extend(
                 best.iter()
                     .zip(chunk)
@@ -330,7 +332,7 @@ impl<'a> DasObjective<'a> {
 /// on it).
 fn value_and_grad(loss: Tensor<1>, leaf: &Tensor<2>) -> Result<(f32, Tensor<2>)> {
     let value = to_host(loss.clone().without_autodiff())?[0];
-    let grads = loss.backward();
+    let grads = crate::pool::on_pool(|| loss.backward());
     let grad = leaf
         .grad(&grads)
         .map(|g| g.without_autodiff())
