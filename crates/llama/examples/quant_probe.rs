@@ -121,8 +121,8 @@ fn main() {
         // The widening alone (one thread, weights in cache): what the forward pays per tile.
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
-            let mut out = vec![0f32; k];
             let widen = time(&|| {
+                let mut out = vec![0f32; k];
                 for _ in 0..copies {
                     for r in 0..n {
                         // SAFETY: the CPU has AVX-512F (checked above).
