@@ -27,6 +27,17 @@ fn random_q4_1(rows: usize, cols: usize, seed: u64) -> QuantMatrix {
 }
 
 fn main() {
+    // As the library calls them (subspace's `pool::on_pool`): from a thread of rayon's pool, which
+    // then takes part in each product. OUTSIDE_POOL=1: from the main thread, which hands each
+    // product to the pool and sleeps until it is done.
+    if std::env::var("OUTSIDE_POOL").is_ok_and(|v| v == "1") {
+        probe();
+    } else {
+        rayon::scope(|_| probe());
+    }
+}
+
+fn probe() {
     let device = Device::flex();
     // One copy per layer, so that each call finds its weights out of cache (COPIES=1: warm).
     let copies: usize = std::env::var("COPIES")
