@@ -11,6 +11,11 @@ bf16 safetensors, layer 8 as in the tutorial; PyTorch computes in f32 unless --d
     .venv/bin/python bench/compare_pytorch.py --model data/models/llama-3.2-1b-shaped \
         --layer 8 --batch 8 --rounds 1 --repeats 3
 
+The tutorial's DAS step is timed as the tutorial writes it (a `d x d` rotation, a hook, the
+whole forward; and through nnsight when installed) and as the Rust step computes it
+(`das_step_same_work_s`: `same_work.SameWork` on the tutorial's pair, the layers below the site
+once, a `d x 1` orthogonal parametrisation).
+
 The RAVEL recipe's step (`ravel_recipe` in `subspace bench`: few-shot prompts, the MDAS recipe's
 subspace size at layer 15, batches of 32) is run by PyTorch on the very same token ids and
 settings, which the Rust bench writes to --ravel-examples; PyTorch trains as pyvene does (a d x k orthogonal
@@ -144,6 +149,9 @@ def python_bench(repeats, threads):
     tok.padding_side = "left"
     step = das_step_fn([PARIS], [RIO], ([POS], [POS]), [brazil])
     out["das_step_s"] = median_time(step, repeats)
+    row = {"base": tok(PARIS)["input_ids"], "base_position": POS, "source": tok(RIO)["input_ids"],
+           "source_position": POS, "target": brazil, "weight": 1.0}
+    out["das_step_same_work_s"] = same_work_step_time(model, [row], 1, 1e-3, LAYER, repeats, dtype)
     bases, sources, bpos, spos = [], [], [], []
     for i in range(BATCH):
         a, b = CITIES[i % len(CITIES)], CITIES[(i * 7 + 3) % len(CITIES)]
@@ -305,6 +313,39 @@ def ravel_recipe_same_work(model, repeats, dtype):
             "loss_vs_whole_forward_abs_diff": check}
 
 
+def same_work_step_time(model, rows, k, lr, layer, repeats, dtype):
+    """The median time of a DAS step over `rows` (one minibatch, assembled once) as the Rust step
+    computes it (`same_work.SameWork`, its pass done once beforehand): a d x k orthogonal parametrisation
+    patched at block `layer`'s output, Adam at `lr`. For the tutorial's pair, the same work as
+    Rust's tutorial step (`subspace bench`'s `das_step_s`: k = 1, lr 1e-3)."""
+    import torch
+    from same_work import SameWork
+
+    run = SameWork(model, layer, dtype)
+    cache = run.cache(rows)
+    rotate = torch.nn.Linear(run.d, k, bias=False, dtype=getattr(torch, ROTATION_DTYPE_NAME))
+    torch.nn.init.orthogonal_(rotate.weight)
+    rotate = torch.nn.utils.parametrizations.orthogonal(rotate)
+    opt = torch.optim.Adam(rotate.parameters(), lr=lr)
+    # One minibatch: assembled once, as the Rust objective keeps its only minibatch.
+    with torch.no_grad():
+        p = run.prepare_batch(rows, cache, list(range(len(rows))))
+        w0 = rotate.weight.to(dtype)
+        same, whole = float(run.loss(p, w0)), float(run.full_loss(rows, cache.sources, w0))
+    # f32: equal but for the order of the sums; bf16: within two of its steps (one is at most
+    # 2^-7 of the value).
+    tol = 1e-4 if dtype == torch.float32 else 2.0 ** -6
+    assert abs(same - whole) <= tol * max(1.0, abs(whole)), f"same-work loss {same} != hooked forward {whole}"
+
+    def step():
+        opt.zero_grad()
+        loss = run.loss(p, rotate.weight.to(dtype))
+        loss.backward()
+        opt.step()
+
+    return median_time(step, repeats)
+
+
 def nnsight_step(tok, repeats, brazil):
     """One DAS step written as the tutorial writes it, through nnsight."""
     import nnsight
@@ -430,6 +471,10 @@ def main():
     if first_rs:
         rows.append(("first_answer_s (process)", statistics.median(first_rs), statistics.median(first_py),
                      statistics.median(first_rs) / statistics.median(first_py)))
+    sw = med(py, "das_step_same_work_s")
+    if sw:
+        rows.append(("das_step_s vs PyTorch doing the same work", med(rust, "das_step_s"), sw,
+                     med(rust, "das_step_s") / sw))
     nn = med(py, "nnsight_das_step_s")
     if nn:
         rows.append(("das_step_s vs nnsight", med(rust, "das_step_s"), nn, med(rust, "das_step_s") / nn))

@@ -17,9 +17,9 @@
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 thread_local! {
-    /// This thread's pool: as many threads as rayon's global pool has (`RAYON_NUM_THREADS`).
+    /// This thread's pool: as many threads as rayon's global pool would have
+    /// (`RAYON_NUM_THREADS`, else one a logical core).
     static POOL: Option<ThreadPool> = ThreadPoolBuilder::new()
-        .num_threads(rayon::current_num_threads())
         .thread_name(|i| format!("subspace-{i}"))
         .build()
         .ok();
