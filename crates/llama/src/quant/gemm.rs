@@ -16,8 +16,8 @@
 //! the input gradient widens the whole matrix once per call into strips of 12 columns.
 //!
 //! Measured on 2 cores of an AMD EPYC (Zen 4, AVX-512; `--example quant_probe`, BENCHMARKS.md):
-//! 64 × 576 × 1536 forward 167–181 GFLOP/s against the tiles' 140–144, 99 rows 170–178, 2048
-//! rows 198–200; the LM head's forward for 32 rows 160 against 81.
+//! 64 × 576 × 1536 forward 186–189 GFLOP/s against the tiles' 140–144, 99 rows 189, 2048 rows
+//! 206; the LM head's forward for 32 rows 161 against 81.
 //!
 //! Each output is summed by one micro-kernel call in a fixed order, so results do not depend on
 //! the number of threads.
@@ -255,17 +255,23 @@ unsafe fn micro<const R: usize, const A_ROW: usize, const V: usize>(
         // SAFETY: as above.
         ap = unsafe { ap.add(layout.chunk) };
     }
-    let mut tile = [[0f32; NR]; R];
-    for (t, acc_i) in tile.iter_mut().zip(&acc) {
-        for (v, &acc_iv) in acc_i.iter().enumerate() {
-            // SAFETY: `t` holds 32 values, `V ≤ 2` vectors of 16.
-            unsafe { _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), acc_iv) };
+    // Back in the caller's layout: each vector of 16 tokens, its `R` rows padded to 16, is
+    // transposed in registers, and each token's `R` outputs written by one masked store.
+    let mask: __mmask16 = ((1u32 << R) - 1) as __mmask16;
+    for v in 0..V {
+        let mut rows = [_mm512_setzero_ps(); 16];
+        for (row, acc_i) in rows.iter_mut().zip(&acc) {
+            *row = acc_i[v];
         }
-    }
-    for j in 0..tokens.min(16 * V) {
-        for (i, t) in tile.iter().enumerate() {
-            // SAFETY: the caller guarantees that `y` holds this element and that it is ours.
-            unsafe { *y.add(j * ldy + i) = t[j] };
+        let by_token = transpose16(rows);
+        for (jj, outputs) in by_token
+            .iter()
+            .enumerate()
+            .take(tokens.saturating_sub(16 * v))
+        {
+            // SAFETY: the caller guarantees that `y` holds outputs `0 .. R` of token `16 v +
+            // jj < tokens` and that they are ours; the masked lanes are not written.
+            unsafe { _mm512_mask_storeu_ps(y.add((16 * v + jj) * ldy), mask, *outputs) };
         }
     }
 }
