@@ -279,10 +279,13 @@ macro_rules! simd_entries {
 simd_entries!(xwt_task, xwt_rows, (x: &[f32], w: &W, first_row: usize, out: &mut [f32]));
 simd_entries!(gw_task, gw_rows, (g: &[f32], n: usize, w: &W, rows: std::ops::Range<usize>, acc: &mut [f32]));
 
-/// Whether a product is large enough to pay for waking other threads (tens of microseconds
-/// each time; a DAS step makes hundreds of products, most of them small).
+/// Whether a product is large enough to pay for waking other threads (a DAS step makes
+/// hundreds of products, most of them small). Called from a thread of the pool, as subspace
+/// calls them (its `pool::on_pool`), the other threads wake in a few microseconds: from 2²¹ to
+/// 2¹⁹ multiply-adds (a 576 × 576 projection of two token rows), the tutorial's DAS step went
+/// 0.041–0.043 → 0.035–0.038 s (`subspace bench`, three rounds alternating); 2¹⁸ gained no more.
 fn worth_splitting(m: usize, w: &impl PackedRows) -> bool {
-    m * w.rows() * w.cols() >= 1 << 21
+    m * w.rows() * w.cols() >= 1 << 19
 }
 
 /// `y = x · Wᵀ`: `x` is `[m, cols]` row-major, the result `[m, rows]`.
