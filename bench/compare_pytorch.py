@@ -178,6 +178,17 @@ def python_bench(repeats, threads):
     return out
 
 
+def orthogonal_frame(d, k, lr):
+    """A d x k map under torch's orthogonal parametrisation (in the rotation's dtype, started
+    orthogonal) and its Adam optimiser at `lr`: the subspace the PyTorch steps train."""
+    import torch
+
+    rotate = torch.nn.Linear(d, k, bias=False, dtype=getattr(torch, ROTATION_DTYPE_NAME))
+    torch.nn.init.orthogonal_(rotate.weight)
+    rotate = torch.nn.utils.parametrizations.orthogonal(rotate)
+    return rotate, torch.optim.Adam(rotate.parameters(), lr=lr)
+
+
 def hidden_at(model, layer, pad_id, seqs, positions):
     """Block `layer`'s output at token `positions[i]` of each of `seqs` (one padded forward)."""
     import torch
@@ -219,10 +230,7 @@ def ravel_recipe(model, repeats, dtype):
         cols = torch.tensor([r["base_position"] + p for r, p in zip(b, pad)])
         inputs.append((ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cols,
                        torch.tensor([r["target"] for r in b]), torch.tensor([r["weight"] for r in b], dtype=dtype)))
-    rotate = torch.nn.Linear(d, k, bias=False, dtype=getattr(torch, ROTATION_DTYPE_NAME))
-    torch.nn.init.orthogonal_(rotate.weight)
-    rotate = torch.nn.utils.parametrizations.orthogonal(rotate)
-    opt = torch.optim.Adam(rotate.parameters(), lr=lr)
+    rotate, opt = orthogonal_frame(d, k, lr)
     state = {"i": 0}
 
     def step():
@@ -278,10 +286,7 @@ def ravel_recipe_same_work(model, repeats, dtype):
     # patched token, shared beginnings once.
     once_s = median_time(lambda: run.cache(rows), min(repeats, 3))
     cache = run.cache(rows)
-    rotate = torch.nn.Linear(run.d, k, bias=False, dtype=getattr(torch, ROTATION_DTYPE_NAME))
-    torch.nn.init.orthogonal_(rotate.weight)
-    rotate = torch.nn.utils.parametrizations.orthogonal(rotate)
-    opt = torch.optim.Adam(rotate.parameters(), lr=lr)
+    rotate, opt = orthogonal_frame(run.d, k, lr)
     state = {"i": 0}
 
     def prepared(i):
@@ -323,10 +328,7 @@ def same_work_step_time(model, rows, k, lr, layer, repeats, dtype):
 
     run = SameWork(model, layer, dtype)
     cache = run.cache(rows)
-    rotate = torch.nn.Linear(run.d, k, bias=False, dtype=getattr(torch, ROTATION_DTYPE_NAME))
-    torch.nn.init.orthogonal_(rotate.weight)
-    rotate = torch.nn.utils.parametrizations.orthogonal(rotate)
-    opt = torch.optim.Adam(rotate.parameters(), lr=lr)
+    rotate, opt = orthogonal_frame(run.d, k, lr)
     # One minibatch: assembled once, as the Rust objective keeps its only minibatch.
     with torch.no_grad():
         p = run.prepare_batch(rows, cache, list(range(len(rows))))

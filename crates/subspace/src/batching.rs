@@ -128,10 +128,10 @@ mod tests {
         assert_eq!(length_groups(&[5, 5], 0), [vec![0, 1]]);
     }
 
-    /// At the default 16 tokens a pass: 100 items of 5 tokens and 100 of 9 fit one pass of 2048 tokens (200 × 9 = 1 800
-    /// columns, padded), which the cut by length alone took; by length they run 100 × 5 + 100 × 9
-    /// = 1 400 columns in 2 passes, cheaper at a cost of up to 400 columns a pass. 300 more of 9
-    /// then take 227 rows a pass. Every item lands in exactly one pass.
+    /// At 16 tokens a pass: 100 items of 5 tokens and 100 of 9 fit one pass of 2048 tokens (200
+    /// × 9 = 1 800 columns, padded), which the cut by length alone took; by length they run 100
+    /// × 5 + 100 × 9 = 1 400 columns in 2 passes, cheaper at a cost of up to 400 columns a pass.
+    /// 300 more of 9 then take 227 rows a pass. Every item lands in exactly one pass.
     #[test]
     fn passes_hold_items_of_one_length_when_padding_costs_more_than_a_pass() {
         let len = |i: usize| if i < 200 && i.is_multiple_of(2) { 5 } else { 9 };

@@ -283,12 +283,11 @@ fn take_step(
         return Err(StepFailure::NonFinite(value));
     }
     let grads = loss.backward();
-    let before = params.clone();
-    *params = before
+    let updated = params
         .clone()
         .update(leaves, &grads, adam, moments, device)
         .map_err(StepFailure::Other)?;
-    Ok((value, batch.len(), before))
+    Ok((value, batch.len(), std::mem::replace(params, updated)))
 }
 
 /// The error of a run stopped after `done` steps, saying where its state is.
