@@ -100,6 +100,13 @@ fn assert_close(got: &[f32], (want, scale): &(Vec<f64>, Vec<f64>), what: &str) {
     }
 }
 
+/// Each value rounded to the nearest bf16 (ties to even), back in `f32`.
+fn round_to_bf16(v: &[f32]) -> Vec<f32> {
+    v.iter()
+        .map(|&x| half::bf16::from_f32(x).to_f32())
+        .collect()
+}
+
 /// 67 rows: tiles of 4 with a tail of 3, and several parallel tasks for large m.
 const ROWS: usize = 67;
 
@@ -129,15 +136,24 @@ fn check_products(name: &str, w: &impl PackedRows, dense: &[f32]) {
                 .map(|&v| half::bf16::from_f32(v).to_f32())
                 .collect();
             let want_y_bf16 = reference(&x_bf16, m, dense, rows, COLS, true);
+            // AMX multiplies both operands rounded to bf16.
+            let (dense_bf16, g_bf16) = (round_to_bf16(dense), round_to_bf16(&g));
+            let on_tiles = m >= Kernels::AMX_MIN_ROWS;
+            let want_y_amx = reference(&x_bf16, m, &dense_bf16, rows, COLS, true);
+            let want_g_amx = reference(&g_bf16, m, &dense_bf16, COLS, rows, false);
             for &k in kernels {
                 let what = format!("{name}, m = {m}, {}", k.name());
-                let want = if k == Kernels::Avx512Bf16 && name == "bf16" {
-                    &want_y_bf16
-                } else {
-                    &want_y
+                let (want, want_grad) = match k {
+                    Kernels::Avx512Bf16 if name == "bf16" => (&want_y_bf16, &want_g),
+                    Kernels::Amx if on_tiles => (&want_y_amx, &want_g_amx),
+                    _ => (&want_y, &want_g),
                 };
                 assert_close(&matmul_wt_with(k, &x, m, w), want, &format!("x·Wᵀ {what}"));
-                assert_close(&matmul_w_with(k, &g, m, w), &want_g, &format!("g·W {what}"));
+                assert_close(
+                    &matmul_w_with(k, &g, m, w),
+                    want_grad,
+                    &format!("g·W {what}"),
+                );
             }
         }
     }

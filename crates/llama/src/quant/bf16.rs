@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::packed::{BLOCK, PackedRow, PackedRows};
+use super::packed::{BLOCK, PackedRow, PackedRows, TileCache};
 
 /// Where the bytes live.
 #[derive(Debug)]
@@ -24,6 +24,7 @@ pub struct Bf16Matrix {
     rows: usize,
     cols: usize,
     bytes: Bytes,
+    tiles: TileCache,
 }
 
 impl Bf16Matrix {
@@ -34,6 +35,7 @@ impl Bf16Matrix {
             rows,
             cols,
             bytes: Bytes::Owned(bytes),
+            tiles: TileCache::default(),
         })
     }
 
@@ -48,6 +50,7 @@ impl Bf16Matrix {
             rows,
             cols,
             bytes: Bytes::Mapped { map, range },
+            tiles: TileCache::default(),
         })
     }
 
@@ -126,5 +129,9 @@ impl PackedRows for Bf16Matrix {
     unsafe fn dequantize_row_runs_avx512(&self, r: usize, out: &mut [f32], stride: usize) {
         // SAFETY: the caller guarantees AVX-512F.
         unsafe { super::kernel::avx512::widen_bf16_runs(self.row(r).0, out, stride) }
+    }
+
+    fn tile_cache(&self) -> Option<&TileCache> {
+        Some(&self.tiles)
     }
 }

@@ -166,7 +166,7 @@ unsafe fn fill_panel(x: &[f32], m: usize, k: usize, p: usize, panel: &mut [f32])
 /// each column's four pieces.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+pub(super) fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
     let mut t = [_mm512_setzero_ps(); 16];
     for a in 0..8 {
         t[2 * a] = _mm512_unpacklo_ps(r[2 * a], r[2 * a + 1]);
@@ -367,7 +367,7 @@ unsafe fn micro_rows<const A_ROW: usize>(
 
 /// The result's storage, written by several threads at once, each to its own outputs.
 #[derive(Clone, Copy)]
-struct Shared(*mut f32);
+pub(super) struct Shared(pub(super) *mut f32);
 // SAFETY: every task writes a disjoint set of elements (its own tiles' outputs), and the
 // buffer outlives the parallel loop.
 unsafe impl Send for Shared {}
@@ -379,7 +379,7 @@ impl Shared {
     ///
     /// # Safety
     /// `offset` must be within the buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    pub(super) unsafe fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: the caller guarantees the extent.
         unsafe { self.0.add(offset) }
     }

@@ -34,6 +34,12 @@ pub enum Kernels {
     /// 1.1× for 72 (`--example bf16_probe`), but no longer exact, so only used when asked
     /// (`SUBSPACE_KERNELS=avx512bf16`): by default products match transformers in `f32`.
     Avx512Bf16,
+    /// [`Kernels::Avx512`], except that products of at least [`Kernels::AMX_MIN_ROWS`] token
+    /// rows run on Intel's AMX tiles (`tdpbf16ps`) in bf16: the activations and the weights
+    /// rounded to bf16 (a relative error of up to 2⁻⁹ each), their products summed in `f32`.
+    /// Many times faster on a batch, but not exact, so only used when asked
+    /// (`SUBSPACE_KERNELS=amx`), as PyTorch's bf16 products on such a CPU are (module `amx`).
+    Amx,
     /// AVX-512F with FMA (the forward product written with intrinsics).
     Avx512,
     /// AVX2 with FMA.
@@ -55,7 +61,7 @@ impl Kernels {
                 .ok()
                 .and_then(|name| available.iter().copied().find(|k| k.name() == name));
             asked.unwrap_or_else(|| {
-                let exact = available.iter().find(|&&k| k != Kernels::Avx512Bf16);
+                let exact = available.iter().find(|&&k| k.is_exact());
                 exact.copied().unwrap_or(Kernels::Portable)
             })
         })
@@ -72,6 +78,9 @@ impl Kernels {
                 let fma = is_x86_feature_detected!("fma");
                 let avx2 = fma && is_x86_feature_detected!("avx2");
                 if avx2 && is_x86_feature_detected!("avx512f") {
+                    if super::amx::available() {
+                        out.push(Kernels::Amx);
+                    }
                     if is_x86_feature_detected!("avx512bf16") {
                         out.push(Kernels::Avx512Bf16);
                     }
@@ -96,6 +105,7 @@ impl Kernels {
 
     pub fn name(self) -> &'static str {
         match self {
+            Kernels::Amx => "amx",
             Kernels::Avx512Bf16 => "avx512bf16",
             Kernels::Avx512 => "avx512",
             Kernels::Avx2 => "avx2",
@@ -104,8 +114,21 @@ impl Kernels {
     }
 
     fn is_avx512(self) -> bool {
-        matches!(self, Kernels::Avx512 | Kernels::Avx512Bf16)
+        matches!(self, Kernels::Avx512 | Kernels::Avx512Bf16 | Kernels::Amx)
     }
+
+    /// Whether every product matches the `f32` product up to the order of its sums (all but
+    /// the bf16 bodies, which round the activations).
+    pub fn is_exact(self) -> bool {
+        !matches!(self, Kernels::Avx512Bf16 | Kernels::Amx)
+    }
+
+    /// Fewest token rows for which [`Kernels::Amx`] multiplies on the tiles (fewer go to the
+    /// exact AVX-512 bodies).
+    #[cfg(target_arch = "x86_64")]
+    pub const AMX_MIN_ROWS: usize = super::amx::MIN_ROWS;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const AMX_MIN_ROWS: usize = usize::MAX;
 
     /// Most token rows handled together: with AVX-512 their 16-wide accumulators fill 16 of the
     /// 32 registers; AVX2 has 16 registers of half the width, so it takes half as many.
@@ -266,7 +289,7 @@ macro_rules! simd_entries {
             match level {
                 // SAFETY: `Kernels::available()` checked that the CPU has these features.
                 #[cfg(target_arch = "x86_64")]
-                Kernels::Avx512 | Kernels::Avx512Bf16 => unsafe { avx512(t, $($arg),*) },
+                Kernels::Avx512 | Kernels::Avx512Bf16 | Kernels::Amx => unsafe { avx512(t, $($arg),*) },
                 // SAFETY: as above.
                 #[cfg(target_arch = "x86_64")]
                 Kernels::Avx2 => unsafe { avx2(t, $($arg),*) },
@@ -298,6 +321,11 @@ pub fn matmul_wt_with(level: Kernels, x: &[f32], m: usize, w: &impl PackedRows) 
     level.assert_runs_here();
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), m * k, "x must be [m, {k}]");
+    #[cfg(target_arch = "x86_64")]
+    if level == Kernels::Amx && m >= Kernels::AMX_MIN_ROWS {
+        // SAFETY: `assert_runs_here` checked that the CPU has AMX and this process its state.
+        return unsafe { super::amx::matmul_wt(x, m, w) };
+    }
     #[cfg(target_arch = "x86_64")]
     if level.is_avx512()
         && m >= super::gemm::min_rows().0
@@ -391,6 +419,11 @@ pub fn matmul_w_with(level: Kernels, g: &[f32], m: usize, w: &impl PackedRows) -
     level.assert_runs_here();
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(g.len(), m * n, "g must be [m, {n}]");
+    #[cfg(target_arch = "x86_64")]
+    if level == Kernels::Amx && m >= Kernels::AMX_MIN_ROWS {
+        // SAFETY: `assert_runs_here` checked that the CPU has AMX and this process its state.
+        return unsafe { super::amx::matmul_w(g, m, w) };
+    }
     #[cfg(target_arch = "x86_64")]
     if level.is_avx512() && m >= super::gemm::min_rows().1 {
         // SAFETY: `assert_runs_here` checked that the CPU has AVX-512F.

@@ -4,7 +4,7 @@
 
 use formats::gguf::{GgmlType, scale_min_k4};
 
-use super::packed::{BLOCK, PackedRow, PackedRows};
+use super::packed::{BLOCK, PackedRow, PackedRows, TileCache};
 use crate::error::{LlamaError, Result};
 
 /// A `[rows, cols]` row-major matrix (Hugging Face orientation: `[out, in]`).
@@ -29,6 +29,7 @@ pub struct QuantMatrix {
     min: Vec<f32>,
     /// `[rows, cols]`
     q: Vec<i8>,
+    tiles: TileCache,
 }
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
@@ -189,6 +190,7 @@ impl QuantMatrix {
             scale: groups.scale,
             min: groups.min,
             q,
+            tiles: TileCache::default(),
         })
     }
 
@@ -268,5 +270,9 @@ impl PackedRows for QuantMatrix {
     unsafe fn dequantize_row_runs_avx512(&self, r: usize, out: &mut [f32], stride: usize) {
         // SAFETY: the caller guarantees AVX-512F.
         unsafe { super::kernel::avx512::dequantize_blocks_runs(self.row(r), out, stride) }
+    }
+
+    fn tile_cache(&self) -> Option<&TileCache> {
+        Some(&self.tiles)
     }
 }

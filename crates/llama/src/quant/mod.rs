@@ -6,6 +6,8 @@
 //! by 4× or 2× without changing a weight: the kernels widen each block in registers with the
 //! dequantiser's own formula.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod bf16;
 #[cfg(target_arch = "x86_64")]
 mod gemm;
@@ -19,5 +21,5 @@ pub use bf16::Bf16Matrix;
 pub use kernel::{Kernels, matmul_w, matmul_w_with, matmul_wt, matmul_wt_with};
 pub use matrix::QuantMatrix;
 pub use ops::{QuantOps, linear};
-pub use packed::{BLOCK, PackedMatrix, PackedRow, PackedRows, PackedWeight};
+pub use packed::{BLOCK, PackedMatrix, PackedRow, PackedRows, PackedWeight, TileCache};
 pub use roofline::Roofline;

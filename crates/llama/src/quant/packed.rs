@@ -18,6 +18,23 @@ pub trait PackedRow: Copy {
     fn block(self, b: usize) -> [f32; BLOCK];
 }
 
+/// A matrix's weights in bf16, laid out as the AMX tiles read them (`Kernels::Amx`), made on
+/// first use and kept with the matrix: `forward` for `x · Wᵀ`, `gradient` for `g · W`. Two bytes
+/// per weight each, so a matrix that `Kernels::Amx` multiplies both ways holds four more bytes
+/// per weight (about half a gigabyte for SmolLM2-135M); nothing is made on any other path.
+#[derive(Debug, Default)]
+pub struct TileCache {
+    pub(crate) forward: std::sync::OnceLock<Vec<u32>>,
+    pub(crate) gradient: std::sync::OnceLock<Vec<u32>>,
+}
+
+impl Clone for TileCache {
+    /// An empty cache: a copy of a matrix makes its own tiles if it needs them.
+    fn clone(&self) -> Self {
+        TileCache::default()
+    }
+}
+
 /// A row-major `[rows, cols]` matrix (Hugging Face orientation: `[out, in]`) that the kernels
 /// read block by block.
 pub trait PackedRows: Sync {
@@ -63,6 +80,12 @@ pub trait PackedRows: Sync {
                 out[at..at + 16].copy_from_slice(run);
             }
         }
+    }
+
+    /// Where this matrix keeps its AMX tiles, if it keeps them (the AMX products pack the
+    /// weights per call otherwise).
+    fn tile_cache(&self) -> Option<&TileCache> {
+        None
     }
 
     /// Row `r`'s bytes if the matrix is bf16 (for the kernels that multiply bf16 directly).

@@ -1,0 +1,430 @@
+//! The packed products for many token rows on AMX tiles (Intel Xeon from Sapphire Rapids on), in
+//! bf16: the activations and the weights are rounded to bf16 and each 16 × 16 tile of outputs
+//! sums their products in `f32` (`tdpbf16ps`: 16 × 16 × 32 multiply-adds an instruction, about
+//! ten times what the cores' `f32` multiply-adds reach). Not exact, so only used when asked
+//! ([`super::Kernels::Amx`], `SUBSPACE_KERNELS=amx`), as PyTorch's bf16 products on the same
+//! CPU (oneDNN's AMX path) are.
+//!
+//! Both products are one tiled routine, [`tile_product`]: `y[t][j] = Σ_s a[t][s] · b(s, j)`,
+//! `a` the activations in bf16 (`[m, depth]`, row-major: a tile row is 32 of one token's
+//! values), `b` the weights as AMX wants its second operand: 16 × 16 tiles of bf16 *pairs*,
+//! `b(2p, j)` and `b(2p + 1, j)` side by side in one 32-bit element (row `p`, column `j` of a
+//! tile), laid out once per matrix and kept with it ([`super::TileCache`]: repacking per call
+//! cost as much as the arithmetic at 32–64 rows):
+//! - the forward, `y = x · Wᵀ`: `b(s, j) = W[j][s]`, two neighbours of one weight row per pair,
+//!   so 16 rows' pairs are transposed as a 16 × 16 block of 32-bit elements
+//!   ([`pack_rows_transposed`]);
+//! - the input gradient, `y = g · W`: `b(s, j) = W[s][j]`, a pair takes one element of each of
+//!   two neighbouring rows ([`pack_row_pairs`]).
+//!
+//! Each output tile is summed by one call in a fixed order, so results do not depend on the
+//! number of threads.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use super::gemm::{Shared, transpose16};
+use super::packed::{PackedRow, PackedRows};
+
+/// Tokens (rows of `a`) and outputs (columns of `b`) per tile; bf16 values per tile row.
+const TILE: usize = 16;
+const DEPTH: usize = 32;
+/// One packed tile of `b`: 16 rows of 16 pairs.
+const TILE_ELEMS: usize = TILE * TILE;
+
+/// Fewest token rows for which the products go to the tiles: with the weights' tiles kept
+/// (`TileCache`), from 6 rows they beat the exact kernels, which at 1–4 rows are as fast (both
+/// wait on the weights' bytes; `--example quant_probe`, Intel Xeon with AMX).
+pub const MIN_ROWS: usize = 6;
+
+/// Whether this CPU has AMX with bf16 and AVX512-BF16 (for the rounding), and Linux lets this
+/// process use the tiles (their 8 KiB of state is granted per process, on request). Asked once.
+pub(super) fn available() -> bool {
+    use std::sync::OnceLock;
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")) {
+            return false;
+        }
+        // CPUID leaf 7: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
+        let leaf7 = __cpuid_count(7, 0);
+        let amx = leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0;
+        amx && request_tile_state()
+    })
+}
+
+/// Asks Linux for the tiles' state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`):
+/// without it the first tile instruction kills the process.
+#[cfg(target_os = "linux")]
+fn request_tile_state() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let status: i64;
+    // SAFETY: a system call that only changes which register state this process may use; it
+    // reads and writes no memory of ours. `syscall` clobbers rcx and r11.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => status,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    status == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_state() -> bool {
+    false
+}
+
+/// The tile configuration: palette 1, the eight tiles each 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    fn all_full() -> TileConfig {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        for t in 0..8 {
+            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+            c[48 + t] = TILE as u8;
+        }
+        TileConfig(c)
+    }
+}
+
+/// The tiles configured on this thread for as long as it lives, released when dropped (so that
+/// a thread that has stopped using them does not carry their state through context switches).
+struct Tiles;
+
+impl Tiles {
+    /// # Safety
+    /// [`available`] must have returned true.
+    unsafe fn configure() -> Tiles {
+        let config = TileConfig::all_full();
+        // SAFETY: the caller guarantees AMX and the process's permission; the configuration is
+        // 64 bytes, as `ldtilecfg` reads.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly)) };
+        Tiles
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: tiles were configured on this thread (`configure`).
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// `values` (`[rows, cols]`) rounded to bf16 (nearest, ties to even) as `[rows_out, depth]`,
+/// zero past `cols` and past `rows` (`depth ≥ cols` a multiple of 32, `rows_out ≥ rows`).
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn to_bf16(values: &[f32], rows: usize, cols: usize, rows_out: usize, depth: usize) -> Vec<u16> {
+    assert!(values.len() == rows * cols && depth >= cols && rows_out >= rows);
+    let mut out = vec![0u16; rows_out * depth];
+    const ROWS_PER_TASK: usize = 64;
+    out.par_chunks_mut(ROWS_PER_TASK * depth)
+        .zip(values.par_chunks(ROWS_PER_TASK * cols))
+        // (A closure inherits this function's target features.)
+        .for_each(|(o, v)| {
+            for (o, v) in o.chunks_exact_mut(depth).zip(v.chunks_exact(cols)) {
+                round_row(v, o);
+            }
+        });
+    out
+}
+
+/// One row of [`to_bf16`] (`out.len() ≥ v.len()`).
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn round_row(v: &[f32], out: &mut [u16]) {
+    assert!(out.len() >= v.len());
+    for c0 in (0..v.len()).step_by(16) {
+        let n = (v.len() - c0).min(16);
+        let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1 << n) - 1 };
+        // SAFETY: lanes `c0 .. c0 + n` are within `v` and `out` (asserted above); the rest are
+        // masked.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(mask, v.as_ptr().add(c0));
+            let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(x));
+            _mm256_mask_storeu_epi16(out.as_mut_ptr().add(c0).cast(), mask, h);
+        }
+    }
+}
+
+/// 16 values of `even` and of `odd` rounded to bf16 and interleaved: 32-bit lane `c` holds
+/// `even[c]` (low half) and `odd[c]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn interleave_pairs(even: __m512, odd: __m512) -> __m512i {
+    // SAFETY: `__m256bh` and `__m256i` are both 256 bits of plain data.
+    let (lo, hi) = unsafe {
+        (
+            std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(even)),
+            std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(odd)),
+        )
+    };
+    _mm512_or_si512(
+        _mm512_cvtepu16_epi32(lo),
+        _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(hi)),
+    )
+}
+
+/// Outputs `32 pair .. 32 pair + 32` of `y = x · Wᵀ` as [`tile_product`]'s second operand
+/// (`b(s, j) = W[j][s]`): for each of the two groups of 16 weight rows and each 32 columns
+/// (depth), one tile whose row `p`, column `o` holds `W[o][32 kb + 2p]` and `W[o][32 kb + 2p +
+/// 1]` (zero past the last row): each row's pairs, 16 rows' worth transposed as a 16 × 16 block
+/// of 32-bit elements. `rows` is scratch for 16 rows in `f32`.
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn pack_rows_transposed<W: PackedRows>(w: &W, pair: usize, rows: &mut [f32], tiles: &mut [u32]) {
+    let (n, k) = (w.rows(), w.cols());
+    let kblocks = k / DEPTH;
+    assert!(rows.len() == TILE * k && tiles.len() == 2 * kblocks * TILE_ELEMS);
+    for (h, group) in tiles.chunks_exact_mut(kblocks * TILE_ELEMS).enumerate() {
+        let first = (2 * pair + h) * TILE;
+        for (o, row) in rows.chunks_exact_mut(k).enumerate() {
+            if first + o < n {
+                // SAFETY: this function runs only where the CPU has AVX-512F.
+                unsafe { w.dequantize_row_avx512(first + o, row) };
+            } else {
+                row.fill(0.0);
+            }
+        }
+        for (kb, tile) in group.chunks_exact_mut(TILE_ELEMS).enumerate() {
+            let mut pairs = [_mm512_setzero_ps(); TILE];
+            for (o, p) in pairs.iter_mut().enumerate() {
+                // SAFETY: `32 kb + 32 ≤ k`: both loads are within row `o`.
+                unsafe {
+                    let at = rows.as_ptr().add(o * k + kb * DEPTH);
+                    // Elements 0..16 come from the second operand: the 32 values in order, so
+                    // 32-bit lane `p` holds values `2p` (low half) and `2p + 1`.
+                    let h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(at.add(16)), _mm512_loadu_ps(at));
+                    *p = std::mem::transmute::<__m512bh, __m512>(h);
+                }
+            }
+            for (p, v) in transpose16(pairs).iter().enumerate() {
+                // SAFETY: row `p` of a 256-element tile.
+                unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(p * TILE).cast(), *v) };
+            }
+        }
+    }
+}
+
+/// Outputs `32 pair .. 32 pair + 32` of `y = g · W` as [`tile_product`]'s second operand
+/// (`b(s, j) = W[s][j]`): for each of the two groups of 16 columns and each 32 weight rows
+/// (depth), one tile whose row `p`, column `c` holds `W[32 kb + 2p][c]` and `W[32 kb + 2p +
+/// 1][c]` (zero past the last row). The 32 columns are one block of every row, widened alone.
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn pack_row_pairs<W: PackedRows>(w: &W, pair: usize, tiles: &mut [u32]) {
+    let n = w.rows();
+    let kblocks = n.div_ceil(DEPTH);
+    assert!(tiles.len() == 2 * kblocks * TILE_ELEMS);
+    let block = |r: usize| {
+        if r < n {
+            w.row(r).block(pair)
+        } else {
+            [0.0; 32]
+        }
+    };
+    for kb in 0..kblocks {
+        for p in 0..TILE {
+            let (even, odd) = (block(kb * DEPTH + 2 * p), block(kb * DEPTH + 2 * p + 1));
+            for h in 0..2 {
+                // SAFETY: 16 values from `16 h` are within each block; the store is row `p` of
+                // tile `kb` of group `h`, within `tiles`.
+                unsafe {
+                    let v = interleave_pairs(
+                        _mm512_loadu_ps(even.as_ptr().add(16 * h)),
+                        _mm512_loadu_ps(odd.as_ptr().add(16 * h)),
+                    );
+                    let at = (h * kblocks + kb) * TILE_ELEMS + p * TILE;
+                    _mm512_storeu_si512(tiles.as_mut_ptr().add(at).cast(), v);
+                }
+            }
+        }
+    }
+}
+
+/// `y[t][j] = Σ_s a[t][s] · b(s, j)` for `t < m`, `j < cols` (`y` is `[m, cols]`): `a` is
+/// `[m_pad, depth]` bf16 (`m_pad` a multiple of 32, `depth` of 32). The outputs are taken 32
+/// at a time (a pair of 16-column groups), shared between the threads; `b` holds each pair's
+/// `2 × depth / 32` tiles in turn (the first group's then the second's), which stay in cache
+/// while every pair of 16-token tiles of `a` is multiplied with them: four 16 × 16
+/// output tiles summed in four tile registers over the whole depth, two tiles of `a` and two of
+/// `b` loaded per 32 steps for four `tdpbf16ps`.
+///
+/// # Safety
+/// [`available`] must have returned true.
+unsafe fn tile_product(
+    a: &[u16],
+    (m, m_pad, depth): (usize, usize, usize),
+    cols: usize,
+    b: &[u32],
+) -> Vec<f32> {
+    let kblocks = depth / DEPTH;
+    assert!(m_pad.is_multiple_of(2 * TILE) && m <= m_pad && depth.is_multiple_of(DEPTH));
+    let per_pair = 2 * kblocks * TILE_ELEMS;
+    assert!(a.len() == m_pad * depth && b.len() == cols.div_ceil(2 * TILE) * per_pair);
+    let mut y = vec![0f32; m * cols];
+    let out = Shared(y.as_mut_ptr());
+    let pairs = cols.div_ceil(2 * TILE);
+    let per_task = pairs
+        .div_ceil(4 * rayon::current_num_threads().max(1))
+        .max(1);
+    let (a_stride, b_stride) = (depth * 2, TILE * 4);
+    (0..pairs.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            // SAFETY: AMX as the caller guarantees.
+            let _tiles = unsafe { Tiles::configure() };
+            let mut sums = [[0f32; TILE_ELEMS]; 4];
+            for pair in task * per_task..((task + 1) * per_task).min(pairs) {
+                let b0 = b[pair * per_pair..].as_ptr();
+                // SAFETY: the pair's second group's tiles follow its first's, within `b`.
+                let b1 = unsafe { b0.add(kblocks * TILE_ELEMS) };
+                for t0 in (0..m).step_by(2 * TILE) {
+                    let a0 = a[t0 * depth..].as_ptr();
+                    // SAFETY: tokens `t0 .. t0 + 32 ≤ m_pad` are rows of `a`; each tile load
+                    // reads 16 rows of 64 bytes at the strides given, within `a` and `b`
+                    // (asserted above); the tiles were configured on this thread.
+                    unsafe {
+                        let a1 = a0.add(TILE * depth);
+                        asm!(
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            "tilezero tmm3",
+                            options(nostack, nomem)
+                        );
+                        for kb in 0..kblocks {
+                            asm!(
+                                "tileloadd tmm4, [{a0} + {sa}*1]",
+                                "tileloadd tmm6, [{b0} + {sb}*1]",
+                                "tileloadd tmm5, [{a1} + {sa}*1]",
+                                "tileloadd tmm7, [{b1} + {sb}*1]",
+                                "tdpbf16ps tmm0, tmm4, tmm6",
+                                "tdpbf16ps tmm1, tmm4, tmm7",
+                                "tdpbf16ps tmm2, tmm5, tmm6",
+                                "tdpbf16ps tmm3, tmm5, tmm7",
+                                a0 = in(reg) a0.add(kb * DEPTH),
+                                a1 = in(reg) a1.add(kb * DEPTH),
+                                b0 = in(reg) b0.add(kb * TILE_ELEMS),
+                                b1 = in(reg) b1.add(kb * TILE_ELEMS),
+                                sa = in(reg) a_stride,
+                                sb = in(reg) b_stride,
+                                options(nostack, readonly),
+                            );
+                        }
+                        asm!(
+                            "tilestored [{s0} + {st}*1], tmm0",
+                            "tilestored [{s1} + {st}*1], tmm1",
+                            "tilestored [{s2} + {st}*1], tmm2",
+                            "tilestored [{s3} + {st}*1], tmm3",
+                            s0 = in(reg) sums[0].as_mut_ptr(),
+                            s1 = in(reg) sums[1].as_mut_ptr(),
+                            s2 = in(reg) sums[2].as_mut_ptr(),
+                            s3 = in(reg) sums[3].as_mut_ptr(),
+                            st = in(reg) b_stride,
+                            options(nostack),
+                        );
+                    }
+                    // Tile `q`: tokens from `t0 + 16 (q / 2)`, the outputs of group `q % 2`.
+                    for (q, sum) in sums.iter().enumerate() {
+                        let first_token = t0 + (q / 2) * TILE;
+                        let first_col = (2 * pair + q % 2) * TILE;
+                        if first_col >= cols {
+                            continue;
+                        }
+                        let width = (cols - first_col).min(TILE);
+                        for (r, row) in sum.chunks_exact(TILE).enumerate() {
+                            let t = first_token + r;
+                            if t >= m {
+                                break;
+                            }
+                            // SAFETY: `y` is `[m, cols]`; this task alone writes the columns of
+                            // its pairs.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    row.as_ptr(),
+                                    out.at(t * cols + first_col),
+                                    width,
+                                )
+                            };
+                        }
+                    }
+                }
+            }
+        });
+    y
+}
+
+/// Every pair's tiles, `pack(pair, tiles)` for each, in one buffer: what a
+/// [`super::TileCache`] keeps, made once per matrix (or once per call for a matrix without one).
+fn pack_all(pairs: usize, per_pair: usize, pack: impl Fn(usize, &mut [u32]) + Sync) -> Vec<u32> {
+    let mut all = vec![0u32; pairs * per_pair];
+    all.par_chunks_mut(per_pair)
+        .enumerate()
+        .for_each(|(pair, tiles)| pack(pair, tiles));
+    all
+}
+
+/// `y = x · Wᵀ` on the tiles: `x` is `[m, cols]`, the result `[m, rows]`.
+///
+/// # Safety
+/// [`available`] must have returned true.
+pub(super) unsafe fn matmul_wt<W: PackedRows>(x: &[f32], m: usize, w: &W) -> Vec<f32> {
+    let (n, k) = (w.rows(), w.cols());
+    assert!(x.len() == m * k && m > 0 && k.is_multiple_of(DEPTH));
+    let m_pad = m.next_multiple_of(2 * TILE);
+    let per_pair = 2 * (k / DEPTH) * TILE_ELEMS;
+    // SAFETY: AVX-512F and AVX512-BF16, which `available` checked.
+    let a = unsafe { to_bf16(x, m, k, m_pad, k) };
+    let pack = |pair: usize, tiles: &mut [u32]| {
+        let mut rows = vec![0f32; TILE * k];
+        // SAFETY: as above.
+        unsafe { pack_rows_transposed(w, pair, &mut rows, tiles) }
+    };
+    let pack_all = || pack_all(n.div_ceil(2 * TILE), per_pair, pack);
+    let owned;
+    let b = match w.tile_cache() {
+        Some(cache) => cache.forward.get_or_init(pack_all),
+        None => {
+            owned = pack_all();
+            &owned
+        }
+    };
+    // SAFETY: as the caller guarantees.
+    unsafe { tile_product(&a, (m, m_pad, k), n, b) }
+}
+
+/// `y = g · W` on the tiles: `g` is `[m, rows]`, the result `[m, cols]`.
+///
+/// # Safety
+/// [`available`] must have returned true.
+pub(super) unsafe fn matmul_w<W: PackedRows>(g: &[f32], m: usize, w: &W) -> Vec<f32> {
+    let (n, k) = (w.rows(), w.cols());
+    assert!(g.len() == m * n && m > 0 && k.is_multiple_of(DEPTH));
+    let (m_pad, depth) = (m.next_multiple_of(2 * TILE), n.next_multiple_of(DEPTH));
+    let per_pair = 2 * (depth / DEPTH) * TILE_ELEMS;
+    // SAFETY: AVX-512F and AVX512-BF16, which `available` checked.
+    let a = unsafe { to_bf16(g, m, n, m_pad, depth) };
+    // SAFETY: as above.
+    let pack = |pair: usize, tiles: &mut [u32]| unsafe { pack_row_pairs(w, pair, tiles) };
+    let pack_all = || pack_all(k / (2 * TILE), per_pair, pack);
+    let owned;
+    let b = match w.tile_cache() {
+        Some(cache) => cache.gradient.get_or_init(pack_all),
+        None => {
+            owned = pack_all();
+            &owned
+        }
+    };
+    // SAFETY: as the caller guarantees.
+    unsafe { tile_product(&a, (m, m_pad, depth), k, b) }
+}
