@@ -188,7 +188,8 @@ def main():
     for p in model.parameters():
         p.requires_grad_(False)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    report = {"cpu": cpu, "threads": args.threads, "torch": torch.__version__, "pytorch_dtype": args.dtype, "runs": []}
+    report = {"cpu": cpu, "threads": args.threads, "torch": torch.__version__, "pytorch_dtype": args.dtype,
+              "rust_kernels": os.environ.get("SUBSPACE_KERNELS", "default (exact)"), "runs": []}
     for method in args.methods:
         with tempfile.TemporaryDirectory() as tmp:
             pairs_file = Path(tmp) / "pairs.json"

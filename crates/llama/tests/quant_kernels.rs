@@ -159,6 +159,19 @@ fn check_products(name: &str, w: &impl PackedRows, dense: &[f32]) {
     }
 }
 
+/// Unasked, the kernels are exact: the bf16 bodies (`avx512bf16`, `amx`) are only used when
+/// `SUBSPACE_KERNELS` names them.
+#[test]
+fn the_default_kernels_are_exact() {
+    if std::env::var_os("SUBSPACE_KERNELS").is_none() {
+        assert!(Kernels::best().is_exact(), "{:?}", Kernels::best());
+    }
+    for k in Kernels::available() {
+        let rounds = matches!(k, Kernels::Avx512Bf16 | Kernels::Amx);
+        assert_eq!(k.is_exact(), !rounds, "{k:?}");
+    }
+}
+
 /// Exactly (`==`: equal values, the only slack being the sign of a zero, which the `+ min` of
 /// `d · q + min` turns positive), with the portable and (where the CPU has it) the AVX-512
 /// widening of a row.
