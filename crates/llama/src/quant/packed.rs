@@ -22,10 +22,20 @@ pub trait PackedRow: Copy {
 /// first use and kept with the matrix: `forward` for `x · Wᵀ`, `gradient` for `g · W`. Two bytes
 /// per weight each, so a matrix that `Kernels::Amx` multiplies both ways holds four more bytes
 /// per weight (about half a gigabyte for SmolLM2-135M); nothing is made on any other path.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct TileCache {
     pub(crate) forward: std::sync::OnceLock<Vec<u32>>,
     pub(crate) gradient: std::sync::OnceLock<Vec<u32>>,
+}
+
+impl std::fmt::Debug for TileCache {
+    /// Which layouts are made, not their millions of values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TileCache")
+            .field("forward", &self.forward.get().map(Vec::len))
+            .field("gradient", &self.gradient.get().map(Vec::len))
+            .finish()
+    }
 }
 
 impl Clone for TileCache {
