@@ -374,6 +374,18 @@ fn pack_all(pairs: usize, per_pair: usize, pack: impl Fn(usize, &mut [u32]) + Sy
     all
 }
 
+/// A matrix's tiles in one layout: kept in `cell` (made on first use) where the matrix has a
+/// [`super::TileCache`], else made for this call.
+fn kept_or_made(
+    cell: Option<&std::sync::OnceLock<Vec<u32>>>,
+    make: impl FnOnce() -> Vec<u32>,
+) -> std::borrow::Cow<'_, [u32]> {
+    match cell {
+        Some(cell) => std::borrow::Cow::Borrowed(cell.get_or_init(make)),
+        None => std::borrow::Cow::Owned(make()),
+    }
+}
+
 /// `y = x · Wᵀ` on the tiles: `x` is `[m, cols]`, the result `[m, rows]`.
 ///
 /// # Safety
@@ -390,17 +402,10 @@ pub(super) unsafe fn matmul_wt<W: PackedRows>(x: &[f32], m: usize, w: &W) -> Vec
         // SAFETY: as above.
         unsafe { pack_rows_transposed(w, pair, &mut rows, tiles) }
     };
-    let pack_all = || pack_all(n.div_ceil(2 * TILE), per_pair, pack);
-    let owned;
-    let b = match w.tile_cache() {
-        Some(cache) => cache.forward.get_or_init(pack_all),
-        None => {
-            owned = pack_all();
-            &owned
-        }
-    };
+    let cell = w.tile_cache().map(|cache| &cache.forward);
+    let b = kept_or_made(cell, || pack_all(n.div_ceil(2 * TILE), per_pair, pack));
     // SAFETY: as the caller guarantees.
-    unsafe { tile_product(&a, (m, m_pad, k), n, b) }
+    unsafe { tile_product(&a, (m, m_pad, k), n, &b) }
 }
 
 /// `y = g · W` on the tiles: `g` is `[m, rows]`, the result `[m, cols]`.
@@ -416,15 +421,8 @@ pub(super) unsafe fn matmul_w<W: PackedRows>(g: &[f32], m: usize, w: &W) -> Vec<
     let a = unsafe { to_bf16(g, m, n, m_pad, depth) };
     // SAFETY: as above.
     let pack = |pair: usize, tiles: &mut [u32]| unsafe { pack_row_pairs(w, pair, tiles) };
-    let pack_all = || pack_all(k / (2 * TILE), per_pair, pack);
-    let owned;
-    let b = match w.tile_cache() {
-        Some(cache) => cache.gradient.get_or_init(pack_all),
-        None => {
-            owned = pack_all();
-            &owned
-        }
-    };
+    let cell = w.tile_cache().map(|cache| &cache.gradient);
+    let b = kept_or_made(cell, || pack_all(k / (2 * TILE), per_pair, pack));
     // SAFETY: as the caller guarantees.
-    unsafe { tile_product(&a, (m, m_pad, depth), k, b) }
+    unsafe { tile_product(&a, (m, m_pad, depth), k, &b) }
 }
