@@ -9,7 +9,7 @@
 //! `a` the activations in bf16 (`[m, depth]`, row-major: a tile row is 32 of one token's
 //! values), `b` the weights as AMX wants its second operand: 16 × 16 tiles of bf16 *pairs*,
 //! `b(2p, j)` and `b(2p + 1, j)` side by side in one 32-bit element (row `p`, column `j` of a
-//! tile), laid out once per matrix and kept with it ([`super::TileCache`]: repacking per call
+//! tile), laid out once per matrix and kept with it ([`super::TileCache`]: packing per call
 //! cost as much as the arithmetic at 32–64 rows):
 //! - the forward, `y = x · Wᵀ`: `b(s, j) = W[j][s]`, two neighbours of one weight row per pair,
 //!   so 16 rows' pairs are transposed as a 16 × 16 block of 32-bit elements
@@ -180,12 +180,13 @@ fn interleave_pairs(even: __m512, odd: __m512) -> __m512i {
 /// (`b(s, j) = W[j][s]`): for each of the two groups of 16 weight rows and each 32 columns
 /// (depth), one tile whose row `p`, column `o` holds `W[o][32 kb + 2p]` and `W[o][32 kb + 2p +
 /// 1]` (zero past the last row): each row's pairs, 16 rows' worth transposed as a 16 × 16 block
-/// of 32-bit elements. `rows` is scratch for 16 rows in `f32`.
+/// of 32-bit elements.
 #[target_feature(enable = "avx512f,avx512bf16")]
-fn pack_rows_transposed<W: PackedRows>(w: &W, pair: usize, rows: &mut [f32], tiles: &mut [u32]) {
+fn pack_rows_transposed<W: PackedRows>(w: &W, pair: usize, tiles: &mut [u32]) {
     let (n, k) = (w.rows(), w.cols());
     let kblocks = k / DEPTH;
-    assert!(rows.len() == TILE * k && tiles.len() == 2 * kblocks * TILE_ELEMS);
+    assert!(tiles.len() == 2 * kblocks * TILE_ELEMS);
+    let mut rows = vec![0f32; TILE * k];
     for (h, group) in tiles.chunks_exact_mut(kblocks * TILE_ELEMS).enumerate() {
         let first = (2 * pair + h) * TILE;
         for (o, row) in rows.chunks_exact_mut(k).enumerate() {
@@ -365,25 +366,13 @@ unsafe fn tile_product(
 }
 
 /// Every pair's tiles, `pack(pair, tiles)` for each, in one buffer: what a
-/// [`super::TileCache`] keeps, made once per matrix (or once per call for a matrix without one).
+/// [`super::TileCache`] keeps, made once per matrix.
 fn pack_all(pairs: usize, per_pair: usize, pack: impl Fn(usize, &mut [u32]) + Sync) -> Vec<u32> {
     let mut all = vec![0u32; pairs * per_pair];
     all.par_chunks_mut(per_pair)
         .enumerate()
         .for_each(|(pair, tiles)| pack(pair, tiles));
     all
-}
-
-/// A matrix's tiles in one layout: kept in `cell` (made on first use) where the matrix has a
-/// [`super::TileCache`], else made for this call.
-fn kept_or_made(
-    cell: Option<&std::sync::OnceLock<Vec<u32>>>,
-    make: impl FnOnce() -> Vec<u32>,
-) -> std::borrow::Cow<'_, [u32]> {
-    match cell {
-        Some(cell) => std::borrow::Cow::Borrowed(cell.get_or_init(make)),
-        None => std::borrow::Cow::Owned(make()),
-    }
 }
 
 /// `y = x · Wᵀ` on the tiles: `x` is `[m, cols]`, the result `[m, rows]`.
@@ -397,15 +386,14 @@ pub(super) unsafe fn matmul_wt<W: PackedRows>(x: &[f32], m: usize, w: &W) -> Vec
     let per_pair = 2 * (k / DEPTH) * TILE_ELEMS;
     // SAFETY: AVX-512F and AVX512-BF16, which `available` checked.
     let a = unsafe { to_bf16(x, m, k, m_pad, k) };
-    let pack = |pair: usize, tiles: &mut [u32]| {
-        let mut rows = vec![0f32; TILE * k];
-        // SAFETY: as above.
-        unsafe { pack_rows_transposed(w, pair, &mut rows, tiles) }
-    };
-    let cell = w.tile_cache().map(|cache| &cache.forward);
-    let b = kept_or_made(cell, || pack_all(n.div_ceil(2 * TILE), per_pair, pack));
+    // SAFETY: as above.
+    let pack = |pair: usize, tiles: &mut [u32]| unsafe { pack_rows_transposed(w, pair, tiles) };
+    let b = w
+        .tile_cache()
+        .forward
+        .get_or_init(|| pack_all(n.div_ceil(2 * TILE), per_pair, pack));
     // SAFETY: as the caller guarantees.
-    unsafe { tile_product(&a, (m, m_pad, k), n, &b) }
+    unsafe { tile_product(&a, (m, m_pad, k), n, b) }
 }
 
 /// `y = g · W` on the tiles: `g` is `[m, rows]`, the result `[m, cols]`.
@@ -421,8 +409,10 @@ pub(super) unsafe fn matmul_w<W: PackedRows>(g: &[f32], m: usize, w: &W) -> Vec<
     let a = unsafe { to_bf16(g, m, n, m_pad, depth) };
     // SAFETY: as above.
     let pack = |pair: usize, tiles: &mut [u32]| unsafe { pack_row_pairs(w, pair, tiles) };
-    let cell = w.tile_cache().map(|cache| &cache.gradient);
-    let b = kept_or_made(cell, || pack_all(k / (2 * TILE), per_pair, pack));
+    let b = w
+        .tile_cache()
+        .gradient
+        .get_or_init(|| pack_all(k / (2 * TILE), per_pair, pack));
     // SAFETY: as the caller guarantees.
-    unsafe { tile_product(&a, (m, m_pad, depth), k, &b) }
+    unsafe { tile_product(&a, (m, m_pad, depth), k, b) }
 }

@@ -131,7 +131,7 @@ impl PackedRows for Bf16Matrix {
         unsafe { super::kernel::avx512::widen_bf16_runs(self.row(r).0, out, stride) }
     }
 
-    fn tile_cache(&self) -> Option<&TileCache> {
-        Some(&self.tiles)
+    fn tile_cache(&self) -> &TileCache {
+        &self.tiles
     }
 }

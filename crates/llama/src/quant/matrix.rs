@@ -272,7 +272,7 @@ impl PackedRows for QuantMatrix {
         unsafe { super::kernel::avx512::dequantize_blocks_runs(self.row(r), out, stride) }
     }
 
-    fn tile_cache(&self) -> Option<&TileCache> {
-        Some(&self.tiles)
+    fn tile_cache(&self) -> &TileCache {
+        &self.tiles
     }
 }

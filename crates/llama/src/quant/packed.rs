@@ -92,11 +92,8 @@ pub trait PackedRows: Sync {
         }
     }
 
-    /// Where this matrix keeps its AMX tiles, if it keeps them (the AMX products pack the
-    /// weights per call otherwise).
-    fn tile_cache(&self) -> Option<&TileCache> {
-        None
-    }
+    /// Where this matrix keeps its AMX tiles (made by the first AMX product that needs them).
+    fn tile_cache(&self) -> &TileCache;
 
     /// Row `r`'s bytes if the matrix is bf16 (for the kernels that multiply bf16 directly).
     fn bf16_row(&self, _r: usize) -> Option<&[u8]> {
