@@ -107,7 +107,8 @@ fn round_to_bf16(v: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// 67 rows: tiles of 4 with a tail of 3, and several parallel tasks for large m.
+/// 67 rows: tiles of 4 with a tail of 3, and several parallel tasks for large m (300 tokens:
+/// more than one block of rows on the AMX tiles).
 const ROWS: usize = 67;
 
 #[test]
@@ -125,7 +126,7 @@ fn check_products(name: &str, w: &impl PackedRows, dense: &[f32]) {
     let rows = ROWS;
     let kernels = Kernels::available();
     {
-        for m in [1, 2, 5, 6, 7, 9, 13, 16, 17, 33, 45, 70, 96, 109, 131] {
+        for m in [1, 2, 5, 6, 7, 9, 13, 16, 17, 33, 45, 70, 96, 109, 131, 300] {
             let x = values(m * COLS, m);
             let want_y = reference(&x, m, dense, rows, COLS, true);
             let g = values(m * rows, m + 1);

@@ -78,6 +78,31 @@ impl Attention {
         (self.o_proj.forward(out), kv)
     }
 
+    /// [`Attention::forward_hooked`]'s output alone, for a caller that does not keep the keys
+    /// and values: on flex the queries and keys are rotated inside the fused attention
+    /// ([`Attention::attend_output`]), and the new keys are never joined to the prefix's.
+    ///
+    /// # Shapes
+    /// - as [`Attention::forward_cached`]'s output
+    pub fn output_hooked(
+        &self,
+        x: Tensor<3>,
+        ctx: &ForwardContext,
+        prefix: Option<&KeyValue>,
+        hook: &mut dyn Hook,
+    ) -> Tensor<3> {
+        let q = hook.inner(Inner::Query, self.q_proj.forward(x.clone()));
+        let k = hook.inner(Inner::Key, self.k_proj.forward(x.clone()));
+        let v = hook.inner(Inner::Value, self.v_proj.forward(x));
+        let out = if hook.wants_attention_probs() {
+            self.attend_new(q, k, v, ctx, prefix, hook).0
+        } else {
+            self.attend_output(q, k, v, ctx, prefix)
+        };
+        let out = hook.inner(Inner::HeadOutputs, out);
+        self.o_proj.forward(out)
+    }
+
     /// Attention of projected queries, keys and values (before rotary) over their columns,
     /// after the cached `prefix`: the heads' outputs (`o_proj`'s input) and the keys/values of
     /// all columns.

@@ -80,6 +80,19 @@ impl Block {
             .forward_hooked(rms_norm(&self.input_layernorm, h), ctx, prefix, hook)
     }
 
+    /// [`Block::attention_branch_hooked`]'s output alone, the keys and values not kept
+    /// ([`Attention::output_hooked`]).
+    pub fn attention_output_hooked(
+        &self,
+        h: Tensor<3>,
+        ctx: &ForwardContext,
+        prefix: Option<&KeyValue>,
+        hook: &mut dyn Hook,
+    ) -> Tensor<3> {
+        self.self_attn
+            .output_hooked(rms_norm(&self.input_layernorm, h), ctx, prefix, hook)
+    }
+
     /// [`Block::attention_branch_cached`] of several batches laid end to end by `ragged`
     /// ([`Attention::forward_ragged`]).
     ///

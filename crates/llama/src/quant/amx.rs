@@ -6,9 +6,9 @@
 //! CPU (oneDNN's AMX path) are.
 //!
 //! Both products are one tiled routine, [`tile_product`]: `y[t][j] = Σ_s a[t][s] · b(s, j)`,
-//! `a` the activations in bf16 (`[m, depth]`, row-major: a tile row is 32 of one token's
-//! values), `b` the weights as AMX wants its second operand: 16 × 16 tiles of bf16 *pairs*,
-//! `b(2p, j)` and `b(2p + 1, j)` side by side in one 32-bit element (row `p`, column `j` of a
+//! `a` the activations in bf16 (`[m, depth]`, each 16 rows × 32 values one contiguous tile:
+//! [`to_bf16_tiles`]), `b` the weights as AMX wants its second operand: 16 × 16 tiles of bf16
+//! *pairs*, `b(2p, j)` and `b(2p + 1, j)` side by side in one 32-bit element (row `p`, column `j` of a
 //! tile), laid out once per matrix and kept with it ([`super::TileCache`]: packing per call
 //! cost as much as the arithmetic at 32–64 rows):
 //! - the forward, `y = x · Wᵀ`: `b(s, j) = W[j][s]`, two neighbours of one weight row per pair,
@@ -123,25 +123,41 @@ impl Drop for Tiles {
     }
 }
 
-/// `values` (`[rows, cols]`) rounded to bf16 (nearest, ties to even) as `[rows_out, depth]`,
-/// zero past `cols` and past `rows` (`depth ≥ cols` a multiple of 32, `rows_out ≥ rows`).
+/// `values` (`[rows, cols]`) rounded to bf16 (nearest, ties to even) as [`tile_product`]'s
+/// first operand: `rows_out / 16` groups of 16 rows (zero past `rows`), each `depth / 32` tiles
+/// of 16 rows × 32 values (zero past `cols`) laid end to end, so that a tile load reads 1 KiB in
+/// order (`depth ≥ cols` a multiple of 32, `rows_out ≥ rows` of 16).
 #[target_feature(enable = "avx512f,avx512bf16")]
-fn to_bf16(values: &[f32], rows: usize, cols: usize, rows_out: usize, depth: usize) -> Vec<u16> {
-    assert!(values.len() == rows * cols && depth >= cols && rows_out >= rows);
+fn to_bf16_tiles(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    rows_out: usize,
+    depth: usize,
+) -> Vec<u16> {
+    assert!(values.len() == rows * cols && depth >= cols && depth.is_multiple_of(DEPTH));
+    assert!(rows_out >= rows && rows_out.is_multiple_of(TILE));
     let mut out = vec![0u16; rows_out * depth];
-    const ROWS_PER_TASK: usize = 64;
-    out.par_chunks_mut(ROWS_PER_TASK * depth)
-        .zip(values.par_chunks(ROWS_PER_TASK * cols))
+    const GROUPS_PER_TASK: usize = 4;
+    out.par_chunks_mut(GROUPS_PER_TASK * TILE * depth)
+        .enumerate()
         // (A closure inherits this function's target features.)
-        .for_each(|(o, v)| {
-            for (o, v) in o.chunks_exact_mut(depth).zip(v.chunks_exact(cols)) {
-                round_row(v, o);
+        .for_each(|(task, groups)| {
+            for (g, group) in groups.chunks_exact_mut(TILE * depth).enumerate() {
+                let first = (task * GROUPS_PER_TASK + g) * TILE;
+                for i in 0..TILE.min(rows.saturating_sub(first)) {
+                    let row = &values[(first + i) * cols..(first + i + 1) * cols];
+                    for (kb, chunk) in row.chunks(DEPTH).enumerate() {
+                        let at = (kb * TILE + i) * DEPTH;
+                        round_row(chunk, &mut group[at..at + DEPTH]);
+                    }
+                }
             }
         });
     out
 }
 
-/// One row of [`to_bf16`] (`out.len() ≥ v.len()`).
+/// One row of [`to_bf16_tiles`]: `v` rounded into `out` (`out.len() ≥ v.len()`).
 #[target_feature(enable = "avx512f,avx512bf16")]
 fn round_row(v: &[f32], out: &mut [u16]) {
     assert!(out.len() >= v.len());
@@ -252,13 +268,22 @@ fn pack_row_pairs<W: PackedRows>(w: &W, pair: usize, tiles: &mut [u32]) {
     }
 }
 
-/// `y[t][j] = Σ_s a[t][s] · b(s, j)` for `t < m`, `j < cols` (`y` is `[m, cols]`): `a` is
-/// `[m_pad, depth]` bf16 (`m_pad` a multiple of 32, `depth` of 32). The outputs are taken 32
-/// at a time (a pair of 16-column groups), shared between the threads; `b` holds each pair's
-/// `2 × depth / 32` tiles in turn (the first group's then the second's), which stay in cache
-/// while every pair of 16-token tiles of `a` is multiplied with them: four 16 × 16
-/// output tiles summed in four tile registers over the whole depth, two tiles of `a` and two of
-/// `b` loaded per 32 steps for four `tdpbf16ps`.
+/// Bytes of `b`'s tiles that one task keeps in cache while it runs its rows against them (in
+/// the cores' 2 MiB L2, beside a block of rows of `a`).
+const PAIR_BLOCK_BYTES: usize = 512 * 1024;
+/// Rows of `a` one task runs against its pairs (in 32-row steps).
+const ROW_BLOCK: usize = 256;
+
+/// `y[t][j] = Σ_s a[t][s] · b(s, j)` for `t < m`, `j < cols` (`y` is `[m, cols]`): `a` as
+/// [`to_bf16_tiles`] lays it out (`m_pad` rows, a multiple of 32; `depth` a multiple of 32),
+/// `b` each pair of 16-column groups' `2 × depth / 32` tiles in turn (the first group's then the
+/// second's).
+///
+/// The work is cut into blocks of rows by blocks of pairs, one task each, so that a block of
+/// `b`'s tiles stays in cache while each 32-row step of `a` meets every pair of it, and that
+/// step's tiles while it does: four 16 × 16 output tiles summed in four tile registers over the
+/// whole depth, two tiles of `a` and two of `b` loaded per 32 steps for four `tdpbf16ps`, then
+/// stored straight into `y` (through a scratch tile where `cols` is not a multiple of 32).
 ///
 /// # Safety
 /// [`available`] must have returned true.
@@ -271,31 +296,46 @@ unsafe fn tile_product(
     let kblocks = depth / DEPTH;
     assert!(m_pad.is_multiple_of(2 * TILE) && m <= m_pad && depth.is_multiple_of(DEPTH));
     let per_pair = 2 * kblocks * TILE_ELEMS;
-    assert!(a.len() == m_pad * depth && b.len() == cols.div_ceil(2 * TILE) * per_pair);
-    let mut y = vec![0f32; m * cols];
-    let out = Shared(y.as_mut_ptr());
     let pairs = cols.div_ceil(2 * TILE);
-    let per_task = pairs
-        .div_ceil(4 * rayon::current_num_threads().max(1))
-        .max(1);
-    let (a_stride, b_stride) = (depth * 2, TILE * 4);
-    (0..pairs.div_ceil(per_task))
+    assert!(a.len() == m_pad * depth && b.len() == pairs * per_pair);
+    let steps = m_pad / (2 * TILE);
+    // Blocks as large as the caches allow, in a number of tasks that the threads share evenly
+    // (a multiple of their number where the pairs allow, else more, smaller blocks of rows).
+    let threads = rayon::current_num_threads().max(1);
+    let step_block = (ROW_BLOCK / (2 * TILE)).min(steps);
+    let step_blocks = steps.div_ceil(step_block);
+    let most_pairs = (PAIR_BLOCK_BYTES / (4 * per_pair)).clamp(1, pairs);
+    let mut pair_blocks = pairs.div_ceil(most_pairs);
+    if !(step_blocks * pair_blocks).is_multiple_of(threads) {
+        pair_blocks = pair_blocks.next_multiple_of(threads).min(pairs);
+    }
+    let pair_block = pairs.div_ceil(pair_blocks);
+    let pair_blocks = pairs.div_ceil(pair_block);
+    // Whole output tiles are stored straight into `y`; otherwise each tile goes through `sums`.
+    let direct = cols.is_multiple_of(2 * TILE);
+    let mut y: Vec<f32> = Vec::with_capacity(m_pad * cols);
+    let out = Shared(y.as_mut_ptr());
+    let y_stride = cols * 4;
+    (0..step_blocks * pair_blocks)
         .into_par_iter()
         .for_each(|task| {
+            let (sb, pb) = (task / pair_blocks, task % pair_blocks);
             // SAFETY: AMX as the caller guarantees.
             let _tiles = unsafe { Tiles::configure() };
             let mut sums = [[0f32; TILE_ELEMS]; 4];
-            for pair in task * per_task..((task + 1) * per_task).min(pairs) {
-                let b0 = b[pair * per_pair..].as_ptr();
-                // SAFETY: the pair's second group's tiles follow its first's, within `b`.
-                let b1 = unsafe { b0.add(kblocks * TILE_ELEMS) };
-                for t0 in (0..m).step_by(2 * TILE) {
-                    let a0 = a[t0 * depth..].as_ptr();
-                    // SAFETY: tokens `t0 .. t0 + 32 ≤ m_pad` are rows of `a`; each tile load
-                    // reads 16 rows of 64 bytes at the strides given, within `a` and `b`
-                    // (asserted above); the tiles were configured on this thread.
+            for step in sb * step_block..((sb + 1) * step_block).min(steps) {
+                let t0 = step * 2 * TILE;
+                // The two 16-row groups of this step: each `kblocks` tiles of 512 values.
+                let a0 = a[t0 * depth..].as_ptr();
+                for pair in pb * pair_block..((pb + 1) * pair_block).min(pairs) {
+                    let b0 = b[pair * per_pair..].as_ptr();
+                    // SAFETY: every pointer below stays within `a`, `b` (asserted above) or
+                    // `y`'s capacity (`m_pad × cols`; a direct store writes rows `t0 ..
+                    // t0 + 32 ≤ m_pad`, columns `32 pair .. 32 pair + 32 ≤ cols`); each tile
+                    // load reads 16 rows of 64 bytes; the tiles were configured on this thread.
                     unsafe {
                         let a1 = a0.add(TILE * depth);
+                        let b1 = b0.add(kblocks * TILE_ELEMS);
                         asm!(
                             "tilezero tmm0",
                             "tilezero tmm1",
@@ -305,22 +345,37 @@ unsafe fn tile_product(
                         );
                         for kb in 0..kblocks {
                             asm!(
-                                "tileloadd tmm4, [{a0} + {sa}*1]",
-                                "tileloadd tmm6, [{b0} + {sb}*1]",
-                                "tileloadd tmm5, [{a1} + {sa}*1]",
-                                "tileloadd tmm7, [{b1} + {sb}*1]",
+                                "tileloadd tmm4, [{a0} + {s}*1]",
+                                "tileloadd tmm6, [{b0} + {s}*1]",
+                                "tileloadd tmm5, [{a1} + {s}*1]",
+                                "tileloadd tmm7, [{b1} + {s}*1]",
                                 "tdpbf16ps tmm0, tmm4, tmm6",
                                 "tdpbf16ps tmm1, tmm4, tmm7",
                                 "tdpbf16ps tmm2, tmm5, tmm6",
                                 "tdpbf16ps tmm3, tmm5, tmm7",
-                                a0 = in(reg) a0.add(kb * DEPTH),
-                                a1 = in(reg) a1.add(kb * DEPTH),
+                                a0 = in(reg) a0.add(kb * TILE * DEPTH),
+                                a1 = in(reg) a1.add(kb * TILE * DEPTH),
                                 b0 = in(reg) b0.add(kb * TILE_ELEMS),
                                 b1 = in(reg) b1.add(kb * TILE_ELEMS),
-                                sa = in(reg) a_stride,
-                                sb = in(reg) b_stride,
+                                s = in(reg) 64usize,
                                 options(nostack, readonly),
                             );
+                        }
+                        if direct {
+                            let y0 = out.at(t0 * cols + pair * 2 * TILE);
+                            asm!(
+                                "tilestored [{y0} + {st}*1], tmm0",
+                                "tilestored [{y1} + {st}*1], tmm1",
+                                "tilestored [{y2} + {st}*1], tmm2",
+                                "tilestored [{y3} + {st}*1], tmm3",
+                                y0 = in(reg) y0,
+                                y1 = in(reg) y0.add(TILE),
+                                y2 = in(reg) y0.add(TILE * cols),
+                                y3 = in(reg) y0.add(TILE * cols + TILE),
+                                st = in(reg) y_stride,
+                                options(nostack),
+                            );
+                            continue;
                         }
                         asm!(
                             "tilestored [{s0} + {st}*1], tmm0",
@@ -331,25 +386,21 @@ unsafe fn tile_product(
                             s1 = in(reg) sums[1].as_mut_ptr(),
                             s2 = in(reg) sums[2].as_mut_ptr(),
                             s3 = in(reg) sums[3].as_mut_ptr(),
-                            st = in(reg) b_stride,
+                            st = in(reg) 64usize,
                             options(nostack),
                         );
                     }
-                    // Tile `q`: tokens from `t0 + 16 (q / 2)`, the outputs of group `q % 2`.
+                    // Tile `q`: rows from `t0 + 16 (q / 2)`, the outputs of group `q % 2`.
                     for (q, sum) in sums.iter().enumerate() {
-                        let first_token = t0 + (q / 2) * TILE;
                         let first_col = (2 * pair + q % 2) * TILE;
                         if first_col >= cols {
                             continue;
                         }
                         let width = (cols - first_col).min(TILE);
                         for (r, row) in sum.chunks_exact(TILE).enumerate() {
-                            let t = first_token + r;
-                            if t >= m {
-                                break;
-                            }
-                            // SAFETY: `y` is `[m, cols]`; this task alone writes the columns of
-                            // its pairs.
+                            let t = t0 + (q / 2) * TILE + r;
+                            // SAFETY: `t < m_pad`, `first_col + width ≤ cols`: within `y`'s
+                            // capacity; this task alone writes these rows' columns.
                             unsafe {
                                 std::ptr::copy_nonoverlapping(
                                     row.as_ptr(),
@@ -362,6 +413,10 @@ unsafe fn tile_product(
                 }
             }
         });
+    // SAFETY: the tasks wrote every element of rows `0 .. m_pad` (every step, every pair, every
+    // column of each; rows past `m` hold sums of the zero rows of `a`).
+    unsafe { y.set_len(m_pad * cols) };
+    y.truncate(m * cols);
     y
 }
 
@@ -385,7 +440,7 @@ pub(super) unsafe fn matmul_wt<W: PackedRows>(x: &[f32], m: usize, w: &W) -> Vec
     let m_pad = m.next_multiple_of(2 * TILE);
     let per_pair = 2 * (k / DEPTH) * TILE_ELEMS;
     // SAFETY: AVX-512F and AVX512-BF16, which `available` checked.
-    let a = unsafe { to_bf16(x, m, k, m_pad, k) };
+    let a = unsafe { to_bf16_tiles(x, m, k, m_pad, k) };
     // SAFETY: as above.
     let pack = |pair: usize, tiles: &mut [u32]| unsafe { pack_rows_transposed(w, pair, tiles) };
     let b = w
@@ -406,7 +461,7 @@ pub(super) unsafe fn matmul_w<W: PackedRows>(g: &[f32], m: usize, w: &W) -> Vec<
     let (m_pad, depth) = (m.next_multiple_of(2 * TILE), n.next_multiple_of(DEPTH));
     let per_pair = 2 * (depth / DEPTH) * TILE_ELEMS;
     // SAFETY: AVX-512F and AVX512-BF16, which `available` checked.
-    let a = unsafe { to_bf16(g, m, n, m_pad, depth) };
+    let a = unsafe { to_bf16_tiles(g, m, n, m_pad, depth) };
     // SAFETY: as above.
     let pack = |pair: usize, tiles: &mut [u32]| unsafe { pack_row_pairs(w, pair, tiles) };
     let b = w
