@@ -6,16 +6,43 @@
 use std::collections::HashMap;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use llama::TokenBatch;
+use llama::{ForwardContext, KeyValue, TokenBatch};
 
 use crate::batching::passes_by_length;
 use crate::error::Result;
 use crate::intervention::PlacedIntervention;
 use crate::lm::LanguageModel;
 use crate::pair::Pair;
-use crate::prefix::{Prefix, prefix_groups};
+use crate::prefix::{LanePass, Prefix, prefix_groups, run_together};
 use crate::run::{self, Cell, Edit, Keep, Trace};
 use crate::site::{Component, Site};
+
+/// One pass of reads ([`LanguageModel::stream_reads`]): whole prompts, or the own tokens
+/// after a shared beginning.
+struct ReadPass<'a> {
+    beginning: Option<&'a Prefix>,
+    ctx: ForwardContext,
+    h: Tensor<3>,
+    /// Each row's last token's column in `h`.
+    last: Vec<usize>,
+    /// Each row's prompt.
+    reads: Vec<usize>,
+}
+
+impl LanePass for ReadPass<'_> {
+    fn ctx(&self) -> &ForwardContext {
+        &self.ctx
+    }
+
+    fn h(&self) -> &Tensor<3> {
+        &self.h
+    }
+
+    fn prefix(&self) -> Option<(Vec<KeyValue>, usize)> {
+        self.beginning
+            .map(|b| (b.repeated(self.last.len()), b.len()))
+    }
+}
 
 impl LanguageModel {
     /// The source vectors of the pairs at `site`: for each pair, for each of its edited tokens
@@ -62,6 +89,14 @@ impl LanguageModel {
                 .iter()
                 .map(|&w| Tensor::zeros([0, w], &self.device()))
                 .collect());
+        }
+        if sites.iter().all(|s| *s == Site::block_output(top)) {
+            let (vectors, rank) = self.stream_reads(top, &distinct)?;
+            let slot: Vec<i64> = slot.into_iter().map(|i| rank[i] as i64).collect();
+            let n = slot.len();
+            let slot = Tensor::<1, Int>::from_data(TensorData::new(slot, [n]), &self.device());
+            let read = vectors.select(0, slot);
+            return Ok(vec![read; sites.len()]);
         }
         let mut components: Vec<Component> = sites.iter().map(|s| s.component).collect();
         components.dedup();
@@ -134,6 +169,71 @@ impl LanguageModel {
             .into_iter()
             .map(|passes| Tensor::cat(passes, 0).select(0, slot.clone()))
             .collect())
+    }
+
+    /// The stream leaving block `top` at each prompt's last token (`[reads, hidden]`, in the
+    /// order read) and, for each prompt, its row there: [`LanguageModel::source_vectors_at`]
+    /// where every site is that block's output. Prompts that begin alike run their beginning
+    /// once, and all passes run several at a time ([`run_together`]).
+    fn stream_reads(&self, top: usize, prompts: &[&[u32]]) -> Result<(Tensor<2>, Vec<usize>)> {
+        let model = &self.model;
+        let blocks = 0..(top + 1).min(model.n_layers());
+        let stop = Some(self.stop_flag());
+        let groups = prefix_groups(prompts);
+        let mut beginnings = Vec::new();
+        for group in groups.iter().filter(|g| g.len > 0) {
+            let beginning = &prompts[group.members[0]][..group.len];
+            let below = Prefix::run(model, beginning, blocks.clone(), stop)?;
+            beginnings.push((below, group.members.clone()));
+        }
+        let mut passes = Vec::new();
+        for (below, members) in &beginnings {
+            let tails: Vec<&[u32]> = members.iter().map(|&i| prompts[i]).collect();
+            for pass in below.tail_passes(model, &tails)? {
+                // The own tokens' last column, and which prompts the rows are.
+                let last: Vec<usize> = pass.lengths.iter().map(|l| l - 1).collect();
+                let reads = pass.members.iter().map(|&m| members[m]).collect();
+                passes.push(ReadPass {
+                    beginning: Some(below),
+                    ctx: pass.queries,
+                    h: pass.h,
+                    last,
+                    reads,
+                });
+            }
+        }
+        for group in groups.into_iter().filter(|g| g.len == 0) {
+            for chunk in passes_by_length(group.members, |i| prompts[i].len()) {
+                let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].to_vec()).collect();
+                let batch = TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device());
+                let last = (0..rows.len())
+                    .map(|r| batch.column(r, rows[r].len() - 1))
+                    .collect();
+                passes.push(ReadPass {
+                    beginning: None,
+                    ctx: model.context(&batch),
+                    h: model.embed(batch.ids),
+                    last,
+                    reads: chunk,
+                });
+            }
+        }
+        let mut rank = vec![0; prompts.len()];
+        let mut vectors = Vec::new();
+        run_together(model, blocks, passes, stop, |pass, h| {
+            let [_, _, d] = h.dims();
+            for (row, (&column, &read)) in pass.last.iter().zip(&pass.reads).enumerate() {
+                rank[read] = vectors.len();
+                vectors.push(
+                    h.clone()
+                        .narrow(0, row, 1)
+                        .narrow(1, column, 1)
+                        .reshape([1, d]),
+                );
+            }
+            Ok(())
+        })?;
+        Ok((Tensor::cat(vectors, 0), rank))
     }
 
     /// The cells of a batch that the pairs edit: every edited token of pair `r`, at its column

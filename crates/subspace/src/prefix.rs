@@ -14,7 +14,8 @@ use llama::{ForwardContext, KeyValue, Llama, TokenBatch};
 
 use crate::batching::passes_by_length;
 use crate::error::{Result, SubspaceError};
-use crate::run::{Blocks, Keep, Window};
+use crate::lm::TOKENS_PER_FORWARD;
+use crate::run::{Blocks, Keep, Lane, Window, run_lanes};
 use crate::stop::StopFlag;
 
 /// Shortest beginning worth sharing, in tokens.
@@ -215,9 +216,8 @@ impl Prefix {
     }
 
     /// Runs the prompts' own tokens after this beginning (each prompt must start with it and
-    /// have at least one token more) through the same blocks as [`Prefix::run`]'s, in passes of
-    /// about [`crate::lm::TOKENS_PER_FORWARD`] tokens, prompts of near lengths together
-    /// ([`passes_by_length`]); `keep` says what else to keep. Returns one [`Tails`] per pass
+    /// have at least one token more) through the same blocks as [`Prefix::run`]'s, in the passes
+    /// of [`Prefix::tail_passes`]; `keep` says what else to keep. Returns one [`Tails`] per pass
     /// with the prompts' indices in `prompts`.
     pub(crate) fn tails(
         &self,
@@ -227,6 +227,24 @@ impl Prefix {
         keep: Keep,
         stop: Option<&StopFlag>,
     ) -> Result<Vec<Tails>> {
+        let mut out = Vec::new();
+        for pass in self.tail_passes(model, prompts)? {
+            let prefix = self.repeated(pass.members.len());
+            let ran = Blocks::new(layers.clone())
+                .after(Some(pass.window(&prefix)))
+                .keeping(keep)
+                .stopped_by(stop)
+                .run(model, &pass.queries, pass.h.clone())?;
+            out.push(pass.ran(ran));
+        }
+        Ok(out)
+    }
+
+    /// The passes that run the prompts' own tokens after this beginning (each prompt must start
+    /// with it and have at least one token more), prepared but not run: about
+    /// [`crate::lm::TOKENS_PER_FORWARD`] tokens each, prompts of near lengths together
+    /// ([`passes_by_length`]), their rows right-padded.
+    pub(crate) fn tail_passes(&self, model: &Llama, prompts: &[&[u32]]) -> Result<Vec<TailPass>> {
         let p = self.len();
         if let Some(t) = prompts
             .iter()
@@ -255,23 +273,55 @@ impl Prefix {
             let batch = TokenBatch::new(&ids, 0, &model.device());
             let ctx = model.context(&batch);
             let own = batch.ids.narrow(1, p, s - p);
-            let prefix = self.repeated(members.len());
-            let ran = Blocks::new(layers.clone())
-                .after(Some(Window {
-                    from: p,
-                    prefix: &prefix,
-                }))
-                .keeping(keep)
-                .stopped_by(stop)
-                .run(model, &ctx.queries_from(p), model.embed(own))?;
-            out.push(Tails {
+            out.push(TailPass {
                 lengths: members.iter().map(|&i| prompts[i].len() - p).collect(),
                 members,
-                ran,
+                queries: ctx.queries_from(p),
                 ctx,
+                h: model.embed(own),
+                from: p,
             });
         }
         Ok(out)
+    }
+}
+
+/// One pass of prompts' own tokens after a shared beginning, before it runs
+/// ([`Prefix::tail_passes`]): alone ([`Prefix::tails`]) or beside others as lanes of one run
+/// ([`crate::run::run_lanes`]).
+pub(crate) struct TailPass {
+    /// The pass's prompts, as indices into those given to [`Prefix::tail_passes`].
+    pub(crate) members: Vec<usize>,
+    /// Each row's own tokens (the rest is padding).
+    pub(crate) lengths: Vec<usize>,
+    /// The pass's context over all its columns, the beginning's included.
+    ctx: ForwardContext,
+    /// The same context with the own columns as queries: what the blocks run with.
+    pub(crate) queries: ForwardContext,
+    /// `[rows, longest own, hidden]`: the own tokens' embeddings.
+    pub(crate) h: Tensor<3>,
+    /// The beginning's length: the first own column.
+    from: usize,
+}
+
+impl TailPass {
+    /// The beginning's columns before this pass's, given its keys/values repeated for the
+    /// pass's rows ([`Prefix::repeated`]).
+    pub(crate) fn window<'a>(&self, prefix: &'a [KeyValue]) -> Window<'a> {
+        Window {
+            from: self.from,
+            prefix,
+        }
+    }
+
+    /// The pass, once `ran` is what its blocks returned.
+    pub(crate) fn ran(self, ran: crate::run::Ran) -> Tails {
+        Tails {
+            members: self.members,
+            lengths: self.lengths,
+            ran,
+            ctx: self.ctx,
+        }
     }
 }
 
@@ -286,6 +336,62 @@ pub(crate) struct Tails {
     pub(crate) ran: crate::run::Ran,
     /// The pass's context over all its columns, the beginning's included.
     ctx: ForwardContext,
+}
+
+/// A batch of prompts ready for the blocks (whole prompts, or the own tokens after a shared
+/// beginning), to run beside others ([`run_together`]).
+pub(crate) trait LanePass {
+    /// Its context, its queries the columns run.
+    fn ctx(&self) -> &ForwardContext;
+    /// `[rows, columns run, hidden]`: the stream entering the first block.
+    fn h(&self) -> &Tensor<3>;
+    /// For the own tokens after a beginning: the beginning's keys/values repeated for the rows,
+    /// and its length.
+    fn prefix(&self) -> Option<(Vec<KeyValue>, usize)>;
+}
+
+/// Runs `passes` through blocks `layers` several at a time, as lanes of one run
+/// ([`run_lanes`]) of about [`TOKENS_PER_FORWARD`] tokens: passes of different beginnings and
+/// lengths then share each block's projections and MLP, products of thousands of rows instead
+/// of a few dozen. Calls `done` with each pass, in order, and its stream leaving the last block.
+pub(crate) fn run_together<P: LanePass>(
+    model: &Llama,
+    layers: Range<usize>,
+    passes: Vec<P>,
+    stop: Option<&StopFlag>,
+    mut done: impl FnMut(P, Tensor<3>) -> Result<()>,
+) -> Result<()> {
+    let mut rest = passes.into_iter().peekable();
+    while rest.peek().is_some() {
+        let mut together = Vec::new();
+        let mut tokens = 0;
+        while let Some(pass) = rest.next_if(|_| tokens < TOKENS_PER_FORWARD) {
+            let [rows, columns, _] = pass.h().dims();
+            tokens += rows * columns;
+            together.push(pass);
+        }
+        let prefixes: Vec<Option<(Vec<KeyValue>, usize)>> =
+            together.iter().map(LanePass::prefix).collect();
+        let lanes = together
+            .iter()
+            .zip(&prefixes)
+            .map(|(pass, prefix)| Lane {
+                ctx: pass.ctx(),
+                h: pass.h().clone(),
+                window: prefix.as_ref().map(|(kv, from)| Window {
+                    from: *from,
+                    prefix: kv,
+                }),
+                edits: &[],
+            })
+            .collect();
+        let streams = run_lanes(model, layers.clone(), lanes, stop)?;
+        drop(prefixes);
+        for (pass, h) in together.into_iter().zip(streams) {
+            done(pass, h)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -119,6 +119,18 @@ pub struct Ran {
     pub patterns: Vec<Tensor<4>>,
 }
 
+impl Ran {
+    /// A run that kept nothing but its stream `h`.
+    pub(crate) fn stream(h: Tensor<3>) -> Ran {
+        Ran {
+            h,
+            components: Vec::new(),
+            cache: Vec::new(),
+            patterns: Vec::new(),
+        }
+    }
+}
+
 /// Columns computed before the ones being run: their first column and, per block of the run,
 /// their keys/values. Columns before an edit cannot change (attention is causal), so training
 /// computes them once; generation extends them by one column a token.

@@ -24,8 +24,8 @@ use crate::batching::{length_groups, passes_by_length};
 use crate::error::{Result, SubspaceError};
 use crate::lm::{LanguageModel, Prompt};
 use crate::pair::{Example, Pair};
-use crate::prefix::{Prefix, prefix_groups};
-use crate::run::{Blocks, Cell, Keep};
+use crate::prefix::{LanePass, Prefix, TailPass, Tails, prefix_groups, run_together};
+use crate::run::{Blocks, Cell, Keep, Ran};
 use crate::site::{Component, Site};
 
 /// One distinct base prompt's states from the site up.
@@ -150,31 +150,79 @@ impl SiteCache {
         // Prompts that begin alike (few-shot demonstrations) run their beginning once; the
         // others run whole, sorted by length so that the passes pad little.
         let ids: Vec<&[u32]> = distinct.iter().map(|(p, _)| p.ids.as_slice()).collect();
-        let mut bases: Vec<Option<BaseState>> = vec![None; distinct.len()];
-        for group in prefix_groups(&ids) {
-            if group.len > 0 {
-                let members: Vec<&[u32]> = group.members.iter().map(|&i| ids[i]).collect();
-                let states = shared_base_states(
-                    lm,
-                    entry.layer,
-                    &ids[group.members[0]][..group.len],
-                    &members,
-                    |r| distinct[group.members[r]].1,
-                )?;
-                for (state, &i) in states.into_iter().zip(&group.members) {
-                    bases[i] = Some(state);
-                }
-                continue;
+        let kept = |i: usize| distinct[i].1;
+        let model = &lm.model;
+        let stop = Some(lm.stop_flag());
+        let groups = prefix_groups(&ids);
+        let mut beginnings: Vec<Beginning> = Vec::new();
+        for group in groups.iter().filter(|g| g.len > 0) {
+            let below = Prefix::run(
+                model,
+                &ids[group.members[0]][..group.len],
+                0..entry.layer,
+                stop,
+            )?;
+            let above = below.continued(model, entry.layer..model.n_layers(), stop)?;
+            beginnings.push(Beginning {
+                members: group.members.clone(),
+                below,
+                above,
+            });
+        }
+        let mut passes: Vec<BelowPass> = Vec::new();
+        for b in &beginnings {
+            let members: Vec<&[u32]> = b.members.iter().map(|&i| ids[i]).collect();
+            for pass in b.below.tail_passes(model, &members)? {
+                passes.push(BelowPass::Tails(b, Box::new(pass)));
             }
+        }
+        for group in groups.into_iter().filter(|g| g.len == 0) {
             for chunk in passes_by_length(group.members, |i| distinct[i].0.len()) {
                 let prompts: Vec<&Prompt> = chunk.iter().map(|&i| distinct[i].0).collect();
-                for (state, &i) in base_states(lm, entry.layer, &prompts, |r| distinct[chunk[r]].1)?
-                    .into_iter()
-                    .zip(&chunk)
-                {
-                    bases[i] = Some(state);
+                let batch = lm.batch(&prompts);
+                let ctx = model.context(&batch);
+                let h = model.embed(batch.ids.clone());
+                passes.push(BelowPass::Whole(Box::new(WholePass {
+                    chunk,
+                    batch,
+                    ctx,
+                    h,
+                })));
+            }
+        }
+        // The blocks below the entry block over every pass, several at once
+        // ([`run_together`]); then, pass by pass, the keys/values above it that batches take.
+        let mut bases: Vec<Option<BaseState>> = vec![None; distinct.len()];
+        run_together(model, 0..entry.layer, passes, stop, |pass, h| {
+            match pass {
+                BelowPass::Tails(b, pass) => {
+                    let tails = pass.ran(Ran::stream(h));
+                    let kept_of = |r: usize| kept(b.members[r]);
+                    for (r, state) in shared_base_states(lm, entry.layer, b, &tails, &ids, kept_of)?
+                    {
+                        bases[b.members[r]] = Some(state);
+                    }
+                }
+                BelowPass::Whole(whole) => {
+                    let WholePass {
+                        chunk, batch, ctx, ..
+                    } = *whole;
+                    let prompts: Vec<&Prompt> = chunk.iter().map(|&i| distinct[i].0).collect();
+                    let states = base_states(lm, entry.layer, &prompts, &batch, &ctx, h, |r| {
+                        kept(chunk[r])
+                    })?;
+                    for (state, &i) in states.into_iter().zip(&chunk) {
+                        bases[i] = Some(state);
+                    }
                 }
             }
+            Ok(())
+        })?;
+        // Every prompt lands in exactly one pass.
+        if bases.iter().any(Option::is_none) {
+            return Err(SubspaceError::Data(
+                "a prompt missed its pass below the site".into(),
+            ));
         }
         Ok(SiteCache {
             entry,
@@ -339,22 +387,20 @@ impl SiteCache {
     }
 }
 
-/// One batched pass of `prompts` (left-padded): each one's stream entering block `entry` and
-/// its keys/values from that block up, of its first `kept(row)` tokens.
+/// One batched pass of `prompts` (left-padded as `batch`, its context `ctx`), after the blocks
+/// below `entry` ran (`h`, the stream entering it): each one's stream entering block `entry`
+/// and its keys/values from that block up, of its first `kept(row)` tokens.
 fn base_states(
     lm: &LanguageModel,
     entry: usize,
     prompts: &[&Prompt],
+    batch: &TokenBatch,
+    ctx: &ForwardContext,
+    h: Tensor<3>,
     kept: impl Fn(usize) -> usize,
 ) -> Result<Vec<BaseState>> {
     let model = &lm.model;
     let stop = Some(lm.stop_flag());
-    let batch = lm.batch(prompts);
-    let ctx = model.context(&batch);
-    let h = Blocks::new(0..entry)
-        .stopped_by(stop)
-        .run(model, &ctx, model.embed(batch.ids.clone()))?
-        .h;
     // Keys/values above the site only for the columns a batch can take from the cache.
     let longest_kept = (0..prompts.len())
         .map(|r| batch.padding[r] + kept(r))
@@ -407,91 +453,138 @@ fn base_states(
         .collect())
 }
 
-/// [`base_states`] of prompts that all begin with `beginning` (see [`crate::prefix`]): the
-/// beginning runs once, below the site and above it, and each prompt then runs only its own
-/// tokens below the site, and above it those of its first `kept(row)` that are its own.
+/// A shared beginning ([`crate::prefix`]): the examples' distinct prompts that begin with it
+/// (`members`), and its keys/values below the entry block and from it up.
+struct Beginning {
+    members: Vec<usize>,
+    below: Prefix,
+    above: Prefix,
+}
+
+/// One pass below the entry block, planned before any runs.
+enum BelowPass<'a> {
+    /// Prompts' own tokens after a shared beginning.
+    Tails(&'a Beginning, Box<TailPass>),
+    Whole(Box<WholePass>),
+}
+
+/// Whole prompts (`chunk`, indices into the distinct prompts), left-padded as `batch`; `h`
+/// their embeddings.
+struct WholePass {
+    chunk: Vec<usize>,
+    batch: TokenBatch,
+    ctx: ForwardContext,
+    h: Tensor<3>,
+}
+
+impl LanePass for BelowPass<'_> {
+    fn ctx(&self) -> &ForwardContext {
+        match self {
+            BelowPass::Tails(_, pass) => &pass.queries,
+            BelowPass::Whole(whole) => &whole.ctx,
+        }
+    }
+
+    fn h(&self) -> &Tensor<3> {
+        match self {
+            BelowPass::Tails(_, pass) => &pass.h,
+            BelowPass::Whole(whole) => &whole.h,
+        }
+    }
+
+    fn prefix(&self) -> Option<(Vec<KeyValue>, usize)> {
+        match self {
+            BelowPass::Tails(b, pass) => {
+                Some((b.below.repeated(pass.members.len()), b.below.len()))
+            }
+            BelowPass::Whole(_) => None,
+        }
+    }
+}
+
+/// [`base_states`] of one pass of prompts that begin with `beginning`, after the blocks below
+/// the entry block ran their own tokens (`tails`): the beginning's columns come from the
+/// beginning, above the site too; each prompt's own kept tokens' keys/values above it run here.
+/// Returns each row's member index (into `beginning.members`) and state.
 fn shared_base_states(
     lm: &LanguageModel,
     entry: usize,
-    beginning: &[u32],
-    prompts: &[&[u32]],
+    beginning: &Beginning,
+    tails: &Tails,
+    ids: &[&[u32]],
     kept: impl Fn(usize) -> usize,
-) -> Result<Vec<BaseState>> {
+) -> Result<Vec<(usize, BaseState)>> {
     let model = &lm.model;
     let stop = Some(lm.stop_flag());
-    let p = beginning.len();
-    let below = Prefix::run(model, beginning, 0..entry, stop)?;
-    let above = below.continued(model, entry..model.n_layers(), stop)?;
+    let (below, above) = (&beginning.below, &beginning.above);
+    let p = below.len();
     let [_, _, d] = below.h.dims();
     let (kv_heads, hd) = (model.config.n_kv_heads(), model.config.head_dim());
-    let mut states: Vec<Option<BaseState>> = vec![None; prompts.len()];
-    for tails in below.tails(model, prompts, 0..entry, Keep::default(), stop)? {
-        let rows = tails.lengths.len();
-        let kept_of = |r: usize| kept(tails.members[r]);
-        // Keys/values above the site of the prompts' own kept tokens, if any keeps one.
-        let own_kept = (0..rows)
-            .map(|r| kept_of(r).saturating_sub(p))
-            .max()
-            .unwrap_or(0);
-        let cache = if own_kept == 0 {
+    let mut states = Vec::with_capacity(tails.lengths.len());
+    let rows = tails.lengths.len();
+    let kept_of = |r: usize| kept(tails.members[r]);
+    // Keys/values above the site of the prompts' own kept tokens, if any keeps one.
+    let own_kept = (0..rows)
+        .map(|r| kept_of(r).saturating_sub(p))
+        .max()
+        .unwrap_or(0);
+    let cache = if own_kept == 0 {
+        Vec::new()
+    } else {
+        above.tail_cache(model, tails, entry..model.n_layers(), own_kept, stop)?
+    };
+    for r in 0..rows {
+        let (len, kept) = (tails.lengths[r], kept_of(r));
+        let h = Tensor::cat(
+            vec![
+                below.h.clone().reshape([p, d]),
+                tails
+                    .ran
+                    .h
+                    .clone()
+                    .narrow(0, r, 1)
+                    .narrow(1, 0, len)
+                    .reshape([len, d]),
+            ],
+            0,
+        );
+        let kv = if kept == 0 {
             Vec::new()
+        } else if kept <= p {
+            above
+                .kv
+                .iter()
+                .map(|c| {
+                    let cut =
+                        |t: &Tensor<4>| t.clone().narrow(2, 0, kept).reshape([kv_heads, kept, hd]);
+                    (cut(&c.k), cut(&c.v))
+                })
+                .collect()
         } else {
-            above.tail_cache(model, &tails, entry..model.n_layers(), own_kept, stop)?
+            cache
+                .iter()
+                .map(|c| {
+                    let cut = |t: &Tensor<4>| {
+                        t.clone()
+                            .narrow(0, r, 1)
+                            .narrow(2, 0, kept)
+                            .reshape([kv_heads, kept, hd])
+                    };
+                    (cut(&c.k), cut(&c.v))
+                })
+                .collect()
         };
-        for r in 0..rows {
-            let (len, kept) = (tails.lengths[r], kept_of(r));
-            let h = Tensor::cat(
-                vec![
-                    below.h.clone().reshape([p, d]),
-                    tails
-                        .ran
-                        .h
-                        .clone()
-                        .narrow(0, r, 1)
-                        .narrow(1, 0, len)
-                        .reshape([len, d]),
-                ],
-                0,
-            );
-            let kv = if kept == 0 {
-                Vec::new()
-            } else if kept <= p {
-                above
-                    .kv
-                    .iter()
-                    .map(|c| {
-                        let cut = |t: &Tensor<4>| {
-                            t.clone().narrow(2, 0, kept).reshape([kv_heads, kept, hd])
-                        };
-                        (cut(&c.k), cut(&c.v))
-                    })
-                    .collect()
-            } else {
-                cache
-                    .iter()
-                    .map(|c| {
-                        let cut = |t: &Tensor<4>| {
-                            t.clone()
-                                .narrow(0, r, 1)
-                                .narrow(2, 0, kept)
-                                .reshape([kv_heads, kept, hd])
-                        };
-                        (cut(&c.k), cut(&c.v))
-                    })
-                    .collect()
-            };
-            states[tails.members[r]] = Some(BaseState {
-                ids: prompts[tails.members[r]].to_vec(),
+        let member = tails.members[r];
+        states.push((
+            member,
+            BaseState {
+                ids: ids[beginning.members[member]].to_vec(),
                 h,
                 kv,
-            });
-        }
+            },
+        ));
     }
-    // Every prompt lands in exactly one pass.
-    states
-        .into_iter()
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| SubspaceError::Data("a prompt missed its pass below the site".into()))
+    Ok(states)
 }
 
 /// Where the blocks a batch runs begin, and the site its edit is made at there: `site` itself,
