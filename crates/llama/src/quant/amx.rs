@@ -361,34 +361,29 @@ unsafe fn tile_product(
                                 options(nostack, readonly),
                             );
                         }
-                        if direct {
+                        // The four tiles' destinations: their places in `y`, or `sums`.
+                        let (to, stride) = if direct {
                             let y0 = out.at(t0 * cols + pair * 2 * TILE);
-                            asm!(
-                                "tilestored [{y0} + {st}*1], tmm0",
-                                "tilestored [{y1} + {st}*1], tmm1",
-                                "tilestored [{y2} + {st}*1], tmm2",
-                                "tilestored [{y3} + {st}*1], tmm3",
-                                y0 = in(reg) y0,
-                                y1 = in(reg) y0.add(TILE),
-                                y2 = in(reg) y0.add(TILE * cols),
-                                y3 = in(reg) y0.add(TILE * cols + TILE),
-                                st = in(reg) y_stride,
-                                options(nostack),
-                            );
-                            continue;
-                        }
+                            let below = y0.add(TILE * cols);
+                            ([y0, y0.add(TILE), below, below.add(TILE)], y_stride)
+                        } else {
+                            (sums.each_mut().map(|s| s.as_mut_ptr()), 4 * TILE)
+                        };
                         asm!(
                             "tilestored [{s0} + {st}*1], tmm0",
                             "tilestored [{s1} + {st}*1], tmm1",
                             "tilestored [{s2} + {st}*1], tmm2",
                             "tilestored [{s3} + {st}*1], tmm3",
-                            s0 = in(reg) sums[0].as_mut_ptr(),
-                            s1 = in(reg) sums[1].as_mut_ptr(),
-                            s2 = in(reg) sums[2].as_mut_ptr(),
-                            s3 = in(reg) sums[3].as_mut_ptr(),
-                            st = in(reg) 64usize,
+                            s0 = in(reg) to[0],
+                            s1 = in(reg) to[1],
+                            s2 = in(reg) to[2],
+                            s3 = in(reg) to[3],
+                            st = in(reg) stride,
                             options(nostack),
                         );
+                    }
+                    if direct {
+                        continue;
                     }
                     // Tile `q`: rows from `t0 + 16 (q / 2)`, the outputs of group `q % 2`.
                     for (q, sum) in sums.iter().enumerate() {
