@@ -240,7 +240,7 @@ impl<'a> DasObjective<'a> {
     ) -> Result<(f32, Tensor<2>)> {
         let bound = exp_map::norm_bound(l)?;
         let leaf = l.clone().autodiff().require_grad();
-        let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound);
+        let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound)?;
         let loss = self.loss_tensor(&frame_intervention(frame), &self.batch(i)?)?;
         value_and_grad(loss, &leaf)
     }

@@ -121,7 +121,7 @@ impl Params {
                 });
             }
             if bound > exp_map::REBASE_ABOVE {
-                let folded = exp_map::exp_rows(base.clone(), l.clone(), bound);
+                let folded = exp_map::exp_rows(base.clone(), l.clone(), bound)?;
                 *base = retract(folded, device)?;
                 *l = l.zeros_like();
                 bound = 0.0;
@@ -130,7 +130,7 @@ impl Params {
         Ok(match self {
             Params::Exp { base, l } => {
                 let leaf = l.clone().autodiff().require_grad();
-                let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound);
+                let frame = exp_map::exp_rows(base.clone(), leaf.clone(), bound)?;
                 (
                     frame_intervention(frame),
                     Leaves {
@@ -214,7 +214,7 @@ impl Params {
     pub fn write_into(&self, intervention: &mut Intervention, temperature: f32) -> Result<()> {
         match (intervention, self) {
             (Intervention::Rotated(r), Params::Exp { base, l }) => {
-                let f = &exp_map::exp_rows(base.clone(), l.clone(), exp_map::norm_bound(l)?);
+                let f = &exp_map::exp_rows(base.clone(), l.clone(), exp_map::norm_bound(l)?)?;
                 let [k, d] = f.dims();
                 let frame: Vec<f64> = to_host(f.clone())?.into_iter().map(f64::from).collect();
                 let old: Vec<f64> = to_host(r.rotation.clone())?
