@@ -6,43 +6,15 @@
 use std::collections::HashMap;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use llama::{ForwardContext, KeyValue, TokenBatch};
+use llama::TokenBatch;
 
-use crate::batching::passes_by_length;
 use crate::error::Result;
 use crate::intervention::PlacedIntervention;
 use crate::lm::LanguageModel;
 use crate::pair::Pair;
-use crate::prefix::{LanePass, Prefix, prefix_groups, run_together};
+use crate::prefix::{Planned, PlannedPass, run_together};
 use crate::run::{self, Cell, Edit, Keep, Trace};
 use crate::site::{Component, Site};
-
-/// One pass of reads ([`LanguageModel::stream_reads`]): whole prompts, or the own tokens
-/// after a shared beginning.
-struct ReadPass<'a> {
-    beginning: Option<&'a Prefix>,
-    ctx: ForwardContext,
-    h: Tensor<3>,
-    /// Each row's last token's column in `h`.
-    last: Vec<usize>,
-    /// Each row's prompt.
-    reads: Vec<usize>,
-}
-
-impl LanePass for ReadPass<'_> {
-    fn ctx(&self) -> &ForwardContext {
-        &self.ctx
-    }
-
-    fn h(&self) -> &Tensor<3> {
-        &self.h
-    }
-
-    fn prefix(&self) -> Option<(Vec<KeyValue>, usize)> {
-        self.beginning
-            .map(|b| (b.repeated(self.last.len()), b.len()))
-    }
-}
 
 impl LanguageModel {
     /// The source vectors of the pairs at `site`: for each pair, for each of its edited tokens
@@ -139,28 +111,26 @@ impl LanguageModel {
             }
             Ok(())
         };
-        for group in prefix_groups(&distinct) {
-            if group.len > 0 {
-                let beginning = &distinct[group.members[0]][..group.len];
-                let prefix = Prefix::run(&self.model, beginning, blocks.clone(), stop)?;
-                let members: Vec<&[u32]> = group.members.iter().map(|&i| distinct[i]).collect();
-                for tails in prefix.tails(&self.model, &members, blocks.clone(), keep, stop)? {
-                    let last: Vec<usize> = tails.lengths.iter().map(|l| l - 1).collect();
-                    let reads: Vec<usize> =
-                        tails.members.iter().map(|&m| group.members[m]).collect();
-                    take(tails.ran.components, &last, &reads)?;
-                }
-                continue;
+        let planned = Planned::new(&self.model, &distinct, blocks.clone(), stop)?;
+        for shared in &planned.shared {
+            let members: Vec<&[u32]> = shared.members.iter().map(|&i| distinct[i]).collect();
+            for tails in shared
+                .prefix
+                .tails(&self.model, &members, blocks.clone(), keep, stop)?
+            {
+                let last: Vec<usize> = tails.lengths.iter().map(|l| l - 1).collect();
+                let reads: Vec<usize> = tails.members.iter().map(|&m| shared.members[m]).collect();
+                take(tails.ran.components, &last, &reads)?;
             }
-            for chunk in passes_by_length(group.members, |i| distinct[i].len()) {
-                let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| distinct[i].to_vec()).collect();
-                let batch = TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device());
-                let traced = run::trace_until(&self.model, &batch, top, &components, stop)?;
-                let last: Vec<usize> = (0..rows.len())
-                    .map(|r| batch.column(r, rows[r].len() - 1))
-                    .collect();
-                take(traced.layers, &last, &chunk)?;
-            }
+        }
+        for chunk in planned.whole_passes(&distinct) {
+            let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| distinct[i].to_vec()).collect();
+            let batch = TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device());
+            let traced = run::trace_until(&self.model, &batch, top, &components, stop)?;
+            let last: Vec<usize> = (0..rows.len())
+                .map(|r| batch.column(r, rows[r].len() - 1))
+                .collect();
+            take(traced.layers, &last, &chunk)?;
         }
         let slot: Vec<i64> = slot.into_iter().map(|i| rank[i] as i64).collect();
         let n = slot.len();
@@ -179,50 +149,28 @@ impl LanguageModel {
         let model = &self.model;
         let blocks = 0..(top + 1).min(model.n_layers());
         let stop = Some(self.stop_flag());
-        let groups = prefix_groups(prompts);
-        let mut beginnings = Vec::new();
-        for group in groups.iter().filter(|g| g.len > 0) {
-            let beginning = &prompts[group.members[0]][..group.len];
-            let below = Prefix::run(model, beginning, blocks.clone(), stop)?;
-            beginnings.push((below, group.members.clone()));
-        }
-        let mut passes = Vec::new();
-        for (below, members) in &beginnings {
-            let tails: Vec<&[u32]> = members.iter().map(|&i| prompts[i]).collect();
-            for pass in below.tail_passes(model, &tails)? {
-                // The own tokens' last column, and which prompts the rows are.
-                let last: Vec<usize> = pass.lengths.iter().map(|l| l - 1).collect();
-                let reads = pass.members.iter().map(|&m| members[m]).collect();
-                passes.push(ReadPass {
-                    beginning: Some(below),
-                    ctx: pass.queries,
-                    h: pass.h,
-                    last,
-                    reads,
-                });
-            }
-        }
-        for group in groups.into_iter().filter(|g| g.len == 0) {
-            for chunk in passes_by_length(group.members, |i| prompts[i].len()) {
-                let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].to_vec()).collect();
-                let batch = TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device());
-                let last = (0..rows.len())
-                    .map(|r| batch.column(r, rows[r].len() - 1))
-                    .collect();
-                passes.push(ReadPass {
-                    beginning: None,
-                    ctx: model.context(&batch),
-                    h: model.embed(batch.ids),
-                    last,
-                    reads: chunk,
-                });
-            }
-        }
+        let planned = Planned::new(model, prompts, blocks.clone(), stop)?;
+        let passes = planned.passes(model, prompts, self.tokenizer.pad_id())?;
         let mut rank = vec![0; prompts.len()];
         let mut vectors = Vec::new();
         run_together(model, blocks, passes, stop, |pass, h| {
             let [_, _, d] = h.dims();
-            for (row, (&column, &read)) in pass.last.iter().zip(&pass.reads).enumerate() {
+            // Each row's prompt, and its last token's column in `h`.
+            let rows: Vec<(usize, usize)> = match pass {
+                PlannedPass::Tails { shared, pass, .. } => pass
+                    .members
+                    .iter()
+                    .zip(&pass.lengths)
+                    .map(|(&m, &len)| (shared.members[m], len - 1))
+                    .collect(),
+                PlannedPass::Whole(whole) => whole
+                    .members
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &i)| (i, whole.batch.column(r, prompts[i].len() - 1)))
+                    .collect(),
+            };
+            for (row, (read, column)) in rows.into_iter().enumerate() {
                 rank[read] = vectors.len();
                 vectors.push(
                     h.clone()

@@ -350,6 +350,139 @@ pub(crate) trait LanePass {
     fn prefix(&self) -> Option<(Vec<KeyValue>, usize)>;
 }
 
+/// Prompts planned into passes through some blocks ([`Planned::new`]): each beginning that
+/// several of them share run once, and the rest as passes ([`Planned::passes`]) to run together
+/// ([`run_together`]): the own tokens after each shared beginning, and whole the prompts that
+/// share none, grouped by length.
+pub(crate) struct Planned {
+    /// The shared beginnings, run.
+    pub(crate) shared: Vec<Shared>,
+    /// Groups of prompts (indices into those planned) that share no beginning worth it.
+    alone: Vec<Vec<usize>>,
+}
+
+/// A beginning run once through the planned blocks, and the prompts (indices into those
+/// planned) that start with it.
+pub(crate) struct Shared {
+    pub(crate) prefix: Prefix,
+    pub(crate) members: Vec<usize>,
+}
+
+/// One pass of a plan, prepared but not run.
+pub(crate) enum PlannedPass<'a> {
+    /// Own tokens after the beginning `shared` (number `index` of [`Planned::shared`]); the
+    /// pass's members index `shared.members`.
+    Tails {
+        index: usize,
+        shared: &'a Shared,
+        pass: Box<TailPass>,
+    },
+    /// Whole prompts.
+    Whole(Box<WholePass>),
+}
+
+/// Whole prompts (`members`, indices into those planned), left-padded as `batch`; `h` their
+/// embeddings.
+pub(crate) struct WholePass {
+    pub(crate) members: Vec<usize>,
+    pub(crate) batch: TokenBatch,
+    pub(crate) ctx: ForwardContext,
+    pub(crate) h: Tensor<3>,
+}
+
+impl Planned {
+    /// Groups `prompts` by shared beginnings ([`prefix_groups`]) and runs each shared one
+    /// through `blocks`.
+    pub(crate) fn new(
+        model: &Llama,
+        prompts: &[&[u32]],
+        blocks: Range<usize>,
+        stop: Option<&StopFlag>,
+    ) -> Result<Planned> {
+        let (mut shared, mut alone) = (Vec::new(), Vec::new());
+        for group in prefix_groups(prompts) {
+            if group.len == 0 {
+                alone.push(group.members);
+                continue;
+            }
+            let beginning = &prompts[group.members[0]][..group.len];
+            shared.push(Shared {
+                prefix: Prefix::run(model, beginning, blocks.clone(), stop)?,
+                members: group.members,
+            });
+        }
+        Ok(Planned { shared, alone })
+    }
+
+    /// The passes that run the rest (`prompts` as given to [`Planned::new`]; `pad_id` pads
+    /// the whole prompts' rows on the left).
+    pub(crate) fn passes(
+        &self,
+        model: &Llama,
+        prompts: &[&[u32]],
+        pad_id: u32,
+    ) -> Result<Vec<PlannedPass<'_>>> {
+        let mut passes = Vec::new();
+        for (index, shared) in self.shared.iter().enumerate() {
+            let members: Vec<&[u32]> = shared.members.iter().map(|&i| prompts[i]).collect();
+            for pass in shared.prefix.tail_passes(model, &members)? {
+                passes.push(PlannedPass::Tails {
+                    index,
+                    shared,
+                    pass: Box::new(pass),
+                });
+            }
+        }
+        for members in self.whole_passes(prompts) {
+            let rows: Vec<Vec<u32>> = members.iter().map(|&i| prompts[i].to_vec()).collect();
+            let batch = TokenBatch::new(&rows, pad_id, &model.device());
+            let ctx = model.context(&batch);
+            let h = model.embed(batch.ids.clone());
+            passes.push(PlannedPass::Whole(Box::new(WholePass {
+                members,
+                batch,
+                ctx,
+                h,
+            })));
+        }
+        Ok(passes)
+    }
+
+    /// The prompts that share no beginning, in passes of near lengths ([`passes_by_length`]).
+    pub(crate) fn whole_passes(&self, prompts: &[&[u32]]) -> Vec<Vec<usize>> {
+        self.alone
+            .iter()
+            .flat_map(|group| passes_by_length(group.clone(), |i| prompts[i].len()))
+            .collect()
+    }
+}
+
+impl LanePass for PlannedPass<'_> {
+    fn ctx(&self) -> &ForwardContext {
+        match self {
+            PlannedPass::Tails { pass, .. } => &pass.queries,
+            PlannedPass::Whole(whole) => &whole.ctx,
+        }
+    }
+
+    fn h(&self) -> &Tensor<3> {
+        match self {
+            PlannedPass::Tails { pass, .. } => &pass.h,
+            PlannedPass::Whole(whole) => &whole.h,
+        }
+    }
+
+    fn prefix(&self) -> Option<(Vec<KeyValue>, usize)> {
+        match self {
+            PlannedPass::Tails { shared, pass, .. } => Some((
+                shared.prefix.repeated(pass.members.len()),
+                shared.prefix.len(),
+            )),
+            PlannedPass::Whole(_) => None,
+        }
+    }
+}
+
 /// Runs `passes` through blocks `layers` several at a time, as lanes of one run
 /// ([`run_lanes`]) of about [`TOKENS_PER_FORWARD`] tokens: passes of different beginnings and
 /// lengths then share each block's projections and MLP, products of thousands of rows instead

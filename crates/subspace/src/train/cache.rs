@@ -20,11 +20,11 @@ use std::collections::HashMap;
 use burn::tensor::{Int, Tensor, TensorData};
 use llama::{ForwardContext, KeyValue, TokenBatch};
 
-use crate::batching::{length_groups, passes_by_length};
+use crate::batching::length_groups;
 use crate::error::{Result, SubspaceError};
 use crate::lm::{LanguageModel, Prompt};
 use crate::pair::{Example, Pair};
-use crate::prefix::{LanePass, Prefix, TailPass, Tails, prefix_groups, run_together};
+use crate::prefix::{Planned, PlannedPass, Prefix, Shared, Tails, WholePass, run_together};
 use crate::run::{Blocks, Cell, Keep, Ran};
 use crate::site::{Component, Site};
 
@@ -147,71 +147,53 @@ impl SiteCache {
             });
             row += n;
         }
-        // Prompts that begin alike (few-shot demonstrations) run their beginning once; the
-        // others run whole, sorted by length so that the passes pad little.
+        // Prompts that begin alike (few-shot demonstrations) run their beginning once, and its
+        // keys/values above the site (which batches take) once too; the others run whole, in
+        // passes by length. The blocks below the entry block run over every pass, several at
+        // once ([`run_together`]); then, pass by pass, the keys/values above it that batches take.
         let ids: Vec<&[u32]> = distinct.iter().map(|(p, _)| p.ids.as_slice()).collect();
         let kept = |i: usize| distinct[i].1;
         let model = &lm.model;
         let stop = Some(lm.stop_flag());
-        let groups = prefix_groups(&ids);
-        let mut beginnings: Vec<Beginning> = Vec::new();
-        for group in groups.iter().filter(|g| g.len > 0) {
-            let below = Prefix::run(
-                model,
-                &ids[group.members[0]][..group.len],
-                0..entry.layer,
-                stop,
-            )?;
-            let above = below.continued(model, entry.layer..model.n_layers(), stop)?;
-            beginnings.push(Beginning {
-                members: group.members.clone(),
-                below,
-                above,
-            });
-        }
-        let mut passes: Vec<BelowPass> = Vec::new();
-        for b in &beginnings {
-            let members: Vec<&[u32]> = b.members.iter().map(|&i| ids[i]).collect();
-            for pass in b.below.tail_passes(model, &members)? {
-                passes.push(BelowPass::Tails(b, Box::new(pass)));
-            }
-        }
-        for group in groups.into_iter().filter(|g| g.len == 0) {
-            for chunk in passes_by_length(group.members, |i| distinct[i].0.len()) {
-                let prompts: Vec<&Prompt> = chunk.iter().map(|&i| distinct[i].0).collect();
-                let batch = lm.batch(&prompts);
-                let ctx = model.context(&batch);
-                let h = model.embed(batch.ids.clone());
-                passes.push(BelowPass::Whole(Box::new(WholePass {
-                    chunk,
-                    batch,
-                    ctx,
-                    h,
-                })));
-            }
-        }
-        // The blocks below the entry block over every pass, several at once
-        // ([`run_together`]); then, pass by pass, the keys/values above it that batches take.
+        let planned = Planned::new(model, &ids, 0..entry.layer, stop)?;
+        let above = planned
+            .shared
+            .iter()
+            .map(|s| {
+                s.prefix
+                    .continued(model, entry.layer..model.n_layers(), stop)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let passes = planned.passes(model, &ids, lm.tokenizer.pad_id())?;
         let mut bases: Vec<Option<BaseState>> = vec![None; distinct.len()];
         run_together(model, 0..entry.layer, passes, stop, |pass, h| {
             match pass {
-                BelowPass::Tails(b, pass) => {
+                PlannedPass::Tails {
+                    index,
+                    shared,
+                    pass,
+                } => {
                     let tails = pass.ran(Ran::stream(h));
-                    let kept_of = |r: usize| kept(b.members[r]);
-                    for (r, state) in shared_base_states(lm, entry.layer, b, &tails, &ids, kept_of)?
+                    let kept_of = |r: usize| kept(shared.members[r]);
+                    let beginning = (shared, &above[index]);
+                    for (r, state) in
+                        shared_base_states(lm, entry.layer, beginning, &tails, &ids, kept_of)?
                     {
-                        bases[b.members[r]] = Some(state);
+                        bases[shared.members[r]] = Some(state);
                     }
                 }
-                BelowPass::Whole(whole) => {
+                PlannedPass::Whole(whole) => {
                     let WholePass {
-                        chunk, batch, ctx, ..
+                        members,
+                        batch,
+                        ctx,
+                        ..
                     } = *whole;
-                    let prompts: Vec<&Prompt> = chunk.iter().map(|&i| distinct[i].0).collect();
+                    let prompts: Vec<&Prompt> = members.iter().map(|&i| distinct[i].0).collect();
                     let states = base_states(lm, entry.layer, &prompts, &batch, &ctx, h, |r| {
-                        kept(chunk[r])
+                        kept(members[r])
                     })?;
-                    for (state, &i) in states.into_iter().zip(&chunk) {
+                    for (state, &i) in states.into_iter().zip(&members) {
                         bases[i] = Some(state);
                     }
                 }
@@ -453,70 +435,22 @@ fn base_states(
         .collect())
 }
 
-/// A shared beginning ([`crate::prefix`]): the examples' distinct prompts that begin with it
-/// (`members`), and its keys/values below the entry block and from it up.
-struct Beginning {
-    members: Vec<usize>,
-    below: Prefix,
-    above: Prefix,
-}
-
-/// One pass below the entry block, planned before any runs.
-enum BelowPass<'a> {
-    /// Prompts' own tokens after a shared beginning.
-    Tails(&'a Beginning, Box<TailPass>),
-    Whole(Box<WholePass>),
-}
-
-/// Whole prompts (`chunk`, indices into the distinct prompts), left-padded as `batch`; `h`
-/// their embeddings.
-struct WholePass {
-    chunk: Vec<usize>,
-    batch: TokenBatch,
-    ctx: ForwardContext,
-    h: Tensor<3>,
-}
-
-impl LanePass for BelowPass<'_> {
-    fn ctx(&self) -> &ForwardContext {
-        match self {
-            BelowPass::Tails(_, pass) => &pass.queries,
-            BelowPass::Whole(whole) => &whole.ctx,
-        }
-    }
-
-    fn h(&self) -> &Tensor<3> {
-        match self {
-            BelowPass::Tails(_, pass) => &pass.h,
-            BelowPass::Whole(whole) => &whole.h,
-        }
-    }
-
-    fn prefix(&self) -> Option<(Vec<KeyValue>, usize)> {
-        match self {
-            BelowPass::Tails(b, pass) => {
-                Some((b.below.repeated(pass.members.len()), b.below.len()))
-            }
-            BelowPass::Whole(_) => None,
-        }
-    }
-}
-
-/// [`base_states`] of one pass of prompts that begin with `beginning`, after the blocks below
-/// the entry block ran their own tokens (`tails`): the beginning's columns come from the
-/// beginning, above the site too; each prompt's own kept tokens' keys/values above it run here.
-/// Returns each row's member index (into `beginning.members`) and state.
+/// [`base_states`] of one pass of prompts that begin with `beginning` (run below the entry
+/// block; `above` is it continued from there up), after the blocks below the entry block ran
+/// their own tokens (`tails`): the beginning's columns come from the beginning, above the site
+/// too; each prompt's own kept tokens' keys/values above it run here. Returns each row's member
+/// index (into `beginning.members`) and state.
 fn shared_base_states(
     lm: &LanguageModel,
     entry: usize,
-    beginning: &Beginning,
+    (beginning, above): (&Shared, &Prefix),
     tails: &Tails,
     ids: &[&[u32]],
     kept: impl Fn(usize) -> usize,
 ) -> Result<Vec<(usize, BaseState)>> {
     let model = &lm.model;
     let stop = Some(lm.stop_flag());
-    let (below, above) = (&beginning.below, &beginning.above);
+    let below = &beginning.prefix;
     let p = below.len();
     let [_, _, d] = below.h.dims();
     let (kv_heads, hd) = (model.config.n_kv_heads(), model.config.head_dim());
