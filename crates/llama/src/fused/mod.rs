@@ -10,6 +10,7 @@
 mod attention;
 mod exp;
 mod lanes;
+mod log_softmax;
 mod rms_norm;
 mod silu_mul;
 
@@ -27,6 +28,8 @@ pub trait FusedOps: Backend {
     /// `x / sqrt(mean(x²) + eps) · gamma` over the last dimension; `gamma` is a constant (no
     /// gradient reaches it).
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+    /// `log_softmax` over rows of `d` values (the last dimension).
+    fn log_softmax(x: FloatTensor<Self>, d: usize) -> FloatTensor<Self>;
     /// `softmax(q·kᵀ·scale + mask)·v` of new columns over a cached prefix and themselves; see
     /// [`attention`].
     #[allow(clippy::too_many_arguments)]
@@ -72,6 +75,19 @@ pub fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
         gamma.into_dispatch(),
         norm.epsilon,
     ))
+}
+
+/// `log_softmax(x)` over the last dimension, fused on flex (one parallel pass each way instead
+/// of burn's six operations on one thread).
+///
+/// # Shapes
+/// - `x`: `[..., d]` → `[..., d]`
+pub fn log_softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let d = x.dims()[D - 1];
+    if x.device() != Device::flex() || d == 0 {
+        return burn::tensor::activation::log_softmax(x, D - 1);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::log_softmax(x.into_dispatch(), d))
 }
 
 /// Rotary tables for [`attention`] to apply to the queries and new keys itself: `[b, 1, s,
@@ -152,6 +168,10 @@ impl FusedOps for Flex {
         rms_norm::forward(x, gamma, eps)
     }
 
+    fn log_softmax(x: FloatTensor<Self>, d: usize) -> FloatTensor<Self> {
+        log_softmax::forward(x, d)
+    }
+
     fn attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -175,6 +195,10 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
 
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         rms_norm::tracked::<C>(x, gamma, eps)
+    }
+
+    fn log_softmax(x: FloatTensor<Self>, d: usize) -> FloatTensor<Self> {
+        log_softmax::tracked::<C>(x, d)
     }
 
     fn attention(

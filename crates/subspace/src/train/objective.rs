@@ -3,7 +3,6 @@
 
 use std::sync::OnceLock;
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -319,7 +318,7 @@ impl<'a> DasObjective<'a> {
     ) -> Result<Tensor<1>> {
         let logits = self.stacked_logits(intervention, b)?;
         let [n, _] = logits.dims();
-        let logp = log_softmax(logits, 1);
+        let logp = llama::fused::log_softmax(logits);
         let picked = logp.gather(1, b.targets.clone().reshape([n, 1]));
         Ok(match &b.weights {
             None => picked.mean().neg().reshape([1]),
