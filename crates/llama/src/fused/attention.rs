@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use super::exp::exp;
 use super::lanes::{axpy, dot};
-use super::with_values;
+use super::{with_gathered, with_values};
 
 /// The sizes of one call.
 #[derive(Debug, Clone, Copy)]
@@ -332,8 +332,8 @@ impl Primitives {
     /// rotated here where [`Rotary`] is given).
     fn with<R>(&self, d: &Dims, f: impl FnOnce(&Inputs) -> R) -> R {
         // The queries and new keys are small (the new columns only): copied, and rotated.
-        let mut q = with_values(self.q.clone(), <[f32]>::to_vec);
-        let mut k = with_values(self.k.clone(), <[f32]>::to_vec);
+        let mut q = with_gathered(self.q.clone(), <[f32]>::to_vec);
+        let mut k = with_gathered(self.k.clone(), <[f32]>::to_vec);
         if let Some(r) = &self.rotary {
             let tables = r.tables();
             let (cos, sin) = (&tables.0, &tables.1);
@@ -358,7 +358,7 @@ impl Primitives {
             self.mask.clone(),
         );
         let prefix = d.prefix > 0;
-        with_values(self.v.clone(), |v| {
+        with_gathered(self.v.clone(), |v| {
             with_values(mask, |mask| {
                 let run = |k_prefix: &[f32], v_prefix: &[f32]| {
                     f(&Inputs {
@@ -494,7 +494,7 @@ impl Backward<Flex, 3> for AttentionBackward {
         let mut dk = vec![0f32; d.batch * d.kv_heads * d.seq * hd];
         let mut dv = vec![0f32; d.batch * d.kv_heads * d.seq * hd];
         let fast = super::avx512();
-        with_values(d_out, |d_out| {
+        with_gathered(d_out, |d_out| {
             p.with(&d, |x| {
                 dq.par_chunks_mut(g * d.queries * hd)
                     .zip(dk.par_chunks_mut(d.seq * hd))
@@ -669,20 +669,32 @@ mod tests {
 
     /// The fused attention and its gradients (queries, new keys, new values) against the
     /// composed operations: with and without a cached prefix, with padding, one row padded past
-    /// its whole prefix and into the new columns, and three query heads per key head.
+    /// its whole prefix and into the new columns, and three query heads per key head; the
+    /// inputs contiguous, then laid out as the model passes them (`[b, s, heads, hd]` viewed as
+    /// `[b, heads, s, hd]`, the output's gradient arriving the same way).
     #[test]
     fn attention_and_its_gradients_match_the_composed_ops() {
         let device = Device::flex();
         let (b, heads, kv, hd) = (3, 6, 2, 16);
-        let normal =
-            |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        for (p, s) in [(0, 5), (7, 3)] {
+        for (strided, (p, s)) in [false, true]
+            .into_iter()
+            .flat_map(|t| [(0, 5), (7, 3)].map(|ps| (t, ps)))
+        {
+            let normal = |[a, n, c, d]: [usize; 4]| {
+                let dist = Distribution::Normal(0.0, 1.0);
+                if strided {
+                    Tensor::<4>::random([a, c, n, d], dist, &device).swap_dims(1, 2)
+                } else {
+                    Tensor::<4>::random([a, n, c, d], dist, &device)
+                }
+            };
             let q = normal([b, heads, s, hd]);
             let k = normal([b, kv, s, hd]);
             let v = normal([b, kv, s, hd]);
             let prefix = (p > 0).then(|| (normal([b, kv, p, hd]), normal([b, kv, p, hd])));
             let pads = [0, 2, p + 1];
             let m = mask(&pads, p, s, &device);
+            // Through `swap_dims` the output's gradient reaches the operation as a view.
             let d_out = normal([b, heads, s, hd]);
             let run = |fused: bool| {
                 let (q, k, v) = (
@@ -711,9 +723,20 @@ mod tests {
                         0.25,
                     )
                 };
-                output_and_grads(out, &d_out, [&q, &k, &v])
+                if strided {
+                    let d_out = d_out.clone().swap_dims(1, 2);
+                    let [got_out, dq, dk, dv] =
+                        output_and_grads(out.swap_dims(1, 2), &d_out, [&q, &k, &v]);
+                    [got_out, dq, dk, dv]
+                } else {
+                    output_and_grads(out, &d_out, [&q, &k, &v])
+                }
             };
-            assert_agree(&run(true), &run(false), &format!("prefix {p}"));
+            assert_agree(
+                &run(true),
+                &run(false),
+                &format!("prefix {p}, strided {strided}"),
+            );
         }
     }
 

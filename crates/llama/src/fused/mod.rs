@@ -229,6 +229,41 @@ fn with_values<R>(x: FloatTensor<Flex>, f: impl FnOnce(&[f32]) -> R) -> R {
     }
 }
 
+/// [`with_values`] for a 4-d tensor, its values in logical order: borrowed where contiguous;
+/// gathered in parallel, one `[.., .., s, d]` slab a task, where only its last dimension is
+/// (the attention's queries, keys, values and output gradients arrive as `[b, s, heads, hd]`
+/// viewed as `[b, heads, s, hd]`, which burn would copy on one thread).
+fn with_gathered<R>(x: FloatTensor<Flex>, f: impl FnOnce(&[f32]) -> R) -> R {
+    use burn::tensor::DType;
+    use rayon::prelude::*;
+    let layout = x.layout();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    let gatherable = x.dtype() == DType::F32
+        && shape.num_dims() == 4
+        && strides[3] == 1
+        && strides.iter().all(|&s| s >= 0)
+        && !layout.is_contiguous();
+    if !gatherable {
+        return with_values(x, f);
+    }
+    let [b, h, s, d] = [shape[0], shape[1], shape[2], shape[3]];
+    let [sb, sh, ss] = [strides[0], strides[1], strides[2]].map(|v| v.unsigned_abs());
+    let (src, start) = (x.storage::<f32>(), layout.start_offset());
+    let mut out = vec![0f32; b * h * s * d];
+    if !out.is_empty() {
+        out.par_chunks_mut(s * d)
+            .enumerate()
+            .for_each(|(bh, slab)| {
+                let base = start + (bh / h.max(1)) * sb + (bh % h.max(1)) * sh;
+                for (i, row) in slab.chunks_exact_mut(d).enumerate() {
+                    let at = base + i * ss;
+                    row.copy_from_slice(&src[at..at + d]);
+                }
+            });
+    }
+    f(&out)
+}
+
 /// Whether the CPU has AVX-512F (the loops are compiled for it, and for the baseline).
 fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
