@@ -31,7 +31,7 @@ pub trait FusedOps: Backend {
     /// `log_softmax` over rows of `d` values (the last dimension).
     fn log_softmax(x: FloatTensor<Self>, d: usize) -> FloatTensor<Self>;
     /// `softmax(q·kᵀ·scale + mask)·v` of new columns over a cached prefix and themselves; see
-    /// [`attention`].
+    /// [`attention()`].
     #[allow(clippy::too_many_arguments)]
     fn attention(
         q: FloatTensor<Self>,
@@ -90,7 +90,7 @@ pub fn log_softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::log_softmax(x.into_dispatch(), d))
 }
 
-/// Rotary tables for [`attention`] to apply to the queries and new keys itself: `[b, 1, s,
+/// Rotary tables for [`attention()`] to apply to the queries and new keys itself: `[b, 1, s,
 /// hd / 2]` each, at each row's positions, and the pair layout.
 #[derive(Debug, Clone, Copy)]
 pub struct RotaryTables<'a> {

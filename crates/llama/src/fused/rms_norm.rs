@@ -1,6 +1,6 @@
 //! RMSNorm (`x / sqrt(mean(x²) + eps) · gamma`, as burn and transformers compute it) in one pass
 //! over the rows, and its input gradient in another. The weight `gamma` is a constant here: the
-//! model is frozen, and [`super::rms_norm`] keeps burn's operations for a weight being trained.
+//! model is frozen, and [`super::rms_norm()`] keeps burn's operations for a weight being trained.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

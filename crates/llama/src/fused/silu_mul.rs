@@ -25,7 +25,7 @@ pub(super) fn forward(gate: FloatTensor<Flex>, up: FloatTensor<Flex>) -> FloatTe
     Flex::float_from_data(TensorData::new(out, shape), &device)
 }
 
-/// The backward of [`FusedOps::silu_mul`]; its state is the two inputs.
+/// The backward of [`super::FusedOps::silu_mul`]; its state is the two inputs.
 #[derive(Debug)]
 struct SiluMul;
 

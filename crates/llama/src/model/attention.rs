@@ -80,7 +80,7 @@ impl Attention {
 
     /// [`Attention::forward_hooked`]'s output alone, for a caller that does not keep the keys
     /// and values: on flex the queries and keys are rotated inside the fused attention
-    /// ([`Attention::attend_output`]), and the new keys are never joined to the prefix's.
+    /// (`Attention::attend_output`), and the new keys are never joined to the prefix's.
     ///
     /// # Shapes
     /// - as [`Attention::forward_cached`]'s output

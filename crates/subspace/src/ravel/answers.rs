@@ -173,7 +173,7 @@ const ALIASES: [(&str, &[&str]); 3] = [
 
 /// Whether a continuation states `value`: its normalized text starts with the normalized value
 /// (or, for a list such as "Arabic, Kurdish", with its first item; or with one of the value's
-/// [`ALIASES`]), followed by the end or a character that is not a letter or digit ("India" is
+/// `ALIASES`), followed by the end or a character that is not a letter or digit ("India" is
 /// not stated by "Indiana").
 pub fn states_value(value: &str, text: &str) -> bool {
     let t = normalize(text);

@@ -20,7 +20,7 @@ use crate::run::{Edit, Lane, Window, run_lanes_last};
 use crate::site::Site;
 
 /// The DAS objective over a fixed set of examples, with the layers below the site cached
-/// ([`SiteCache`]). Step `i` reads minibatch `i mod n` of epoch `i / n` (`n` minibatches an
+/// (`SiteCache`). Step `i` reads minibatch `i mod n` of epoch `i / n` (`n` minibatches an
 /// epoch): the examples in their given order in epoch 0, a fresh seeded order in each later one.
 pub struct DasObjective<'a> {
     lm: &'a LanguageModel,
@@ -267,9 +267,9 @@ impl<'a> DasObjective<'a> {
     }
 
     /// Next-token logits `[batch, vocab]` of a prepared batch, its groups' rows laid end to
-    /// end: the groups run the blocks from the site up together ([`run_lanes`]; for a block's
-    /// output, from the next block, the edit on its input: `cache::entry_site`), and the LM head
-    /// takes all their last columns at once.
+    /// end: the groups run the blocks from the site up together ([`crate::run::run_lanes`];
+    /// for a block's output, from the next block, the edit on its input:
+    /// `cache::entry_site`), and the LM head takes all their last columns at once.
     fn stacked_logits(&self, intervention: &Intervention, b: &Prepared) -> Result<Tensor<2>> {
         let model = &self.lm.model;
         let edits: Vec<Edit> = b
