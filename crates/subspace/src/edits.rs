@@ -62,14 +62,33 @@ impl LanguageModel {
                 .map(|&w| Tensor::zeros([0, w], &self.device()))
                 .collect());
         }
-        if sites.iter().all(|s| *s == Site::block_output(top)) {
+        // Per site, the distinct reads' vectors in the order read; `rank[i]`: where read `i`
+        // lands among them.
+        let (read, rank) = if sites.iter().all(|s| *s == Site::block_output(top)) {
             let (vectors, rank) = self.stream_reads(top, &distinct)?;
-            let slot: Vec<i64> = slot.into_iter().map(|i| rank[i] as i64).collect();
-            let n = slot.len();
-            let slot = Tensor::<1, Int>::from_data(TensorData::new(slot, [n]), &self.device());
-            let read = vectors.select(0, slot);
-            return Ok(vec![read; sites.len()]);
-        }
+            (vec![vectors; sites.len()], rank)
+        } else {
+            self.component_reads(sites, &widths, top, &distinct)?
+        };
+        let slot: Vec<i64> = slot.into_iter().map(|i| rank[i] as i64).collect();
+        let n = slot.len();
+        let slot = Tensor::<1, Int>::from_data(TensorData::new(slot, [n]), &self.device());
+        Ok(read
+            .into_iter()
+            .map(|vectors| vectors.select(0, slot.clone()))
+            .collect())
+    }
+
+    /// The vectors at `sites` (of `widths`) at each prompt's last token, per site `[reads,
+    /// width]` in the order read, and for each prompt its row there: forwards up to block `top`
+    /// keeping the sites' components.
+    fn component_reads(
+        &self,
+        sites: &[Site],
+        widths: &[usize],
+        top: usize,
+        distinct: &[&[u32]],
+    ) -> Result<(Vec<Tensor<2>>, Vec<usize>)> {
         let mut components: Vec<Component> = sites.iter().map(|s| s.component).collect();
         components.dedup();
         // Reads that begin alike (few-shot demonstrations) run their beginning once; the others
@@ -111,7 +130,7 @@ impl LanguageModel {
             }
             Ok(())
         };
-        let planned = Planned::new(&self.model, &distinct, blocks.clone(), stop)?;
+        let planned = Planned::new(&self.model, distinct, blocks.clone(), stop)?;
         for shared in &planned.shared {
             let members: Vec<&[u32]> = shared.members.iter().map(|&i| distinct[i]).collect();
             for tails in shared
@@ -123,7 +142,7 @@ impl LanguageModel {
                 take(tails.ran.components, &last, &reads)?;
             }
         }
-        for chunk in planned.whole_passes(&distinct) {
+        for chunk in planned.whole_passes(distinct) {
             let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| distinct[i].to_vec()).collect();
             let batch = TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device());
             let traced = run::trace_until(&self.model, &batch, top, &components, stop)?;
@@ -132,13 +151,11 @@ impl LanguageModel {
                 .collect();
             take(traced.layers, &last, &chunk)?;
         }
-        let slot: Vec<i64> = slot.into_iter().map(|i| rank[i] as i64).collect();
-        let n = slot.len();
-        let slot = Tensor::<1, Int>::from_data(TensorData::new(slot, [n]), &self.device());
-        Ok(read
+        let read = read
             .into_iter()
-            .map(|passes| Tensor::cat(passes, 0).select(0, slot.clone()))
-            .collect())
+            .map(|passes| Tensor::cat(passes, 0))
+            .collect();
+        Ok((read, rank))
     }
 
     /// The stream leaving block `top` at each prompt's last token (`[reads, hidden]`, in the

@@ -338,18 +338,6 @@ pub(crate) struct Tails {
     ctx: ForwardContext,
 }
 
-/// A batch of prompts ready for the blocks (whole prompts, or the own tokens after a shared
-/// beginning), to run beside others ([`run_together`]).
-pub(crate) trait LanePass {
-    /// Its context, its queries the columns run.
-    fn ctx(&self) -> &ForwardContext;
-    /// `[rows, columns run, hidden]`: the stream entering the first block.
-    fn h(&self) -> &Tensor<3>;
-    /// For the own tokens after a beginning: the beginning's keys/values repeated for the rows,
-    /// and its length.
-    fn prefix(&self) -> Option<(Vec<KeyValue>, usize)>;
-}
-
 /// Prompts planned into passes through some blocks ([`Planned::new`]): each beginning that
 /// several of them share run once, and the rest as passes ([`Planned::passes`]) to run together
 /// ([`run_together`]): the own tokens after each shared beginning, and whole the prompts that
@@ -457,7 +445,8 @@ impl Planned {
     }
 }
 
-impl LanePass for PlannedPass<'_> {
+impl PlannedPass<'_> {
+    /// Its context, its queries the columns run.
     fn ctx(&self) -> &ForwardContext {
         match self {
             PlannedPass::Tails { pass, .. } => &pass.queries,
@@ -465,6 +454,7 @@ impl LanePass for PlannedPass<'_> {
         }
     }
 
+    /// `[rows, columns run, hidden]`: the stream entering the first block.
     fn h(&self) -> &Tensor<3> {
         match self {
             PlannedPass::Tails { pass, .. } => &pass.h,
@@ -472,6 +462,8 @@ impl LanePass for PlannedPass<'_> {
         }
     }
 
+    /// For the own tokens after a beginning: the beginning's keys/values repeated for the rows,
+    /// and its length.
     fn prefix(&self) -> Option<(Vec<KeyValue>, usize)> {
         match self {
             PlannedPass::Tails { shared, pass, .. } => Some((
@@ -487,12 +479,12 @@ impl LanePass for PlannedPass<'_> {
 /// ([`run_lanes`]) of about [`TOKENS_PER_FORWARD`] tokens: passes of different beginnings and
 /// lengths then share each block's projections and MLP, products of thousands of rows instead
 /// of a few dozen. Calls `done` with each pass, in order, and its stream leaving the last block.
-pub(crate) fn run_together<P: LanePass>(
+pub(crate) fn run_together<'a>(
     model: &Llama,
     layers: Range<usize>,
-    passes: Vec<P>,
+    passes: Vec<PlannedPass<'a>>,
     stop: Option<&StopFlag>,
-    mut done: impl FnMut(P, Tensor<3>) -> Result<()>,
+    mut done: impl FnMut(PlannedPass<'a>, Tensor<3>) -> Result<()>,
 ) -> Result<()> {
     let mut rest = passes.into_iter().peekable();
     while rest.peek().is_some() {
@@ -504,7 +496,7 @@ pub(crate) fn run_together<P: LanePass>(
             together.push(pass);
         }
         let prefixes: Vec<Option<(Vec<KeyValue>, usize)>> =
-            together.iter().map(LanePass::prefix).collect();
+            together.iter().map(PlannedPass::prefix).collect();
         let lanes = together
             .iter()
             .zip(&prefixes)

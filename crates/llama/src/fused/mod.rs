@@ -254,7 +254,7 @@ fn with_gathered<R>(x: FloatTensor<Flex>, f: impl FnOnce(&[f32]) -> R) -> R {
         out.par_chunks_mut(s * d)
             .enumerate()
             .for_each(|(bh, slab)| {
-                let base = start + (bh / h.max(1)) * sb + (bh % h.max(1)) * sh;
+                let base = start + (bh / h) * sb + (bh % h) * sh;
                 for (i, row) in slab.chunks_exact_mut(d).enumerate() {
                     let at = base + i * ss;
                     row.copy_from_slice(&src[at..at + d]);
