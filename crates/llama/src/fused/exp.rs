@@ -15,7 +15,12 @@ pub(super) fn exp(x: f32) -> f32 {
         * r
         + 0.5;
     let y = p * z + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // `2^n` from `n`'s bits, without a float-to-int cast: Rust's `as` saturates and maps NaN
+    // to 0, which LLVM cannot vectorise (it was a scalar `vcvttss2si` and branches per
+    // element inside every vectorised loop of this `exp`). Adding `1.5 · 2^23` puts the
+    // integer `n` (here in −126..=127) in the low bits of the sum's mantissa, exactly.
+    let n_bits = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    y * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
 #[cfg(test)]
@@ -36,5 +41,19 @@ mod tests {
         assert!(exp(-200.0) < 1.3e-38);
         assert!(exp(200.0) > 1e38);
         assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+    }
+
+    /// `2^n` built from the bits of `n + 1.5·2^23` is the textbook `(n as i32 + 127) << 23`
+    /// at every `n` the clamp allows, so `exp` is unchanged to the bit by leaving out the cast.
+    #[test]
+    fn the_power_of_two_matches_the_integer_construction() {
+        for n in -126..=127i32 {
+            let nf = n as f32;
+            let bits = (nf + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+            let built = f32::from_bits(bits.wrapping_add(127) << 23);
+            assert_eq!(built, f32::from_bits(((n + 127) as u32) << 23), "n = {n}");
+            assert_eq!(f64::from(built), 2f64.powi(n), "n = {n}");
+        }
     }
 }
