@@ -23,7 +23,7 @@ use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
 
 use super::exp::exp;
-use super::lanes::{axpy, dot};
+use super::lanes::{as_columns, axpy, dot, dots_with_columns, max_of, sum_of};
 use super::{with_gathered, with_values};
 
 /// The sizes of one call.
@@ -106,31 +106,60 @@ impl Inputs<'_> {
     }
 }
 
+/// A mask value at or below this hides its key. The model's masks use −1e9
+/// (`model::context`), whose `exp` relative to any visible score is exactly 0 in `f32`.
+const HIDDEN_AT_OR_BELOW: f32 = -1e8;
+
+/// The keys a query row attends to: up to its last visible one (the causal mask hides every
+/// key after it, which are skipped, their probabilities exactly 0). A row that sees no key
+/// (a padding column's) attends to all of them, uniformly, as the composed softmax does.
+#[inline(always)]
+fn seen_keys(mask: &[f32]) -> usize {
+    mask.iter()
+        .rposition(|&m| m > HIDDEN_AT_OR_BELOW)
+        .map_or(mask.len(), |c| c + 1)
+}
+
 /// Row `b`, key head `j`: the outputs `[per_kv, queries, hd]` and probabilities `[per_kv,
 /// queries, keys]` of its query heads.
+///
+/// The head's keys are laid out as columns once ([`as_columns`]), so that every query's
+/// scores are 16 keys a vector register ([`dots_with_columns`]); the softmax runs in 16 lanes
+/// over the keys the query sees ([`seen_keys`]).
 #[inline(always)]
 fn forward_unit(d: &Dims, x: &Inputs, b: usize, j: usize, out: &mut [f32], probs: &mut [f32]) {
     let (hd, keys) = (d.head_dim, d.keys());
+    let width = keys.next_multiple_of(16);
+    let kt = as_columns(|c| x.key(d, b, j, c), keys, hd, width);
+    let mut s = vec![0f32; width];
     for g in 0..d.per_kv() {
         let h = j * d.per_kv() + g;
         for i in 0..d.queries {
             let q = x.query(d, b, h, i);
             let mask = x.mask_row(d, b, i);
+            let seen = seen_keys(mask);
+            let lanes = seen.next_multiple_of(16);
+            let s = &mut s[..lanes];
+            dots_with_columns(q, &kt, width, seen, s);
+            for (s, &m) in s.iter_mut().zip(mask) {
+                *s = *s * d.scale + m;
+            }
+            s[seen..].fill(f32::NEG_INFINITY);
+            let max = max_of(s);
+            for s in s.iter_mut() {
+                *s = exp(*s - max);
+            }
+            s[seen..].fill(0.0);
+            let sum = sum_of(s);
             let p = &mut probs[(g * d.queries + i) * keys..(g * d.queries + i + 1) * keys];
-            for (c, p) in p.iter_mut().enumerate() {
-                *p = dot(q, x.key(d, b, j, c)) * d.scale + mask[c];
+            for (p, &s) in p.iter_mut().zip(&s[..seen]) {
+                *p = s / sum;
             }
-            let max = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0.0;
-            for p in p.iter_mut() {
-                *p = exp(*p - max);
-                sum += *p;
-            }
+            p[seen..].fill(0.0);
             let o = &mut out[(g * d.queries + i) * hd..(g * d.queries + i + 1) * hd];
             o.fill(0.0);
-            for (c, p) in p.iter_mut().enumerate() {
-                *p /= sum;
-                axpy(*p, x.value(d, b, j, c), o);
+            for (c, &p) in p[..seen].iter().enumerate() {
+                axpy(p, x.value(d, b, j, c), o);
             }
         }
     }
@@ -138,7 +167,7 @@ fn forward_unit(d: &Dims, x: &Inputs, b: usize, j: usize, out: &mut [f32], probs
 
 /// Row `b`, key head `j`: the gradients of its query heads' queries (`[per_kv, queries, hd]`)
 /// and of its new keys and values (`[s, hd]` each), from the outputs' gradient `d_out` (`[b,
-/// heads, queries, hd]`).
+/// heads, queries, hd]`). Keys a query does not see have probability 0 and no gradient from it.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_unit(
@@ -152,31 +181,32 @@ fn backward_unit(
     dv: &mut [f32],
 ) {
     let (hd, keys) = (d.head_dim, d.keys());
-    let mut ds = vec![0f32; keys];
+    let width = keys.next_multiple_of(16);
+    let vt = as_columns(|c| x.value(d, b, j, c), keys, hd, width);
+    let mut ds = vec![0f32; width];
     dk.fill(0.0);
     dv.fill(0.0);
     for g in 0..d.per_kv() {
         let h = j * d.per_kv() + g;
         for i in 0..d.queries {
             let row = (b * d.heads + h) * d.queries + i;
-            let p = &probs[row * keys..(row + 1) * keys];
+            let seen = seen_keys(x.mask_row(d, b, i));
+            let p = &probs[row * keys..row * keys + seen];
             let go = &d_out[row * hd..(row + 1) * hd];
             // dP = dO·v; dS = P ⊙ (dP − Σ P ⊙ dP)
-            let mut weighted = 0.0;
-            for (c, s) in ds.iter_mut().enumerate() {
-                *s = dot(go, x.value(d, b, j, c));
-                weighted += p[c] * *s;
-            }
+            let ds = &mut ds[..seen.next_multiple_of(16)];
+            dots_with_columns(go, &vt, width, seen, ds);
+            let weighted = dot(p, &ds[..seen]);
             let q = x.query(d, b, h, i);
             let dq = &mut dq[(g * d.queries + i) * hd..(g * d.queries + i + 1) * hd];
             dq.fill(0.0);
-            for (c, s) in ds.iter().enumerate() {
-                let s = p[c] * (s - weighted) * d.scale;
+            for (c, (&p, &s)) in p.iter().zip(ds.iter()).enumerate() {
+                let s = p * (s - weighted) * d.scale;
                 axpy(s, x.key(d, b, j, c), dq);
                 if c >= d.prefix {
                     let t = c - d.prefix;
                     axpy(s, q, &mut dk[t * hd..(t + 1) * hd]);
-                    axpy(p[c], go, &mut dv[t * hd..(t + 1) * hd]);
+                    axpy(p, go, &mut dv[t * hd..(t + 1) * hd]);
                 }
             }
         }
@@ -668,8 +698,9 @@ mod tests {
     }
 
     /// The fused attention and its gradients (queries, new keys, new values) against the
-    /// composed operations: with and without a cached prefix, with padding, one row padded past
-    /// its whole prefix and into the new columns, and three query heads per key head; the
+    /// composed operations: with and without a cached prefix (one long enough for the keys to
+    /// take several blocks of 64), with padding, one row padded past its whole prefix and into
+    /// the new columns (a query that sees no key), and three query heads per key head; the
     /// inputs contiguous, then laid out as the model passes them (`[b, s, heads, hd]` viewed as
     /// `[b, heads, s, hd]`, the output's gradient arriving the same way).
     #[test]
@@ -678,7 +709,7 @@ mod tests {
         let (b, heads, kv, hd) = (3, 6, 2, 16);
         for (strided, (p, s)) in [false, true]
             .into_iter()
-            .flat_map(|t| [(0, 5), (7, 3)].map(|ps| (t, ps)))
+            .flat_map(|t| [(0, 5), (7, 3), (70, 9)].map(|ps| (t, ps)))
         {
             let normal = |[a, n, c, d]: [usize; 4]| {
                 let dist = Distribution::Normal(0.0, 1.0);
