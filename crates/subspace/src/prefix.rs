@@ -3,7 +3,7 @@
 //! RAVEL's few-shot templates put the same demonstrations before every city ("Paris is in
 //! France. Tokyo is in Japan. {city} is in"), so most of a set of prompts' tokens are a handful
 //! of shared beginnings. Attention is causal: a shared beginning's keys, values and stream do
-//! not depend on what follows it, so they are computed once ([`Prefix::run`]) and each prompt
+//! not depend on what follows it, so they are computed once ([`Prefix::run_all`]) and each prompt
 //! then runs only its own tokens after them ([`Prefix::tails`]), its rows right-padded (a
 //! padding token after a row's last one is never attended to by that row's tokens).
 
@@ -15,7 +15,7 @@ use llama::{ForwardContext, KeyValue, Llama, TokenBatch};
 use crate::batching::passes_by_length;
 use crate::error::{Result, SubspaceError};
 use crate::lm::TOKENS_PER_FORWARD;
-use crate::run::{Blocks, Keep, Lane, Window, run_lanes};
+use crate::run::{Blocks, Keep, Lane, Window, run_lanes, run_lanes_cached};
 use crate::stop::StopFlag;
 
 /// Shortest beginning worth sharing, in tokens.
@@ -124,50 +124,77 @@ pub(crate) struct Prefix {
 }
 
 impl Prefix {
-    /// Runs `ids` from the embeddings through blocks `layers` (which start at 0).
-    pub(crate) fn run(
+    /// Beginnings through blocks `layers`, from `h` (the stream entering the first of them),
+    /// their keys/values and stream kept: several at once, as lanes of runs of about
+    /// [`TOKENS_PER_FORWARD`] tokens ([`run_lanes_cached`]). A beginning is a dozen tokens:
+    /// alone, each block's products would be a dozen rows reading all of its weights.
+    fn through_all(
         model: &Llama,
-        ids: &[u32],
+        beginnings: Vec<(&[u32], Tensor<3>)>,
         layers: Range<usize>,
         stop: Option<&StopFlag>,
-    ) -> Result<Self> {
-        let batch = TokenBatch::new(&[ids.to_vec()], 0, &model.device());
-        Self::through(model, ids, layers, model.embed(batch.ids), stop)
+    ) -> Result<Vec<Self>> {
+        let mut out = Vec::with_capacity(beginnings.len());
+        let mut rest = beginnings.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut together = Vec::new();
+            let mut tokens = 0;
+            while let Some((ids, h)) = rest.next_if(|_| tokens < TOKENS_PER_FORWARD) {
+                tokens += ids.len();
+                let ctx = model.context(&TokenBatch::new(&[ids.to_vec()], 0, &model.device()));
+                together.push((ids, h, ctx));
+            }
+            let lanes = together
+                .iter()
+                .map(|(_, h, ctx)| Lane {
+                    ctx,
+                    h: h.clone(),
+                    window: None,
+                    edits: &[],
+                })
+                .collect();
+            let ran = run_lanes_cached(model, layers.clone(), lanes, stop)?;
+            for ((ids, _, _), ran) in together.into_iter().zip(ran) {
+                out.push(Prefix {
+                    ids: ids.to_vec(),
+                    kv: ran.cache,
+                    h: ran.h,
+                });
+            }
+        }
+        Ok(out)
     }
 
-    /// The same beginning continued through blocks `layers` from its stream: their
-    /// keys/values (e.g. the blocks above a site, once the blocks below it have run).
-    pub(crate) fn continued(
-        &self,
+    /// Each of `beginnings` from the embeddings through blocks `layers` (which start at 0).
+    pub(crate) fn run_all(
         model: &Llama,
+        beginnings: &[&[u32]],
         layers: Range<usize>,
         stop: Option<&StopFlag>,
-    ) -> Result<Self> {
-        Self::through(model, &self.ids, layers, self.h.clone(), stop)
+    ) -> Result<Vec<Self>> {
+        let embedded = beginnings
+            .iter()
+            .map(|&ids| {
+                let batch = TokenBatch::new(&[ids.to_vec()], 0, &model.device());
+                (ids, model.embed(batch.ids))
+            })
+            .collect();
+        Self::through_all(model, embedded, layers, stop)
     }
 
-    /// `ids` through blocks `layers`, from `h` (the stream entering the first of them).
-    fn through(
+    /// Each of `prefixes` continued through blocks `layers` from its stream: their keys/values
+    /// (e.g. the blocks above a site, once the blocks below it have run).
+    pub(crate) fn continued_all(
         model: &Llama,
-        ids: &[u32],
+        prefixes: &[&Prefix],
         layers: Range<usize>,
-        h: Tensor<3>,
         stop: Option<&StopFlag>,
-    ) -> Result<Self> {
-        let ctx = model.context(&TokenBatch::new(&[ids.to_vec()], 0, &model.device()));
-        let keep = Keep {
-            cache: true,
-            ..Keep::default()
-        };
-        let ran = Blocks::new(layers)
-            .keeping(keep)
-            .stopped_by(stop)
-            .run(model, &ctx, h)?;
-        Ok(Prefix {
-            ids: ids.to_vec(),
-            kv: ran.cache,
-            h: ran.h,
-        })
+    ) -> Result<Vec<Self>> {
+        let streams = prefixes
+            .iter()
+            .map(|p| (p.ids.as_slice(), p.h.clone()))
+            .collect();
+        Self::through_all(model, streams, layers, stop)
     }
 
     /// The keys/values, in blocks `layers` (this beginning's), of the first `own` own tokens of
@@ -216,7 +243,7 @@ impl Prefix {
     }
 
     /// Runs the prompts' own tokens after this beginning (each prompt must start with it and
-    /// have at least one token more) through the same blocks as [`Prefix::run`]'s, in the passes
+    /// have at least one token more) through the same blocks as [`Prefix::run_all`]'s, in the passes
     /// of [`Prefix::tail_passes`]; `keep` says what else to keep. Returns one [`Tails`] per pass
     /// with the prompts' indices in `prompts`.
     pub(crate) fn tails(
@@ -387,18 +414,27 @@ impl Planned {
         blocks: Range<usize>,
         stop: Option<&StopFlag>,
     ) -> Result<Planned> {
-        let (mut shared, mut alone) = (Vec::new(), Vec::new());
+        let (mut groups, mut alone) = (Vec::new(), Vec::new());
         for group in prefix_groups(prompts) {
             if group.len == 0 {
                 alone.push(group.members);
-                continue;
+            } else {
+                groups.push(group);
             }
-            let beginning = &prompts[group.members[0]][..group.len];
-            shared.push(Shared {
-                prefix: Prefix::run(model, beginning, blocks.clone(), stop)?,
-                members: group.members,
-            });
         }
+        let beginnings: Vec<&[u32]> = groups
+            .iter()
+            .map(|g| &prompts[g.members[0]][..g.len])
+            .collect();
+        let prefixes = Prefix::run_all(model, &beginnings, blocks, stop)?;
+        let shared = prefixes
+            .into_iter()
+            .zip(groups)
+            .map(|(prefix, group)| Shared {
+                prefix,
+                members: group.members,
+            })
+            .collect();
         Ok(Planned { shared, alone })
     }
 

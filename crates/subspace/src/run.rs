@@ -302,6 +302,17 @@ pub fn run_lanes_last(
     run_lanes_to(model, layers, lanes, stop, true)
 }
 
+/// [`run_lanes`], keeping each lane's keys/values of every block run ([`Ran::cache`], as
+/// [`Blocks::run`] keeping them returns): several beginnings run at once, to be continued.
+pub(crate) fn run_lanes_cached(
+    model: &Llama,
+    layers: Range<usize>,
+    lanes: Vec<Lane>,
+    stop: Option<&StopFlag>,
+) -> Result<Vec<Ran>> {
+    crate::pool::on_pool(|| run_lanes_here(model, layers, lanes, stop, false, true))
+}
+
 fn run_lanes_to(
     model: &Llama,
     layers: Range<usize>,
@@ -309,17 +320,20 @@ fn run_lanes_to(
     stop: Option<&StopFlag>,
     last_only: bool,
 ) -> Result<Vec<Tensor<3>>> {
-    crate::pool::on_pool(|| run_lanes_here(model, layers, lanes, stop, last_only))
+    let ran =
+        crate::pool::on_pool(|| run_lanes_here(model, layers, lanes, stop, last_only, false))?;
+    Ok(ran.into_iter().map(|r| r.h).collect())
 }
 
-/// [`run_lanes_to`] on this thread.
+/// [`run_lanes_to`] on this thread; `cache`: keep each lane's keys/values.
 fn run_lanes_here(
     model: &Llama,
     layers: Range<usize>,
     lanes: Vec<Lane>,
     stop: Option<&StopFlag>,
     last_only: bool,
-) -> Result<Vec<Tensor<3>>> {
+    cache: bool,
+) -> Result<Vec<Ran>> {
     let last_column = |h: Tensor<3>| {
         let s = h.dims()[1];
         h.narrow(1, s - 1, 1)
@@ -337,13 +351,20 @@ fn run_lanes_here(
         return lanes
             .into_iter()
             .map(|l| {
-                let h = Blocks::new(layers.clone())
+                let keep = Keep {
+                    cache,
+                    ..Keep::default()
+                };
+                let mut ran = Blocks::new(layers.clone())
                     .with_edits(l.edits)
                     .after(l.window)
+                    .keeping(keep)
                     .stopped_by(stop)
-                    .run(model, l.ctx, l.h)?
-                    .h;
-                Ok(if last_only { last_column(h) } else { h })
+                    .run(model, l.ctx, l.h)?;
+                if last_only {
+                    ran.h = last_column(ran.h);
+                }
+                Ok(ran)
             })
             .collect();
     }
@@ -380,6 +401,7 @@ fn run_lanes_here(
             .iter()
             .any(|lane| lane.edits.iter().any(|e| e.site.layer == layers.end - 1));
     let mut h = ragged.pack(lanes.iter().map(|l| l.h.clone()).collect());
+    let mut caches: Vec<Vec<KeyValue>> = vec![Vec::new(); lanes.len()];
     for (i, l) in layers.clone().enumerate() {
         stop::check(stop)?;
         let block = &model.blocks[l];
@@ -389,20 +411,36 @@ fn run_lanes_here(
             .collect();
         if prune_last && l == layers.end - 1 {
             let out = block.forward_ragged_last(h, &ragged, &ctxs, &prefixes);
-            return Ok(ragged.unpack_last(out));
+            return Ok(ragged
+                .unpack_last(out)
+                .into_iter()
+                .map(Ran::stream)
+                .collect());
         }
         let input = edited(h, l, Component::BlockInput);
-        let attn = block.attention_branch_ragged(input.clone(), &ragged, &ctxs, &prefixes);
+        let attn = if cache {
+            let (attn, kvs) =
+                block.attention_branch_ragged_cached(input.clone(), &ragged, &ctxs, &prefixes);
+            caches.iter_mut().zip(kvs).for_each(|(c, kv)| c.push(kv));
+            attn
+        } else {
+            block.attention_branch_ragged(input.clone(), &ragged, &ctxs, &prefixes)
+        };
         let mid = input + edited(attn, l, Component::AttentionOutput);
         let mlp = edited(block.mlp_branch(mid.clone()), l, Component::MlpOutput);
         h = edited(mid + mlp, l, Component::BlockOutput);
     }
     let parts = ragged.unpack(h);
-    Ok(if last_only {
-        parts.into_iter().map(last_column).collect()
-    } else {
-        parts
-    })
+    Ok(parts
+        .into_iter()
+        .zip(caches)
+        .map(|(h, cache)| Ran {
+            h: if last_only { last_column(h) } else { h },
+            components: Vec::new(),
+            cache,
+            patterns: Vec::new(),
+        })
+        .collect())
 }
 
 /// One block's edits and keeps, for the vectors on the residual stream (called by the block

@@ -242,20 +242,23 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
 
 /// Prompts that share a few-shot beginning run it once (below the site and above it, bases
 /// and sources alike); what each example then sees must be what patching it alone sees, where
-/// nothing is shared. Sites on the stream and inside a block, cells before and after the end of
-/// the shared beginning.
+/// nothing is shared. Two beginnings (run together, as lanes of one run), sites on the stream
+/// and inside a block, cells before and after the end of the shared beginning.
 #[test]
 fn prompts_sharing_a_beginning_see_what_each_sees_alone() {
     use burn::tensor::activation::softmax;
 
     let lm = common::tiny();
-    let demo =
-        "the quick brown fox jumps over the lazy dog . the red house is near the green tree .";
-    let shared = lm.prompt(demo).unwrap().len();
+    let demos = [
+        "the quick brown fox jumps over the lazy dog . the red house is near the green tree .",
+        "a cat and one dog . my old car goes down the hill near the house by the tree .",
+    ];
+    let shared: Vec<usize> = demos.iter().map(|d| lm.prompt(d).unwrap().len()).collect();
     assert!(
-        shared >= 12,
-        "the beginning must be long enough to share: {shared}"
+        shared.iter().all(|&n| n >= 12) && shared[0] != shared[1],
+        "the beginnings must be long enough to share, and of different lengths: {shared:?}"
     );
+    let (demo, shared_0) = (demos[0], shared[0]);
     let tails = [
         ("one dog", "a cat", 1, 0),
         ("my old car goes down", "his new bike", 2, 2),
@@ -266,9 +269,14 @@ fn prompts_sharing_a_beginning_see_what_each_sees_alone() {
         // the reads by length, so they run in another order than the prompts sort in.
         ("one dog", "a quick brown fox jumps", 0, 4),
     ];
+    // Each tail after either beginning: three or more prompts on each, worth sharing.
     let examples: Vec<Example> = tails
         .iter()
-        .map(|&(b, s, bp, sp)| {
+        .enumerate()
+        .flat_map(|(i, &tail)| [(i, tail, 0), (i, tail, 1)])
+        .filter(|&(i, _, d)| (i + d) % 2 == 0 || i < 2)
+        .map(|(_, (b, s, bp, sp), d)| {
+            let (demo, shared) = (demos[d], shared[d]);
             lm.pair(&format!("{demo} {b}"), &format!("{demo} {s}"))
                 .unwrap()
                 .at_positions(shared + bp, shared + sp)
@@ -281,7 +289,7 @@ fn prompts_sharing_a_beginning_see_what_each_sees_alone() {
     examples.push(
         lm.pair(&format!("{demo} one dog"), &format!("{demo} a cat"))
             .unwrap()
-            .at_positions(shared - 3, shared - 5)
+            .at_positions(shared_0 - 3, shared_0 - 5)
             .unwrap()
             .with_target(7),
     );

@@ -293,6 +293,32 @@ impl Attention {
         self.o_proj.forward(ragged.pack(outs))
     }
 
+    /// [`Attention::forward_ragged`], keeping each batch's keys/values of all its columns
+    /// (cached + new), as [`Attention::forward_cached`] returns them.
+    ///
+    /// # Shapes
+    /// - as [`Attention::forward_ragged`]; keys/values per batch `[batch, kv_heads, seq_old +
+    ///   seq_new, head_dim]`
+    pub fn forward_ragged_cached(
+        &self,
+        x: Tensor<3>,
+        ragged: &Ragged,
+        ctxs: &[&ForwardContext],
+        prefixes: &[Option<&KeyValue>],
+    ) -> (Tensor<3>, Vec<KeyValue>) {
+        let q = ragged.unpack(self.q_proj.forward(x.clone()));
+        let k = ragged.unpack(self.k_proj.forward(x.clone()));
+        let v = ragged.unpack(self.v_proj.forward(x));
+        let (outs, kvs): (Vec<Tensor<3>>, Vec<KeyValue>) = q
+            .into_iter()
+            .zip(k)
+            .zip(v)
+            .enumerate()
+            .map(|(i, ((q, k), v))| self.attend(q, k, v, ctxs[i], prefixes[i], &mut NoHook))
+            .unzip();
+        (self.o_proj.forward(ragged.pack(outs)), kvs)
+    }
+
     /// [`Attention::forward_ragged`]'s output at each batch's last column only: the keys and
     /// values of every column, the queries, the attention and `o_proj` at the last one (the
     /// last block of a run whose caller reads only the next-token logits). On another backend

@@ -109,6 +109,26 @@ impl Block {
             .forward_ragged(rms_norm(&self.input_layernorm, h), ragged, ctxs, prefixes)
     }
 
+    /// [`Block::attention_branch_ragged`], keeping each batch's keys/values
+    /// ([`Attention::forward_ragged_cached`]).
+    ///
+    /// # Shapes
+    /// - `h`: `[1, tokens, hidden]` → `[1, tokens, hidden]`
+    pub fn attention_branch_ragged_cached(
+        &self,
+        h: Tensor<3>,
+        ragged: &Ragged,
+        ctxs: &[&ForwardContext],
+        prefixes: &[Option<&KeyValue>],
+    ) -> (Tensor<3>, Vec<KeyValue>) {
+        self.self_attn.forward_ragged_cached(
+            rms_norm(&self.input_layernorm, h),
+            ragged,
+            ctxs,
+            prefixes,
+        )
+    }
+
     /// The block over several batches laid end to end ([`Ragged::pack`]), its output at each
     /// batch's last column only ([`Attention::forward_ragged_last`]; the MLP on those rows).
     ///

@@ -156,14 +156,8 @@ impl SiteCache {
         let model = &lm.model;
         let stop = Some(lm.stop_flag());
         let planned = Planned::new(model, &ids, 0..entry.layer, stop)?;
-        let above = planned
-            .shared
-            .iter()
-            .map(|s| {
-                s.prefix
-                    .continued(model, entry.layer..model.n_layers(), stop)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let beginnings: Vec<&Prefix> = planned.shared.iter().map(|s| &s.prefix).collect();
+        let above = Prefix::continued_all(model, &beginnings, entry.layer..model.n_layers(), stop)?;
         let passes = planned.passes(model, &ids, lm.tokenizer.pad_id())?;
         let mut bases: Vec<Option<BaseState>> = vec![None; distinct.len()];
         run_together(model, 0..entry.layer, passes, stop, |pass, h| {
