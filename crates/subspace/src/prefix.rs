@@ -210,7 +210,6 @@ impl Prefix {
         stop: Option<&StopFlag>,
     ) -> Result<Vec<KeyValue>> {
         let p = self.len();
-        let prefix = self.repeated(tails.lengths.len());
         let ctx = tails.ctx.columns_before(p + own).queries_from(p);
         let keep = Keep {
             cache: true,
@@ -219,7 +218,7 @@ impl Prefix {
         Ok(Blocks::new(layers)
             .after(Some(Window {
                 from: p,
-                prefix: &prefix,
+                prefix: &self.kv,
             }))
             .keeping(keep)
             .stopped_by(stop)
@@ -229,17 +228,6 @@ impl Prefix {
 
     pub(crate) fn len(&self) -> usize {
         self.ids.len()
-    }
-
-    /// Each block's keys/values repeated for `rows` rows.
-    pub(crate) fn repeated(&self, rows: usize) -> Vec<KeyValue> {
-        self.kv
-            .iter()
-            .map(|kv| KeyValue {
-                k: kv.k.clone().repeat_dim(0, rows),
-                v: kv.v.clone().repeat_dim(0, rows),
-            })
-            .collect()
     }
 
     /// Runs the prompts' own tokens after this beginning (each prompt must start with it and
@@ -256,9 +244,8 @@ impl Prefix {
     ) -> Result<Vec<Tails>> {
         let mut out = Vec::new();
         for pass in self.tail_passes(model, prompts)? {
-            let prefix = self.repeated(pass.members.len());
             let ran = Blocks::new(layers.clone())
-                .after(Some(pass.window(&prefix)))
+                .after(Some(pass.window(&self.kv)))
                 .keeping(keep)
                 .stopped_by(stop)
                 .run(model, &pass.queries, pass.h.clone())?;
@@ -332,8 +319,8 @@ pub(crate) struct TailPass {
 }
 
 impl TailPass {
-    /// The beginning's columns before this pass's, given its keys/values repeated for the
-    /// pass's rows ([`Prefix::repeated`]).
+    /// The beginning's columns before this pass's, given its keys/values ([`Prefix::kv`], one
+    /// row that every row of the pass reads).
     pub(crate) fn window<'a>(&self, prefix: &'a [KeyValue]) -> Window<'a> {
         Window {
             from: self.from,
@@ -498,14 +485,11 @@ impl PlannedPass<'_> {
         }
     }
 
-    /// For the own tokens after a beginning: the beginning's keys/values repeated for the rows,
-    /// and its length.
-    fn prefix(&self) -> Option<(Vec<KeyValue>, usize)> {
+    /// For the own tokens after a beginning: the beginning's columns before them, its
+    /// keys/values one row that every row reads.
+    fn window(&self) -> Option<Window<'_>> {
         match self {
-            PlannedPass::Tails { shared, pass, .. } => Some((
-                shared.prefix.repeated(pass.members.len()),
-                shared.prefix.len(),
-            )),
+            PlannedPass::Tails { shared, pass, .. } => Some(pass.window(&shared.prefix.kv)),
             PlannedPass::Whole(_) => None,
         }
     }
@@ -531,23 +515,16 @@ pub(crate) fn run_together<'a>(
             tokens += rows * columns;
             together.push(pass);
         }
-        let prefixes: Vec<Option<(Vec<KeyValue>, usize)>> =
-            together.iter().map(PlannedPass::prefix).collect();
         let lanes = together
             .iter()
-            .zip(&prefixes)
-            .map(|(pass, prefix)| Lane {
+            .map(|pass| Lane {
                 ctx: pass.ctx(),
                 h: pass.h().clone(),
-                window: prefix.as_ref().map(|(kv, from)| Window {
-                    from: *from,
-                    prefix: kv,
-                }),
+                window: pass.window(),
                 edits: &[],
             })
             .collect();
         let streams = run_lanes(model, layers.clone(), lanes, stop)?;
-        drop(prefixes);
         for (pass, h) in together.into_iter().zip(streams) {
             done(pass, h)?;
         }

@@ -138,7 +138,9 @@ impl Ran {
 pub struct Window<'a> {
     /// Batch column of `h`'s first column.
     pub from: usize,
-    /// Keys/values of columns `..from`, one per block of the range.
+    /// Keys/values of columns `..from`, one per block of the range: a row for each of the
+    /// batch's, or one that every row reads (a beginning they share; see
+    /// [`llama::model::Attention::forward_cached`]).
     pub prefix: &'a [KeyValue],
 }
 

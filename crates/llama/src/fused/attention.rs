@@ -39,6 +39,9 @@ struct Dims {
     seq: usize,
     /// Cached columns before them.
     prefix: usize,
+    /// One prefix read by every row (`[1, kv, prefix, hd]`: a beginning the rows share)
+    /// rather than one a row.
+    shared_prefix: bool,
     head_dim: usize,
     scale: f32,
 }
@@ -54,7 +57,8 @@ impl Dims {
 }
 
 /// The inputs, on the host: queries `[b, heads, queries, hd]`; new keys and values `[b, kv, s,
-/// hd]`; cached keys and values `[b, kv, prefix, hd]` (empty without a prefix); the additive
+/// hd]`; cached keys and values `[b, kv, prefix, hd]` or, shared by every row, `[1, kv, prefix,
+/// hd]` (empty without a prefix); the additive
 /// mask `[b, 1, queries, prefix + s]`.
 struct Inputs<'a> {
     q: &'a [f32],
@@ -85,6 +89,7 @@ impl Inputs<'_> {
     ) -> &'s [f32] {
         let hd = d.head_dim;
         let at = if c < d.prefix {
+            let b = if d.shared_prefix { 0 } else { b };
             ((b * d.kv_heads + j) * d.prefix + c) * hd
         } else {
             ((b * d.kv_heads + j) * d.seq + (c - d.prefix)) * hd
@@ -353,6 +358,7 @@ impl Primitives {
             queries: q[2],
             seq: k[2],
             prefix: m[3] - k[2],
+            shared_prefix: self.k_prefix.shape()[0] == 1,
             head_dim: q[3],
             scale: scale as f32,
         }
@@ -769,6 +775,41 @@ mod tests {
                 &format!("prefix {p}, strided {strided}"),
             );
         }
+    }
+
+    /// A prefix shared by every row (`[1, kv, p, hd]`, a beginning the rows have in common) is
+    /// read as that prefix repeated for each row: output and gradients against the composed
+    /// operations on the repeated prefix.
+    #[test]
+    fn a_prefix_shared_by_every_row_is_read_as_if_repeated() {
+        let device = Device::flex();
+        let (b, heads, kv, hd, p, s) = (3, 6, 2, 16, 20, 4);
+        let normal =
+            |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let (q, k, v) = (
+            normal([b, heads, s, hd]),
+            normal([b, kv, s, hd]),
+            normal([b, kv, s, hd]),
+        );
+        let (kp, vp) = (normal([1, kv, p, hd]), normal([1, kv, p, hd]));
+        let m = mask(&[0, 0, 3], p, s, &device);
+        let d_out = normal([b, heads, s, hd]);
+        let run = |fused: bool| {
+            let (q, k, v) = (
+                q.clone().autodiff().require_grad(),
+                k.clone().autodiff().require_grad(),
+                v.clone().autodiff().require_grad(),
+            );
+            let out = if fused {
+                attention(&q, &k, &v, Some((&kp, &vp)), &m, None, 0.25).unwrap()
+            } else {
+                let repeated = |t: &Tensor<4>| t.clone().repeat_dim(0, b);
+                let prefix = Some((repeated(&kp), repeated(&vp)));
+                composed(q.clone(), k.clone(), v.clone(), prefix, m.clone(), 0.25)
+            };
+            output_and_grads(out, &d_out, [&q, &k, &v])
+        };
+        assert_agree(&run(true), &run(false), "shared prefix");
     }
 
     /// With the rotation inside: the fused operation on unrotated queries and keys against

@@ -110,7 +110,8 @@ pub struct RotaryTables<'a> {
 ///   where only the last columns' outputs are wanted); `k`, `v`: `[b, kv_heads, s, hd]` (after
 ///   rotary, or before it where `rotary` is given: then the queries and keys are rotated inside,
 ///   the tables `[b, 1, s, hd / 2]` covering the `s` new columns)
-/// - `prefix`: `[b, kv_heads, p, hd]` each; `mask`: `[b, 1, s_q, p + s]`
+/// - `prefix`: `[b, kv_heads, p, hd]` each, or `[1, kv_heads, p, hd]` read by every row (a
+///   beginning they share); `mask`: `[b, 1, s_q, p + s]`
 /// - output: `[b, heads, s_q, hd]`
 pub fn attention(
     q: &Tensor<4>,
@@ -131,8 +132,11 @@ pub fn attention(
         && kv_heads > 0
         && heads.is_multiple_of(kv_heads)
         && mask.dims() == [b, 1, s_q, p + s]
-        && prefix
-            .is_none_or(|(kp, vp)| kp.dims() == [b, kv_heads, p, hd] && vp.dims() == kp.dims())
+        && prefix.is_none_or(|(kp, vp)| {
+            [b, 1].contains(&kp.dims()[0])
+                && kp.dims()[1..] == [kv_heads, p, hd]
+                && vp.dims() == kp.dims()
+        })
         && rotary
             .is_none_or(|r| r.cos.dims() == [b, 1, s, hd / 2] && r.sin.dims() == [b, 1, s, hd / 2]);
     if !fits {

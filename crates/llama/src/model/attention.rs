@@ -49,7 +49,8 @@ impl Attention {
     ///
     /// # Shapes
     /// - `x`: `[batch, seq_new, hidden]`
-    /// - `prefix`: `[batch, kv_heads, seq_old, head_dim]`
+    /// - `prefix`: `[batch, kv_heads, seq_old, head_dim]`, or `[1, kv_heads, seq_old, head_dim]`
+    ///   shared by every row (a beginning the rows have in common: not copied for each)
     /// - output: `[batch, seq_new, hidden]`, and keys/values `[batch, kv_heads, seq_old + seq_new, head_dim]`
     pub fn forward_cached(
         &self,
@@ -119,11 +120,12 @@ impl Attention {
         prefix: Option<&KeyValue>,
         hook: &mut dyn Hook,
     ) -> (Tensor<3>, KeyValue) {
+        let b = q.dims()[0];
         let (out, new) = self.attend_new(q, k, v, ctx, prefix, hook);
         let kv = match prefix {
             Some(p) => KeyValue {
-                k: Tensor::cat(vec![p.k.clone(), new.k], 2),
-                v: Tensor::cat(vec![p.v.clone(), new.v], 2),
+                k: Tensor::cat(vec![for_rows(&p.k, b), new.k], 2),
+                v: Tensor::cat(vec![for_rows(&p.v, b), new.v], 2),
             },
             None => new,
         };
@@ -186,7 +188,10 @@ impl Attention {
 
         let new_scores = q.clone().matmul(k.clone().swap_dims(2, 3));
         let scores = match prefix {
-            Some(p) => Tensor::cat(vec![q.matmul(p.k.clone().swap_dims(2, 3)), new_scores], 3),
+            Some(p) => Tensor::cat(
+                vec![q.matmul(for_rows(&p.k, b).swap_dims(2, 3)), new_scores],
+                3,
+            ),
             None => new_scores,
         };
         let s_k = scores.dims()[3];
@@ -198,7 +203,7 @@ impl Attention {
         let out = match prefix {
             Some(p) => {
                 let old = s_k - s;
-                probs.clone().narrow(3, 0, old).matmul(p.v.clone())
+                probs.clone().narrow(3, 0, old).matmul(for_rows(&p.v, b))
                     + probs.narrow(3, old, s).matmul(v.clone())
             }
             None => probs.matmul(v.clone()),
@@ -353,5 +358,16 @@ impl Attention {
             });
         }
         self.o_proj.forward(ragged.pack(outs))
+    }
+}
+
+/// A prefix's keys or values for `rows` rows: as they are, or (shared by every row, `[1, …]`)
+/// expanded to them.
+fn for_rows(t: &Tensor<4>, rows: usize) -> Tensor<4> {
+    let [b, kv, p, hd] = t.dims();
+    if b == rows {
+        t.clone()
+    } else {
+        t.clone().expand([rows, kv, p, hd])
     }
 }
