@@ -1,7 +1,7 @@
 //! GGML tensor types: ids as GGUF stores them, and the block layout of each.
 
 /// The GGML tensor types a GGUF file can name. Only the layout is known for all of them; which
-/// ones can be dequantised is decided by [`super::dequant`].
+/// ones can be dequantised is decided by the private `gguf::dequant` module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
     F32,
