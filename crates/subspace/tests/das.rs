@@ -242,8 +242,9 @@ fn the_training_objective_sees_what_evaluation_sees_on_a_padded_batch() {
 
 /// Prompts that share a few-shot beginning run it once (below the site and above it, bases
 /// and sources alike); what each example then sees must be what patching it alone sees, where
-/// nothing is shared. Two beginnings (run together, as lanes of one run), sites on the stream
-/// and inside a block, cells before and after the end of the shared beginning.
+/// nothing is shared. Three beginnings (run together, as lanes of one run; one whose prompts are
+/// all patched inside it), sites on the stream and inside a block, cells before and after the
+/// end of the shared beginning.
 #[test]
 fn prompts_sharing_a_beginning_see_what_each_sees_alone() {
     use burn::tensor::activation::softmax;
@@ -293,6 +294,19 @@ fn prompts_sharing_a_beginning_see_what_each_sees_alone() {
             .unwrap()
             .with_target(7),
     );
+    // A third beginning whose prompts are all patched inside it: their passes keep none of
+    // their own tokens' keys/values above the site.
+    let inside = "near the green tree the red house is by the lazy dog and my old car .";
+    let shared_inside = lm.prompt(inside).unwrap().len();
+    for (b, s, _, _) in &tails[..4] {
+        examples.push(
+            lm.pair(&format!("{inside} {b}"), &format!("{inside} {s}"))
+                .unwrap()
+                .at_positions(shared_inside - 2, shared_inside - 4)
+                .unwrap()
+                .with_target(7),
+        );
+    }
     // The stream at two layers, one head's queries and the MLP's neurons (sites inside a block:
     // their source vectors are read inside the shared beginning's passes too).
     let sites = [
