@@ -671,6 +671,11 @@ mod tests {
         Tensor::from_data(TensorData::new(m, [pads.len(), 1, s, keys]), device)
     }
 
+    /// Copies of `q`, `k` and `v` that take gradients.
+    fn tracked(ts: [&Tensor<4>; 3]) -> [Tensor<4>; 3] {
+        ts.map(|t| t.clone().autodiff().require_grad())
+    }
+
     /// The output and the gradients of `Σ out ⊙ d_out` with respect to `q`, `k` and `v`.
     fn output_and_grads(
         out: Tensor<4>,
@@ -734,11 +739,7 @@ mod tests {
             // Through `swap_dims` the output's gradient reaches the operation as a view.
             let d_out = normal([b, heads, s, hd]);
             let run = |fused: bool| {
-                let (q, k, v) = (
-                    q.clone().autodiff().require_grad(),
-                    k.clone().autodiff().require_grad(),
-                    v.clone().autodiff().require_grad(),
-                );
+                let [q, k, v] = tracked([&q, &k, &v]);
                 let out = if fused {
                     attention(
                         &q,
@@ -795,11 +796,7 @@ mod tests {
         let m = mask(&[0, 0, 3], p, s, &device);
         let d_out = normal([b, heads, s, hd]);
         let run = |fused: bool| {
-            let (q, k, v) = (
-                q.clone().autodiff().require_grad(),
-                k.clone().autodiff().require_grad(),
-                v.clone().autodiff().require_grad(),
-            );
+            let [q, k, v] = tracked([&q, &k, &v]);
             let out = if fused {
                 attention(&q, &k, &v, Some((&kp, &vp)), &m, None, 0.25).unwrap()
             } else {
@@ -834,11 +831,7 @@ mod tests {
             let m = mask(&[0, 1], p, s, &device);
             let d_out = normal([b, heads, s, hd]);
             let run = |inside: bool| {
-                let (q, k, v) = (
-                    q.clone().autodiff().require_grad(),
-                    k.clone().autodiff().require_grad(),
-                    v.clone().autodiff().require_grad(),
-                );
+                let [q, k, v] = tracked([&q, &k, &v]);
                 let kv = Some((&prefix.0, &prefix.1));
                 let out = if inside {
                     let r = RotaryTables {
@@ -886,11 +879,7 @@ mod tests {
             let d_out = normal([b, heads, s_q, hd]);
             let run =
                 |last_only: bool| {
-                    let (q, k, v) = (
-                        q.clone().autodiff().require_grad(),
-                        k.clone().autodiff().require_grad(),
-                        v.clone().autodiff().require_grad(),
-                    );
+                    let [q, k, v] = tracked([&q, &k, &v]);
                     let out =
                         if last_only {
                             let r = RotaryTables {

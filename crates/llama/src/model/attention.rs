@@ -285,9 +285,7 @@ impl Attention {
         ctxs: &[&ForwardContext],
         prefixes: &[Option<&KeyValue>],
     ) -> Tensor<3> {
-        let q = ragged.unpack(self.q_proj.forward(x.clone()));
-        let k = ragged.unpack(self.k_proj.forward(x.clone()));
-        let v = ragged.unpack(self.v_proj.forward(x));
+        let (q, k, v) = self.projections_ragged(x, ragged);
         let outs: Vec<Tensor<3>> = q
             .into_iter()
             .zip(k)
@@ -296,6 +294,20 @@ impl Attention {
             .map(|(i, ((q, k), v))| self.attend_output(q, k, v, ctxs[i], prefixes[i]))
             .collect();
         self.o_proj.forward(ragged.pack(outs))
+    }
+
+    /// The queries, keys and values of several batches laid end to end by `ragged`: each
+    /// projection once over all their tokens, then cut back into the batches.
+    fn projections_ragged(
+        &self,
+        x: Tensor<3>,
+        ragged: &Ragged,
+    ) -> (Vec<Tensor<3>>, Vec<Tensor<3>>, Vec<Tensor<3>>) {
+        (
+            ragged.unpack(self.q_proj.forward(x.clone())),
+            ragged.unpack(self.k_proj.forward(x.clone())),
+            ragged.unpack(self.v_proj.forward(x)),
+        )
     }
 
     /// [`Attention::forward_ragged`], keeping each batch's keys/values of all its columns
@@ -311,9 +323,7 @@ impl Attention {
         ctxs: &[&ForwardContext],
         prefixes: &[Option<&KeyValue>],
     ) -> (Tensor<3>, Vec<KeyValue>) {
-        let q = ragged.unpack(self.q_proj.forward(x.clone()));
-        let k = ragged.unpack(self.k_proj.forward(x.clone()));
-        let v = ragged.unpack(self.v_proj.forward(x));
+        let (q, k, v) = self.projections_ragged(x, ragged);
         let (outs, kvs): (Vec<Tensor<3>>, Vec<KeyValue>) = q
             .into_iter()
             .zip(k)
