@@ -305,7 +305,7 @@ impl Rotary {
 /// `x` (`[b, heads, s, hd]`: the last `s` of `table_seq` columns) by its row's and position's
 /// angles (`cos`, `sin`: `[b, table_seq, hd/2]`), in the order of operations burn's
 /// `RopeTables::apply` uses.
-fn rotate_all(
+pub(super) fn rotate_all(
     x: &[f32],
     [b, heads, s, hd]: [usize; 4],
     (cos, sin, table_seq): (&[f32], &[f32], usize),
@@ -810,8 +810,8 @@ mod tests {
     }
 
     /// With the rotation inside: the fused operation on unrotated queries and keys against
-    /// burn's `RopeTables::apply` then the composed operations, both pair layouts, gradients
-    /// with respect to the unrotated inputs.
+    /// burn's rotation (`RopeTables::apply_composed`) then the composed operations, both pair
+    /// layouts, gradients with respect to the unrotated inputs.
     #[test]
     fn rotary_inside_matches_rotary_before() {
         use crate::config::RopeLayout;
@@ -842,8 +842,8 @@ mod tests {
                     attention(&q, &k, &v, kv, &m, Some(r), 0.25).unwrap()
                 } else {
                     let (qr, kr) = (
-                        tables.apply(q.clone(), layout),
-                        tables.apply(k.clone(), layout),
+                        tables.apply_composed(q.clone(), layout),
+                        tables.apply_composed(k.clone(), layout),
                     );
                     composed(qr, kr, v.clone(), Some(prefix.clone()), m.clone(), 0.25)
                 };
@@ -895,8 +895,8 @@ mod tests {
                             attention(&q_last, &k, &v, kv, &m_last, Some(r), 0.25).unwrap()
                         } else {
                             let (qr, kr) = (
-                                tables.apply(q.clone(), layout),
-                                tables.apply(k.clone(), layout),
+                                tables.apply_composed(q.clone(), layout),
+                                tables.apply_composed(k.clone(), layout),
                             );
                             composed(qr, kr, v.clone(), Some(prefix.clone()), m.clone(), 0.25)
                                 .narrow(2, s - s_q, s_q)

@@ -12,6 +12,7 @@ mod exp;
 mod lanes;
 mod log_softmax;
 mod rms_norm;
+mod rotary;
 mod silu_mul;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -30,6 +31,14 @@ pub trait FusedOps: Backend {
     fn rms_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
     /// `log_softmax` over rows of `d` values (the last dimension).
     fn log_softmax(x: FloatTensor<Self>, d: usize) -> FloatTensor<Self>;
+    /// Rotary embeddings of `x` (`[b, heads, s, hd]`) by the tables `cos`, `sin` (`[b, 1, s,
+    /// hd / 2]`), pairs `(i, i + hd/2)` (`code` 1) or interleaved (2); see [`rotary()`].
+    fn rotary(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        code: u8,
+    ) -> FloatTensor<Self>;
     /// `softmax(q·kᵀ·scale + mask)·v` of new columns over a cached prefix and themselves; see
     /// [`attention()`].
     #[allow(clippy::too_many_arguments)]
@@ -59,6 +68,29 @@ pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
         gate.into_dispatch(),
         up.into_dispatch(),
     ))
+}
+
+/// `x` rotated by rotary tables (`interleaved`: pairs `(2i, 2i+1)`, else `(i, i + hd/2)`), in
+/// one pass forward and one backward; `None` where the fused operation does not apply
+/// (another backend, or tables of another shape), for the caller to compose it.
+///
+/// # Shapes
+/// - `x`: `[b, heads, s, hd]`; `cos`, `sin`: `[b, 1, s, hd / 2]` → `[b, heads, s, hd]`
+pub fn rotary(x: &Tensor<4>, tables: RotaryTables<'_>) -> Option<Tensor<4>> {
+    let [b, _, s, hd] = x.dims();
+    let fits = x.device() == Device::flex()
+        && hd % 2 == 0
+        && tables.cos.dims() == [b, 1, s, hd / 2]
+        && tables.sin.dims() == tables.cos.dims();
+    if !fits {
+        return None;
+    }
+    Some(Tensor::from_dispatch(<Dispatch as FusedOps>::rotary(
+        x.clone().into_dispatch(),
+        tables.cos.clone().into_dispatch(),
+        tables.sin.clone().into_dispatch(),
+        if tables.interleaved { 2 } else { 1 },
+    )))
 }
 
 /// `norm.forward(x)`, fused where it can be (its weight is a constant: the model is frozen).
@@ -176,6 +208,15 @@ impl FusedOps for Flex {
         log_softmax::forward(x, d)
     }
 
+    fn rotary(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        code: u8,
+    ) -> FloatTensor<Self> {
+        rotary::forward(x, cos, sin, code)
+    }
+
     fn attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -203,6 +244,15 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
 
     fn log_softmax(x: FloatTensor<Self>, d: usize) -> FloatTensor<Self> {
         log_softmax::tracked::<C>(x, d)
+    }
+
+    fn rotary(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        code: u8,
+    ) -> FloatTensor<Self> {
+        rotary::tracked::<C>(x, cos, sin, code)
     }
 
     fn attention(

@@ -47,6 +47,23 @@ impl RopeTables {
     /// - `x`: `[batch, heads, seq, head_dim]`
     /// - output: same
     pub fn apply(&self, x: Tensor<4>, layout: RopeLayout) -> Tensor<4> {
+        let tables = crate::fused::RotaryTables {
+            cos: &self.cos,
+            sin: &self.sin,
+            interleaved: layout == RopeLayout::Interleaved,
+        };
+        match crate::fused::rotary(&x, tables) {
+            Some(out) => out,
+            None => self.apply_composed(x, layout),
+        }
+    }
+
+    /// [`RopeTables::apply`] from burn's operations: on backends without the fused one, and as
+    /// its tests' reference.
+    ///
+    /// # Shapes
+    /// - as [`RopeTables::apply`]
+    pub fn apply_composed(&self, x: Tensor<4>, layout: RopeLayout) -> Tensor<4> {
         let [b, h, s, d] = x.dims();
         let half = d / 2;
         let (cos, sin) = (self.cos.clone(), self.sin.clone());

@@ -1,0 +1,138 @@
+//! Rotary embeddings of queries or keys in one pass, and its backward (the inverse rotation).
+//!
+//! burn's composition (`RopeTables::apply`) is a dozen operations on one thread (the pairs cut
+//! apart, four products, two sums, then joined by `cat` or `stack`), and twice as many with
+//! autodiff. Where keys are kept (a prefix run to be continued, generation) every block runs
+//! it on the queries and on the keys.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Flex, TensorMetadata};
+use burn::tensor::TensorData;
+
+use super::attention::rotate_all;
+use super::{with_gathered, with_values};
+
+/// `x` (`[b, heads, s, hd]`) rotated by the tables (`[b, 1, s, hd / 2]`) in the pair layout
+/// `code` (1: `(i, i + hd/2)`, 2: interleaved), or rotated back (`inverse`).
+fn rotated(
+    x: FloatTensor<Flex>,
+    cos: &FloatTensor<Flex>,
+    sin: &FloatTensor<Flex>,
+    code: u8,
+    inverse: bool,
+) -> FloatTensor<Flex> {
+    let (shape, device) = (x.shape(), x.device());
+    let dims = [shape[0], shape[1], shape[2], shape[3]];
+    let cos = with_values(cos.clone(), <[f32]>::to_vec);
+    let sin = with_values(sin.clone(), <[f32]>::to_vec);
+    let out = with_gathered(x, |x| {
+        rotate_all(x, dims, (&cos, &sin, dims[2]), code == 2, inverse)
+    });
+    Flex::float_from_data(TensorData::new(out, shape), &device)
+}
+
+pub(super) fn forward(
+    x: FloatTensor<Flex>,
+    cos: FloatTensor<Flex>,
+    sin: FloatTensor<Flex>,
+    code: u8,
+) -> FloatTensor<Flex> {
+    rotated(x, &cos, &sin, code, false)
+}
+
+/// The backward of [`forward`]: the output's gradient rotated back (the rotation is
+/// orthogonal); its state is the tables and the layout.
+#[derive(Debug)]
+struct RotaryBackward;
+
+impl Backward<Flex, 1> for RotaryBackward {
+    type State = (FloatTensor<Flex>, FloatTensor<Flex>, u8);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (cos, sin, code) = ops.state;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            grads.register::<Flex>(node.id, rotated(dy, &cos, &sin, code, true));
+        }
+    }
+}
+
+/// [`forward`] on autodiff tensors: the gradient reaches `x` (the tables are constants).
+pub(super) fn tracked<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    cos: FloatTensor<Autodiff<Flex, C>>,
+    sin: FloatTensor<Autodiff<Flex, C>>,
+    code: u8,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let (x, node) = x.into_parts();
+    let (cos, sin) = (cos.into_parts().0, sin.into_parts().0);
+    let out = rotated(x, &cos, &sin, code, false);
+    match RotaryBackward
+        .prepare::<C>([node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((cos, sin, code), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    use crate::config::RopeLayout;
+    use crate::fused::test_values::{host, max_diff};
+    use crate::model::RopeTables;
+
+    /// The fused rotation and its gradient against burn's composed operations
+    /// (`RopeTables::apply_composed`), both pair layouts, the input as the model passes it
+    /// (`[b, s, heads, hd]` viewed as `[b, heads, s, hd]`).
+    #[test]
+    fn the_rotation_and_its_gradient_match_the_composed_ops() {
+        let device = Device::flex();
+        let (b, heads, s, hd) = (2, 3, 5, 8);
+        let angles: Tensor<4> =
+            Tensor::random([b, 1, s, hd / 2], Distribution::Uniform(-3.0, 3.0), &device);
+        let tables = RopeTables {
+            cos: angles.clone().cos(),
+            sin: angles.sin(),
+        };
+        let x: Tensor<4> =
+            Tensor::random([b, s, heads, hd], Distribution::Normal(0.0, 1.0), &device)
+                .swap_dims(1, 2);
+        let dy: Tensor<4> =
+            Tensor::random([b, heads, s, hd], Distribution::Normal(0.0, 1.0), &device);
+        for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+            let run = |fused: bool| {
+                let x = x.clone().autodiff().require_grad();
+                let y = if fused {
+                    tables.apply(x.clone(), layout)
+                } else {
+                    tables.apply_composed(x.clone(), layout)
+                };
+                let grads = (y.clone() * dy.clone().autodiff()).sum().backward();
+                (
+                    host(y.without_autodiff()),
+                    host(x.grad(&grads).unwrap().without_autodiff()),
+                )
+            };
+            let (fused, composed) = (run(true), run(false));
+            assert!(
+                max_diff(&fused.0, &composed.0) < 1e-6,
+                "{layout:?}: rotation"
+            );
+            assert!(
+                max_diff(&fused.1, &composed.1) < 1e-6,
+                "{layout:?}: gradient"
+            );
+        }
+    }
+}
