@@ -16,6 +16,7 @@ pub mod error;
 pub mod fused;
 pub mod load;
 pub mod model;
+mod parallel_fill;
 pub mod quant;
 pub mod tokenizer;
 

@@ -13,6 +13,7 @@ use burn::tensor::TensorData;
 use rayon::prelude::*;
 
 use super::{avx512, with_values};
+use crate::parallel_fill::filled_in_parallel;
 
 /// Values per parallel task (whole rows): below this a pass costs less than waking a thread.
 const CHUNK: usize = 16 * 1024;
@@ -23,15 +24,25 @@ pub(super) fn forward(
     eps: f64,
 ) -> FloatTensor<Flex> {
     let (shape, device) = (x.shape(), x.device());
-    let mut out = vec![0f32; shape.num_elements()];
-    with_values(gamma, |g| {
+    let n = shape.num_elements();
+    let out = with_values(gamma, |g| {
         with_values(x, |x| {
-            by_rows(&mut out, g.len(), |at, y| {
-                kernels::forward(&x[at..at + y.len()], g, eps as f32, y)
+            let d = g.len().max(1);
+            let per_task = rows_per_task(d) * d;
+            filled_in_parallel(n, per_task, |t, out| {
+                for (r, y) in out.chunks_exact_mut(d).enumerate() {
+                    let at = t * per_task + r * d;
+                    kernels::forward(&x[at..at + d], g, eps as f32, y)
+                }
             })
         })
     });
     Flex::float_from_data(TensorData::new(out, shape), &device)
+}
+
+/// Whole rows of `d` values per parallel task.
+fn rows_per_task(d: usize) -> usize {
+    (CHUNK / d.max(1)).max(1)
 }
 
 /// `f(offset, row)` for every row of `out` (rows of `d` values; `offset` its first value's
@@ -43,7 +54,7 @@ fn by_rows(out: &mut [f32], d: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
             f(first + r * d, row)
         }
     };
-    let per_task = (CHUNK / d).max(1) * d;
+    let per_task = rows_per_task(d) * d;
     if out.len() <= per_task {
         run(0, out);
     } else {

@@ -12,15 +12,21 @@ use rayon::prelude::*;
 
 use super::exp::exp;
 use super::{avx512, with_values};
+use crate::parallel_fill::filled_in_parallel;
 
 /// Elements per parallel task: below this a pass costs less than waking a thread.
 const CHUNK: usize = 16 * 1024;
 
 pub(super) fn forward(gate: FloatTensor<Flex>, up: FloatTensor<Flex>) -> FloatTensor<Flex> {
     let (shape, device) = (gate.shape(), gate.device());
-    let mut out = vec![0f32; shape.num_elements()];
-    with_values(gate, |g| {
-        with_values(up, |u| kernels::silu_mul(g, u, &mut out));
+    let n = shape.num_elements();
+    let out = with_values(gate, |g| {
+        with_values(up, |u| {
+            filled_in_parallel(n, CHUNK, |c, out| {
+                let at = c * CHUNK..c * CHUNK + out.len();
+                kernels::silu_mul_chunk(&g[at.clone()], &u[at], out)
+            })
+        })
     });
     Flex::float_from_data(TensorData::new(out, shape), &device)
 }
@@ -116,25 +122,14 @@ mod kernels {
         backward_chunk(g, u, dy, dg, du)
     }
 
-    /// `out = silu(g) · u`.
-    pub(super) fn silu_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
-        let fast = avx512();
-        let run = |(o, (g, u)): (&mut [f32], (&[f32], &[f32]))| {
-            #[cfg(target_arch = "x86_64")]
-            if fast {
-                // SAFETY: the CPU has AVX-512F (checked above).
-                return unsafe { forward_chunk_avx512(g, u, o) };
-            }
-            let _ = fast;
-            forward_chunk(g, u, o)
-        };
-        if out.len() <= CHUNK {
-            run((out, (g, u)));
-        } else {
-            out.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-                .for_each(run);
+    /// `out = silu(g) · u` on one thread (a chunk of a parallel pass).
+    pub(super) fn silu_mul_chunk(g: &[f32], u: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if avx512() {
+            // SAFETY: the CPU has AVX-512F (checked).
+            return unsafe { forward_chunk_avx512(g, u, out) };
         }
+        forward_chunk(g, u, out)
     }
 
     /// The gradients of `silu(g) · u` for the output gradient `dy`.

@@ -27,6 +27,7 @@ use rayon::prelude::*;
 
 use super::gemm::{Shared, transpose16};
 use super::packed::{PackedRow, PackedRows};
+use crate::parallel_fill::filled_in_parallel;
 
 /// Tokens (rows of `a`) and outputs (columns of `b`) per tile; bf16 values per tile row.
 const TILE: usize = 16;
@@ -137,12 +138,13 @@ fn to_bf16_tiles(
 ) -> Vec<u16> {
     assert!(values.len() == rows * cols && depth >= cols && depth.is_multiple_of(DEPTH));
     assert!(rows_out >= rows && rows_out.is_multiple_of(TILE));
-    let mut out = vec![0u16; rows_out * depth];
     const GROUPS_PER_TASK: usize = 4;
-    out.par_chunks_mut(GROUPS_PER_TASK * TILE * depth)
-        .enumerate()
-        // (A closure inherits this function's target features.)
-        .for_each(|(task, groups)| {
+    // Each task zeroes its own groups (the padding stays 0) and rounds their rows into them.
+    // (A closure inherits this function's target features.)
+    filled_in_parallel(
+        rows_out * depth,
+        GROUPS_PER_TASK * TILE * depth,
+        |task, groups: &mut [u16]| {
             for (g, group) in groups.chunks_exact_mut(TILE * depth).enumerate() {
                 let first = (task * GROUPS_PER_TASK + g) * TILE;
                 for i in 0..TILE.min(rows.saturating_sub(first)) {
@@ -153,8 +155,8 @@ fn to_bf16_tiles(
                     }
                 }
             }
-        });
-    out
+        },
+    )
 }
 
 /// One row of [`to_bf16_tiles`]: `v` rounded into `out` (`out.len() ≥ v.len()`).
