@@ -135,18 +135,17 @@ impl Prefix {
         stop: Option<&StopFlag>,
     ) -> Result<Vec<Self>> {
         let mut out = Vec::with_capacity(beginnings.len());
-        let mut rest = beginnings.into_iter().peekable();
-        while rest.peek().is_some() {
-            let mut together = Vec::new();
-            let mut tokens = 0;
-            while let Some((ids, h)) = rest.next_if(|_| tokens < TOKENS_PER_FORWARD) {
-                tokens += ids.len();
-                let ctx = model.context(&TokenBatch::new(&[ids.to_vec()], 0, &model.device()));
-                together.push((ids, h, ctx));
-            }
+        for together in runs_of_tokens(beginnings, |(ids, _)| ids.len()) {
+            let ctxs: Vec<ForwardContext> = together
+                .iter()
+                .map(|(ids, _)| {
+                    model.context(&TokenBatch::new(&[ids.to_vec()], 0, &model.device()))
+                })
+                .collect();
             let lanes = together
                 .iter()
-                .map(|(_, h, ctx)| Lane {
+                .zip(&ctxs)
+                .map(|((_, h), ctx)| Lane {
                     ctx,
                     h: h.clone(),
                     window: None,
@@ -154,7 +153,7 @@ impl Prefix {
                 })
                 .collect();
             let ran = run_lanes_cached(model, layers.clone(), lanes, stop)?;
-            for ((ids, _, _), ran) in together.into_iter().zip(ran) {
+            for ((ids, _), ran) in together.into_iter().zip(ran) {
                 out.push(Prefix {
                     ids: ids.to_vec(),
                     kv: ran.cache,
@@ -506,15 +505,11 @@ pub(crate) fn run_together<'a>(
     stop: Option<&StopFlag>,
     mut done: impl FnMut(PlannedPass<'a>, Tensor<3>) -> Result<()>,
 ) -> Result<()> {
-    let mut rest = passes.into_iter().peekable();
-    while rest.peek().is_some() {
-        let mut together = Vec::new();
-        let mut tokens = 0;
-        while let Some(pass) = rest.next_if(|_| tokens < TOKENS_PER_FORWARD) {
-            let [rows, columns, _] = pass.h().dims();
-            tokens += rows * columns;
-            together.push(pass);
-        }
+    let tokens = |pass: &PlannedPass| {
+        let [rows, columns, _] = pass.h().dims();
+        rows * columns
+    };
+    for together in runs_of_tokens(passes, tokens) {
         let lanes = together
             .iter()
             .map(|pass| Lane {
@@ -532,9 +527,38 @@ pub(crate) fn run_together<'a>(
     Ok(())
 }
 
+/// `items` in order, cut into runs of about [`TOKENS_PER_FORWARD`] tokens (`tokens` of each):
+/// a run ends with the item that brings it to that many.
+fn runs_of_tokens<T>(items: Vec<T>, tokens: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut runs: Vec<Vec<T>> = Vec::new();
+    let mut in_last = TOKENS_PER_FORWARD;
+    for item in items {
+        if in_last >= TOKENS_PER_FORWARD {
+            runs.push(Vec::new());
+            in_last = 0;
+        }
+        in_last += tokens(&item);
+        if let Some(run) = runs.last_mut() {
+            run.push(item);
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{PrefixGroup, prefix_groups};
+    use super::{PrefixGroup, prefix_groups, runs_of_tokens};
+
+    /// Runs of 2048 tokens: each ends with the item that reaches 2048, in order, none lost.
+    #[test]
+    fn items_are_cut_into_runs_of_about_a_forward_of_tokens() {
+        let items = vec![1000, 1000, 100, 2048, 5, 3000, 1];
+        assert_eq!(
+            runs_of_tokens(items, |&t| t),
+            [vec![1000, 1000, 100], vec![2048], vec![5, 3000], vec![1]]
+        );
+        assert!(runs_of_tokens(Vec::<usize>::new(), |&t| t).is_empty());
+    }
 
     /// Three prompts on one 10-token beginning and two that share only 2 tokens with it: the
     /// three share their 10 (10 + 3 × 2 + 16 = 32 tokens against 36 run whole), the others run

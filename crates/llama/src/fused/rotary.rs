@@ -28,10 +28,12 @@ fn rotated(
 ) -> FloatTensor<Flex> {
     let (shape, device) = (x.shape(), x.device());
     let dims = [shape[0], shape[1], shape[2], shape[3]];
-    let cos = with_values(cos.clone(), <[f32]>::to_vec);
-    let sin = with_values(sin.clone(), <[f32]>::to_vec);
-    let out = with_gathered(x, |x| {
-        rotate_all(x, dims, (&cos, &sin, dims[2]), code == 2, inverse)
+    let out = with_values(cos.clone(), |cos| {
+        with_values(sin.clone(), |sin| {
+            with_gathered(x, |x| {
+                rotate_all(x, dims, (cos, sin, dims[2]), code == 2, inverse)
+            })
+        })
     });
     Flex::float_from_data(TensorData::new(out, shape), &device)
 }
