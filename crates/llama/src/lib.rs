@@ -10,6 +10,7 @@
 //! # Ok::<(), llama::LlamaError>(())
 //! ```
 
+pub mod allocator;
 pub mod backend;
 pub mod config;
 pub mod error;

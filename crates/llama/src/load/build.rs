@@ -163,6 +163,8 @@ pub(crate) fn build(
     storage: WeightStorage,
 ) -> Result<Llama> {
     config.validate()?;
+    // The forwards of the model about to be built allocate and free large buffers at every block.
+    crate::allocator::keep_freed_memory();
     let d = config.hidden_size;
     let hd = config.head_dim();
     let (nh, nkv) = (config.num_attention_heads, config.n_kv_heads());
