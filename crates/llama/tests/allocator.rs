@@ -3,6 +3,7 @@
 //! (as the pool's threads do, block after block), takes new pages from the system only in its
 //! first rounds. Its own process, since the setting is the whole process's.
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 /// Minor page faults of this process so far.
 fn minor_faults() -> i64 {
