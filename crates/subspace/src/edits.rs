@@ -168,9 +168,8 @@ impl LanguageModel {
         let stop = Some(self.stop_flag());
         let planned = Planned::new(model, prompts, blocks.clone(), stop)?;
         let passes = planned.passes(model, prompts, self.tokenizer.pad_id())?;
-        let mut rank = vec![0; prompts.len()];
-        let mut vectors = Vec::new();
-        run_together(model, blocks, passes, stop, |pass, h| {
+        // Each pass's reads: the prompt read, and its stream at the prompt's last token.
+        let reads = run_together(model, blocks, passes, stop, |pass, h| {
             let [_, _, d] = h.dims();
             // Each row's prompt, and its last token's column in `h`.
             let rows: Vec<(usize, usize)> = match pass {
@@ -187,17 +186,21 @@ impl LanguageModel {
                     .map(|(r, &i)| (i, whole.batch.column(r, prompts[i].len() - 1)))
                     .collect(),
             };
-            for (row, (read, column)) in rows.into_iter().enumerate() {
-                rank[read] = vectors.len();
-                vectors.push(
-                    h.clone()
-                        .narrow(0, row, 1)
-                        .narrow(1, column, 1)
-                        .reshape([1, d]),
-                );
-            }
-            Ok(())
+            Ok(rows
+                .into_iter()
+                .enumerate()
+                .map(|(row, (read, column))| {
+                    let vector = h.clone().narrow(0, row, 1).narrow(1, column, 1);
+                    (read, vector.reshape([1, d]))
+                })
+                .collect::<Vec<_>>())
         })?;
+        let mut rank = vec![0; prompts.len()];
+        let mut vectors = Vec::new();
+        for (read, vector) in reads.into_iter().flatten() {
+            rank[read] = vectors.len();
+            vectors.push(vector);
+        }
         Ok((Tensor::cat(vectors, 0), rank))
     }
 

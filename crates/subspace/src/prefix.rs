@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use burn::tensor::Tensor;
 use llama::{ForwardContext, KeyValue, Llama, TokenBatch};
+use rayon::prelude::*;
 
 use crate::batching::passes_by_length;
 use crate::error::{Result, SubspaceError};
@@ -497,19 +498,25 @@ impl PlannedPass<'_> {
 /// Runs `passes` through blocks `layers` several at a time, as lanes of one run
 /// ([`run_lanes`]) of about [`TOKENS_PER_FORWARD`] tokens: passes of different beginnings and
 /// lengths then share each block's projections and MLP, products of thousands of rows instead
-/// of a few dozen. Calls `done` with each pass, in order, and its stream leaving the last block.
-pub(crate) fn run_together<'a>(
+/// of a few dozen. Returns what `done` makes of each pass and its stream leaving the last
+/// block, in the passes' order.
+///
+/// The runs themselves go to the pool's threads as tasks ([`rayon`]'s parallel iterator), each
+/// run's operations still split over whichever threads are free: the parts of a run that one
+/// thread does alone (copies, residual additions, `done`'s own work) then overlap another
+/// run's instead of leaving the other threads waiting.
+pub(crate) fn run_together<'a, R: Send>(
     model: &Llama,
     layers: Range<usize>,
     passes: Vec<PlannedPass<'a>>,
     stop: Option<&StopFlag>,
-    mut done: impl FnMut(PlannedPass<'a>, Tensor<3>) -> Result<()>,
-) -> Result<()> {
+    done: impl Fn(PlannedPass<'a>, Tensor<3>) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
     let tokens = |pass: &PlannedPass| {
         let [rows, columns, _] = pass.h().dims();
         rows * columns
     };
-    for together in runs_of_tokens(passes, tokens) {
+    let run = |together: Vec<PlannedPass<'a>>| -> Result<Vec<R>> {
         let lanes = together
             .iter()
             .map(|pass| Lane {
@@ -520,11 +527,16 @@ pub(crate) fn run_together<'a>(
             })
             .collect();
         let streams = run_lanes(model, layers.clone(), lanes, stop)?;
-        for (pass, h) in together.into_iter().zip(streams) {
-            done(pass, h)?;
-        }
-    }
-    Ok(())
+        together
+            .into_iter()
+            .zip(streams)
+            .map(|(pass, h)| done(pass, h))
+            .collect()
+    };
+    let runs = runs_of_tokens(passes, tokens);
+    let made: Vec<Vec<R>> =
+        crate::pool::on_pool(|| runs.into_par_iter().map(run).collect::<Result<_>>())?;
+    Ok(made.into_iter().flatten().collect())
 }
 
 /// `items` in order, cut into runs of about [`TOKENS_PER_FORWARD`] tokens (`tokens` of each):

@@ -342,6 +342,62 @@ fn prompts_sharing_a_beginning_see_what_each_sees_alone() {
     }
 }
 
+/// More distinct prompts than one run of the blocks takes (about 2048 tokens): the bases' and
+/// the sources' passes go to the pool's threads as several runs, and each example must still
+/// see what patching it alone sees, whichever run its base and its source ran in.
+#[test]
+fn examples_spread_over_several_runs_see_what_each_sees_alone() {
+    use burn::tensor::activation::softmax;
+
+    let lm = common::tiny();
+    let words = [
+        "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "red", "house", "near",
+        "green", "tree", "a", "cat", "my", "old", "car", "goes", "down", "hill", "by",
+    ];
+    // Prompt `seed`: 40 to 70 words drawn by a generator of its own (no two share a beginning
+    // worth running once).
+    let text = |seed: u64| {
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        let n = 40 + seed as usize * 7 % 31;
+        let mut word = || {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            words[(x >> 33) as usize % words.len()]
+        };
+        (0..n).map(|_| word()).collect::<Vec<_>>().join(" ")
+    };
+    let examples: Vec<Example> = (0..120)
+        .map(|i| {
+            lm.pair(&text(2 * i as u64), &text(2 * i as u64 + 1))
+                .unwrap()
+                .at_positions(10 + i % 20, 35 + i % 5)
+                .unwrap()
+                .with_target(7)
+        })
+        .collect();
+    // The sources run up to their read position (36 to 40 tokens each).
+    let bases: usize = examples.iter().map(|e| e.pair.base.ids.len()).sum();
+    let sources: usize = examples
+        .iter()
+        .map(|e| e.pair.positions[0].source + 1)
+        .sum();
+    assert!(
+        bases.min(sources) > 2 * 2048,
+        "bases and sources must need several runs each: {bases}, {sources} tokens"
+    );
+    let site = Site::block_output(0);
+    let iv = Intervention::random_rotation(lm.hidden_size(), 5, 3, &lm.device()).unwrap();
+    let objective = DasObjective::new(&lm, site, &examples, None).unwrap();
+    let probs = to_host(softmax(objective.logits(&iv, 0).unwrap(), 1)).unwrap();
+    let vocab = probs.len() / examples.len();
+    for (i, e) in examples.iter().enumerate() {
+        let alone = lm.patch(&e.pair, &iv.clone().at(site)).unwrap().after.probs;
+        let diff = common::max_abs_diff(&probs[i * vocab..(i + 1) * vocab], &alone);
+        assert!(diff < 1e-5, "example {i}: max |diff| {diff}");
+    }
+}
+
 /// (base, source, base position, source position) on the tiny model: prompts of different
 /// lengths, so that a batch of them is padded.
 const PADDED: [(&str, &str, usize, usize); 5] = [

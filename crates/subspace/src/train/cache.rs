@@ -159,41 +159,39 @@ impl SiteCache {
         let beginnings: Vec<&Prefix> = planned.shared.iter().map(|s| &s.prefix).collect();
         let above = Prefix::continued_all(model, &beginnings, entry.layer..model.n_layers(), stop)?;
         let passes = planned.passes(model, &ids, lm.tokenizer.pad_id())?;
-        let mut bases: Vec<Option<BaseState>> = vec![None; distinct.len()];
-        run_together(model, 0..entry.layer, passes, stop, |pass, h| {
-            match pass {
-                PlannedPass::Tails {
-                    index,
-                    shared,
-                    pass,
-                } => {
-                    let tails = pass.ran(Ran::stream(h));
-                    let kept_of = |r: usize| kept(shared.members[r]);
-                    let beginning = (shared, &above[index]);
-                    for (r, state) in
-                        shared_base_states(lm, entry.layer, beginning, &tails, &ids, kept_of)?
-                    {
-                        bases[shared.members[r]] = Some(state);
-                    }
-                }
-                PlannedPass::Whole(whole) => {
-                    let WholePass {
-                        members,
-                        batch,
-                        ctx,
-                        ..
-                    } = *whole;
-                    let prompts: Vec<&Prompt> = members.iter().map(|&i| distinct[i].0).collect();
-                    let states = base_states(lm, entry.layer, &prompts, &batch, &ctx, h, |r| {
-                        kept(members[r])
-                    })?;
-                    for (state, &i) in states.into_iter().zip(&members) {
-                        bases[i] = Some(state);
-                    }
-                }
+        let states = run_together(model, 0..entry.layer, passes, stop, |pass, h| match pass {
+            PlannedPass::Tails {
+                index,
+                shared,
+                pass,
+            } => {
+                let tails = pass.ran(Ran::stream(h));
+                let kept_of = |r: usize| kept(shared.members[r]);
+                let beginning = (shared, &above[index]);
+                let states = shared_base_states(lm, entry.layer, beginning, &tails, &ids, kept_of)?;
+                Ok(states
+                    .into_iter()
+                    .map(|(r, state)| (shared.members[r], state))
+                    .collect::<Vec<_>>())
             }
-            Ok(())
+            PlannedPass::Whole(whole) => {
+                let WholePass {
+                    members,
+                    batch,
+                    ctx,
+                    ..
+                } = *whole;
+                let prompts: Vec<&Prompt> = members.iter().map(|&i| distinct[i].0).collect();
+                let states = base_states(lm, entry.layer, &prompts, &batch, &ctx, h, |r| {
+                    kept(members[r])
+                })?;
+                Ok(members.into_iter().zip(states).collect())
+            }
         })?;
+        let mut bases: Vec<Option<BaseState>> = vec![None; distinct.len()];
+        for (i, state) in states.into_iter().flatten() {
+            bases[i] = Some(state);
+        }
         // Every prompt lands in exactly one pass.
         if bases.iter().any(Option::is_none) {
             return Err(SubspaceError::Data(
