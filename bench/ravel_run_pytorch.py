@@ -57,8 +57,11 @@ def rust_run(method, layer, seed, pairs_file, env):
                    else "score_test" if what.startswith("scoring test") else None)
             if key:
                 marks[key] = float(m.group(1))
+    steps = len(out["losses"])
     phases = {
         "train_s": out["train_seconds"],
+        "pass_s": out["pass_seconds"],
+        "step_s": out["steps_seconds"] / max(steps, 1),
         "score_train_s": marks["score_val"] - marks["score_train"],
         "score_val_s": marks["score_test"] - marks["score_val"],
         "score_test_s": wall - marks["score_test"],
@@ -215,7 +218,10 @@ def main():
                           ("total_s", "whole run")]:
             a, b = r["rust"][key], r["pytorch"][key]
             print(f"| {r['method']} | {name} | {a:.1f} | {b:.1f} | {a / b:.2f}x |")
-        print(f"| {r['method']} | PyTorch: pass {r['pytorch']['pass_s']:.1f} s, step {r['pytorch']['step_s']:.3f} s | | | |")
+        for key, name, digits in [("pass_s", "of which the pass before training", 2),
+                                  ("step_s", "of which a step (mean)", 4)]:
+            a, b = r["rust"][key], r["pytorch"][key]
+            print(f"| {r['method']} | {name} | {a:.{digits}f} | {b:.{digits}f} | {a / b:.2f}x |")
     for r in report["runs"]:
         for side in ("rust_scores", "pytorch_scores"):
             s = r[side]

@@ -362,6 +362,7 @@ pub fn run(args: Args) -> Result<()> {
                 "method": r.method, "layer": r.layer, "dims": r.dims, "cause": r.cause,
                 "isolate": r.isolate, "disentangle": r.disentangle, "n_cause": r.n_cause,
                 "n_isolate": r.n_isolate, "train_seconds": r.train_seconds,
+                "pass_seconds": r.pass_seconds, "steps_seconds": r.steps_seconds,
                 "train": r.train, "val": r.val, "losses": r.losses,
                 "test": r.test(),
                 "residual_test": r.residual_test,
@@ -369,7 +370,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     } else {
         println!(
-            "{} at layer {} ({:?} dims): Cause {:.3}  Isolate {:.3} ({})  Disentangle {:.3}  (test: {} cause, {} isolate pairs; val Disentangle {:.3}; train Disentangle {:.3}; trained in {:.1} s)",
+            "{} at layer {} ({:?} dims): Cause {:.3}  Isolate {:.3} ({})  Disentangle {:.3}  (test: {} cause, {} isolate pairs; val Disentangle {:.3}; train Disentangle {:.3}; trained in {:.1} s, the pass below the site {:.2} s of it)",
             r.method,
             r.layer,
             r.dims,
@@ -381,7 +382,8 @@ pub fn run(args: Args) -> Result<()> {
             r.n_isolate,
             r.val.disentangle,
             r.train.map_or(f64::NAN, |t| t.disentangle),
-            r.train_seconds
+            r.train_seconds,
+            r.pass_seconds
         );
         if let Some(c) = &r.residual_test {
             println!(

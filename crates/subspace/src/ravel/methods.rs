@@ -312,6 +312,14 @@ pub struct RunResult {
     #[serde(default)]
     pub n_language: usize,
     pub train_seconds: f64,
+    /// Of `train_seconds`, the pass below the site before the first step (the same pass for
+    /// every run of one call; 0 in results written before it was reported, and for residual).
+    #[serde(default)]
+    pub pass_seconds: f64,
+    /// Of `train_seconds`, this run's own training steps (0 for residual, and in results
+    /// written before it was reported).
+    #[serde(default)]
+    pub steps_seconds: f64,
     pub losses: Vec<f32>,
     /// Scores on val (for choosing settings; test is only reported).
     pub val: Scores,
@@ -514,6 +522,7 @@ fn run_each(
     };
     let single = configs.len() == 1;
     let mut objective = None;
+    let mut pass_seconds = 0.0;
     if configs.iter().any(|c| c.method.trained()) {
         let phase = if single {
             format!(
@@ -527,7 +536,9 @@ fn run_each(
             )
         };
         progress(RunEvent::Phase(&phase));
+        let pass = Instant::now();
         objective = Some(DasObjective::for_config(lm, &all, &das_configs[0].0)?);
+        pass_seconds = pass.elapsed().as_secs_f64();
     }
     // The pairs and the pass below the site count toward every run's time.
     let shared_seconds = start.elapsed().as_secs_f64();
@@ -535,7 +546,7 @@ fn run_each(
     for (i, (c, run)) in configs.iter().zip(&das_configs).enumerate() {
         let (das, trained) = run;
         let mut losses = Vec::new();
-        let mut train_seconds = shared_seconds;
+        let mut steps_seconds = 0.0;
         if let (true, Some(o)) = (c.method.trained(), objective.as_mut()) {
             let t = Instant::now();
             if !single {
@@ -550,9 +561,9 @@ fn run_each(
                 progress(RunEvent::Step(s))
             })?;
             losses = report.losses;
-            train_seconds += t.elapsed().as_secs_f64();
+            steps_seconds = t.elapsed().as_secs_f64();
         }
-        results.push((losses, train_seconds));
+        results.push((losses, steps_seconds));
     }
     progress(RunEvent::Phase(&format!(
         "scoring the {} train pairs",
@@ -591,7 +602,7 @@ fn run_each(
     let mut test = evaluate_each(lm, site, &test_ivs, &test_pairs, scoring_batch(config))?;
     let control_scores = if control { test.pop() } else { None };
     let mut out = Vec::with_capacity(configs.len());
-    for (i, (c, (losses, train_seconds))) in configs.iter().zip(results).enumerate() {
+    for (i, (c, (losses, steps_seconds))) in configs.iter().zip(results).enumerate() {
         let t = test[i];
         let result = RunResult {
             method: c.method.name().into(),
@@ -606,7 +617,13 @@ fn run_each(
             isolate_language: t.isolate_language,
             n_continent: t.n_continent,
             n_language: t.n_language,
-            train_seconds,
+            train_seconds: shared_seconds + steps_seconds,
+            steps_seconds,
+            pass_seconds: if c.method.trained() {
+                pass_seconds
+            } else {
+                0.0
+            },
             losses,
             val: val[i],
             residual_test: if c.method == Method::Residual {
