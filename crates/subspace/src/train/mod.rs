@@ -172,9 +172,9 @@ pub fn train_with(
             lr: config.adam.lr * config.schedule.factor(step, config.steps),
             ..config.adam
         };
-        // The step's products run on a pool thread (`crate::pool`); the bookkeeping, saving
-        // and progress stay on the caller's.
-        let taken = crate::pool::on_pool(|| {
+        // The step's products run on a pool thread, the pool's other threads kept awake for
+        // them (`crate::pool`); the bookkeeping, saving and progress stay on the caller's.
+        let taken = crate::pool::on_pool_awake(|| {
             take_step(
                 objective,
                 (&mut params, &mut moments),
