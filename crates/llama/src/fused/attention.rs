@@ -126,13 +126,21 @@ fn seen_keys(mask: &[f32]) -> usize {
 }
 
 /// Row `b`, key head `j`: the outputs `[per_kv, queries, hd]` and probabilities `[per_kv,
-/// queries, keys]` of its query heads.
+/// queries, keys]` of its query heads (`keep`; otherwise `probs` is one row, `[keys]`, that
+/// each query overwrites: a forward without backward needs none of them afterwards).
 ///
 /// The head's keys are laid out as columns once ([`as_columns`]), so that every query's
 /// scores are 16 keys a vector register ([`dots_with_columns`]); the softmax runs in 16 lanes
 /// over the keys the query sees ([`seen_keys`]).
 #[inline(always)]
-fn forward_unit(d: &Dims, x: &Inputs, b: usize, j: usize, out: &mut [f32], probs: &mut [f32]) {
+fn forward_unit(
+    d: &Dims,
+    x: &Inputs,
+    (b, j): (usize, usize),
+    out: &mut [f32],
+    probs: &mut [f32],
+    keep: bool,
+) {
     let (hd, keys) = (d.head_dim, d.keys());
     let width = keys.next_multiple_of(16);
     let kt = as_columns(|c| x.key(d, b, j, c), keys, hd, width);
@@ -156,7 +164,8 @@ fn forward_unit(d: &Dims, x: &Inputs, b: usize, j: usize, out: &mut [f32], probs
             }
             s[seen..].fill(0.0);
             let sum = sum_of(s);
-            let p = &mut probs[(g * d.queries + i) * keys..(g * d.queries + i + 1) * keys];
+            let row = if keep { g * d.queries + i } else { 0 };
+            let p = &mut probs[row * keys..(row + 1) * keys];
             for (p, &s) in p.iter_mut().zip(&s[..seen]) {
                 *p = s / sum;
             }
@@ -223,12 +232,12 @@ fn backward_unit(
 fn forward_unit_avx512(
     d: &Dims,
     x: &Inputs,
-    b: usize,
-    j: usize,
+    unit: (usize, usize),
     out: &mut [f32],
     probs: &mut [f32],
+    keep: bool,
 ) {
-    forward_unit(d, x, b, j, out, probs)
+    forward_unit(d, x, unit, out, probs, keep)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -247,27 +256,30 @@ fn backward_unit_avx512(
     backward_unit(d, x, probs, d_out, unit, dq, dk, dv)
 }
 
-/// The outputs `[b, heads, queries, hd]` and probabilities `[b, heads, queries, keys]`.
-fn forward_values(d: &Dims, x: &Inputs) -> (Vec<f32>, Vec<f32>) {
+/// The outputs `[b, heads, queries, hd]` and, where `keep` (for the backward), the
+/// probabilities `[b, heads, queries, keys]` (else nothing).
+fn forward_values(d: &Dims, x: &Inputs, keep: bool) -> (Vec<f32>, Option<Vec<f32>>) {
     let (hd, keys, g) = (d.head_dim, d.keys(), d.per_kv());
     let mut out = vec![0f32; d.batch * d.heads * d.queries * hd];
-    let mut probs = vec![0f32; d.batch * d.heads * d.queries * keys];
+    // Each unit's probabilities, or one row of them that it reuses.
+    let per_unit = if keep { g * d.queries * keys } else { keys };
+    let mut probs = vec![0f32; d.batch * d.kv_heads * per_unit];
     let fast = super::avx512();
     // Unit (b, j) owns heads `j·g .. (j+1)·g` of row b: consecutive in both outputs.
     out.par_chunks_mut(g * d.queries * hd)
-        .zip(probs.par_chunks_mut(g * d.queries * keys))
+        .zip(probs.par_chunks_mut(per_unit.max(1)))
         .enumerate()
         .for_each(|(unit, (out, probs))| {
-            let (b, j) = (unit / d.kv_heads, unit % d.kv_heads);
+            let unit = (unit / d.kv_heads, unit % d.kv_heads);
             #[cfg(target_arch = "x86_64")]
             if fast {
                 // SAFETY: the CPU has AVX-512F.
-                return unsafe { forward_unit_avx512(d, x, b, j, out, probs) };
+                return unsafe { forward_unit_avx512(d, x, unit, out, probs, keep) };
             }
             let _ = fast;
-            forward_unit(d, x, b, j, out, probs)
+            forward_unit(d, x, unit, out, probs, keep)
         });
-    (out, probs)
+    (out, keep.then_some(probs))
 }
 
 /// The inputs as a call receives them (flex tensors), read in place.
@@ -314,6 +326,9 @@ pub(super) fn rotate_all(
 ) -> Vec<f32> {
     let offset = table_seq - s;
     let half = hd / 2;
+    // The transpose of a rotation is the rotation by the opposite angle.
+    let sign = if inverse { -1.0 } else { 1.0 };
+    let fast = super::avx512();
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(s * hd)
         .zip(x.par_chunks(s * hd))
@@ -322,27 +337,48 @@ pub(super) fn rotate_all(
             let row = bh / heads;
             for i in 0..s {
                 let at = (row * table_seq + offset + i) * half;
-                let (c, sn) = (&cos[at..at + half], &sin[at..at + half]);
+                let tables = (&cos[at..at + half], &sin[at..at + half], sign);
                 let (x, o) = (&x[i * hd..(i + 1) * hd], &mut out[i * hd..(i + 1) * hd]);
-                for p in 0..half {
-                    let (a, b) = if interleaved {
-                        (2 * p, 2 * p + 1)
-                    } else {
-                        (p, p + half)
-                    };
-                    let (x1, x2) = (x[a], x[b]);
-                    if inverse {
-                        o[a] = x1 * c[p] + x2 * sn[p];
-                        o[b] = x2 * c[p] - x1 * sn[p];
-                    } else {
-                        o[a] = x1 * c[p] - x2 * sn[p];
-                        o[b] = x2 * c[p] + x1 * sn[p];
-                    }
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: the CPU has AVX-512F.
+                    unsafe { rotate_avx512(x, o, tables, interleaved) };
+                    continue;
                 }
+                let _ = fast;
+                rotate(x, o, tables, interleaved);
             }
         });
     let _ = b;
     out
+}
+
+/// One head vector `x` rotated into `o` by the angles whose cosines and sines are `c`, `sn`
+/// (their sines times `sign`): pairs `(2p, 2p+1)` if `interleaved`, else `(p, p + hd/2)`.
+#[inline(always)]
+fn rotate(x: &[f32], o: &mut [f32], (c, sn, sign): (&[f32], &[f32], f32), interleaved: bool) {
+    if interleaved {
+        for (((o, x), &c), &sn) in o.chunks_exact_mut(2).zip(x.chunks_exact(2)).zip(c).zip(sn) {
+            let s = sign * sn;
+            o[0] = x[0] * c - x[1] * s;
+            o[1] = x[1] * c + x[0] * s;
+        }
+    } else {
+        let half = c.len();
+        let (o1, o2) = o.split_at_mut(half);
+        let (x1, x2) = x.split_at(half);
+        for p in 0..half {
+            let (c, s) = (c[p], sign * sn[p]);
+            o1[p] = x1[p] * c - x2[p] * s;
+            o2[p] = x2[p] * c + x1[p] * s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn rotate_avx512(x: &[f32], o: &mut [f32], tables: (&[f32], &[f32], f32), interleaved: bool) {
+    rotate(x, o, tables, interleaved)
 }
 
 impl Primitives {
@@ -485,7 +521,7 @@ pub(super) fn forward(
     };
     let d = p.dims(scale);
     let device = p.q.device();
-    let (out, _) = p.with(&d, |x| forward_values(&d, x));
+    let (out, _) = p.with(&d, |x| forward_values(&d, x, false));
     Flex::float_from_data(TensorData::new(out, shape_of(&d, d.heads, false)), &device)
 }
 
@@ -594,28 +630,38 @@ pub(super) fn tracked<C: CheckpointStrategy>(
     };
     let d = p.dims(scale);
     let device = p.q.device();
-    let (out, probs) = p.with(&d, |x| forward_values(&d, x));
-    let out = Flex::float_from_data(TensorData::new(out, shape_of(&d, d.heads, false)), &device);
+    // The probabilities are kept only where a gradient will ask for them.
+    let run = |p: &Primitives, keep: bool| {
+        let (out, probs) = p.with(&d, |x| forward_values(&d, x, keep));
+        let out = TensorData::new(out, shape_of(&d, d.heads, false));
+        (
+            Flex::float_from_data(out, &device),
+            probs.unwrap_or_default(),
+        )
+    };
     match AttentionBackward
         .prepare::<C>([q_node, k_node, v_node])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish(
-            Saved {
-                q: p.q,
-                k: p.k,
-                v: p.v,
-                k_prefix: p.k_prefix,
-                v_prefix: p.v_prefix,
-                mask: p.mask,
-                rotary: p.rotary,
-                probs: std::sync::Arc::new(probs),
-                scale,
-            },
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
+        OpsKind::Tracked(prep) => {
+            let (out, probs) = run(&p, true);
+            prep.finish(
+                Saved {
+                    q: p.q,
+                    k: p.k,
+                    v: p.v,
+                    k_prefix: p.k_prefix,
+                    v_prefix: p.v_prefix,
+                    mask: p.mask,
+                    rotary: p.rotary,
+                    probs: std::sync::Arc::new(probs),
+                    scale,
+                },
+                out,
+            )
+        }
+        OpsKind::UnTracked(prep) => prep.finish(run(&p, false).0),
     }
 }
 
@@ -774,6 +820,16 @@ mod tests {
                 &run(true),
                 &run(false),
                 &format!("prefix {p}, strided {strided}"),
+            );
+            // The forward alone, nothing tracked (as inference runs it: no probabilities kept).
+            let prefix = prefix.as_ref().map(|(a, b)| (a, b));
+            let alone = attention(&q, &k, &v, prefix, &m, None, 0.25).unwrap();
+            let prefix = prefix.map(|(a, b)| (a.clone(), b.clone()));
+            let want = composed(q.clone(), k.clone(), v.clone(), prefix, m.clone(), 0.25);
+            let diff = max_diff(&host(alone), &host(want));
+            assert!(
+                diff < 1e-5,
+                "prefix {p}, strided {strided}, untracked: max |diff| {diff}"
             );
         }
     }
