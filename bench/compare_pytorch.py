@@ -457,7 +457,11 @@ def main():
         rust.append(rust_bench(args.repeats, env))
         child = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats),
                                 "--threads", str(args.threads), *settings(args)],
-                               check=True, capture_output=True, text=True, env=env)
+                               capture_output=True, text=True, env=env)
+        if child.returncode != 0:
+            # The PyTorch side failed: show why (its output is otherwise captured and lost).
+            sys.stderr.write(child.stderr[-4000:])
+            child.check_returncode()
         py.append(json.loads(child.stdout.strip().splitlines()[-1]))
         if not args.skip_first_answer:
             first_rs.append(first_answer_rust())
