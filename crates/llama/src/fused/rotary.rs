@@ -1,9 +1,10 @@
 //! Rotary embeddings of queries or keys in one pass, and its backward (the inverse rotation).
 //!
-//! burn's composition (`RopeTables::apply`) is a dozen operations on one thread (the pairs cut
-//! apart, four products, two sums, then joined by `cat` or `stack`), and twice as many with
-//! autodiff. Where keys are kept (a prefix run to be continued, generation) every block runs
-//! it on the queries and on the keys.
+//! burn's composition (`RopeTables::apply_composed`) is a dozen operations on one thread (the
+//! pairs cut apart, four products, two sums, then joined by `cat` or `stack`), and twice as many
+//! with autodiff. Where keys are kept (a prefix run to be continued, generation) every block
+//! runs it on the queries and on the keys. The rotation itself ([`rotate_all`]) is also the
+//! one the fused attention applies inside.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -13,8 +14,8 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex, TensorMetadata};
 use burn::tensor::TensorData;
+use rayon::prelude::*;
 
-use super::attention::rotate_all;
 use super::{with_gathered, with_values};
 
 /// `x` (`[b, heads, s, hd]`) rotated by the tables (`[b, 1, s, hd / 2]`) in the pair layout
@@ -83,6 +84,74 @@ pub(super) fn tracked<C: CheckpointStrategy>(
         OpsKind::Tracked(prep) => prep.finish((cos, sin, code), out),
         OpsKind::UnTracked(prep) => prep.finish(out),
     }
+}
+
+/// Rotates (or, `inverse`, rotates back: the transpose, for a gradient) every head vector of
+/// `x` (`[b, heads, s, hd]`: the last `s` of `table_seq` columns) by its row's and position's
+/// angles (`cos`, `sin`: `[b, table_seq, hd/2]`), in the order of operations of burn's
+/// composition (`RopeTables::apply_composed`).
+pub(super) fn rotate_all(
+    x: &[f32],
+    [b, heads, s, hd]: [usize; 4],
+    (cos, sin, table_seq): (&[f32], &[f32], usize),
+    interleaved: bool,
+    inverse: bool,
+) -> Vec<f32> {
+    let offset = table_seq - s;
+    let half = hd / 2;
+    // The transpose of a rotation is the rotation by the opposite angle.
+    let sign = if inverse { -1.0 } else { 1.0 };
+    let fast = super::avx512();
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(s * hd)
+        .zip(x.par_chunks(s * hd))
+        .enumerate()
+        .for_each(|(bh, (out, x))| {
+            let row = bh / heads;
+            for i in 0..s {
+                let at = (row * table_seq + offset + i) * half;
+                let tables = (&cos[at..at + half], &sin[at..at + half], sign);
+                let (x, o) = (&x[i * hd..(i + 1) * hd], &mut out[i * hd..(i + 1) * hd]);
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: the CPU has AVX-512F.
+                    unsafe { rotate_avx512(x, o, tables, interleaved) };
+                    continue;
+                }
+                let _ = fast;
+                rotate(x, o, tables, interleaved);
+            }
+        });
+    let _ = b;
+    out
+}
+
+/// One head vector `x` rotated into `o` by the angles whose cosines and sines are `c`, `sn`
+/// (their sines times `sign`): pairs `(2p, 2p+1)` if `interleaved`, else `(p, p + hd/2)`.
+#[inline(always)]
+fn rotate(x: &[f32], o: &mut [f32], (c, sn, sign): (&[f32], &[f32], f32), interleaved: bool) {
+    if interleaved {
+        for (((o, x), &c), &sn) in o.chunks_exact_mut(2).zip(x.chunks_exact(2)).zip(c).zip(sn) {
+            let s = sign * sn;
+            o[0] = x[0] * c - x[1] * s;
+            o[1] = x[1] * c + x[0] * s;
+        }
+    } else {
+        let half = c.len();
+        let (o1, o2) = o.split_at_mut(half);
+        let (x1, x2) = x.split_at(half);
+        for p in 0..half {
+            let (c, s) = (c[p], sign * sn[p]);
+            o1[p] = x1[p] * c - x2[p] * s;
+            o2[p] = x2[p] * c + x1[p] * s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn rotate_avx512(x: &[f32], o: &mut [f32], tables: (&[f32], &[f32], f32), interleaved: bool) {
+    rotate(x, o, tables, interleaved)
 }
 
 #[cfg(test)]
