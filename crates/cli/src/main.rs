@@ -1,4 +1,5 @@
 //! The `subspace` command line: top-k next tokens, patching, DAS training, benchmarks.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
@@ -37,23 +38,10 @@ enum Command {
     RavelScore(commands::ravel::ScoreArgs),
 }
 
-/// glibc hands blocks above 128 KiB back to the system when they are freed, so every large
-/// tensor of a forward (a product's output, a pass's activations) is page-faulted in afresh, the
-/// kernel zeroing each page. Keeping freed memory for reuse took the RAVEL recipe's pass from 8.0
-/// to 7.6 s and a 2048-row AMX product from 1096 to 1644 GFLOP/s (BENCHMARKS.md, session 17);
-/// the peak memory stays what the largest step needs.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `mallopt` only changes two of the allocator's thresholds; it is called before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
-}
-
 fn main() -> ExitCode {
-    keep_freed_memory();
+    // The runtime's allocator policy, set before any other thread exists (a model's loading
+    // sets it too, for notebooks and library users).
+    kernels::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Topk(args) => commands::topk::run(args),

@@ -7,6 +7,10 @@
 //!
 //! Every length read from a file is checked against the bytes really there before anything is
 //! allocated; every failure is a [`FormatError`] that says what is wrong, never a panic.
+//!
+//! `unsafe` is denied here but for the memory map of a GGUF file (and its release of pages),
+//! each allowed where it is made, with why it is sound.
+#![deny(unsafe_code)]
 
 mod error;
 pub mod gguf;

@@ -72,6 +72,14 @@ impl From<formats::FormatError> for LlamaError {
     }
 }
 
+/// A weight the runtime cannot keep packed, in the model crate's words (its message names the
+/// tensor type and why).
+impl From<kernels::KernelError> for LlamaError {
+    fn from(e: kernels::KernelError) -> Self {
+        LlamaError::Input(e.to_string())
+    }
+}
+
 impl LlamaError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();

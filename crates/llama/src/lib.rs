@@ -2,6 +2,11 @@
 //! reproduces transformers' logits, with every hidden state reachable: blocks are public so
 //! that callers can read or edit the residual stream between them.
 //!
+//! The model is plain burn: its packed-weight products and fused operations come from the
+//! `kernels` crate below it, and this crate has no SIMD and no `unsafe` of its own beyond the
+//! memory map of a safetensors file (allowed where it is made, with why it is sound).
+#![deny(unsafe_code)]
+//!
 //! ```no_run
 //! use llama::{load, Backend, ModelSource};
 //! let device = Backend::Flex.device()?;
@@ -10,15 +15,11 @@
 //! # Ok::<(), llama::LlamaError>(())
 //! ```
 
-pub mod allocator;
 pub mod backend;
 pub mod config;
 pub mod error;
-pub mod fused;
 pub mod load;
 pub mod model;
-mod parallel_fill;
-pub mod quant;
 pub mod tokenizer;
 
 pub use backend::Backend;

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use burn::tensor::{Int, Tensor, TensorData};
 use llama::TokenBatch;
 
+use crate::engine::prefix::{Planned, PlannedPass, passes_together};
+use crate::engine::{self, Cell, Edit, Keep, Trace};
 use crate::error::Result;
 use crate::intervention::PlacedIntervention;
 use crate::lm::LanguageModel;
 use crate::pair::Pair;
-use crate::prefix::{Planned, PlannedPass, run_together};
-use crate::run::{self, Cell, Edit, Keep, Trace};
 use crate::site::{Component, Site};
 
 impl LanguageModel {
@@ -30,7 +30,7 @@ impl LanguageModel {
     /// [`LanguageModel::source_vectors`] at several sites, from forwards of the source prompts
     /// up to the highest of their layers. Each distinct source prompt cut after its position is
     /// run once (RAVEL's training pairs draw their ~4000 sources from ~1400 prompts, and fewer
-    /// prefixes), in passes of at most [`crate::lm::TOKENS_PER_FORWARD`] tokens.
+    /// prefixes), in passes of at most [`crate::engine::TOKENS_PER_FORWARD`] tokens.
     fn source_vectors_at(&self, sites: &[Site], pairs: &[&Pair]) -> Result<Vec<Tensor<2>>> {
         let widths = sites
             .iter()
@@ -145,7 +145,7 @@ impl LanguageModel {
         for chunk in planned.whole_passes(distinct) {
             let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| distinct[i].to_vec()).collect();
             let batch = TokenBatch::new(&rows, self.tokenizer.pad_id(), &self.device());
-            let traced = run::trace_until(&self.model, &batch, top, &components, stop)?;
+            let traced = engine::trace_until(&self.model, &batch, top, &components, stop)?;
             let last: Vec<usize> = (0..rows.len())
                 .map(|r| batch.column(r, rows[r].len() - 1))
                 .collect();
@@ -161,7 +161,7 @@ impl LanguageModel {
     /// The stream leaving block `top` at each prompt's last token (`[reads, hidden]`, in the
     /// order read) and, for each prompt, its row there: [`LanguageModel::source_vectors_at`]
     /// where every site is that block's output. Prompts that begin alike run their beginning
-    /// once, and all passes run several at a time ([`run_together`]).
+    /// once, and all passes run several at a time ([`passes_together`]).
     fn stream_reads(&self, top: usize, prompts: &[&[u32]]) -> Result<(Tensor<2>, Vec<usize>)> {
         let model = &self.model;
         let blocks = 0..(top + 1).min(model.n_layers());
@@ -169,7 +169,7 @@ impl LanguageModel {
         let planned = Planned::new(model, prompts, blocks.clone(), stop)?;
         let passes = planned.passes(model, prompts, self.tokenizer.pad_id())?;
         // Each pass's reads: the prompt read, and its stream at the prompt's last token.
-        let reads = run_together(model, blocks, passes, stop, |pass, h| {
+        let reads = passes_together(model, blocks, passes, stop, |pass, h| {
             let [_, _, d] = h.dims();
             // Each row's prompt, and its last token's column in `h`.
             let rows: Vec<(usize, usize)> = match pass {

@@ -1,4 +1,7 @@
 //! One error type for the interventions crate. Messages say what is wrong and what to do.
+//!
+//! Variants carry what they print (names, numbers), not the types of the modules that raise
+//! them, so that this file sits below every other one.
 
 /// Everything that can go wrong when reading, patching or training.
 #[derive(Debug, thiserror::Error)]
@@ -12,7 +15,10 @@ pub enum SubspaceError {
     #[error(
         "{component} has no heads: only query, key, value and head_output sites name a head (leave the head out for the whole vector)"
     )]
-    NoHeads { component: crate::site::Component },
+    NoHeads {
+        /// The component's name (`block_output`, …).
+        component: String,
+    },
 
     #[error(
         "head {head} of {component} does not exist: this model has {n_heads} of them (0 to {}){}",
@@ -20,7 +26,8 @@ pub enum SubspaceError {
         shared.map(|g| format!("; keys and values have grouped-query heads, each shared by {g} query heads: query head h reads key/value head h / {g}")).unwrap_or_default()
     )]
     HeadOutOfRange {
-        component: crate::site::Component,
+        /// The component's name (`key`, …).
+        component: String,
         head: usize,
         n_heads: usize,
         shared: Option<usize>,
@@ -56,13 +63,14 @@ pub enum SubspaceError {
     },
 
     #[error(
-        "a base span of {base_len} tokens and a source span of {source_len} tokens cannot be aligned by the rule {rule:?}{}",
+        "a base span of {base_len} tokens and a source span of {source_len} tokens cannot be aligned by the rule {rule}{}",
         if *base_len == 0 || *source_len == 0 { ": a span needs at least one token" } else { ": use SpanAlignment::Last or First to pair as many tokens as the shorter span has" }
     )]
     SpansNotAligned {
         base_len: usize,
         source_len: usize,
-        rule: crate::pair::SpanAlignment,
+        /// The rule's name (`Exact`, `Last`, `First`).
+        rule: String,
     },
 
     #[error(

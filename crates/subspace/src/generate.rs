@@ -13,11 +13,12 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::engine::limits::rows_per_forward;
+use crate::engine::{Blocks, Cell, Edit, Keep, Window};
 use crate::error::{Result, bad_intervention, bad_setting};
 use crate::intervention::{Intervention, PlacedIntervention};
-use crate::lm::{LanguageModel, Prompt, rows_per_forward};
+use crate::lm::{LanguageModel, Prompt};
 use crate::pair::Pair;
-use crate::run::{Blocks, Cell, Edit, Keep, Window};
 use crate::site::Site;
 
 /// How each next token is chosen.
@@ -163,7 +164,7 @@ impl LanguageModel {
 
     /// The `n` most likely next tokens after each prompt, one at a time (greedy, as
     /// [`LanguageModel::generate`] for each), the prompts left-padded into batched passes of at
-    /// most [`crate::lm::TOKENS_PER_FORWARD`] tokens: their ids, in the prompts' order.
+    /// most [`crate::engine::TOKENS_PER_FORWARD`] tokens: their ids, in the prompts' order.
     pub fn generate_batch(&self, prompts: &[&Prompt], n: usize) -> Result<Vec<Vec<u32>>> {
         if n == 0 {
             return bad_setting("tokens to generate", 0, "at least 1");

@@ -2,13 +2,17 @@
 //! prompt (whole vector, neurons, or a rotated subspace), train the subspace with Distributed
 //! Alignment Search, save it, and show the results.
 //!
-//! The folders follow the data flow: [`site`] says where, [`intervention`] says what, [`edits`]
-//! turns pairs of prompts into edits, [`run`] does the forward pass with edits, [`train`] learns subspaces, [`store`] saves them,
-//! [`readout`] and [`display`] turn outputs into numbers, tables and plots.
+//! The folders follow the data flow: [`site`] says where, [`intervention`] says what, [`pair`]
+//! and [`edits`] turn pairs of prompts into edits; the verbs ([`patch`], [`sweep`],
+//! [`generate`], [`train`]) run them on a [`LanguageModel`]; [`store`] saves what training
+//! learns, [`ravel`] evaluates it, [`readout`] and [`display`] turn outputs into numbers, tables
+//! and plots. How a forward pass with edits is run (the blocks loop, shared beginnings,
+//! batching, the stop flag) is the [`engine`]'s business.
+#![forbid(unsafe_code)]
 
-mod batching;
 pub mod display;
 pub mod edits;
+pub mod engine;
 pub mod error;
 mod file_lock;
 mod fingerprint;
@@ -17,13 +21,9 @@ pub mod intervention;
 pub mod lm;
 pub mod pair;
 pub mod patch;
-mod pool;
-mod prefix;
 pub mod ravel;
 pub mod readout;
-pub mod run;
 pub mod site;
-pub mod stop;
 pub mod store;
 pub mod sweep;
 pub mod train;
@@ -34,6 +34,7 @@ pub mod tutorial;
 pub use serde_json;
 
 pub use display::Patched;
+pub use engine::StopFlag;
 pub use error::{Result, SubspaceError};
 pub use generate::{GenerateConfig, Generated, Held, Sampling};
 pub use intervention::{Intervention, PlacedIntervention, Unrotate};
@@ -42,5 +43,4 @@ pub use pair::{Aligned, Example, Pair, PairPrompts, SpanAlignment};
 pub use patch::{PatchSpec, PromptTrace};
 pub use readout::{Prediction, TokenProb, TopK};
 pub use site::{Component, Site};
-pub use stop::StopFlag;
 pub use train::{DasConfig, StepReport, TrainReport};

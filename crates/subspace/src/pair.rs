@@ -58,7 +58,7 @@ impl SpanAlignment {
             return Err(SubspaceError::SpansNotAligned {
                 base_len: nb,
                 source_len: ns,
-                rule: self,
+                rule: format!("{self:?}"),
             });
         }
         let n = nb.min(ns);
@@ -173,7 +173,7 @@ impl Pair {
             return Err(SubspaceError::SpansNotAligned {
                 base_len: 0,
                 source_len: 0,
-                rule: SpanAlignment::Exact,
+                rule: format!("{:?}", SpanAlignment::Exact),
             });
         }
         for p in &positions {

@@ -4,12 +4,13 @@
 use burn::tensor::Tensor;
 
 use crate::display::Patched;
+use crate::engine::limits::rows_per_forward;
+use crate::engine::{self, Edit, Trace};
 use crate::error::{Result, bad_intervention};
 use crate::intervention::{Intervention, PlacedIntervention};
-use crate::lm::{LanguageModel, Prompt, rows_per_forward};
+use crate::lm::{LanguageModel, Prompt};
 use crate::pair::Pair;
 use crate::readout::Prediction;
-use crate::run::{self, Edit, Trace};
 use crate::site::Site;
 
 /// Every hidden state of one prompt's run.
@@ -59,7 +60,7 @@ impl LanguageModel {
         let batch = self.batch(&[prompt]);
         Ok(PromptTrace {
             prompt: prompt.clone(),
-            trace: run::trace(&self.model, &batch, &[], Some(self.stop_flag()))?,
+            trace: engine::trace(&self.model, &batch, &[], Some(self.stop_flag()))?,
         })
     }
 
@@ -72,11 +73,11 @@ impl LanguageModel {
         self.check_memory(1, prompt.len(), false)?;
         let batch = self.batch(&[prompt]);
         let ctx = self.model.context(&batch);
-        let keep = run::Keep {
+        let keep = engine::Keep {
             patterns: true,
-            ..run::Keep::default()
+            ..engine::Keep::default()
         };
-        let ran = run::Blocks::new(0..layer + 1)
+        let ran = engine::Blocks::new(0..layer + 1)
             .keeping(keep)
             .stopped_by(Some(self.stop_flag()))
             .run(&self.model, &ctx, self.model.embed(batch.ids.clone()))?;
@@ -141,13 +142,13 @@ impl LanguageModel {
                 }
             })
             .collect();
-        let logits = run::last_logits(&self.model, &batch, &edits, Some(self.stop_flag()))?;
+        let logits = engine::last_logits(&self.model, &batch, &edits, Some(self.stop_flag()))?;
         Ok(self.prediction(logits)?.remove(0))
     }
 
     /// Patches a batch of pairs, each at its own tokens: the next-token distribution of every
     /// patched base. Left-padded forward passes of at most
-    /// [`crate::lm::TOKENS_PER_FORWARD`] tokens each.
+    /// [`crate::engine::TOKENS_PER_FORWARD`] tokens each.
     pub fn patch_pairs(
         &self,
         pairs: &[Pair],
@@ -171,7 +172,7 @@ impl LanguageModel {
             let bases: Vec<&Prompt> = chunk.iter().map(|p| &p.base).collect();
             let batch = self.batch(&bases);
             let edits = self.pair_edits(&refs, |r, position| batch.column(r, position), placed)?;
-            let logits = run::last_logits(&self.model, &batch, &edits, Some(self.stop_flag()))?;
+            let logits = engine::last_logits(&self.model, &batch, &edits, Some(self.stop_flag()))?;
             out.extend(self.prediction(logits)?);
         }
         Ok(out)

@@ -67,7 +67,7 @@ impl Component {
         Component::BlockOutput,
     ];
 
-    /// The four residual-width vectors (today's sites, and what a [`crate::run::Trace`] keeps
+    /// The four residual-width vectors (today's sites, and what a [`crate::engine::Trace`] keeps
     /// by default).
     pub const RESIDUAL: [Component; 4] = [
         Component::BlockInput,
@@ -196,7 +196,7 @@ impl Site {
         match self.head {
             None => Ok(self.component.width(config)),
             Some(_) if !self.component.has_heads() => Err(SubspaceError::NoHeads {
-                component: self.component,
+                component: self.component.to_string(),
             }),
             Some(head) => {
                 let n_heads = self.component.n_heads(config);
@@ -204,7 +204,7 @@ impl Site {
                     let shared = matches!(self.component, Component::Key | Component::Value)
                         .then(|| config.num_attention_heads / n_heads.max(1));
                     return Err(SubspaceError::HeadOutOfRange {
-                        component: self.component,
+                        component: self.component.to_string(),
                         head,
                         n_heads,
                         shared,

@@ -4,13 +4,13 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+use crate::engine::{self, Cell, Edit};
 use crate::error::{Result, SubspaceError};
 use crate::intervention::Intervention;
 use crate::lm::{LanguageModel, Prompt};
 use crate::pair::Pair;
 use crate::patch::PromptTrace;
 use crate::readout::to_host;
-use crate::run::{self, Cell, Edit};
 use crate::site::{Component, Site};
 
 /// `p(target)` after replacing the `component` vector of every (layer, position) of `base` by
@@ -75,7 +75,9 @@ pub fn head_sweep(
     component: Component,
 ) -> Result<Vec<Vec<f32>>> {
     if !component.has_heads() {
-        return Err(SubspaceError::NoHeads { component });
+        return Err(SubspaceError::NoHeads {
+            component: component.to_string(),
+        });
     }
     lm.check_pairs([pair])?;
     let source = lm.trace(&pair.source)?;
@@ -131,7 +133,7 @@ fn layer_by_layer<'a>(
     let batch = lm.batch(&vec![base; rows]);
     let ctx = lm.model.context(&batch);
     let stop = Some(lm.stop_flag());
-    let clean = run::trace_until(
+    let clean = engine::trace_until(
         &lm.model,
         &lm.batch(&[base]),
         lm.n_layers() - 1,
@@ -144,7 +146,7 @@ fn layer_by_layer<'a>(
         let input = clean
             .at(Site::new(layer, Component::BlockInput))?
             .repeat_dim(0, rows);
-        let ran = run::Blocks::new(layer..lm.n_layers())
+        let ran = engine::Blocks::new(layer..lm.n_layers())
             .with_edits(&edits)
             .stopped_by(stop)
             .run(&lm.model, &ctx, input)?;

@@ -94,7 +94,8 @@ fn logits_match_transformers_with_bf16_weights_kept_bf16() {
 
     let want = common::read_f32(&dir.join("reference.safetensors"), "paris_last_logits");
     let batch = lm.batch(&[&paris]);
-    let got = to_host(subspace::run::last_logits(&lm.model, &batch, &[], None).unwrap()).unwrap();
+    let got =
+        to_host(subspace::engine::last_logits(&lm.model, &batch, &[], None).unwrap()).unwrap();
     let diff = common::max_abs_diff(&got, &want);
     eprintln!("max |logit diff| vs transformers (f32 compute): {diff:.2e}");
     assert!(diff < TOLERANCE, "max |logit diff| {diff}");
@@ -169,7 +170,8 @@ fn gguf_copy_matches_transformers(ftype: &str, gate: &str, attn_v_layer0: &str) 
 
     let paris = lm.prompt(PARIS).unwrap();
     let batch = lm.batch(&[&paris]);
-    let got = to_host(subspace::run::last_logits(&lm.model, &batch, &[], None).unwrap()).unwrap();
+    let got =
+        to_host(subspace::engine::last_logits(&lm.model, &batch, &[], None).unwrap()).unwrap();
     let want = common::read_f32(&refs, "paris_last_logits");
     let diff = common::max_abs_diff(&got, &want);
     eprintln!("{ftype}: max |logit diff| vs transformers on gguf-py's weights: {diff:.2e}");

@@ -325,7 +325,13 @@ fn a_ravel_run_with_batch_0_is_refused_at_once() {
     ] {
         let mut config = RunConfig::new(Method::Das, 9);
         edit(&mut config);
-        let e = subspace::ravel::methods::run(lm, &data, &probe, &config).unwrap_err();
+        let e = subspace::ravel::run(
+            lm,
+            &data,
+            &subspace::ravel::Labels::FirstProbe(probe.clone()),
+            &config,
+        )
+        .unwrap_err();
         assert!(
             matches!(&e, SubspaceError::BadSetting { name: n, .. } if *n == name),
             "{name}: {e}"

@@ -226,7 +226,7 @@ fn a_batch_of_pairs_of_different_lengths_matches_patching_each_alone() {
         .map(|p| p.base.len().max(p.source.len()))
         .max()
         .unwrap();
-    assert!(many.len() * longest > subspace::lm::TOKENS_PER_FORWARD);
+    assert!(many.len() * longest > subspace::engine::TOKENS_PER_FORWARD);
     let split = lm
         .patch_pairs(&many, std::slice::from_ref(&placed))
         .unwrap();

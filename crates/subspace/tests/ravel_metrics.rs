@@ -105,13 +105,19 @@ fn a_run_reports_train_val_and_test_scores() {
     let mut config = RunConfig::new(Method::Residual, 9);
     config.n_train = 16;
     config.n_eval = 16;
-    let r = ravel::methods::run(lm, &data, &probe, &config).unwrap();
+    let r = ravel::run(
+        lm,
+        &data,
+        &ravel::Labels::FirstProbe(probe.clone()),
+        &config,
+    )
+    .unwrap();
     let train = r.train.expect("train scores");
     let train_set = ravel::split_examples(lm, &data, &probe, Split::Train, 16, 0).unwrap();
     let want_cause = train_set.iter().filter(|e| e.role == Role::Cause).count();
     assert_eq!(train.n_cause, want_cause);
     assert_eq!(train.n_isolate, train_set.len() - want_cause);
-    for s in [train.cause, train.isolate, r.val.cause, r.cause] {
+    for s in [train.cause, train.isolate, r.val.cause, r.test.cause] {
         assert!((0.0..=1.0).contains(&s), "{s}");
     }
 }
@@ -132,7 +138,13 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
     config.n_eval = 8;
     config.lr = Some(1e-2);
     config.save = Some(path.clone());
-    let r = ravel::methods::run(lm, &data, &probe, &config).unwrap();
+    let r = ravel::run(
+        lm,
+        &data,
+        &ravel::Labels::FirstProbe(probe.clone()),
+        &config,
+    )
+    .unwrap();
 
     let run = ravel::load_run(&path, lm).unwrap();
     assert_eq!(run.site, Site::block_output(9));
@@ -154,12 +166,26 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
         "the saved rotation is the trained one (moved {moved})"
     );
 
-    let val = run.rescore(lm, &data, &probe, Split::Val).unwrap();
-    let test = run.rescore(lm, &data, &probe, Split::Test).unwrap();
+    let val = run
+        .rescore(
+            lm,
+            &data,
+            &ravel::Labels::FirstProbe(probe.clone()),
+            Split::Val,
+        )
+        .unwrap();
+    let test = run
+        .rescore(
+            lm,
+            &data,
+            &ravel::Labels::FirstProbe(probe.clone()),
+            Split::Test,
+        )
+        .unwrap();
     assert_eq!((val.cause, val.isolate), (r.val.cause, r.val.isolate));
     assert_eq!(
         (test.cause, test.isolate, test.n_cause),
-        (r.cause, r.isolate, r.n_cause)
+        (r.test.cause, r.test.isolate, r.test.n_cause)
     );
 
     let plain = dir.path().join("plain.safetensors");
@@ -358,12 +384,24 @@ fn a_runs_control_is_residual_patching_on_its_own_test_pairs() {
         c.seed = 3;
         c
     };
-    let neurons = ravel::methods::run(lm, &data, &probe, &small(Method::Neurons)).unwrap();
-    let residual = ravel::methods::run(lm, &data, &probe, &small(Method::Residual)).unwrap();
-    assert_eq!(neurons.residual_test, Some(residual.test()));
+    let neurons = ravel::run(
+        lm,
+        &data,
+        &ravel::Labels::FirstProbe(probe.clone()),
+        &small(Method::Neurons),
+    )
+    .unwrap();
+    let residual = ravel::run(
+        lm,
+        &data,
+        &ravel::Labels::FirstProbe(probe.clone()),
+        &small(Method::Residual),
+    )
+    .unwrap();
+    assert_eq!(neurons.residual_test, Some(residual.test));
     assert_eq!(residual.residual_test, None);
     // Neurons (16 of 576) are not the whole vector: the control differs from the method.
-    assert_ne!(neurons.test(), residual.test());
+    assert_ne!(neurons.test, residual.test);
 }
 
 /// Known cities per country of each split add up to the known cities per country, and a
@@ -409,14 +447,20 @@ fn runs_sharing_their_pairs_score_as_each_alone() {
         c
     };
     let configs = [small(Method::Das), small(Method::Mdas)];
-    let together =
-        ravel::methods::run_each_with_progress(lm, &data, &probe, &configs, |_| {}).unwrap();
+    let together = ravel::run_each_with_progress(
+        lm,
+        &data,
+        &ravel::Labels::FirstProbe(probe.clone()),
+        &configs,
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(together.len(), 2);
     for (c, t) in configs.iter().zip(&together) {
-        let alone = ravel::methods::run(lm, &data, &probe, c).unwrap();
+        let alone = ravel::run(lm, &data, &ravel::Labels::FirstProbe(probe.clone()), c).unwrap();
         assert_eq!(t.method, alone.method);
         assert_eq!(t.losses, alone.losses, "{}", c.method.name());
-        assert_eq!(t.test(), alone.test(), "{}", c.method.name());
+        assert_eq!(t.test, alone.test, "{}", c.method.name());
         assert_eq!(t.val, alone.val);
         assert_eq!(t.train, alone.train);
         assert_eq!(t.residual_test, alone.residual_test);

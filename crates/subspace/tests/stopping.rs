@@ -63,7 +63,12 @@ fn a_ravel_run_stops() {
         let mut config = RunConfig::new(Method::Das, 15);
         config.dims = 16;
         config.n_train = 512;
-        ravel::methods::run(lm, &data, &probe, &config)
+        ravel::run(
+            lm,
+            &data,
+            &ravel::Labels::FirstProbe(probe.clone()),
+            &config,
+        )
     });
 }
 

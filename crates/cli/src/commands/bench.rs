@@ -207,12 +207,12 @@ pub fn run(args: Args) -> Result<()> {
     let blocks = storage != "f32";
     // The floors this machine allows, measured now (with the threads the model used).
     phase("this machine's peak arithmetic and memory read rate");
-    let roof = llama::quant::Roofline::measure(threads);
+    let roof = kernels::Roofline::measure(threads);
     let out = serde_json::json!({
         "model": lm.name,
         "backend": backend.name(),
         "weights": storage,
-        "kernels": if blocks { llama::quant::Kernels::best().name() } else { "backend matmul" },
+        "kernels": if blocks { kernels::Kernels::best().name() } else { "backend matmul" },
         "threads": threads,
         "cpu": cpu(),
         "roofline": {

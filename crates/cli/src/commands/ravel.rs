@@ -5,25 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
-use subspace::ravel::{self, Method, ProbeReport, RavelData, RunConfig, RunEvent, Scores, Split};
-use subspace::ravel::{SplitKind, Unit};
+use subspace::ravel::{self, Method, RavelData, RunConfig, RunEvent, Scores, Split};
+use subspace::ravel::{Labelling, Labels, SplitKind, Unit};
 use subspace::train::Decay;
 
 use super::common::{ModelArgs, if_interrupted, progress};
-
-fn default_probe_file() -> PathBuf {
-    let dir = RavelData::default_dir();
-    dir.parent()
-        .unwrap_or(&dir)
-        .join("results/ravel_probe_smollm2.json")
-}
-
-fn default_answers_file() -> PathBuf {
-    let dir = RavelData::default_dir();
-    dir.parent()
-        .unwrap_or(&dir)
-        .join("results/ravel_answers_smollm2.json")
-}
 
 #[derive(ClapArgs, Debug)]
 pub struct ProbeArgs {
@@ -70,7 +56,7 @@ pub fn probe(args: ProbeArgs) -> Result<()> {
     let answers = if_interrupted(answers, || {
         "interrupted while probing (no probe file was written)".into()
     })?;
-    let out = args.out.unwrap_or_else(default_answers_file);
+    let out = args.out.unwrap_or_else(Labels::default_answers_file);
     write_probe_file(&out, &serde_json::to_vec(&answers)?)?;
     let known = answers.known_cities(&data);
     let by_split = |split: Split| {
@@ -122,7 +108,7 @@ fn probe_first_token(args: ProbeArgs) -> Result<()> {
     let report = if_interrupted(report, || {
         "interrupted while probing (no probe file was written)".into()
     })?;
-    let out = args.out.unwrap_or_else(default_probe_file);
+    let out = args.out.unwrap_or_else(Labels::default_probe_file);
     let json = serde_json::to_vec_pretty(&serde_json::json!({
         "model": lm.name,
         "max_cities": args.max_cities,
@@ -213,7 +199,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10, requires = "checkpoint")]
     pub checkpoint_every: usize,
     /// Save the trained intervention, its settings and its scores to this file (a notebook
-    /// loads it with `ravel::methods::load_run`).
+    /// loads it with `ravel::load_run`).
     #[arg(long)]
     pub save: Option<PathBuf>,
     /// Also write the run's settings and its train, val and test pairs (token ids, positions,
@@ -227,56 +213,6 @@ pub struct Args {
     pub model: ModelArgs,
 }
 
-/// What a run's pairs are drawn from: the model's answers (RAVEL's labels) or the first probe.
-pub enum LoadedLabels {
-    FirstToken(ProbeReport),
-    Model(ravel::Answers),
-}
-
-impl LoadedLabels {
-    /// The answers file for a run in a RAVEL split kind, else the first probe's file.
-    pub fn load(
-        kind: Option<SplitKind>,
-        answers: Option<PathBuf>,
-        probe: Option<PathBuf>,
-        lm: &subspace::LanguageModel,
-    ) -> Result<Self> {
-        if kind.is_none() {
-            return Ok(LoadedLabels::FirstToken(load_probe(probe)?));
-        }
-        let path = answers.unwrap_or_else(default_answers_file);
-        let text = read_probe_file(&path)?;
-        let answers: ravel::Answers = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a `subspace ravel-probe` file", path.display()))?;
-        if answers.model != lm.name {
-            anyhow::bail!(
-                "{} holds the answers of {}, not of {}: run `subspace ravel-probe` with this model",
-                path.display(),
-                answers.model,
-                lm.name
-            );
-        }
-        Ok(LoadedLabels::Model(answers))
-    }
-
-    pub fn labels(&self) -> ravel::Labels<'_> {
-        match self {
-            LoadedLabels::FirstToken(p) => p.into(),
-            LoadedLabels::Model(a) => a.into(),
-        }
-    }
-}
-
-/// A file `subspace ravel-probe` writes, read whole.
-fn read_probe_file(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "reading {}; run `subspace ravel-probe` first",
-            path.display()
-        )
-    })
-}
-
 /// Writes a probe's output whole (atomically), creating its folder.
 fn write_probe_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -285,20 +221,29 @@ fn write_probe_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(subspace::store::write_atomic(path, bytes)?)
 }
 
-pub fn load_probe(path: Option<PathBuf>) -> Result<ProbeReport> {
-    let text = read_probe_file(&path.unwrap_or_else(default_probe_file))?;
-    let v: serde_json::Value = serde_json::from_str(&text)?;
-    Ok(serde_json::from_value(v["report"].clone())?)
+/// The labels a run's pairs are drawn from: the model's answers in a RAVEL split kind, else the
+/// first probe's known prompts (loaded and checked against the model by the library).
+fn labels_of(args: &Args, lm: &subspace::LanguageModel) -> Result<Labels> {
+    Ok(match args.split_kind {
+        Some(kind) => Labels::model(
+            args.answers.as_deref(),
+            lm,
+            Labelling {
+                kind,
+                unit: args.unit,
+                train_cities: args.train_cities,
+            },
+        )?,
+        None => Labels::first_probe(args.probe.as_deref(), lm)?,
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
     let lm = args.model.language_model()?;
     let data = RavelData::load(&RavelData::default_dir())?;
-    let loaded = LoadedLabels::load(args.split_kind, args.answers, args.probe, &lm)?;
+    let labels = labels_of(&args, &lm)?;
     let mut config = RunConfig::new(args.method, args.layer);
-    config.split_kind = args.split_kind;
-    config.unit = args.unit;
-    config.train_cities = args.train_cities;
+    labels.record(&mut config);
     config.seed = args.seed;
     config.n_eval = args.eval_pairs;
     config.lr = args.lr;
@@ -332,25 +277,18 @@ pub fn run(args: Args) -> Result<()> {
     }
     config.save = args.save.clone();
     if let Some(path) = &args.export_pairs {
-        export_pairs(path, &lm, &data, loaded.labels(), &config)?;
+        export_pairs(path, &lm, &data, &labels, &config)?;
     }
     let start = std::time::Instant::now();
     let mut step = progress();
     let mut phase = String::from("starting");
-    let r =
-        ravel::methods::run_with_progress(
-            &lm,
-            &data,
-            loaded.labels(),
-            &config,
-            |event| match event {
-                RunEvent::Phase(what) => {
-                    eprintln!("[{:>5.0} s] {what}", start.elapsed().as_secs_f64());
-                    phase = what.to_string();
-                }
-                RunEvent::Step(s) => step(s),
-            },
-        );
+    let r = ravel::run_with_progress(&lm, &data, &labels, &config, |event| match event {
+        RunEvent::Phase(what) => {
+            eprintln!("[{:>5.0} s] {what}", start.elapsed().as_secs_f64());
+            phase = what.to_string();
+        }
+        RunEvent::Step(s) => step(s),
+    });
     let r = if_interrupted(r, || {
         format!("interrupted while {phase} (no --save file and no results were written)")
     })?;
@@ -359,12 +297,13 @@ pub fn run(args: Args) -> Result<()> {
             "{}",
             serde_json::json!({
                 "config": config.resolved(),
-                "method": r.method, "layer": r.layer, "dims": r.dims, "cause": r.cause,
-                "isolate": r.isolate, "disentangle": r.disentangle, "n_cause": r.n_cause,
-                "n_isolate": r.n_isolate, "train_seconds": r.train_seconds,
+                "method": r.method, "layer": r.layer, "dims": r.dims, "cause": r.test.cause,
+                "isolate": r.test.isolate, "disentangle": r.test.disentangle,
+                "n_cause": r.test.n_cause, "n_isolate": r.test.n_isolate,
+                "train_seconds": r.train_seconds,
                 "pass_seconds": r.pass_seconds, "steps_seconds": r.steps_seconds,
                 "train": r.train, "val": r.val, "losses": r.losses,
-                "test": r.test(),
+                "test": r.test,
                 "residual_test": r.residual_test,
             })
         );
@@ -374,12 +313,12 @@ pub fn run(args: Args) -> Result<()> {
             r.method,
             r.layer,
             r.dims,
-            r.cause,
-            r.isolate,
-            per_attribute(&r.test()),
-            r.disentangle,
-            r.n_cause,
-            r.n_isolate,
+            r.test.cause,
+            r.test.isolate,
+            per_attribute(&r.test),
+            r.test.disentangle,
+            r.test.n_cause,
+            r.test.n_isolate,
             r.val.disentangle,
             r.train.map_or(f64::NAN, |t| t.disentangle),
             r.train_seconds,
@@ -400,13 +339,13 @@ fn export_pairs(
     path: &Path,
     lm: &subspace::LanguageModel,
     data: &RavelData,
-    labels: ravel::Labels<'_>,
+    labels: &Labels,
     config: &RunConfig,
 ) -> Result<()> {
     let config = config.resolved();
     let mut splits = serde_json::Map::new();
     for split in Split::ALL {
-        let pairs = ravel::methods::split_pairs(lm, data, labels, &config, split)?;
+        let pairs = labels.pairs(lm, data, &config, split)?;
         let rows: Vec<_> = pairs
             .iter()
             .map(|e| {
@@ -475,19 +414,16 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     let lm = args.model.language_model()?;
     let saved = load_saved(&args.file, &lm)?;
     let data = RavelData::load(&RavelData::default_dir())?;
-    let loaded = LoadedLabels::load(saved.config.split_kind, args.answers, args.probe, &lm)?;
+    let labels = saved.labels(&lm, args.answers.as_deref(), args.probe.as_deref())?;
     // Known train cities per country, beside each source country's Cause: the first probe's,
     // or the model's answers' for runs labelled by them.
-    let train_known = args.by_country.then(|| match &loaded {
-        LoadedLabels::FirstToken(probe) => {
-            ravel::breakdown::known_cities_per_country(&data, probe, Split::Train)
-        }
-        LoadedLabels::Model(answers) => answers.known_by_country_in(&data, Split::Train),
-    });
+    let train_known = args
+        .by_country
+        .then(|| labels.known_train_cities_by_country(&data));
     let mut scored = serde_json::Map::new();
     for split in splits {
         eprintln!("scoring {} pairs", split.name());
-        let examples = saved.pairs(&lm, &data, loaded.labels(), split)?;
+        let examples = saved.pairs(&lm, &data, &labels, split)?;
         let hits = ravel::outcomes(
             &lm,
             saved.site,
@@ -562,17 +498,17 @@ fn print_by_country(rows: &[ravel::breakdown::CountryCause]) {
     }
 }
 
-fn load_saved(path: &Path, lm: &subspace::LanguageModel) -> Result<ravel::methods::SavedRun> {
+fn load_saved(path: &Path, lm: &subspace::LanguageModel) -> Result<ravel::SavedRun> {
     if !path.is_file() {
         anyhow::bail!(
             "no saved run at {}: give a file written by `subspace ravel --save run.safetensors`",
             path.display()
         );
     }
-    Ok(ravel::methods::load_run(path, lm)?)
+    Ok(ravel::load_run(path, lm)?)
 }
 
-fn describe(path: &Path, saved: &ravel::methods::SavedRun) -> String {
+fn describe(path: &Path, saved: &ravel::SavedRun) -> String {
     format!(
         "{}: {} at layer {} ({:?} dims), seed {}, trained in {:.0} s",
         path.display(),

@@ -152,6 +152,7 @@ impl std::fmt::Debug for GgufFile {
 
 impl GgufFile {
     /// Opens and parses a GGUF file (memory-mapped; the tensor bytes are read lazily).
+    #[allow(unsafe_code)] // the memory map
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
@@ -316,6 +317,7 @@ impl GgufFile {
     /// pages they occupy leave the resident set now instead of when the file is closed, so that
     /// loading peaks near the size of what the model keeps, not that plus the whole file.
     /// Reading the bytes again stays valid: the pages are read back from the file.
+    #[allow(unsafe_code)] // advice on the memory map
     pub fn release(&self, info: &TensorInfo) {
         #[cfg(unix)]
         if let Bytes::Mapped(map) = &self.bytes {

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::config::LlamaConfig;
 use crate::error::{LlamaError, Result};
 use crate::model::{Attention, Block, Llama, Mlp, PackedLinear, Projection, TokenEmbedding};
-use crate::quant::{PackedMatrix, PackedWeight};
+use kernels::{PackedMatrix, PackedWeight};
 
 /// Row-major `f32` weights by Hugging Face name.
 pub(crate) trait WeightSource {
@@ -18,7 +18,7 @@ pub(crate) trait WeightSource {
     fn take(&mut self, name: &str) -> Result<Option<(Vec<f32>, Vec<usize>)>>;
 
     /// The weight `name` packed as the file stores it, if the kernels read that storage (GGUF
-    /// blocks of [`crate::quant::QuantMatrix::supports`], bf16) and its rows are whole blocks;
+    /// blocks of [`kernels::QuantMatrix::supports`], bf16) and its rows are whole blocks;
     /// `None` otherwise (then [`take`](Self::take) it). Leaves the weight in place.
     fn packed(&mut self, _name: &str) -> Result<Option<PackedMatrix>> {
         Ok(None)
@@ -29,7 +29,7 @@ pub(crate) trait WeightSource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightStorage {
     /// As the file keeps them: GGUF blocks at one byte per weight, bf16 at two (read in place
-    /// from the mapped file), multiplied by [`crate::quant`]'s kernels. A third (blocks) or half
+    /// from the mapped file), multiplied by [`kernels`]'s kernels. A third (blocks) or half
     /// (bf16) of the memory of `f32`, and a faster forward on a CPU; the weights are the same
     /// numbers.
     Packed,
@@ -164,7 +164,7 @@ pub(crate) fn build(
 ) -> Result<Llama> {
     config.validate()?;
     // The forwards of the model about to be built allocate and free large buffers at every block.
-    crate::allocator::keep_freed_memory();
+    kernels::allocator::keep_freed_memory();
     let d = config.hidden_size;
     let hd = config.head_dim();
     let (nh, nkv) = (config.num_attention_heads, config.n_kv_heads());

@@ -11,7 +11,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::config::{LlamaConfig, RopeLayout};
 use crate::error::{LlamaError, Result};
 use crate::load::build::WeightSource;
-use crate::quant::{Bf16Matrix, PackedMatrix};
+use kernels::{Bf16Matrix, PackedMatrix};
 
 /// Reads `config.json` in `dir`.
 pub fn read_config(dir: &Path) -> Result<LlamaConfig> {
@@ -85,6 +85,7 @@ pub(crate) struct SafetensorsWeights {
 }
 
 impl SafetensorsWeights {
+    #[allow(unsafe_code)] // the memory maps
     pub(crate) fn open(files: &[PathBuf]) -> Result<Self> {
         let mut maps = Vec::with_capacity(files.len());
         let mut index = HashMap::new();

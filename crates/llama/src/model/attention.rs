@@ -136,7 +136,7 @@ impl Attention {
     /// drops the keys saves joining them to the prefix's).
     ///
     /// On flex, unless the hook reads the probabilities, it is one operation forward and one
-    /// backward ([`crate::fused::attention`]). Otherwise burn's operations compute it, avoiding
+    /// backward ([`kernels::fused::attention`]). Otherwise burn's operations compute it, avoiding
     /// two copies, both exact rewrites of `softmax(q·kᵀ·scale + mask)·v`:
     /// - each key/value head serves `nh / nkv` query heads (grouped-query attention); rather
     ///   than repeating the keys and values for every query head (copies of the whole prefix),
@@ -168,7 +168,7 @@ impl Attention {
         let fused = if hook.wants_attention_probs() {
             None
         } else {
-            crate::fused::attention(
+            kernels::fused::attention(
                 &q,
                 &k,
                 &v,
@@ -216,7 +216,7 @@ impl Attention {
     }
 
     /// [`Attention::attend_new`]'s output alone (the keys dropped): on flex one operation that
-    /// also rotates the queries and keys ([`crate::fused::attention`] with its rotary tables),
+    /// also rotates the queries and keys ([`kernels::fused::attention`] with its rotary tables),
     /// saving burn's rotary operations (a dozen per batch and layer, and their backward).
     ///
     /// # Shapes
@@ -235,7 +235,7 @@ impl Attention {
         }
     }
 
-    /// [`crate::fused::attention`] with the rotation inside, on the projections' layout:
+    /// [`kernels::fused::attention`] with the rotation inside, on the projections' layout:
     /// queries `[b, s_q, n_heads · head_dim]` (the last `s_q` of the new columns, `mask` their
     /// rows), keys and values `[b, s, kv_heads · head_dim]`; the output `[b, s_q, n_heads ·
     /// head_dim]`, or `None` where the fused operation does not apply.
@@ -253,12 +253,12 @@ impl Attention {
             let [b, s, _] = t.dims();
             t.clone().reshape([b, s, n, hd]).swap_dims(1, 2)
         };
-        let rotary = crate::fused::RotaryTables {
+        let rotary = kernels::fused::RotaryTables {
             cos: &ctx.rope.cos,
             sin: &ctx.rope.sin,
             interleaved: self.rope_layout == RopeLayout::Interleaved,
         };
-        let out = crate::fused::attention(
+        let out = kernels::fused::attention(
             &heads(q, nh),
             &heads(k, nkv),
             &heads(v, nkv),

@@ -10,7 +10,7 @@ use super::context::ForwardContext;
 use super::hook::Hook;
 use super::mlp::Mlp;
 use super::ragged::Ragged;
-use crate::fused::rms_norm;
+use kernels::fused::rms_norm;
 
 #[derive(Module, Debug)]
 pub struct Block {

@@ -4,8 +4,8 @@ use burn::module::Module;
 
 use super::Projection;
 use super::hook::{Hook, Inner, NoHook};
-use crate::fused::silu_mul;
 use burn::tensor::Tensor;
+use kernels::fused::silu_mul;
 
 #[derive(Module, Debug)]
 pub struct Mlp {

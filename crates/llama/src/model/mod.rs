@@ -27,7 +27,7 @@ use burn::nn::{LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::LlamaConfig;
-use crate::fused::rms_norm;
+use kernels::fused::rms_norm;
 
 #[derive(Module, Debug)]
 pub struct Llama {

@@ -1,11 +1,11 @@
 //! A bias-free linear layer whose weight is either a dense `f32` tensor or kept packed as the
-//! file stores it (GGUF blocks or bf16; see [`crate::quant`]).
+//! file stores it (GGUF blocks or bf16; see [`kernels`]).
 
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 
-use crate::quant::{PackedWeight, linear};
+use kernels::{PackedWeight, linear};
 
 #[derive(Module, Debug)]
 pub enum Projection {

@@ -47,42 +47,27 @@ impl RopeTables {
     /// - `x`: `[batch, heads, seq, head_dim]`
     /// - output: same
     pub fn apply(&self, x: Tensor<4>, layout: RopeLayout) -> Tensor<4> {
-        let tables = crate::fused::RotaryTables {
-            cos: &self.cos,
-            sin: &self.sin,
-            interleaved: layout == RopeLayout::Interleaved,
-        };
-        match crate::fused::rotary(&x, tables) {
+        match kernels::fused::rotary(&x, self.rotary_tables(layout)) {
             Some(out) => out,
             None => self.apply_composed(x, layout),
         }
     }
 
-    /// [`RopeTables::apply`] from burn's operations: on backends without the fused one, and as
-    /// its tests' reference.
+    /// [`RopeTables::apply`] from burn's operations ([`kernels::fused::rotary_composed`]): on
+    /// backends without the fused one, and as a reference.
     ///
     /// # Shapes
     /// - as [`RopeTables::apply`]
     pub fn apply_composed(&self, x: Tensor<4>, layout: RopeLayout) -> Tensor<4> {
-        let [b, h, s, d] = x.dims();
-        let half = d / 2;
-        let (cos, sin) = (self.cos.clone(), self.sin.clone());
-        match layout {
-            RopeLayout::HalfSplit => {
-                let x1 = x.clone().narrow(3, 0, half);
-                let x2 = x.narrow(3, half, half);
-                let out1 = x1.clone() * cos.clone() - x2.clone() * sin.clone();
-                let out2 = x2 * cos + x1 * sin;
-                Tensor::cat(vec![out1, out2], 3)
-            }
-            RopeLayout::Interleaved => {
-                let pairs = x.reshape([b, h, s, half, 2]);
-                let even: Tensor<4> = pairs.clone().narrow(4, 0, 1).reshape([b, h, s, half]);
-                let odd: Tensor<4> = pairs.narrow(4, 1, 1).reshape([b, h, s, half]);
-                let out_even = even.clone() * cos.clone() - odd.clone() * sin.clone();
-                let out_odd = odd * cos + even * sin;
-                Tensor::stack::<5>(vec![out_even, out_odd], 4).reshape([b, h, s, d])
-            }
+        kernels::fused::rotary_composed(x, self.rotary_tables(layout))
+    }
+
+    /// The tables as the fused operations take them.
+    pub fn rotary_tables(&self, layout: RopeLayout) -> kernels::fused::RotaryTables<'_> {
+        kernels::fused::RotaryTables {
+            cos: &self.cos,
+            sin: &self.sin,
+            interleaved: layout == RopeLayout::Interleaved,
         }
     }
 }

@@ -312,7 +312,7 @@ pub fn ask(
 ) -> Result<Vec<Answer>> {
     let mut jobs: Vec<(usize, usize, Prompt, usize)> = Vec::new();
     for &c in cities {
-        lm.stop_flag().check(crate::stop::nothing_saved)?;
+        lm.stop_flag().check(crate::engine::stop::nothing_saved)?;
         for &t in templates {
             if let Some((prompt, position)) = locate(lm, &data.templates[t], &data.cities[c].name)?
             {

@@ -87,7 +87,7 @@ pub fn pairs(
     while out.len() < n && tries < n * 50 {
         tries += 1;
         // Tokenizing thousands of candidates takes seconds: a stop is read between them.
-        lm.stop_flag().check(crate::stop::nothing_saved)?;
+        lm.stop_flag().check(crate::engine::stop::nothing_saved)?;
         let b = bases[rng.random_range(0..bases.len())];
         let s = sources[rng.random_range(0..sources.len())];
         let (bc, sc) = (&data.cities[b.city], &data.cities[s.city]);

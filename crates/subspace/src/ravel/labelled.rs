@@ -175,7 +175,7 @@ pub fn labelled_pairs(
     let mut tries = 0;
     while out.len() < n && tries < n * 50 {
         tries += 1;
-        lm.stop_flag().check(crate::stop::nothing_saved)?;
+        lm.stop_flag().check(crate::engine::stop::nothing_saved)?;
         let base = bases[rng.random_range(0..bases.len())];
         let (cities, weights) = candidates.entry(base.template).or_insert_with(|| {
             let cities: Vec<usize> = known

@@ -91,7 +91,7 @@ pub fn probe(
     }
     let mut jobs: Vec<(usize, usize, Prompt, usize, u32)> = Vec::new();
     for &c in cities {
-        lm.stop_flag().check(crate::stop::nothing_saved)?;
+        lm.stop_flag().check(crate::engine::stop::nothing_saved)?;
         let city: &City = &data.cities[c];
         for &t in templates {
             let template = &data.templates[t];

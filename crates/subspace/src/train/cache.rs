@@ -6,7 +6,7 @@
 //! blocks from the site up, over each example's columns from its first edited token: the
 //! columns before it cannot change (attention is causal), so they enter as cached keys/values.
 //! A minibatch runs in groups of examples with similar windows ([`length_groups`]), each group
-//! left-padded on its own, all groups through each block together ([`crate::run::run_lanes`]).
+//! left-padded on its own, all groups through each block together ([`crate::engine::lanes_through`]).
 //!
 //! Building it is one forward pass per distinct prompt, the prompts sorted by length so that a
 //! batched pass carries little padding, and prompts that begin alike (few-shot demonstrations)
@@ -20,12 +20,14 @@ use std::collections::HashMap;
 use burn::tensor::{Int, Tensor, TensorData};
 use llama::{ForwardContext, KeyValue, TokenBatch};
 
-use crate::batching::length_groups;
+use crate::engine::batching::length_groups;
+use crate::engine::prefix::{
+    Planned, PlannedPass, Prefix, Shared, Tails, WholePass, passes_together,
+};
+use crate::engine::{Blocks, Cell, Keep, Ran};
 use crate::error::{Result, SubspaceError};
 use crate::lm::{LanguageModel, Prompt};
 use crate::pair::{Example, Pair};
-use crate::prefix::{Planned, PlannedPass, Prefix, Shared, Tails, WholePass, run_together};
-use crate::run::{Blocks, Cell, Keep, Ran};
 use crate::site::{Component, Site};
 
 /// One distinct base prompt's states from the site up.
@@ -116,7 +118,7 @@ impl SiteCache {
     /// Runs the examples' distinct base prompts to `site` (and their keys/values above it) and
     /// reads their source vectors. The examples must have been checked against the model.
     pub(crate) fn build(lm: &LanguageModel, site: Site, examples: &[Example]) -> Result<Self> {
-        crate::pool::on_pool(|| Self::build_here(lm, site, examples))
+        kernels::pool::on_pool(|| Self::build_here(lm, site, examples))
     }
 
     /// [`SiteCache::build`] on this thread.
@@ -150,7 +152,7 @@ impl SiteCache {
         // Prompts that begin alike (few-shot demonstrations) run their beginning once, and its
         // keys/values above the site (which batches take) once too; the others run whole, in
         // passes by length. The blocks below the entry block run over every pass, several at
-        // once ([`run_together`]); then, pass by pass, the keys/values above it that batches take.
+        // once ([`passes_together`]); then, pass by pass, the keys/values above it that batches take.
         let ids: Vec<&[u32]> = distinct.iter().map(|(p, _)| p.ids.as_slice()).collect();
         let kept = |i: usize| distinct[i].1;
         let model = &lm.model;
@@ -159,7 +161,7 @@ impl SiteCache {
         let beginnings: Vec<&Prefix> = planned.shared.iter().map(|s| &s.prefix).collect();
         let above = Prefix::continued_all(model, &beginnings, entry.layer..model.n_layers(), stop)?;
         let passes = planned.passes(model, &ids, lm.tokenizer.pad_id())?;
-        let states = run_together(model, 0..entry.layer, passes, stop, |pass, h| match pass {
+        let states = passes_together(model, 0..entry.layer, passes, stop, |pass, h| match pass {
             PlannedPass::Tails {
                 index,
                 shared,

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::adam::AdamConfig;
 use super::schedule::LrSchedule;
+use crate::engine::StopFlag;
 use crate::error::{Result, bad_setting};
 use crate::site::Site;
-use crate::stop::StopFlag;
 
 /// Where and how often to checkpoint a DAS run (see [`DasConfig::with_checkpoint`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

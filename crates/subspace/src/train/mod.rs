@@ -48,7 +48,7 @@ mod objective;
 mod params;
 mod schedule;
 
-pub use crate::stop::StopFlag;
+pub use crate::engine::StopFlag;
 pub use adam::{AdamConfig, AdamState};
 pub use config::{CheckpointConfig, DasConfig, StepReport, TrainReport};
 pub use objective::DasObjective;
@@ -174,7 +174,7 @@ pub fn train_with(
         };
         // The step's products run on a pool thread, the pool's other threads kept awake for
         // them (`crate::pool`); the bookkeeping, saving and progress stay on the caller's.
-        let taken = crate::pool::on_pool_awake(|| {
+        let taken = kernels::pool::on_pool_awake(|| {
             take_step(
                 objective,
                 (&mut params, &mut moments),

@@ -11,12 +11,12 @@ use rand_chacha::ChaCha8Rng;
 use super::cache::{Prepared, SiteCache};
 use super::exp_map;
 use super::params::frame_intervention;
+use crate::engine::{Edit, Lane, Window, lanes_through_last};
 use crate::error::{Result, SubspaceError};
 use crate::intervention::Intervention;
 use crate::lm::LanguageModel;
 use crate::pair::Example;
 use crate::readout::to_host;
-use crate::run::{Edit, Lane, Window, run_lanes_last};
 use crate::site::Site;
 
 /// The DAS objective over a fixed set of examples, with the layers below the site cached
@@ -82,7 +82,7 @@ impl<'a> DasObjective<'a> {
             seed: 0,
             active: (0..examples.len()).collect(),
             whole: OnceLock::new(),
-            group_cost: crate::batching::window_group_cost(),
+            group_cost: crate::engine::batching::window_group_cost(),
         })
     }
 
@@ -195,7 +195,7 @@ impl<'a> DasObjective<'a> {
         }
         let mut hits = Vec::with_capacity(which.len());
         for chunk in which.chunks(batch) {
-            let best = crate::pool::on_pool(|| {
+            let best = kernels::pool::on_pool(|| {
                 let prepared = self.cache.batch(self.lm, chunk, self.group_cost)?;
                 let logits = self.patched_logits(intervention, &prepared)?;
                 to_host(logits.argmax(1).float())
@@ -267,7 +267,7 @@ impl<'a> DasObjective<'a> {
     }
 
     /// Next-token logits `[batch, vocab]` of a prepared batch, its groups' rows laid end to
-    /// end: the groups run the blocks from the site up together ([`crate::run::run_lanes`];
+    /// end: the groups run the blocks from the site up together ([`crate::engine::lanes_through`];
     /// for a block's output, from the next block, the edit on its input:
     /// `cache::entry_site`), and the LM head takes all their last columns at once.
     fn stacked_logits(&self, intervention: &Intervention, b: &Prepared) -> Result<Tensor<2>> {
@@ -298,7 +298,7 @@ impl<'a> DasObjective<'a> {
             .collect();
         // Each group's window ends at its prompts' last column (they are left-padded): only
         // the stream there is read.
-        let last = run_lanes_last(
+        let last = lanes_through_last(
             model,
             self.cache.entry().layer..model.n_layers(),
             lanes,
@@ -318,7 +318,7 @@ impl<'a> DasObjective<'a> {
     ) -> Result<Tensor<1>> {
         let logits = self.stacked_logits(intervention, b)?;
         let [n, _] = logits.dims();
-        let logp = llama::fused::log_softmax(logits);
+        let logp = kernels::fused::log_softmax(logits);
         let picked = logp.gather(1, b.targets.clone().reshape([n, 1]));
         Ok(match &b.weights {
             None => picked.mean().neg().reshape([1]),
@@ -331,7 +331,7 @@ impl<'a> DasObjective<'a> {
 /// on it).
 fn value_and_grad(loss: Tensor<1>, leaf: &Tensor<2>) -> Result<(f32, Tensor<2>)> {
     let value = to_host(loss.clone().without_autodiff())?[0];
-    let grads = crate::pool::on_pool(|| loss.backward());
+    let grads = kernels::pool::on_pool(|| loss.backward());
     let grad = leaf
         .grad(&grads)
         .map(|g| g.without_autodiff())

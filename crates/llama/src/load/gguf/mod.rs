@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use crate::config::{LlamaConfig, RopeLayout, RopeScaling};
 use crate::error::{LlamaError, Result};
 use crate::load::build::WeightSource;
-use crate::quant::{BLOCK, Bf16Matrix, PackedMatrix, QuantMatrix};
+use kernels::{BLOCK, Bf16Matrix, PackedMatrix, QuantMatrix};
 
 /// The configuration a llama GGUF describes in its `llama.*` metadata.
 pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
