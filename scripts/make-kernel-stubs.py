@@ -7,7 +7,7 @@ rust-analyzer loads every package that `cargo metadata` reports. cargo metadata 
 dependencies that are only named through weak features (`burn-cuda?/default` in burn-core), so it
 reports 602 packages and 254 MB of sources (wgpu, CUDA, ROCm, LibTorch, turso...), of which the
 kernel compiles 247 packages and 74 MB. Loading the rest cost ~20 s of every kernel start
-(BENCHMARKS.md, "The first cell, taken apart"). A stub has the real crate's name, version and
+(docs/history/BENCHMARKS-sessions.md, "The first cell, taken apart"). A stub has the real crate's name, version and
 feature names but no code and no dependencies, so the whole subtree below it leaves the graph;
 what is compiled is unchanged (the script checks it).
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The val grid behind `subspace ravel`'s training defaults (RESULTS.md, "Choosing the recipe on
+# The val grid behind `subspace ravel`'s training defaults (docs/history/RESULTS-sessions.md, "Choosing the recipe on
 # val"): layer 15, 16 dims, 1024 train pairs, seed 0, each run's JSON line (settings included)
 # appended to data/results/ravel_grid.jsonl. ~10 min per MDAS run, ~7 per DAS run on 2 cores.
 #   scripts/ravel-grid.sh [RUN_NAME ...]   (default: all)

@@ -2,7 +2,7 @@
 """How often would first-token labels misjudge a RAVEL pair? For each attribute: tokens per value
 (with its leading space, as the prompts end) and the share of city pairs with *different* values
 whose values start with the *same* token (a first-token score cannot tell them apart).
-RESULTS.md, "Why first-token labels". Needs .venv (transformers) and the default model:
+docs/history/RESULTS-sessions.md, "Why first-token labels". Needs .venv (transformers) and the default model:
     .venv/bin/python scripts/ravel-label-tokens.py
 """
 import collections

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The recipe's layer and size, chosen on val (RESULTS.md): one run of METHOD with `subspace
+# The recipe's layer and size, chosen on val (docs/history/RESULTS-sessions.md): one run of METHOD with `subspace
 # ravel`'s defaults at DIMS dimensions for each LAYER, seed $SEED (default 0; other seeds get a
 # _seed<S> suffix on the saved file). Each run is saved to
 # target/ravel-layers/ravel_<method>_layer<L>_dims<D>.safetensors (rescored later with

@@ -2,7 +2,7 @@
 # #25's learning curve: the recipe (`subspace ravel`'s defaults: 192 dims at layer 15) on the
 # entity split (held-out cities) trained on the first N of the split's train cities, for each
 # N and seed given, one JSON line each appended to data/results/ravel_learning_curve.jsonl.
-# RESULTS.md, "How many train cities". About 3 minutes per MDAS run on 2 cores.
+# docs/history/RESULTS-sessions.md, "How many train cities". About 3 minutes per MDAS run on 2 cores.
 #   [SEEDS="0 1"] [METHOD=mdas] scripts/ravel-learning-curve.sh 100 200 ...
 set -euo pipefail
 cd "$(dirname "$0")/.."

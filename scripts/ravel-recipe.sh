@@ -3,7 +3,7 @@
 # dimensions (default 192): scripts/ravel-layers.sh once per seed, with the JSON lines going to
 # data/results/ravel_recipe.jsonl; the seed-0 run is then copied to
 # data/results/ravel_<method>_layer15_dims<D>.safetensors (what notebooks/ravel.ipynb loads).
-# RESULTS.md, "Choosing the recipe on val". ~13 min per MDAS run, ~8 per DAS run on 2 cores.
+# docs/history/RESULTS-sessions.md, "Choosing the recipe on val". ~13 min per MDAS run, ~8 per DAS run on 2 cores.
 #   [DIMS=D] scripts/ravel-recipe.sh [das|mdas ...]   (default: mdas)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-"""Prints the RAVEL tables of RESULTS.md from data/results/ravel_sweep.jsonl.
+"""Prints the RAVEL tables of docs/history/RESULTS-sessions.md from data/results/ravel_sweep.jsonl.
     python3 scripts/ravel-results.py
 """
 import json

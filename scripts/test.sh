@@ -17,6 +17,9 @@ scripts/venv.sh scripts/requirements-ref.txt
 # Fuzz seeds cut from the default model (git-ignored; the formats tests check them).
 .venv/bin/python fuzz/make_seeds.py >/dev/null
 
+echo "== the source tree's shape (import circles, file lengths, crate arrows) =="
+python3 scripts/check-structure.py
+
 echo "== cargo test (flex backend) =="
 cargo test --release --workspace
 

@@ -6,7 +6,7 @@
 //! between products: two threads woken and put to sleep for each of the hundreds of products
 //! of a forward, and on 2 cores a third thread (the caller) contending with them. Called from
 //! a pool thread, that thread takes part in the product and the other one joins. Measured on
-//! 40 steps of the RAVEL recipe's DAS training (BENCHMARKS.md): 250 000 voluntary and 370 000
+//! 40 steps of the RAVEL recipe's DAS training (docs/history/BENCHMARKS-sessions.md): 250 000 voluntary and 370 000
 //! involuntary context switches became 70 000 and 2 000, system time 7 s → 4.3 s.
 //!
 //! Each calling thread has a pool of its own, not rayon's global one: a pool thread waiting

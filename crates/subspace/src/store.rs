@@ -187,6 +187,25 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     result
 }
 
+/// A container file's tensors and its metadata, whose `format` must be `format` (the
+/// versioned read that saved interventions and training checkpoints share); `bad` words a
+/// refusal for the kind of file the caller expected.
+pub(crate) fn read_versioned<M: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    format: &str,
+    bad: impl Fn(String) -> SubspaceError,
+) -> Result<(M, intervention_file::ContainerFile)> {
+    let file = intervention_file::parse(bytes).map_err(|e| bad(e.to_string()))?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&file.metadata_json).map_err(|e| bad(format!("metadata: {e}")))?;
+    let found = meta["format"].as_str().unwrap_or_default();
+    if found != format {
+        return Err(bad(format!("format `{found}`, expected `{format}`")));
+    }
+    let meta = serde_json::from_value(meta).map_err(|e| bad(format!("metadata: {e}")))?;
+    Ok((meta, file))
+}
+
 /// Loads an intervention saved by [`save`], refusing one made for another model or shape.
 pub fn load(path: &Path, lm: &LanguageModel) -> Result<Saved> {
     let bytes = std::fs::read(path).map_err(|e| io("read", path, e))?;
@@ -194,15 +213,7 @@ pub fn load(path: &Path, lm: &LanguageModel) -> Result<Saved> {
         path: path.to_path_buf(),
         reason,
     };
-    let file = intervention_file::parse(&bytes).map_err(|e| bad(e.to_string()))?;
-    let meta: InterventionMeta =
-        serde_json::from_str(&file.metadata_json).map_err(|e| bad(format!("metadata: {e}")))?;
-    if meta.format != FORMAT {
-        return Err(bad(format!(
-            "format `{}`, expected `{FORMAT}`",
-            meta.format
-        )));
-    }
+    let (meta, file): (InterventionMeta, _) = read_versioned(&bytes, FORMAT, &bad)?;
     let current = ModelIdentity::of(lm)?;
     if meta.model.hidden_size != current.hidden_size
         || meta.model.n_layers != current.n_layers

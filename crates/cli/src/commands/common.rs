@@ -43,6 +43,30 @@ impl ModelArgs {
     }
 }
 
+/// What the commands that show next-token answers share: how many, as JSON or a table, and
+/// the model they ask.
+#[derive(Args, Debug, Clone)]
+pub struct Shown {
+    /// How many tokens to show.
+    #[arg(long, default_value_t = 3)]
+    pub k: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+impl Shown {
+    /// The model, once `--k` is checked (a top-0 list shows nothing).
+    pub fn language_model(&self) -> Result<subspace::LanguageModel> {
+        if self.k == 0 {
+            anyhow::bail!("--k must be at least 1");
+        }
+        self.model.language_model()
+    }
+}
+
 /// A top-k list as the JSON entries every command prints.
 pub fn top_json(top: &subspace::TopK) -> serde_json::Value {
     serde_json::to_value(&top.0).unwrap_or_default()

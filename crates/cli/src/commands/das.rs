@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
 use subspace::{DasConfig, Intervention, Pair, train};
 
-use super::common::{ModelArgs, progress, top_json};
+use super::common::{Shown, progress, top_json};
 use super::site_args::{SiteArgs, TokenArgs};
 
 #[derive(ClapArgs, Debug)]
@@ -49,19 +49,15 @@ pub struct Args {
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 10, requires = "checkpoint")]
     pub checkpoint_every: usize,
-    #[arg(long, default_value_t = 3)]
-    pub k: usize,
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub shown: Shown,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if args.dims == 0 {
         bail!("--dims must be at least 1 (0 dimensions leave nothing to train)");
     }
-    let lm = args.model.language_model()?;
+    let lm = args.shown.language_model()?;
     let site = args.site.site(&lm, args.layer)?;
     let pair = args.tokens.pair(&lm, &args.base, &args.source)?;
     let example = pair.clone().with_target(lm.token(&args.target)?);
@@ -76,7 +72,7 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("resumed from the checkpoint after step {step}");
     }
     let placed = iv.clone().at(site);
-    let patched = lm.patch(&pair, &placed)?.after.top(args.k);
+    let patched = lm.patch(&pair, &placed)?.after.top(args.shown.k);
     let mut evals = Vec::new();
     for text in &args.eval {
         let on_eval = Pair::aligned(
@@ -87,8 +83,8 @@ pub fn run(args: Args) -> Result<()> {
         let shown = lm.patch(&on_eval, &placed)?;
         evals.push((
             text.clone(),
-            shown.before.top(args.k),
-            shown.after.top(args.k),
+            shown.before.top(args.shown.k),
+            shown.after.top(args.shown.k),
         ));
     }
     if let Some(path) = &args.save {
@@ -98,7 +94,7 @@ pub fn run(args: Args) -> Result<()> {
         });
         subspace::store::save(path, &lm, site, &iv, notes)?;
     }
-    if args.json {
+    if args.shown.json {
         let eval: Vec<_> = evals
             .iter()
             .map(|(p, b, a)| serde_json::json!({"prompt": p, "base_topk": top_json(b), "patched_topk": top_json(a)}))

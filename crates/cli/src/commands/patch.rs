@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args as ClapArgs;
 use subspace::{Intervention, LanguageModel};
 
-use super::common::{ModelArgs, top_json};
+use super::common::{Shown, top_json};
 use super::site_args::{SiteArgs, TokenArgs};
 
 #[derive(ClapArgs, Debug)]
@@ -34,16 +34,12 @@ pub struct Args {
     /// Seed of that rotation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value_t = 3)]
-    pub k: usize,
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub shown: Shown,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let lm: LanguageModel = args.model.language_model()?;
+    let lm: LanguageModel = args.shown.language_model()?;
     let pair = args.tokens.pair(&lm, &args.base, &args.source)?;
     if args.load.is_some() && args.site.given() {
         anyhow::bail!(
@@ -68,8 +64,8 @@ pub fn run(args: Args) -> Result<()> {
     };
     let kind = intervention.kind();
     let patched = lm.patch(&pair, &intervention.at(site))?;
-    let (before, after) = (patched.before.top(args.k), patched.after.top(args.k));
-    if args.json {
+    let (before, after) = (patched.before.top(args.shown.k), patched.after.top(args.shown.k));
+    if args.shown.json {
         println!(
             "{}",
             serde_json::json!({ "base_topk": top_json(&before), "patched_topk": top_json(&after) })

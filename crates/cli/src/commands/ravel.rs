@@ -133,7 +133,7 @@ pub struct Args {
     pub method: Method,
     #[arg(long)]
     pub layer: usize,
-    // The training options default to the recipe chosen on val (`RunConfig::new`, RESULTS.md
+    // The training options default to the recipe chosen on val (`RunConfig::new`, docs/history/RESULTS-sessions.md,
     // "Choosing the recipe on val"); each given option overrides its part of it.
     /// Dimensions of the subspace (neurons: how many). Default 192 for das and mdas, 16 for the
     /// others.

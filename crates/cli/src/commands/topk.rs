@@ -1,33 +1,24 @@
 //! `subspace topk`: the most likely next tokens after a prompt.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args as ClapArgs;
 
-use super::common::{ModelArgs, top_json};
+use super::common::{Shown, top_json};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
     /// The prompt.
     #[arg(long)]
     pub prompt: String,
-    /// How many tokens to show.
-    #[arg(long, default_value_t = 3)]
-    pub k: usize,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub shown: Shown,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.k == 0 {
-        bail!("--k must be at least 1");
-    }
-    let lm = args.model.language_model()?;
+    let lm = args.shown.language_model()?;
     let prompt = lm.prompt(&args.prompt)?;
-    let top = lm.predict(&prompt)?.top(args.k);
-    if args.json {
+    let top = lm.predict(&prompt)?.top(args.shown.k);
+    if args.shown.json {
         let out = serde_json::json!({
             "model": lm.name,
             "prompt": args.prompt,

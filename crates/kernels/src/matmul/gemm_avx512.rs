@@ -15,7 +15,7 @@
 //! (a tile's 12 rows interleaved in runs of 16, written straight from the quantised blocks);
 //! the input gradient widens the whole matrix once per call into strips of 12 columns.
 //!
-//! Measured on 2 cores of an AMD EPYC (Zen 4, AVX-512; `--example quant_probe`, BENCHMARKS.md):
+//! Measured on 2 cores of an AMD EPYC (Zen 4, AVX-512; `--example quant_probe`, docs/history/BENCHMARKS-sessions.md):
 //! 64 × 576 × 1536 forward 186–189 GFLOP/s against the tiles' 140–144, 99 rows 189, 2048 rows
 //! 206; the LM head's forward for 32 rows 161 against 81.
 //!

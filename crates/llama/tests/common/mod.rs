@@ -30,23 +30,10 @@ pub fn smollm_with(device: &Device, storage: llama::load::WeightStorage) -> Load
     }
 }
 
-/// All `f32` tensors of a safetensors file, by name.
-pub fn read_f32(path: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
-        .map(|(name, v)| {
-            let data = v
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (name, (v.shape().to_vec(), data))
-        })
-        .collect()
-}
+/// The fixtures' reader, shared with the kernels' tests (one copy of it in the workspace).
+#[path = "../../../kernels/tests/common/mod.rs"]
+mod fixtures;
+pub use fixtures::read_f32;
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());

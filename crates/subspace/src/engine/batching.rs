@@ -63,7 +63,7 @@ pub(crate) fn pass_cost() -> usize {
 /// What running one more group of a training or scoring minibatch costs, in columns of one
 /// example: its own attention and edits in every block, each way (a dozen small operations
 /// whatever its size; its norms, projections and MLP run with the other groups' tokens). 0 and
-/// 8 measured alike on the recipe's batches (BENCHMARKS.md). `SUBSPACE_WINDOW_GROUP_COST=N`
+/// 8 measured alike on the recipe's batches (docs/history/BENCHMARKS-sessions.md). `SUBSPACE_WINDOW_GROUP_COST=N`
 /// sets it, to measure it (a large `N`: one window for the whole batch, as before groups).
 pub(crate) fn window_group_cost() -> usize {
     static COST: OnceLock<usize> = OnceLock::new();

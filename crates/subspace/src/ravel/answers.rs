@@ -139,7 +139,7 @@ pub fn normalize(text: &str) -> String {
 }
 
 /// Other names the model gives for a country value, counted as stating it. Measured on the
-/// first screening (RESULTS.md, "RAVEL's labels"): for US cities the model said "the USA" 67
+/// first screening (docs/history/RESULTS-sessions.md, "RAVEL's labels"): for US cities the model said "the USA" 67
 /// times; for UK cities "England" 17, "the UK" 11, "Scotland" 6, "Northern Ireland" 2 times
 /// (the United Kingdom's constituent countries answer "which country"). Nothing else is an
 /// alias: "Korea" names two countries.

@@ -65,7 +65,7 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// The recipe chosen on val (RESULTS.md, "Choosing the recipe on val" and "The recipe's
+    /// The recipe chosen on val (docs/history/RESULTS-sessions.md, "Choosing the recipe on val" and "The recipe's
     /// layer and size"): 240 steps of 32 on 1024 cause pairs (plus as many isolate pairs for
     /// MDAS), isolate weight 1, peak lr [`RunConfig::default_lr`], [`RunConfig::default_dims`]
     /// dimensions; MDAS warms up linearly over the first 10 % of the steps and decays linearly

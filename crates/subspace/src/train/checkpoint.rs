@@ -21,7 +21,7 @@ use super::params::{Moments, Params};
 use crate::error::{Result, SubspaceError};
 use crate::fingerprint::Fnv;
 use crate::pair::Example;
-use crate::store::{host_tensor, write_atomic};
+use crate::store::{host_tensor, read_versioned, write_atomic};
 
 const FORMAT: &str = "subspace-checkpoint/1";
 
@@ -143,15 +143,7 @@ pub(super) fn load(
         path: path.to_path_buf(),
         reason,
     };
-    let file = intervention_file::parse(&bytes).map_err(|e| bad(e.to_string()))?;
-    let meta: Meta =
-        serde_json::from_str(&file.metadata_json).map_err(|e| bad(format!("metadata: {e}")))?;
-    if meta.format != FORMAT {
-        return Err(bad(format!(
-            "format `{}`, expected `{FORMAT}`",
-            meta.format
-        )));
-    }
+    let (meta, file): (Meta, _) = read_versioned(&bytes, FORMAT, &bad)?;
     if meta.run != run {
         return Err(bad(
             "it was written by a different run (other examples, settings or initial weights)"

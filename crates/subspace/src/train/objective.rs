@@ -107,7 +107,7 @@ impl<'a> DasObjective<'a> {
     /// patched token to the prompt's end), one more group being worth `cost` columns of one
     /// example: 0 gives each distinct window its own group, `usize::MAX` one group for the whole
     /// batch. What it changes is speed, not the loss (up to rounding). The default is measured
-    /// (BENCHMARKS.md) and `SUBSPACE_WINDOW_GROUP_COST` sets it.
+    /// (docs/history/BENCHMARKS-sessions.md) and `SUBSPACE_WINDOW_GROUP_COST` sets it.
     pub fn with_window_group_cost(mut self, cost: usize) -> Self {
         self.group_cost = cost;
         self.whole = OnceLock::new();
