@@ -312,6 +312,26 @@ fn with_the_models_own_labels_an_unchanged_run_scores_cause_0_and_isolate_1() {
             );
         }
         assert!(longer > 0, "no pair of two several-token names in {kind:?}");
+        // The source city read from the base's own template: the same pairs and targets, the
+        // source prompt the base template filled with the source city.
+        let own = Draw {
+            sources: ravel::SourcePrompts::BaseTemplate,
+            ..draw
+        };
+        let own = labelled_examples(lm, &data, &answers, &own, Split::Val, 16).unwrap();
+        assert_eq!(own.len(), examples.len());
+        for (o, e) in own.iter().zip(&examples) {
+            assert_eq!(
+                (o.base_city, o.source_city, o.example.target, o.role),
+                (e.base_city, e.source_city, e.example.target, e.role)
+            );
+            assert_eq!(o.example.pair.base, e.example.pair.base);
+            let origin = o.origin.unwrap();
+            assert_eq!(origin.source_template, origin.base_template);
+            let filled =
+                data.templates[origin.base_template].fill(&data.cities[o.source_city].name);
+            assert_eq!(o.example.pair.source.text, filled);
+        }
         // A learning curve's train pairs: only the allowed train cities, in bases and sources.
         let limited = Draw {
             train_cities: Some(6),

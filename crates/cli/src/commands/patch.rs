@@ -64,7 +64,10 @@ pub fn run(args: Args) -> Result<()> {
     };
     let kind = intervention.kind();
     let patched = lm.patch(&pair, &intervention.at(site))?;
-    let (before, after) = (patched.before.top(args.shown.k), patched.after.top(args.shown.k));
+    let (before, after) = (
+        patched.before.top(args.shown.k),
+        patched.after.top(args.shown.k),
+    );
     if args.shown.json {
         println!(
             "{}",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args as ClapArgs;
 use subspace::ravel::{self, Method, RavelData, RunConfig, RunEvent, Scores, Split};
-use subspace::ravel::{Labelling, Labels, SplitKind, Unit};
+use subspace::ravel::{Labelling, Labels, SourcePrompts, SplitKind, Unit};
 use subspace::train::Decay;
 
 use super::common::{ModelArgs, if_interrupted, progress};
@@ -184,6 +184,17 @@ pub struct Args {
     /// --split-kind; a learning curve: 100, 200, all). Val and test pairs are not limited.
     #[arg(long, requires = "split_kind")]
     pub train_cities: Option<usize>,
+    /// Which prompt the source city is read from (with --split-kind): any template of the
+    /// split (RAVEL's sources), or the base's own template filled with the source city (the
+    /// same pairs and targets; what the site itself can move).
+    #[arg(long, value_enum, default_value_t = SourcePrompts::AnyTemplate, requires = "split_kind")]
+    pub sources: SourcePrompts,
+    /// Also break the control's test Cause (residual patching on the run's test pairs) down by
+    /// the pairs' properties: whether the counterfactual answer states the true value, the
+    /// source template's attribute and format, the names' token counts, and what a miss says
+    /// (with --split-kind; in the JSON as `control_breakdown`).
+    #[arg(long, requires = "split_kind")]
+    pub breakdown: bool,
     /// The model's answers, from `subspace ravel-probe` (for --split-kind; default
     /// data/results/ravel_answers_smollm2.json).
     #[arg(long)]
@@ -232,6 +243,7 @@ fn labels_of(args: &Args, lm: &subspace::LanguageModel) -> Result<Labels> {
                 kind,
                 unit: args.unit,
                 train_cities: args.train_cities,
+                sources: args.sources,
             },
         )?,
         None => Labels::first_probe(args.probe.as_deref(), lm)?,
@@ -292,6 +304,15 @@ pub fn run(args: Args) -> Result<()> {
     let r = if_interrupted(r, || {
         format!("interrupted while {phase} (no --save file and no results were written)")
     })?;
+    let breakdown = if args.breakdown {
+        eprintln!(
+            "[{:>5.0} s] the control on the test pairs, broken down by the pairs' properties",
+            start.elapsed().as_secs_f64()
+        );
+        Some(control_breakdown(&lm, &data, &labels, &config)?)
+    } else {
+        None
+    };
     if args.json {
         println!(
             "{}",
@@ -305,6 +326,7 @@ pub fn run(args: Args) -> Result<()> {
                 "train": r.train, "val": r.val, "losses": r.losses,
                 "test": r.test,
                 "residual_test": r.residual_test,
+                "control_breakdown": breakdown,
             })
         );
     } else {
@@ -330,8 +352,34 @@ pub fn run(args: Args) -> Result<()> {
                 c.cause, c.isolate, c.disentangle
             );
         }
+        if let Some(b) = &breakdown {
+            println!(
+                "the control's test Cause (residual patching at layer {}):",
+                r.layer
+            );
+            print!("{}", ravel::pair_breakdown::table(b));
+        }
     }
     Ok(())
+}
+
+/// Residual patching (the control) on the run's test pairs at its site, its Cause broken down by
+/// the pairs' properties.
+fn control_breakdown(
+    lm: &subspace::LanguageModel,
+    data: &RavelData,
+    labels: &Labels,
+    config: &RunConfig,
+) -> Result<Vec<ravel::pair_breakdown::Breakdown>> {
+    let test = labels.pairs(lm, data, config, Split::Test)?;
+    let site = subspace::Site::block_output(config.layer);
+    let replace = subspace::Intervention::Replace;
+    let said = ravel::eval::predictions_each(lm, site, &[&replace], &test, config.scoring_batch())?;
+    Ok(ravel::pair_breakdown::cause_breakdown(
+        data,
+        &test,
+        said.first().map_or(&[][..], Vec::as_slice),
+    ))
 }
 
 /// The run's settings and its pairs of every split as token ids (see `Args::export_pairs`).

@@ -148,6 +148,7 @@ mod tests {
 
     fn example(role: Role, source_city: usize) -> RavelExample {
         RavelExample {
+            origin: None,
             example: Pair::new(prompt(), prompt(), 0, 0).unwrap().with_target(7),
             role,
             base_city: 0,

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::labelled::{SplitKind, Unit};
+use super::labelled::{SourcePrompts, SplitKind, Unit};
 use super::method::Method;
 use crate::error::{Result, bad_setting};
 use crate::train::{CheckpointConfig, Decay, StopFlag};
@@ -49,6 +49,9 @@ pub struct RunConfig {
     /// [`super::labelled::Draw::train_cities`]); `None`: all of them.
     #[serde(default)]
     pub train_cities: Option<usize>,
+    /// Which prompt a labelled pair's source city is read from (recorded from the labels).
+    #[serde(default)]
+    pub sources: SourcePrompts,
     /// Cause pairs per split (isolate pairs: half as many per kept attribute).
     pub n_train: usize,
     pub n_eval: usize,
@@ -91,6 +94,7 @@ impl RunConfig {
             split_kind: None,
             unit: Unit::LastToken,
             train_cities: None,
+            sources: SourcePrompts::AnyTemplate,
             n_train: 1024,
             n_eval: 200,
             checkpoint: None,

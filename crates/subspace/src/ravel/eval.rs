@@ -51,6 +51,32 @@ pub struct RavelExample {
     /// The cities of the two prompts (indices into [`RavelData::cities`]).
     pub base_city: usize,
     pub source_city: usize,
+    /// How a model-labelled pair was drawn (`None` for the first probe's pairs), for breaking a
+    /// score down by the pairs' properties ([`super::pair_breakdown`]).
+    pub origin: Option<PairOrigin>,
+}
+
+/// How a model-labelled pair was drawn: its templates, the two names' token counts, and the two
+/// answers its target was cut from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairOrigin {
+    /// Indices into [`RavelData::templates`].
+    pub base_template: usize,
+    pub source_template: usize,
+    /// Tokens of the city's name in the base and in the source prompt.
+    pub base_name_tokens: usize,
+    pub source_name_tokens: usize,
+    /// Where the source prompt's city begins (0: the prompt opens with it).
+    pub source_name_start: usize,
+    /// Whether the base answer states the base city's true value of the attribute asked.
+    pub base_states_value: bool,
+    /// Whether the counterfactual answer (the source city on the base template) states the
+    /// source city's true value.
+    pub counterfactual_states_value: bool,
+    /// The two answers' tokens at the target position (they differ there): what an unmoved
+    /// run and what a fully moved run would say.
+    pub base_token: u32,
+    pub counterfactual_token: u32,
 }
 
 /// Builds `n` pairs of `role` from `split`: the base is a known prompt of the role's attribute,
@@ -109,6 +135,7 @@ pub fn pairs(
         out.push(RavelExample {
             example: Pair::new(base, source, b.position, s.position)?.with_target(target),
             role,
+            origin: None,
             base_city: b.city,
             source_city: s.city,
         });
@@ -216,17 +243,16 @@ pub fn outcomes(
     Ok(outcomes_each(lm, site, &[intervention], examples, batch)?.remove(0))
 }
 
-/// [`outcomes`] of several interventions on the same examples (e.g. a trained one and its
-/// control): the layers below the site, the prefix keys/values above it and the source vectors
-/// are computed once for all of them ([`DasObjective`]'s cache), each intervention then runs
-/// only the blocks from the site up over each pair's tokens from the patched one.
-pub fn outcomes_each(
+/// The patched run's greedy next token on each example, for several interventions (a miss's
+/// token says whether the run kept the base's answer or said a third thing); computed as
+/// [`outcomes_each`] computes its hits.
+pub fn predictions_each(
     lm: &LanguageModel,
     site: Site,
     interventions: &[&Intervention],
     examples: &[RavelExample],
     batch: usize,
-) -> Result<Vec<Vec<bool>>> {
+) -> Result<Vec<Vec<u32>>> {
     if batch == 0 {
         return crate::error::bad_setting("batch", 0, "at least 1");
     }
@@ -242,8 +268,31 @@ pub fn outcomes_each(
     let all: Vec<usize> = (0..plain.len()).collect();
     interventions
         .iter()
-        .map(|iv| cached.hits(iv, &all, batch))
+        .map(|iv| cached.predictions(iv, &all, batch))
         .collect()
+}
+
+/// [`outcomes`] of several interventions on the same examples (e.g. a trained one and its
+/// control): the layers below the site, the prefix keys/values above it and the source vectors
+/// are computed once for all of them ([`DasObjective`]'s cache), each intervention then runs
+/// only the blocks from the site up over each pair's tokens from the patched one.
+pub fn outcomes_each(
+    lm: &LanguageModel,
+    site: Site,
+    interventions: &[&Intervention],
+    examples: &[RavelExample],
+    batch: usize,
+) -> Result<Vec<Vec<bool>>> {
+    let predictions = predictions_each(lm, site, interventions, examples, batch)?;
+    Ok(predictions
+        .into_iter()
+        .map(|said| {
+            said.iter()
+                .zip(examples)
+                .map(|(&t, e)| t == e.example.target)
+                .collect()
+        })
+        .collect())
 }
 
 /// Evaluates `intervention` at `site` on `examples`, `batch` pairs per forward pass.

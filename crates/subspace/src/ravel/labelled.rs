@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answers::{Answer, Answers, answer_text};
 use super::data::{RavelData, Split};
-use super::eval::{RavelExample, Role, balanced, role_tag};
+use super::eval::{PairOrigin, RavelExample, Role, balanced, role_tag};
 use super::probe::locate_span;
 use crate::error::{Result, SubspaceError};
 use crate::lm::LanguageModel;
@@ -48,6 +48,23 @@ pub enum Unit {
     /// Every token of the city's name, base and source names paired from their last tokens
     /// ([`SpanAlignment::Last`]): as many tokens as the shorter name has.
     Span,
+}
+
+/// Which prompt a pair's source city is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", value(rename_all = "snake_case"))]
+pub enum SourcePrompts {
+    /// A template of any attribute of the split's template set, drawn at random (RAVEL's
+    /// sources: the patched vector is the source city's, whatever it was asked).
+    #[default]
+    AnyTemplate,
+    /// The base's own template filled with the source city: the same format and context, the
+    /// city tokenised as it would be in the base. What a perfect featurizer at the site could
+    /// move (issue #44's "site's own ceiling"); the pairs, targets and cities are those
+    /// `AnyTemplate` draws with the same seed, only the source prompt differs.
+    BaseTemplate,
 }
 
 /// RAVEL's two held-out test sets.
@@ -92,6 +109,8 @@ pub struct Draw {
     /// for every run, so smaller sets are inside larger ones: a learning curve); `None`: all.
     /// Val and test pairs are not limited.
     pub train_cities: Option<usize>,
+    /// Which prompt the source city is read from.
+    pub sources: SourcePrompts,
     pub seed: u64,
 }
 
@@ -102,6 +121,7 @@ impl Draw {
             kind,
             unit: Unit::LastToken,
             train_cities: None,
+            sources: SourcePrompts::AnyTemplate,
             seed,
         }
     }
@@ -213,19 +233,27 @@ pub fn labelled_pairs(
         let Some(i) = base.ids.iter().zip(&inv.ids).position(|(a, b)| a != b) else {
             continue;
         };
-        let &source_template = source_templates.choose(&mut rng).unwrap_or(&base.template);
+        let &drawn = source_templates.choose(&mut rng).unwrap_or(&base.template);
         let base_t = &data.templates[base.template];
-        let (Some((base_prompt, base_span)), Some((source_prompt, source_span))) = (
+        let source_name = &data.cities[source_city].name;
+        let (Some((base_prompt, base_span)), Some(drawn_source)) = (
             locate_span(lm, base_t, &data.cities[base.city].name)?,
-            locate_span(
-                lm,
-                &data.templates[source_template],
-                &data.cities[source_city].name,
-            )?,
+            locate_span(lm, &data.templates[drawn], source_name)?,
         ) else {
             continue;
         };
+        // The drawn template is located in either mode, so that both skip the same candidates
+        // and draw the same (base, source city, target) pairs.
+        let (source_template, (source_prompt, source_span)) = match draw.sources {
+            SourcePrompts::AnyTemplate => (drawn, drawn_source),
+            SourcePrompts::BaseTemplate => match locate_span(lm, base_t, source_name)? {
+                Some(own) => (base.template, own),
+                None => continue,
+            },
+        };
         debug_assert_eq!(base_span.end - 1, base.position);
+        let (base_name_tokens, source_name_tokens) = (base_span.len(), source_span.len());
+        let source_name_start = source_span.start;
         let base_prompt = lm.extend_prompt(&base_prompt, &base.ids[..i])?;
         let target = match role {
             Role::Cause => inv.ids[i],
@@ -240,11 +268,23 @@ pub fn labelled_pairs(
             }],
             Unit::Span => SpanAlignment::Last.align(base_span, source_span)?,
         };
+        let origin = PairOrigin {
+            base_template: base.template,
+            source_template,
+            base_name_tokens,
+            source_name_tokens,
+            source_name_start,
+            base_states_value: base.states_value,
+            counterfactual_states_value: inv.states_value,
+            base_token: base.ids[i],
+            counterfactual_token: inv.ids[i],
+        };
         out.push(RavelExample {
             example: Pair::aligned(base_prompt, source_prompt, positions)?.with_target(target),
             role,
             base_city: base.city,
             source_city,
+            origin: Some(origin),
         });
     }
     Ok(out)

@@ -8,7 +8,7 @@ use super::answers::Answers;
 use super::config::RunConfig;
 use super::data::{RavelData, Split};
 use super::eval::{RavelExample, Scores, evaluate, split_examples};
-use super::labelled::{Draw, SplitKind, Unit, labelled_examples};
+use super::labelled::{Draw, SourcePrompts, SplitKind, Unit, labelled_examples};
 use super::probe::ProbeReport;
 use crate::error::{Result, SubspaceError};
 use crate::intervention::Intervention;
@@ -23,6 +23,8 @@ pub struct Labelling {
     pub unit: Unit,
     /// `None`: every known train city (see [`super::labelled::Draw::train_cities`]).
     pub train_cities: Option<usize>,
+    /// Which prompt the source city is read from.
+    pub sources: SourcePrompts,
 }
 
 impl Labelling {
@@ -32,6 +34,7 @@ impl Labelling {
             kind,
             unit: Unit::LastToken,
             train_cities: None,
+            sources: SourcePrompts::AnyTemplate,
         }
     }
 }
@@ -98,6 +101,7 @@ impl Labels {
                     kind,
                     unit: config.unit,
                     train_cities: config.train_cities,
+                    sources: config.sources,
                 },
             ),
             None => Self::first_probe(probe, lm),
@@ -107,15 +111,19 @@ impl Labels {
     /// The held-out set, unit and train cities these labels draw, as a [`RunConfig`] records
     /// them (`None`, last token, all cities for the first probe).
     pub fn record(&self, config: &mut RunConfig) {
-        let (kind, unit, train_cities) = match self {
-            Labels::FirstProbe(_) => (None, Unit::LastToken, None),
-            Labels::Model { labelling, .. } => {
-                (Some(labelling.kind), labelling.unit, labelling.train_cities)
-            }
+        let (kind, unit, train_cities, sources) = match self {
+            Labels::FirstProbe(_) => (None, Unit::LastToken, None, SourcePrompts::AnyTemplate),
+            Labels::Model { labelling, .. } => (
+                Some(labelling.kind),
+                labelling.unit,
+                labelling.train_cities,
+                labelling.sources,
+            ),
         };
         config.split_kind = kind;
         config.unit = unit;
         config.train_cities = train_cities;
+        config.sources = sources;
     }
 
     /// Which split kind the val and test pairs come from (`None`: the first probe's).
@@ -160,6 +168,7 @@ impl Labels {
                     kind: labelling.kind,
                     unit: labelling.unit,
                     train_cities: labelling.train_cities,
+                    sources: labelling.sources,
                     seed,
                 };
                 labelled_examples(lm, data, answers, &draw, split, n)

@@ -4,7 +4,8 @@
 //! The data ([`data`]) and what the model answers to it ([`probe`], [`answers`]) give the
 //! [`Labels`] pairs are drawn from ([`labelled`], [`eval`]); a run ([`runner`]) of a [`Method`]
 //! with a [`RunConfig`] trains and scores it ([`eval`]'s metrics) into a [`RunResult`], which
-//! [`saved`] runs keep with their intervention; [`breakdown`] splits a score by country.
+//! [`saved`] runs keep with their intervention; [`breakdown`] splits a score by country,
+//! [`pair_breakdown`] by the pairs' properties.
 
 pub mod answers;
 pub mod breakdown;
@@ -14,6 +15,7 @@ pub mod eval;
 pub mod labelled;
 pub mod labels;
 pub mod method;
+pub mod pair_breakdown;
 pub mod probe;
 pub mod result;
 pub mod runner;
@@ -26,7 +28,7 @@ pub use eval::{
     RavelExample, Role, Scores, evaluate, evaluate_each, outcomes, outcomes_each, pairs,
     split_examples,
 };
-pub use labelled::{SplitKind, Unit};
+pub use labelled::{SourcePrompts, SplitKind, Unit};
 pub use labels::{Labelling, Labels};
 pub use method::Method;
 pub use probe::{KnownPrompt, ProbeReport};

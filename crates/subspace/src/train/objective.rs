@@ -190,23 +190,36 @@ impl<'a> DasObjective<'a> {
         which: &[usize],
         batch: usize,
     ) -> Result<Vec<bool>> {
+        let best = self.predictions(intervention, which, batch)?;
+        Ok(best
+            .iter()
+            .zip(which)
+            .map(|(&b, &i)| b == self.cache.target(i))
+            .collect())
+    }
+
+    /// The patched run's greedy next token for each of the given examples (what [`Self::hits`]
+    /// compares with the targets; a miss's token says what the run said instead).
+    pub fn predictions(
+        &self,
+        intervention: &Intervention,
+        which: &[usize],
+        batch: usize,
+    ) -> Result<Vec<u32>> {
         if batch == 0 {
             return crate::error::bad_setting("batch", 0, "at least 1");
         }
-        let mut hits = Vec::with_capacity(which.len());
+        let mut out = Vec::with_capacity(which.len());
         for chunk in which.chunks(batch) {
             let best = kernels::pool::on_pool(|| {
                 let prepared = self.cache.batch(self.lm, chunk, self.group_cost)?;
                 let logits = self.patched_logits(intervention, &prepared)?;
                 to_host(logits.argmax(1).float())
             })?;
-            hits.extend(
-                best.iter()
-                    .zip(chunk)
-                    .map(|(&b, &i)| b == self.cache.target(i) as f32),
-            );
+            // Token ids below 2^24 are exact in f32 (vocabularies are far smaller).
+            out.extend(best.iter().map(|&b| b as u32));
         }
-        Ok(hits)
+        Ok(out)
     }
 
     /// Mean cross-entropy of step `i`'s minibatch under `intervention` (no gradient).
