@@ -191,14 +191,17 @@ def main():
     for p in model.parameters():
         p.requires_grad_(False)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    # The kernel that ran is what the Rust run reports; SUBSPACE_KERNELS is only what was asked
+    # (a CPU without it runs another body).
     report = {"cpu": cpu, "threads": args.threads, "torch": torch.__version__, "pytorch_dtype": args.dtype,
-              "rust_kernels": os.environ.get("SUBSPACE_KERNELS", "default (exact)"), "runs": []}
+              "rust_kernels_asked": os.environ.get("SUBSPACE_KERNELS"), "rust_kernels": None, "runs": []}
     for method in args.methods:
         with tempfile.TemporaryDirectory() as tmp:
             pairs_file = Path(tmp) / "pairs.json"
             print(f"{method}: the Rust run", file=sys.stderr)
             rust_times, rust_out = rust_run(method, args.layer, args.seed, pairs_file, env)
             exported = json.loads(pairs_file.read_text())
+        report["rust_kernels"] = rust_out.get("kernels", "unknown (a build before it was reported)")
         print(f"{method}: the PyTorch run", file=sys.stderr)
         py_times, py_out = pytorch_run(model, exported, method, dtype, args.seed)
         rust_scores = {s: {m: rust_out[s][m] for m in ("cause", "isolate", "disentangle")}
@@ -208,7 +211,7 @@ def main():
         report["runs"].append({"method": method, "rust": rust_times, "pytorch": py_times,
                                "rust_scores": rust_scores, "pytorch_scores": py_out})
 
-    print(f"CPU {cpu}, {args.threads} threads; Rust on the Q4_1 GGUF (flex), PyTorch {torch.__version__} "
+    print(f"CPU {cpu}, {args.threads} threads; Rust on the Q4_1 GGUF (flex, kernels {report['rust_kernels']}), PyTorch {torch.__version__} "
           f"in {args.dtype} on the same GGUF dequantised; the RAVEL recipe at layer {args.layer}, seed {args.seed}")
     print("| run | phase | Rust (s) | PyTorch same work (s) | Rust / PyTorch |")
     print("|---|---|---|---|---|")

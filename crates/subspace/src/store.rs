@@ -213,7 +213,7 @@ pub fn load(path: &Path, lm: &LanguageModel) -> Result<Saved> {
         path: path.to_path_buf(),
         reason,
     };
-    let (meta, file): (InterventionMeta, _) = read_versioned(&bytes, FORMAT, &bad)?;
+    let (meta, file): (InterventionMeta, _) = read_versioned(&bytes, FORMAT, bad)?;
     let current = ModelIdentity::of(lm)?;
     if meta.model.hidden_size != current.hidden_size
         || meta.model.n_layers != current.n_layers

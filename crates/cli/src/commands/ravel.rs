@@ -327,6 +327,9 @@ pub fn run(args: Args) -> Result<()> {
                 "test": r.test,
                 "residual_test": r.residual_test,
                 "control_breakdown": breakdown,
+                // The kernel body that ran (not the variable asked for: a CPU without it runs
+                // another, named in a warning).
+                "kernels": kernels::Kernels::best().name(),
             })
         );
     } else {

@@ -517,9 +517,10 @@ pub(super) unsafe fn matmul_w<W: PackedRows>(g: &[f32], m: usize, w: &W) -> Vec<
         chunk: 16 * MR,
         step: MR,
     };
-    // SAFETY: AVX-512F as above; column `first + i` of row `s < depth` is
-    // `strips[(tile · depth + s) · 12 + i]` for `tile = first / 12`.
+    // Column `first + i` of row `s < depth` is `strips[(tile · depth + s) · 12 + i]` for
+    // `tile = first / 12`.
     let strips_of = |_: &mut (), _, first: usize, _| strips[first / MR * depth * MR..].as_ptr();
+    // SAFETY: AVX-512F as above; `strips_of` points each tile at its own strip of `strips`.
     let y = unsafe { tiled_product::<1, _>(m, k, (&gp, depth), layout, |_| (), strips_of) };
     scratch::give(gp);
     scratch::give(strips);

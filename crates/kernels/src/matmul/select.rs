@@ -142,3 +142,30 @@ impl Kernels {
         (0..chunks).map(move |c| c * m / chunks..(c + 1) * m / chunks)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Kernels;
+
+    /// A body the CPU lacks and a name no body has are told apart, and the warning names what
+    /// this CPU runs and what runs instead.
+    #[test]
+    fn asking_for_a_body_this_cpu_lacks_names_what_runs_instead() {
+        let here: Vec<&str> = Kernels::available().iter().map(|k| k.name()).collect();
+        let missing = ["amx", "avx512bf16", "avx512", "avx2"]
+            .into_iter()
+            .find(|name| !here.contains(name));
+        if let Some(name) = missing {
+            let w = Kernels::not_here_warning(name, Kernels::Portable);
+            assert!(w.contains("this CPU cannot run it"), "{w}");
+            assert!(w.contains("using portable instead"), "{w}");
+        }
+        let w = Kernels::not_here_warning("avx1024", Kernels::Avx2);
+        assert!(w.contains("no kernel body has that name"), "{w}");
+        assert!(
+            w.contains(&format!("this CPU runs {}", here.join(", "))),
+            "{w}"
+        );
+        assert!(w.contains("using avx2 instead"), "{w}");
+    }
+}

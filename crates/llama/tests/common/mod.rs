@@ -33,6 +33,7 @@ pub fn smollm_with(device: &Device, storage: llama::load::WeightStorage) -> Load
 /// The fixtures' reader, shared with the kernels' tests (one copy of it in the workspace).
 #[path = "../../../kernels/tests/common/mod.rs"]
 mod fixtures;
+#[allow(unused_imports)] // not every test reads fixtures
 pub use fixtures::read_f32;
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -34,6 +34,9 @@ pub struct Breakdown {
     pub groups: Vec<Group>,
 }
 
+/// What groups the pairs by one property: a pair's label in it.
+type Key<'a> = dyn Fn(&PairOrigin) -> String + 'a;
+
 /// The cause pairs of `examples` (those with an origin) grouped by each property, given what
 /// the patched run said on every example (`said[i]` for `examples[i]`).
 pub fn cause_breakdown(
@@ -48,7 +51,7 @@ pub fn cause_breakdown(
         .filter_map(|(e, &s)| Some((e, e.origin?, s)))
         .collect();
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
-    let properties: [(&'static str, &dyn Fn(&PairOrigin) -> String); 7] = [
+    let properties: [(&'static str, &Key); 7] = [
         ("all cause pairs", &|_| "all".to_string()),
         (
             "the counterfactual answer states the source city's true value",

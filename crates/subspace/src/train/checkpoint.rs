@@ -143,7 +143,7 @@ pub(super) fn load(
         path: path.to_path_buf(),
         reason,
     };
-    let (meta, file): (Meta, _) = read_versioned(&bytes, FORMAT, &bad)?;
+    let (meta, file): (Meta, _) = read_versioned(&bytes, FORMAT, bad)?;
     if meta.run != run {
         return Err(bad(
             "it was written by a different run (other examples, settings or initial weights)"
