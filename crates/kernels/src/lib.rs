@@ -3,7 +3,7 @@
 //! - [`packed`]: weights kept as the file stores them (GGUF blocks, bf16);
 //! - [`matmul`]: the products that read them, one file per instruction set (portable bodies
 //!   compiled for AVX2 and without SIMD, AVX-512 tiles, an AVX-512 GEMM, AMX), chosen at run
-//!   time ([`Kernels`]), and [`linear`], the same products as a burn operation with autodiff;
+//!   time ([`Kernels`]), and [`linear()`], the same products as a burn operation with autodiff;
 //! - [`fused`]: attention, rotary embeddings, SwiGLU, RMSNorm and log-softmax as single flex
 //!   operations with their own backward;
 //! - [`pool`] (which threads run the work) and [`allocator`] (what malloc keeps): the policies

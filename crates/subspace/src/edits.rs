@@ -1,7 +1,7 @@
 //! Pairs into edits: the checks every caller of a pair makes, the source vectors read from the
 //! pairs' source prompts, and the [`Edit`]s that apply placed interventions at the pairs' base
 //! tokens. Patching, training and generation all build their edits here, just above the loop
-//! ([`crate::run`]) that applies them.
+//! ([`crate::engine`]) that applies them.
 
 use std::collections::HashMap;
 

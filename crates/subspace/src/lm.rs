@@ -83,7 +83,7 @@ pub struct LanguageModel {
     /// What was loaded (file name or hub id).
     pub name: String,
     tokenizer_tag: u64,
-    /// Raised to stop whatever long call is running on this model (see [`crate::stop`]);
+    /// Raised to stop whatever long call is running on this model (see [`crate::engine::stop`]);
     /// shared by its clones.
     stop: StopFlag,
 }
@@ -268,7 +268,7 @@ impl LanguageModel {
 
 impl LanguageModel {
     /// Next-token distributions of several prompts, in left-padded forward passes of at most
-    /// [`TOKENS_PER_FORWARD`] tokens each.
+    /// [`crate::engine::TOKENS_PER_FORWARD`] tokens each.
     pub fn predict_batch(&self, prompts: &[&Prompt]) -> Result<Vec<Prediction>> {
         if prompts.is_empty() {
             return Ok(Vec::new());

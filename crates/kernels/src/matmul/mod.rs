@@ -12,12 +12,12 @@
 //! dequantised block is reused for all of them. The bodies are written once, portable, and
 //! compiled three times: for AVX-512, for AVX2 + FMA, and without either ([`Kernels`]); the
 //! widest one the CPU has is picked at run time. The AVX-512 forward is written with intrinsics
-//! instead ([`avx512`]): the compiler spilled the portable body's accumulators.
+//! instead (`avx512.rs`): the compiler spilled the portable body's accumulators.
 //! Rows are shared between threads with rayon, for products large enough to pay for it. From
 //! 32 token rows (forward) and 96 (input gradient), with AVX-512, the products go to
-//! [`gemm_avx512`] instead, where arithmetic rather than the weights' bytes bounds them; with
-//! [`Kernels::Amx`], from 6 rows, to the AMX tiles ([`amx`]). Which path a product takes is
-//! decided in one place, [`Path::of`].
+//! `gemm_avx512.rs` instead, where arithmetic rather than the weights' bytes bounds them; with
+//! [`Kernels::Amx`], from 6 rows, to the AMX tiles (`amx.rs`). Which path a product takes is
+//! decided in one place, `Path::of`.
 //!
 //! Results do not depend on timing: each output is summed by one task in a fixed order, and the
 //! per-thread partial sums of [`matmul_w`] are added in task order, so with the same number of

@@ -7,7 +7,7 @@ use super::blocks::QuantMatrix;
 use super::rows::PackedRows;
 
 /// A weight as the file keeps it: what a model's packed linear layer multiplies by
-/// ([`crate::linear`]).
+/// ([`crate::linear()`]).
 #[derive(Debug)]
 pub enum PackedMatrix {
     /// GGUF quantisation blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K).

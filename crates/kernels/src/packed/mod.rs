@@ -7,8 +7,8 @@
 //! bf16 checkpoints in bf16, instead of widening them to four bytes, cuts those bytes by 4× or
 //! 2× without changing a weight: each block is widened with the dequantiser's own formula.
 //!
-//! Bottom to top: [`rows`] (the traits the products read), [`blocks`] and [`bf16`] (the two
-//! storages, each with its AVX-512 widening), [`matrix`] (the enum over them).
+//! Bottom to top: `rows.rs` (the traits the products read), `blocks.rs` and `bf16.rs` (the two
+//! storages, each with its AVX-512 widening), `matrix.rs` (the enum over them).
 
 mod bf16;
 mod blocks;

@@ -5,8 +5,8 @@
 //!   keeps what it is asked to ([`Blocks`]);
 //! - [`lanes`]: several batches of different shapes through the same blocks at once;
 //! - [`forward`]: whole passes made of that loop (the next-token logits, a trace);
-//! - [`prefix`]: prompts that begin alike run their common beginning once, and passes run
-//!   several at a time ([`prefix::passes_together`]);
+//! - `prefix`: prompts that begin alike run their common beginning once, and passes run
+//!   several at a time (`prefix::passes_together`);
 //! - [`batching`] and [`limits`]: how prompts of different lengths are grouped into passes, and
 //!   how many tokens and bytes a pass may take;
 //! - [`stop`]: the flag every long loop reads (Ctrl-C, a notebook's interrupt).

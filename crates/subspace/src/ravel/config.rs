@@ -55,14 +55,14 @@ pub struct RunConfig {
     /// Cause pairs per split (isolate pairs: half as many per kept attribute).
     pub n_train: usize,
     pub n_eval: usize,
-    /// Checkpoint the training here and resume from it (see [`DasConfig::with_checkpoint`]).
+    /// Checkpoint the training here and resume from it (see [`crate::DasConfig::with_checkpoint`]).
     #[serde(skip)]
     pub checkpoint: Option<CheckpointConfig>,
     /// Raised (by a Ctrl-C handler) to stop training after the current step.
     #[serde(skip)]
     pub stop: Option<StopFlag>,
     /// Save the trained intervention here, with these settings and the scores (see
-    /// [`load_run`]): a notebook can then show an at-scale run without training it again.
+    /// [`super::load_run`]): a notebook can then show an at-scale run without training it again.
     #[serde(skip)]
     pub save: Option<PathBuf>,
 }

@@ -10,7 +10,7 @@
 //!
 //! Building it is one forward pass per distinct prompt, the prompts sorted by length so that a
 //! batched pass carries little padding, and prompts that begin alike (few-shot demonstrations)
-//! running their shared beginning once ([`crate::prefix`]); the source vectors are read once per
+//! running their shared beginning once (`engine::prefix`); the source vectors are read once per
 //! distinct source prompt cut after its position ([`LanguageModel::source_vectors`]).
 //! Minibatches can then be drawn in any order (a fresh order each epoch) at the cost of copying
 //! cached tensors.
