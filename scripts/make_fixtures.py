@@ -413,12 +413,92 @@ def tiny_llama():
     print(f"tiny-llama: {size / 1e6:.2f} MB")
 
 
+def tiny_qwen2():
+    """A tiny random Qwen 2 (biases on q, k, v; none on o) in safetensors, made by
+    transformers from a fixed seed with tiny-llama's tokenizer, plus its logits at every
+    position and two patches done with PyTorch hooks: the block-0 output at token 2 replaced by a
+    source prompt's (a residual patch), and head 1's input to layer 0's o_proj replaced (a
+    head_output patch, at layer 0 so that it reaches the last position through layer 1's
+    attention); each as the patched run's last-position logits."""
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    out = LLAMA_FIX / "tiny-qwen2"
+    out.mkdir(parents=True, exist_ok=True)
+    fast = PreTrainedTokenizerFast.from_pretrained(LLAMA_FIX / "tiny-llama")
+    fast.save_pretrained(out)
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=fast.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=10000.0,
+        max_position_embeddings=256, tie_word_embeddings=False, use_sliding_window=False,
+    )
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    model.save_pretrained(out, safe_serialization=True)
+    tensors, meta = {}, []
+    with torch.no_grad():
+        for i, p in enumerate(PROMPTS[:4] + ["the quick brown fox jumps over the lazy dog " * 6]):
+            ids = fast(p)["input_ids"]
+            tensors[f"logits.{i}"] = model(torch.tensor([ids])).logits[0].float().numpy()
+            meta.append({"prompt": p, "ids": ids})
+        base = fast("the quick brown fox jumps over")["input_ids"]
+        source = fast("the lazy dog jumps over the")["input_ids"]
+        layers = model.model.layers
+        # Residual: block 0's output at token 2 <- the source's.
+        kept = {}
+        h = layers[0].register_forward_hook(lambda m, a, o: kept.__setitem__("v", o[0, 2].clone()))
+        model(torch.tensor([source]))
+        h.remove()
+
+        def put(m, a, o):
+            o = o.clone()
+            o[0, 2] = kept["v"]
+            return o
+        h = layers[0].register_forward_hook(put)
+        tensors["patch.residual"] = model(torch.tensor([base])).logits[0, -1].float().numpy()
+        h.remove()
+        # Head output: layer 0's o_proj input, head 1 (features 16..32) at token 2 <- the source's.
+        h = layers[0].self_attn.o_proj.register_forward_pre_hook(
+            lambda m, a: kept.__setitem__("head", a[0][0, 2, 16:32].clone()))
+        model(torch.tensor([source]))
+        h.remove()
+
+        def put_head(m, a):
+            x = a[0].clone()
+            x[0, 2, 16:32] = kept["head"]
+            return (x,)
+        h = layers[0].self_attn.o_proj.register_forward_pre_hook(put_head)
+        tensors["patch.head_output"] = model(torch.tensor([base])).logits[0, -1].float().numpy()
+        h.remove()
+    save_file(tensors, str(out / "expected_logits.safetensors"))
+    write_json(out / "expected.json", meta)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"tiny-qwen2: {size / 1e6:.2f} MB")
+    # The same model in bf16 (the loader keeps bf16 weights packed, biases included), and
+    # transformers' f32 logits on the bf16-rounded weights.
+    out16 = LLAMA_FIX / "tiny-qwen2-bf16"
+    out16.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out16)
+    model.to(torch.bfloat16).save_pretrained(out16, safe_serialization=True)
+    model.to(torch.float32)
+    tensors = {}
+    with torch.no_grad():
+        for i, case in enumerate(meta):
+            tensors[f"logits.{i}"] = model(torch.tensor([case["ids"]])).logits[0].float().numpy()
+    save_file(tensors, str(out16 / "expected_logits.safetensors"))
+    write_json(out16 / "expected.json", meta)
+
+
 if __name__ == "__main__":
-    which = set(sys.argv[1:]) or {"smollm", "dequant", "tiny", "generation", "inner"}
+    which = set(sys.argv[1:]) or {"smollm", "dequant", "tiny", "qwen2", "generation", "inner"}
     if "dequant" in which:
         dequant_fixture()
     if "tiny" in which:
         tiny_llama()
+    if "qwen2" in which:
+        tiny_qwen2()
     if "smollm" in which:
         tok, model = smollm_logits_and_tokens()
         residual_patch_fixture(tok, model)

@@ -86,11 +86,39 @@ pub struct LlamaConfig {
     /// `rope_scaling` that some GGUF converters write instead of metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_freq_factors: Option<Vec<f32>>,
+    /// The family as `config.json` names it (`llama`, `qwen2`); what it changes is in the
+    /// fields below, which the model reads: the model never asks which family it is.
+    #[serde(default = "llama_family")]
+    pub model_type: String,
+    /// Biases on all four attention projections (Llama's `attention_bias`).
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Biases on the queries, keys and values only (Qwen 2; not a key of its `config.json`, set
+    /// from the family by [`LlamaConfig::from_json`]).
+    #[serde(default)]
+    pub qkv_only_bias: bool,
+}
+
+/// The families whose `config.json` this model reads, and what each changes.
+pub const SUPPORTED_FAMILIES: [&str; 2] = ["llama", "qwen2"];
+
+fn llama_family() -> String {
+    "llama".into()
 }
 
 impl LlamaConfig {
     pub fn n_kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Whether the query, key and value projections have biases.
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias || self.qkv_only_bias
+    }
+
+    /// Whether the output projection has a bias.
+    pub fn o_bias(&self) -> bool {
+        self.attention_bias
     }
 
     pub fn head_dim(&self) -> usize {
@@ -104,18 +132,29 @@ impl LlamaConfig {
         struct Arch {
             #[serde(default)]
             model_type: Option<String>,
+            #[serde(default)]
+            use_sliding_window: bool,
         }
         let arch: Arch = serde_json::from_str(text)
             .map_err(|e| LlamaError::Config(format!("config.json is not valid JSON: {e}")))?;
         if let Some(t) = arch.model_type.as_deref()
-            && t != "llama"
+            && !SUPPORTED_FAMILIES.contains(&t)
         {
             return Err(LlamaError::Config(format!(
-                "model_type is `{t}`; only `llama` checkpoints are supported"
+                "model_type is `{t}`; supported: {}",
+                SUPPORTED_FAMILIES.join(", ")
             )));
+        }
+        if arch.use_sliding_window {
+            return Err(LlamaError::Config(
+                "use_sliding_window is true: sliding-window attention is not supported yet; a checkpoint that attends to every earlier token loads".into(),
+            ));
         }
         let mut config: LlamaConfig = serde_json::from_str(text)
             .map_err(|e| LlamaError::Config(format!("config.json: {e}")))?;
+        // Qwen 2 has biases on its queries, keys and values, and none on its output
+        // projection; its config.json says nothing of them.
+        config.qkv_only_bias = config.model_type == "qwen2";
         if let Some(params) = config.rope_parameters.take() {
             if let Some(theta) = params.get("rope_theta").and_then(serde_json::Value::as_f64) {
                 config.rope_theta = theta;

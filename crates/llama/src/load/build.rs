@@ -81,9 +81,29 @@ impl<S: WeightSource> Builder<'_, S> {
     /// A bias-free linear layer, kept packed when the file's storage allows and the storage
     /// asks.
     fn projection(&mut self, name: &str, d_in: usize, d_out: usize) -> Result<Projection> {
+        self.projection_biased(name, d_in, d_out, false)
+    }
+
+    /// [`Self::projection`] with the bias `….bias` beside the weight `….weight` if `bias`.
+    fn projection_biased(
+        &mut self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Projection> {
+        let bias = if bias {
+            let bias_name = name.strip_suffix(".weight").unwrap_or(name).to_string() + ".bias";
+            Some(frozen(self.tensor(&bias_name, [d_out])?))
+        } else {
+            None
+        };
         match self.packed(name, d_in, d_out)? {
-            Some(weight) => Ok(Projection::Packed(PackedLinear { weight })),
-            None => self.linear(name, d_in, d_out).map(Projection::Dense),
+            Some(weight) => Ok(Projection::Packed(PackedLinear { weight, bias })),
+            None => self.linear(name, d_in, d_out).map(|mut l| {
+                l.bias = bias;
+                Projection::Dense(l)
+            }),
         }
     }
 
@@ -179,7 +199,7 @@ pub(crate) fn build(
     // Packed, the embedding matrix serves both the lookup (rows widened on the fly) and a tied
     // head (the largest product of a next-token distribution): one copy.
     let embed_tokens = match b.packed("model.embed_tokens.weight", d, config.vocab_size)? {
-        Some(weight) => TokenEmbedding::Packed(PackedLinear { weight }),
+        Some(weight) => TokenEmbedding::Packed(PackedLinear { weight, bias: None }),
         None => TokenEmbedding::Dense(Embedding {
             weight: frozen(b.tensor("model.embed_tokens.weight", [config.vocab_size, d])?),
         }),
@@ -187,13 +207,15 @@ pub(crate) fn build(
     let mut blocks = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
         let p = format!("model.layers.{i}");
+        let attn = |which: &str| format!("{p}.self_attn.{which}_proj.weight");
+        let (qkv_bias, o_bias) = (config.qkv_bias(), config.o_bias());
         blocks.push(Block {
             input_layernorm: b.norm(&format!("{p}.input_layernorm.weight"), d, eps)?,
             self_attn: Attention {
-                q_proj: b.projection(&format!("{p}.self_attn.q_proj.weight"), d, nh * hd)?,
-                k_proj: b.projection(&format!("{p}.self_attn.k_proj.weight"), d, nkv * hd)?,
-                v_proj: b.projection(&format!("{p}.self_attn.v_proj.weight"), d, nkv * hd)?,
-                o_proj: b.projection(&format!("{p}.self_attn.o_proj.weight"), nh * hd, d)?,
+                q_proj: b.projection_biased(&attn("q"), d, nh * hd, qkv_bias)?,
+                k_proj: b.projection_biased(&attn("k"), d, nkv * hd, qkv_bias)?,
+                v_proj: b.projection_biased(&attn("v"), d, nkv * hd, qkv_bias)?,
+                o_proj: b.projection_biased(&attn("o"), nh * hd, d, o_bias)?,
                 n_heads: nh,
                 n_kv_heads: nkv,
                 head_dim: hd,

@@ -1,7 +1,8 @@
-//! A bias-free linear layer whose weight is either a dense `f32` tensor or kept packed as the
-//! file stores it (GGUF blocks or bf16; see [`kernels`]).
+//! A linear layer whose weight is either a dense `f32` tensor or kept packed as the file stores
+//! it (GGUF blocks or bf16; see [`kernels`]), with a bias where the family has one (Qwen 2's
+//! queries, keys and values).
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 
@@ -15,25 +16,31 @@ pub enum Projection {
     Packed(PackedLinear),
 }
 
-/// A frozen packed weight; a constant for burn (no parameter).
+/// A frozen packed weight (a constant for burn), and a frozen bias if the layer has one.
 #[derive(Module, Debug)]
 pub struct PackedLinear {
     #[module(skip)]
     pub weight: PackedWeight,
+    /// `[out]`
+    pub bias: Option<Param<Tensor<1>>>,
 }
 
 impl PackedLinear {
-    /// `x · Wᵀ`
+    /// `x · Wᵀ + b`
     ///
     /// # Shapes
     /// - `x`: `[..., in]` → `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, &self.weight)
+        let y = linear(x, &self.weight);
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<D>(),
+            None => y,
+        }
     }
 }
 
 impl Projection {
-    /// `x · W`
+    /// `x · W + b`
     ///
     /// # Shapes
     /// - `x`: `[..., in]` → `[..., out]`

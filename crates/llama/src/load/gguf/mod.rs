@@ -90,6 +90,9 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         rope_layout: RopeLayout::Interleaved,
         rope_freq_factors,
         rope_parameters: None,
+        model_type: "llama".into(),
+        attention_bias: false,
+        qkv_only_bias: false,
     };
     config.validate()?;
     Ok(config)
