@@ -413,26 +413,32 @@ def tiny_llama():
     print(f"tiny-llama: {size / 1e6:.2f} MB")
 
 
-def tiny_qwen2():
-    """A tiny random Qwen 2 (biases on q, k, v; none on o) in safetensors, made by
+def tiny_qwen(family="qwen2"):
+    """A tiny random Qwen 2 (biases on q, k, v; none on o) or Qwen 3 (per-head norms of the
+    queries and keys) in safetensors, made by
     transformers from a fixed seed with tiny-llama's tokenizer, plus its logits at every
     position and two patches done with PyTorch hooks: the block-0 output at token 2 replaced by a
     source prompt's (a residual patch), and head 1's input to layer 0's o_proj replaced (a
     head_output patch, at layer 0 so that it reaches the last position through layer 1's
     attention); each as the patched run's last-position logits."""
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    import transformers
+    from transformers import PreTrainedTokenizerFast
 
-    out = LLAMA_FIX / "tiny-qwen2"
+    name = {"qwen2": "Qwen2", "qwen3": "Qwen3"}[family]
+    Config = getattr(transformers, f"{name}Config")
+    Model = getattr(transformers, f"{name}ForCausalLM")
+    out = LLAMA_FIX / f"tiny-{family}"
     out.mkdir(parents=True, exist_ok=True)
     fast = PreTrainedTokenizerFast.from_pretrained(LLAMA_FIX / "tiny-llama")
     fast.save_pretrained(out)
     torch.manual_seed(0)
-    config = Qwen2Config(
+    config = Config(
         vocab_size=fast.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=10000.0,
-        max_position_embeddings=256, tie_word_embeddings=False, use_sliding_window=False,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+        rope_theta=10000.0, max_position_embeddings=256, tie_word_embeddings=False,
+        use_sliding_window=False,
     )
-    model = Qwen2ForCausalLM(config).eval()
+    model = Model(config).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.2)
@@ -475,10 +481,10 @@ def tiny_qwen2():
     save_file(tensors, str(out / "expected_logits.safetensors"))
     write_json(out / "expected.json", meta)
     size = sum(f.stat().st_size for f in out.iterdir())
-    print(f"tiny-qwen2: {size / 1e6:.2f} MB")
+    print(f"tiny-{family}: {size / 1e6:.2f} MB")
     # The same model in bf16 (the loader keeps bf16 weights packed, biases included), and
     # transformers' f32 logits on the bf16-rounded weights.
-    out16 = LLAMA_FIX / "tiny-qwen2-bf16"
+    out16 = LLAMA_FIX / f"tiny-{family}-bf16"
     out16.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out16)
     model.to(torch.bfloat16).save_pretrained(out16, safe_serialization=True)
@@ -492,13 +498,15 @@ def tiny_qwen2():
 
 
 if __name__ == "__main__":
-    which = set(sys.argv[1:]) or {"smollm", "dequant", "tiny", "qwen2", "generation", "inner"}
+    which = set(sys.argv[1:]) or {"smollm", "dequant", "tiny", "qwen2", "qwen3", "generation", "inner"}
     if "dequant" in which:
         dequant_fixture()
     if "tiny" in which:
         tiny_llama()
     if "qwen2" in which:
-        tiny_qwen2()
+        tiny_qwen("qwen2")
+    if "qwen3" in which:
+        tiny_qwen("qwen3")
     if "smollm" in which:
         tok, model = smollm_logits_and_tokens()
         residual_patch_fixture(tok, model)

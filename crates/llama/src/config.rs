@@ -97,10 +97,14 @@ pub struct LlamaConfig {
     /// from the family by [`LlamaConfig::from_json`]).
     #[serde(default)]
     pub qkv_only_bias: bool,
+    /// An RMSNorm over each head of the queries and of the keys before rotary (Qwen 3; set
+    /// from the family by [`LlamaConfig::from_json`]).
+    #[serde(default)]
+    pub qk_norm: bool,
 }
 
 /// The families whose `config.json` this model reads, and what each changes.
-pub const SUPPORTED_FAMILIES: [&str; 2] = ["llama", "qwen2"];
+pub const SUPPORTED_FAMILIES: [&str; 3] = ["llama", "qwen2", "qwen3"];
 
 fn llama_family() -> String {
     "llama".into()
@@ -155,6 +159,9 @@ impl LlamaConfig {
         // Qwen 2 has biases on its queries, keys and values, and none on its output
         // projection; its config.json says nothing of them.
         config.qkv_only_bias = config.model_type == "qwen2";
+        // Qwen 3 drops those biases (its `attention_bias` says so) and normalises each head of
+        // its queries and keys instead.
+        config.qk_norm = config.model_type == "qwen3";
         if let Some(params) = config.rope_parameters.take() {
             if let Some(theta) = params.get("rope_theta").and_then(serde_json::Value::as_f64) {
                 config.rope_theta = theta;

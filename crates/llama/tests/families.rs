@@ -49,6 +49,19 @@ fn tiny_qwen2_in_bf16_matches_transformers_with_packed_weights() {
     assert!(attn.q_proj.is_packed(), "{}", attn.q_proj.storage());
 }
 
+/// Qwen 3: an RMSNorm over each head of the queries and keys before rotary, no biases; `f32`,
+/// then bf16 with packed weights.
+#[test]
+fn tiny_qwen3_matches_transformers_at_every_position() {
+    let loaded = matches_transformers("tiny-qwen3", 2e-4);
+    let cfg = &loaded.model.config;
+    assert_eq!(cfg.model_type, "qwen3");
+    assert!(cfg.qk_norm && !cfg.qkv_bias());
+    let attn = &loaded.model.blocks[0].self_attn;
+    assert!(attn.q_norm.is_some() && attn.k_norm.is_some());
+    matches_transformers("tiny-qwen3-bf16", 2e-4);
+}
+
 /// A family this model does not run is one error that names the supported ones.
 #[test]
 fn an_unsupported_family_names_the_supported_ones() {
@@ -57,7 +70,10 @@ fn an_unsupported_family_names_the_supported_ones() {
     let e = llama::LlamaConfig::from_json(&gemma)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("gemma3") && e.contains("llama, qwen2"), "{e}");
+    assert!(
+        e.contains("gemma3") && e.contains("llama, qwen2, qwen3"),
+        "{e}"
+    );
     let sliding = text.replace(
         "\"use_sliding_window\": false",
         "\"use_sliding_window\": true",

@@ -1,4 +1,4 @@
-//! Patching on a model family beside Llama: the tiny random Qwen 2 of the model crate's
+//! Patching on the model families beside Llama: the tiny random Qwen 2 and Qwen 3 of the model crate's
 //! fixtures, patched here and with PyTorch hooks on transformers (scripts/make_fixtures.py):
 //! the block-0 output at token 2, and head 1 of layer 0's attention output at token 2.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -18,7 +18,18 @@ fn softmax(logits: &[f32]) -> Vec<f32> {
 
 #[test]
 fn qwen2_patches_match_transformers_hooks() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../llama/tests/fixtures/tiny-qwen2");
+    patches_match_transformers_hooks("tiny-qwen2");
+}
+
+#[test]
+fn qwen3_patches_match_transformers_hooks() {
+    patches_match_transformers_hooks("tiny-qwen3");
+}
+
+fn patches_match_transformers_hooks(fixture: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../llama/tests/fixtures")
+        .join(fixture);
     let lm = LanguageModel::load(dir.to_str().unwrap()).unwrap();
     let want = dir.join("expected_logits.safetensors");
     let pair = lm

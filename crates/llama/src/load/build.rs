@@ -209,6 +209,14 @@ pub(crate) fn build(
         let p = format!("model.layers.{i}");
         let attn = |which: &str| format!("{p}.self_attn.{which}_proj.weight");
         let (qkv_bias, o_bias) = (config.qkv_bias(), config.o_bias());
+        // Qwen 3's per-head norms of the queries and keys (`….self_attn.q_norm.weight`).
+        let qk_norm = |b: &mut Builder<'_, _>, which: &str| -> Result<Option<RmsNorm>> {
+            if !config.qk_norm {
+                return Ok(None);
+            }
+            b.norm(&format!("{p}.self_attn.{which}_norm.weight"), hd, eps)
+                .map(Some)
+        };
         blocks.push(Block {
             input_layernorm: b.norm(&format!("{p}.input_layernorm.weight"), d, eps)?,
             self_attn: Attention {
@@ -220,6 +228,8 @@ pub(crate) fn build(
                 n_kv_heads: nkv,
                 head_dim: hd,
                 rope_layout: config.rope_layout,
+                q_norm: qk_norm(&mut b, "q")?,
+                k_norm: qk_norm(&mut b, "k")?,
             },
             post_attention_layernorm: b.norm(
                 &format!("{p}.post_attention_layernorm.weight"),

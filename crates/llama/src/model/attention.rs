@@ -1,6 +1,7 @@
 //! Grouped-query self-attention with rotary embeddings and an additive mask.
 
 use burn::module::Module;
+use burn::nn::RmsNorm;
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
@@ -31,9 +32,31 @@ pub struct Attention {
     pub head_dim: usize,
     #[module(skip)]
     pub rope_layout: RopeLayout,
+    /// RMSNorms over each head of the queries and of the keys, before rotary (Qwen 3's
+    /// QK-norm); `None` where the family has none.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
 }
 
 impl Attention {
+    /// The queries and keys as attention reads them: each head normalised where the family
+    /// has QK-norm, unchanged otherwise. Sites read the projections' outputs before it.
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, seq, n_heads · head_dim]`, `k`: `[batch, seq, kv_heads · head_dim]` →
+    ///   the same
+    fn qk_normed(&self, q: Tensor<3>, k: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        let per_head = |norm: &Option<RmsNorm>, t: Tensor<3>| match norm {
+            Some(norm) => {
+                let [b, s, width] = t.dims();
+                let heads = t.reshape([b, s, width / self.head_dim, self.head_dim]);
+                kernels::fused::rms_norm(norm, heads).reshape([b, s, width])
+            }
+            None => t,
+        };
+        (per_head(&self.q_norm, q), per_head(&self.k_norm, k))
+    }
+
     /// Self-attention over all columns of `x`.
     ///
     /// # Shapes
@@ -74,6 +97,7 @@ impl Attention {
         let q = hook.inner(Inner::Query, self.q_proj.forward(x.clone()));
         let k = hook.inner(Inner::Key, self.k_proj.forward(x.clone()));
         let v = hook.inner(Inner::Value, self.v_proj.forward(x));
+        let (q, k) = self.qk_normed(q, k);
         let (out, kv) = self.attend(q, k, v, ctx, prefix, hook);
         let out = hook.inner(Inner::HeadOutputs, out);
         (self.o_proj.forward(out), kv)
@@ -95,6 +119,7 @@ impl Attention {
         let q = hook.inner(Inner::Query, self.q_proj.forward(x.clone()));
         let k = hook.inner(Inner::Key, self.k_proj.forward(x.clone()));
         let v = hook.inner(Inner::Value, self.v_proj.forward(x));
+        let (q, k) = self.qk_normed(q, k);
         let out = if hook.wants_attention_probs() {
             self.attend_new(q, k, v, ctx, prefix, hook).0
         } else {
@@ -303,9 +328,13 @@ impl Attention {
         x: Tensor<3>,
         ragged: &Ragged,
     ) -> (Vec<Tensor<3>>, Vec<Tensor<3>>, Vec<Tensor<3>>) {
+        let (q, k) = self.qk_normed(
+            self.q_proj.forward(x.clone()),
+            self.k_proj.forward(x.clone()),
+        );
         (
-            ragged.unpack(self.q_proj.forward(x.clone())),
-            ragged.unpack(self.k_proj.forward(x.clone())),
+            ragged.unpack(q),
+            ragged.unpack(k),
             ragged.unpack(self.v_proj.forward(x)),
         )
     }
@@ -351,8 +380,10 @@ impl Attention {
     ) -> Tensor<3> {
         let xs = ragged.unpack(x.clone());
         let last = ragged.pack_last(&xs);
-        let q = ragged.unpack_last(self.q_proj.forward(last));
-        let k = ragged.unpack(self.k_proj.forward(x.clone()));
+        let (q_last, k_all) =
+            self.qk_normed(self.q_proj.forward(last), self.k_proj.forward(x.clone()));
+        let q = ragged.unpack_last(q_last);
+        let k = ragged.unpack(k_all);
         let v = ragged.unpack(self.v_proj.forward(x));
         let mut outs = Vec::with_capacity(ragged.len());
         for (i, ((q, k), v)) in q.into_iter().zip(k).zip(v).enumerate() {
@@ -363,6 +394,10 @@ impl Attention {
                 Some(out) => out,
                 None => {
                     let q = self.q_proj.forward(xs[i].clone());
+                    let q = match &self.q_norm {
+                        Some(_) => self.qk_normed(q, k.clone()).0,
+                        None => q,
+                    };
                     self.attend_output(q, k, v, ctx, prefix).narrow(1, s - 1, 1)
                 }
             });

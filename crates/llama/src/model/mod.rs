@@ -66,6 +66,8 @@ impl Llama {
                     n_kv_heads: nkv,
                     head_dim: hd,
                     rope_layout: config.rope_layout,
+                    q_norm: None,
+                    k_norm: None,
                 },
                 post_attention_layernorm: norm(),
                 mlp: Mlp {

@@ -93,6 +93,7 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         model_type: "llama".into(),
         attention_bias: false,
         qkv_only_bias: false,
+        qk_norm: false,
     };
     config.validate()?;
     Ok(config)
