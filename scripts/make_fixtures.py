@@ -370,6 +370,17 @@ def dequant_fixture():
     save_file(picks, str(LLAMA_FIX / "smollm2_dequant_samples.safetensors"))
 
 
+def tiny_logits(model, fast):
+    """A tiny checkpoint's logits at every position of the fixture prompts, and their ids."""
+    tensors, meta = {}, []
+    with torch.no_grad():
+        for i, p in enumerate(PROMPTS[:4] + ["the quick brown fox jumps over the lazy dog " * 6]):
+            ids = fast(p)["input_ids"]
+            tensors[f"logits.{i}"] = model(torch.tensor([ids])).logits[0].float().numpy()
+            meta.append({"prompt": p, "ids": ids})
+    return tensors, meta
+
+
 def tiny_llama():
     """A tiny random Llama in safetensors, made by transformers, with Llama-3 rope scaling and
     tied embeddings, plus its logits."""
@@ -400,13 +411,7 @@ def tiny_llama():
         for p in model.parameters():
             p.normal_(0.0, 0.2)
     model.save_pretrained(out, safe_serialization=True)
-    tensors, meta = {}, []
-    with torch.no_grad():
-        for i, p in enumerate(PROMPTS[:4] + ["the quick brown fox jumps over the lazy dog " * 6]):
-            ids = fast(p)["input_ids"]
-            logits = model(torch.tensor([ids])).logits[0].float().numpy()
-            tensors[f"logits.{i}"] = logits
-            meta.append({"prompt": p, "ids": ids})
+    tensors, meta = tiny_logits(model, fast)
     save_file(tensors, str(out / "expected_logits.safetensors"))
     write_json(out / "expected.json", meta)
     size = sum(f.stat().st_size for f in out.iterdir())
@@ -443,12 +448,8 @@ def tiny_qwen(family="qwen2"):
         for p in model.parameters():
             p.normal_(0.0, 0.2)
     model.save_pretrained(out, safe_serialization=True)
-    tensors, meta = {}, []
+    tensors, meta = tiny_logits(model, fast)
     with torch.no_grad():
-        for i, p in enumerate(PROMPTS[:4] + ["the quick brown fox jumps over the lazy dog " * 6]):
-            ids = fast(p)["input_ids"]
-            tensors[f"logits.{i}"] = model(torch.tensor([ids])).logits[0].float().numpy()
-            meta.append({"prompt": p, "ids": ids})
         base = fast("the quick brown fox jumps over")["input_ids"]
         source = fast("the lazy dog jumps over the")["input_ids"]
         layers = model.model.layers
@@ -489,10 +490,7 @@ def tiny_qwen(family="qwen2"):
     fast.save_pretrained(out16)
     model.to(torch.bfloat16).save_pretrained(out16, safe_serialization=True)
     model.to(torch.float32)
-    tensors = {}
-    with torch.no_grad():
-        for i, case in enumerate(meta):
-            tensors[f"logits.{i}"] = model(torch.tensor([case["ids"]])).logits[0].float().numpy()
+    tensors, meta = tiny_logits(model, fast)
     save_file(tensors, str(out16 / "expected_logits.safetensors"))
     write_json(out16 / "expected.json", meta)
 

@@ -4,37 +4,11 @@
 
 mod common;
 
-use burn::tensor::Device;
-use llama::{ModelSource, TokenBatch};
-use serde_json::Value;
-
-/// Every prompt of a fixture: the same token ids as transformers' tokenizer, and logits at
-/// every position within `tolerance` of transformers'.
-fn matches_transformers(fixture: &str, tolerance: f32) -> llama::Loaded {
-    let dir = common::fixtures().join(fixture);
-    let device = Device::flex();
-    let loaded = llama::load::load(&ModelSource::HfDir(dir.clone()), &device).unwrap();
-    let meta: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let want = common::read_f32(&dir.join("expected_logits.safetensors"));
-    for (i, case) in meta.iter().enumerate() {
-        let text = case["prompt"].as_str().unwrap();
-        let ids = loaded.tokenizer.encode(text).unwrap();
-        let want_ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
-        assert_eq!(ids, want_ids);
-        let logits = loaded.model.forward(&TokenBatch::new(&[ids], 0, &device));
-        let got = common::to_vec(logits);
-        let diff = common::max_abs_diff(&got, &want[&format!("logits.{i}")].1);
-        assert!(diff <= tolerance, "{fixture} {text:?}: max |diff| {diff}");
-    }
-    loaded
-}
-
 /// Qwen 2: biases on the queries, keys and values, none on the output projection, an untied
 /// head; `f32` weights (dense).
 #[test]
 fn tiny_qwen2_matches_transformers_at_every_position() {
-    let loaded = matches_transformers("tiny-qwen2", 2e-4);
+    let loaded = common::matches_transformers("tiny-qwen2", 2e-4);
     let cfg = &loaded.model.config;
     assert_eq!(cfg.model_type, "qwen2");
     assert!(cfg.qkv_bias() && !cfg.o_bias() && !cfg.tie_word_embeddings);
@@ -44,7 +18,7 @@ fn tiny_qwen2_matches_transformers_at_every_position() {
 /// after the packed products.
 #[test]
 fn tiny_qwen2_in_bf16_matches_transformers_with_packed_weights() {
-    let loaded = matches_transformers("tiny-qwen2-bf16", 2e-4);
+    let loaded = common::matches_transformers("tiny-qwen2-bf16", 2e-4);
     let attn = &loaded.model.blocks[0].self_attn;
     assert!(attn.q_proj.is_packed(), "{}", attn.q_proj.storage());
 }
@@ -53,13 +27,13 @@ fn tiny_qwen2_in_bf16_matches_transformers_with_packed_weights() {
 /// then bf16 with packed weights.
 #[test]
 fn tiny_qwen3_matches_transformers_at_every_position() {
-    let loaded = matches_transformers("tiny-qwen3", 2e-4);
+    let loaded = common::matches_transformers("tiny-qwen3", 2e-4);
     let cfg = &loaded.model.config;
     assert_eq!(cfg.model_type, "qwen3");
     assert!(cfg.qk_norm && !cfg.qkv_bias());
     let attn = &loaded.model.blocks[0].self_attn;
     assert!(attn.q_norm.is_some() && attn.k_norm.is_some());
-    matches_transformers("tiny-qwen3-bf16", 2e-4);
+    common::matches_transformers("tiny-qwen3-bf16", 2e-4);
 }
 
 /// A family this model does not run is one error that names the supported ones.

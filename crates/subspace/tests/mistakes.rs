@@ -302,12 +302,7 @@ fn a_ravel_run_with_batch_0_is_refused_at_once() {
     use subspace::ravel::{Method, RavelData, RunConfig};
     let lm = smollm();
     let data = RavelData::load(&RavelData::default_dir()).unwrap();
-    let text = std::fs::read_to_string(
-        RavelData::default_dir().join("../results/ravel_probe_smollm2.json"),
-    )
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let probe: subspace::ravel::ProbeReport = serde_json::from_value(v["report"].clone()).unwrap();
+    let labels = subspace::ravel::Labels::first_probe(None, lm).unwrap();
     for (name, edit) in [
         (
             "batch",
@@ -325,13 +320,7 @@ fn a_ravel_run_with_batch_0_is_refused_at_once() {
     ] {
         let mut config = RunConfig::new(Method::Das, 9);
         edit(&mut config);
-        let e = subspace::ravel::run(
-            lm,
-            &data,
-            &subspace::ravel::Labels::FirstProbe(probe.clone()),
-            &config,
-        )
-        .unwrap_err();
+        let e = subspace::ravel::run(lm, &data, &labels, &config).unwrap_err();
         assert!(
             matches!(&e, SubspaceError::BadSetting { name: n, .. } if *n == name),
             "{name}: {e}"

@@ -102,16 +102,11 @@ fn a_run_reports_train_val_and_test_scores() {
     let lm = common::smollm();
     let data = RavelData::load(&RavelData::default_dir()).unwrap();
     let probe = probe();
+    let labels = ravel::Labels::FirstProbe(probe.clone());
     let mut config = RunConfig::new(Method::Residual, 9);
     config.n_train = 16;
     config.n_eval = 16;
-    let r = ravel::run(
-        lm,
-        &data,
-        &ravel::Labels::FirstProbe(probe.clone()),
-        &config,
-    )
-    .unwrap();
+    let r = ravel::run(lm, &data, &labels, &config).unwrap();
     let train = r.train.expect("train scores");
     let train_set = ravel::split_examples(lm, &data, &probe, Split::Train, 16, 0).unwrap();
     let want_cause = train_set.iter().filter(|e| e.role == Role::Cause).count();
@@ -130,6 +125,7 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
     let lm = common::smollm();
     let data = RavelData::load(&RavelData::default_dir()).unwrap();
     let probe = probe();
+    let labels = ravel::Labels::FirstProbe(probe.clone());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("das.safetensors");
     let mut config = RunConfig::new(Method::Das, 9);
@@ -138,13 +134,7 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
     config.n_eval = 8;
     config.lr = Some(1e-2);
     config.save = Some(path.clone());
-    let r = ravel::run(
-        lm,
-        &data,
-        &ravel::Labels::FirstProbe(probe.clone()),
-        &config,
-    )
-    .unwrap();
+    let r = ravel::run(lm, &data, &labels, &config).unwrap();
 
     let run = ravel::load_run(&path, lm).unwrap();
     assert_eq!(run.site, Site::block_output(9));
@@ -166,22 +156,8 @@ fn a_saved_run_loads_with_its_settings_and_scores_the_same() {
         "the saved rotation is the trained one (moved {moved})"
     );
 
-    let val = run
-        .rescore(
-            lm,
-            &data,
-            &ravel::Labels::FirstProbe(probe.clone()),
-            Split::Val,
-        )
-        .unwrap();
-    let test = run
-        .rescore(
-            lm,
-            &data,
-            &ravel::Labels::FirstProbe(probe.clone()),
-            Split::Test,
-        )
-        .unwrap();
+    let val = run.rescore(lm, &data, &labels, Split::Val).unwrap();
+    let test = run.rescore(lm, &data, &labels, Split::Test).unwrap();
     assert_eq!((val.cause, val.isolate), (r.val.cause, r.val.isolate));
     assert_eq!(
         (test.cause, test.isolate, test.n_cause),
@@ -396,7 +372,7 @@ fn learning_curve_city_sets_are_nested_known_train_cities() {
 fn a_runs_control_is_residual_patching_on_its_own_test_pairs() {
     let lm = common::smollm();
     let data = RavelData::load(&RavelData::default_dir()).unwrap();
-    let probe = probe();
+    let labels = ravel::Labels::FirstProbe(probe());
     let small = |method| {
         let mut c = RunConfig::new(method, 9);
         c.n_train = 8;
@@ -404,20 +380,8 @@ fn a_runs_control_is_residual_patching_on_its_own_test_pairs() {
         c.seed = 3;
         c
     };
-    let neurons = ravel::run(
-        lm,
-        &data,
-        &ravel::Labels::FirstProbe(probe.clone()),
-        &small(Method::Neurons),
-    )
-    .unwrap();
-    let residual = ravel::run(
-        lm,
-        &data,
-        &ravel::Labels::FirstProbe(probe.clone()),
-        &small(Method::Residual),
-    )
-    .unwrap();
+    let neurons = ravel::run(lm, &data, &labels, &small(Method::Neurons)).unwrap();
+    let residual = ravel::run(lm, &data, &labels, &small(Method::Residual)).unwrap();
     assert_eq!(neurons.residual_test, Some(residual.test));
     assert_eq!(residual.residual_test, None);
     // Neurons (16 of 576) are not the whole vector: the control differs from the method.
@@ -456,7 +420,7 @@ fn known_cities_per_country_split_by_split_add_up() {
 fn runs_sharing_their_pairs_score_as_each_alone() {
     let lm = common::smollm();
     let data = RavelData::load(&RavelData::default_dir()).unwrap();
-    let probe = probe();
+    let labels = ravel::Labels::FirstProbe(probe());
     let small = |method| {
         let mut c = RunConfig::new(method, 9);
         c.n_train = 8;
@@ -467,17 +431,10 @@ fn runs_sharing_their_pairs_score_as_each_alone() {
         c
     };
     let configs = [small(Method::Das), small(Method::Mdas)];
-    let together = ravel::run_each_with_progress(
-        lm,
-        &data,
-        &ravel::Labels::FirstProbe(probe.clone()),
-        &configs,
-        |_| {},
-    )
-    .unwrap();
+    let together = ravel::run_each_with_progress(lm, &data, &labels, &configs, |_| {}).unwrap();
     assert_eq!(together.len(), 2);
     for (c, t) in configs.iter().zip(&together) {
-        let alone = ravel::run(lm, &data, &ravel::Labels::FirstProbe(probe.clone()), c).unwrap();
+        let alone = ravel::run(lm, &data, &labels, c).unwrap();
         assert_eq!(t.method, alone.method);
         assert_eq!(t.losses, alone.losses, "{}", c.method.name());
         assert_eq!(t.test, alone.test, "{}", c.method.name());

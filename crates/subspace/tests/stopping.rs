@@ -58,17 +58,12 @@ fn probe() -> ravel::ProbeReport {
 #[test]
 fn a_ravel_run_stops() {
     let data = RavelData::load(&RavelData::default_dir()).unwrap();
-    let probe = probe();
+    let labels = ravel::Labels::FirstProbe(probe());
     stops_within_a_second("ravel run", Duration::from_millis(2500), |lm| {
         let mut config = RunConfig::new(Method::Das, 15);
         config.dims = 16;
         config.n_train = 512;
-        ravel::run(
-            lm,
-            &data,
-            &ravel::Labels::FirstProbe(probe.clone()),
-            &config,
-        )
+        ravel::run(lm, &data, &labels, &config)
     });
 }
 

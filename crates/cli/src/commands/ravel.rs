@@ -235,19 +235,18 @@ fn write_probe_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// The labels a run's pairs are drawn from: the model's answers in a RAVEL split kind, else the
 /// first probe's known prompts (loaded and checked against the model by the library).
 fn labels_of(args: &Args, lm: &subspace::LanguageModel) -> Result<Labels> {
-    Ok(match args.split_kind {
-        Some(kind) => Labels::model(
-            args.answers.as_deref(),
-            lm,
-            Labelling {
-                kind,
-                unit: args.unit,
-                train_cities: args.train_cities,
-                sources: args.sources,
-            },
-        )?,
-        None => Labels::first_probe(args.probe.as_deref(), lm)?,
-    })
+    let labelling = args.split_kind.map(|kind| Labelling {
+        kind,
+        unit: args.unit,
+        train_cities: args.train_cities,
+        sources: args.sources,
+    });
+    Ok(Labels::load(
+        labelling,
+        lm,
+        args.answers.as_deref(),
+        args.probe.as_deref(),
+    )?)
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -46,15 +46,23 @@ impl Attention {
     /// - `q`: `[batch, seq, n_heads · head_dim]`, `k`: `[batch, seq, kv_heads · head_dim]` →
     ///   the same
     fn qk_normed(&self, q: Tensor<3>, k: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
-        let per_head = |norm: &Option<RmsNorm>, t: Tensor<3>| match norm {
-            Some(norm) => {
-                let [b, s, width] = t.dims();
-                let heads = t.reshape([b, s, width / self.head_dim, self.head_dim]);
-                kernels::fused::rms_norm(norm, heads).reshape([b, s, width])
-            }
-            None => t,
+        (
+            self.per_head_normed(&self.q_norm, q),
+            self.per_head_normed(&self.k_norm, k),
+        )
+    }
+
+    /// `t` with each head normalised by `norm`, or unchanged without one.
+    ///
+    /// # Shapes
+    /// - `t`: `[batch, seq, heads · head_dim]` → the same
+    fn per_head_normed(&self, norm: &Option<RmsNorm>, t: Tensor<3>) -> Tensor<3> {
+        let Some(norm) = norm else {
+            return t;
         };
-        (per_head(&self.q_norm, q), per_head(&self.k_norm, k))
+        let [b, s, width] = t.dims();
+        let heads = t.reshape([b, s, width / self.head_dim, self.head_dim]);
+        kernels::fused::rms_norm(norm, heads).reshape([b, s, width])
     }
 
     /// Self-attention over all columns of `x`.
@@ -394,10 +402,7 @@ impl Attention {
                 Some(out) => out,
                 None => {
                     let q = self.q_proj.forward(xs[i].clone());
-                    let q = match &self.q_norm {
-                        Some(_) => self.qk_normed(q, k.clone()).0,
-                        None => q,
-                    };
+                    let q = self.per_head_normed(&self.q_norm, q);
                     self.attend_output(q, k, v, ctx, prefix).narrow(1, s - 1, 1)
                 }
             });

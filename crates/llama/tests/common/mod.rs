@@ -54,3 +54,27 @@ pub fn top_k(x: &[f32], k: usize) -> Vec<usize> {
 pub fn to_vec<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
 }
+
+/// Every prompt of a tiny checkpoint's fixture (written by transformers): the same token ids as
+/// transformers' tokenizer, and logits at every position within `tolerance` of transformers'.
+pub fn matches_transformers(fixture: &str, tolerance: f32) -> Loaded {
+    let dir = fixtures().join(fixture);
+    let device = Device::flex();
+    let loaded = llama::load::load(&ModelSource::HfDir(dir.clone()), &device).unwrap();
+    let meta: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let want = read_f32(&dir.join("expected_logits.safetensors"));
+    for (i, case) in meta.iter().enumerate() {
+        let text = case["prompt"].as_str().unwrap();
+        let ids = loaded.tokenizer.encode(text).unwrap();
+        let want_ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        assert_eq!(ids, want_ids);
+        let logits = loaded
+            .model
+            .forward(&llama::TokenBatch::new(&[ids], 0, &device));
+        let got = to_vec(logits);
+        let diff = max_abs_diff(&got, &want[&format!("logits.{i}")].1);
+        assert!(diff <= tolerance, "{fixture} {text:?}: max |diff| {diff}");
+    }
+    loaded
+}

@@ -125,7 +125,6 @@ mod tests {
     use super::*;
     use crate::ravel::data::{City, Template};
     use crate::ravel::probe::KnownPrompt;
-    use crate::{Pair, Prompt};
 
     fn city(name: &str, split: Split, country: &str) -> City {
         City {
@@ -137,23 +136,8 @@ mod tests {
         }
     }
 
-    fn prompt() -> Prompt {
-        Prompt {
-            text: "x y".into(),
-            ids: vec![1, 2],
-            tokens: vec!["x".into(), " y".into()],
-            tokenizer_tag: 0,
-        }
-    }
-
     fn example(role: Role, source_city: usize) -> RavelExample {
-        RavelExample {
-            origin: None,
-            example: Pair::new(prompt(), prompt(), 0, 0).unwrap().with_target(7),
-            role,
-            base_city: 0,
-            source_city,
-        }
+        RavelExample::for_tests(role, source_city, None)
     }
 
     /// Three train cities (two French known, one Peruvian whose prompt the model got wrong)

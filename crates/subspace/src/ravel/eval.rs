@@ -56,6 +56,28 @@ pub struct RavelExample {
     pub origin: Option<PairOrigin>,
 }
 
+#[cfg(test)]
+impl RavelExample {
+    /// A pair of two placeholder prompts (tokens 1, 2; target 7), for the tests of what is
+    /// counted over pairs.
+    #[allow(clippy::unwrap_used)]
+    pub(crate) fn for_tests(role: Role, source_city: usize, origin: Option<PairOrigin>) -> Self {
+        let prompt = || crate::lm::Prompt {
+            text: "x y".into(),
+            ids: vec![1, 2],
+            tokens: vec!["x".into(), " y".into()],
+            tokenizer_tag: 0,
+        };
+        RavelExample {
+            example: Pair::new(prompt(), prompt(), 0, 0).unwrap().with_target(7),
+            role,
+            base_city: 0,
+            source_city,
+            origin,
+        }
+    }
+}
+
 /// How a model-labelled pair was drawn: its templates, the two names' token counts, and the two
 /// answers its target was cut from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

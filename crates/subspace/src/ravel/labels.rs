@@ -85,27 +85,34 @@ impl Labels {
         })
     }
 
-    /// The labels a run with `config` was drawn from (a saved run's own record): the answers
-    /// file in its split kind, else the first probe's file.
+    /// The model's answers in `answers` drawn as `labelling` says, or without one the first
+    /// probe's known prompts in `probe` (`None`: the default files).
+    pub fn load(
+        labelling: Option<Labelling>,
+        lm: &LanguageModel,
+        answers: Option<&Path>,
+        probe: Option<&Path>,
+    ) -> Result<Labels> {
+        match labelling {
+            Some(labelling) => Self::model(answers, lm, labelling),
+            None => Self::first_probe(probe, lm),
+        }
+    }
+
+    /// The labels a run with `config` was drawn from (a saved run's own record).
     pub fn of_run(
         config: &RunConfig,
         lm: &LanguageModel,
         answers: Option<&Path>,
         probe: Option<&Path>,
     ) -> Result<Labels> {
-        match config.split_kind {
-            Some(kind) => Self::model(
-                answers,
-                lm,
-                Labelling {
-                    kind,
-                    unit: config.unit,
-                    train_cities: config.train_cities,
-                    sources: config.sources,
-                },
-            ),
-            None => Self::first_probe(probe, lm),
-        }
+        let labelling = config.split_kind.map(|kind| Labelling {
+            kind,
+            unit: config.unit,
+            train_cities: config.train_cities,
+            sources: config.sources,
+        });
+        Self::load(labelling, lm, answers, probe)
     }
 
     /// The held-out set, unit and train cities these labels draw, as a [`RunConfig`] records
@@ -124,14 +131,6 @@ impl Labels {
         config.unit = unit;
         config.train_cities = train_cities;
         config.sources = sources;
-    }
-
-    /// Which split kind the val and test pairs come from (`None`: the first probe's).
-    pub fn split_kind(&self) -> Option<SplitKind> {
-        match self {
-            Labels::FirstProbe(_) => None,
-            Labels::Model { labelling, .. } => Some(labelling.kind),
-        }
     }
 
     /// Train cities the model knows, per country (for the breakdown by source country).

@@ -155,29 +155,16 @@ pub fn table(breakdowns: &[Breakdown]) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::lm::Prompt;
-    use crate::pair::Pair;
     use crate::ravel::data::{Split, Template};
     use crate::ravel::eval::PairOrigin;
-
-    fn prompt() -> Prompt {
-        Prompt {
-            text: "x y".into(),
-            ids: vec![1, 2],
-            tokens: vec!["x".into(), " y".into()],
-            tokenizer_tag: 0,
-        }
-    }
 
     /// A cause pair whose target is 7 and whose base answer is 5, drawn with `source_template`
     /// and names of `base`/`source` tokens.
     fn pair(source_template: usize, (base, source): (usize, usize), states: bool) -> RavelExample {
-        RavelExample {
-            example: Pair::new(prompt(), prompt(), 0, 0).unwrap().with_target(7),
-            role: Role::Cause,
-            base_city: 0,
-            source_city: 1,
-            origin: Some(PairOrigin {
+        RavelExample::for_tests(
+            Role::Cause,
+            1,
+            Some(PairOrigin {
                 base_template: 0,
                 source_template,
                 base_name_tokens: base,
@@ -188,7 +175,7 @@ mod tests {
                 base_token: 5,
                 counterfactual_token: 7,
             }),
-        }
+        )
     }
 
     fn template(text: &str, attribute: Attribute) -> Template {
