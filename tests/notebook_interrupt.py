@@ -26,20 +26,18 @@ os.environ["JUPYTER_PATH"] = str(ROOT / ".venv/share/jupyter")
 
 SETUP = """:dep subspace = { path = "../crates/subspace" }
 use subspace::LanguageModel;
-use subspace::ravel::{self, Method, RavelData, RunConfig};
+use subspace::ravel::{self, Labels, Method, RavelData, RunConfig};
 let lm = LanguageModel::load_default()?;
 let data = RavelData::load(&RavelData::default_dir())?;
-let probe_json: subspace::serde_json::Value = subspace::serde_json::from_str(&std::fs::read_to_string(
-    RavelData::default_dir().join("../results/ravel_probe_smollm2.json"))?)?;
-let probe: ravel::ProbeReport = subspace::serde_json::from_value(probe_json["report"].clone())?;
+let labels = Labels::first_probe(None, &lm)?;
 println!("ready");
 """
 
 LONG_RUN = """let mut config = RunConfig::new(Method::Das, 15);
 config.save = Some(std::path::PathBuf::from({save!r}));
 eprintln!("started");
-let result = ravel::methods::run(&lm, &data, &probe, &config)?;
-println!("{}", result.cause);
+let result = ravel::run(&lm, &data, &labels, &config)?;
+println!("{}", result.test.cause);
 """
 
 
