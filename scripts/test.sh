@@ -11,6 +11,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 scripts/install-mold.sh
 scripts/fetch-model.sh
+scripts/fetch-model.sh gemma3-270m
 scripts/venv.sh scripts/requirements-torch.txt
 scripts/venv.sh scripts/requirements-fuzz.txt
 scripts/venv.sh scripts/requirements-ref.txt

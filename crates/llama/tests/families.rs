@@ -1,5 +1,6 @@
 //! Model families beside Llama, each a tiny random checkpoint written by transformers from a
-//! fixed seed (scripts/make_fixtures.py): its logits at every position against transformers'.
+//! fixed seed (scripts/make_fixtures.py, scripts/make_family_fixtures.py): its logits at every
+//! position against transformers'.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -36,18 +37,57 @@ fn tiny_qwen3_matches_transformers_at_every_position() {
     common::matches_transformers("tiny-qwen3-bf16", 2e-4);
 }
 
+/// Mistral: every layer attends to the last 4 tokens only (the fixture's prompts run to 60).
+#[test]
+fn tiny_mistral_with_a_sliding_window_matches_transformers() {
+    let loaded = common::matches_transformers("tiny-mistral", 2e-4);
+    let cfg = &loaded.model.config;
+    assert_eq!(cfg.sliding_window, Some(4));
+    assert!(cfg.is_sliding(0) && cfg.is_sliding(1));
+}
+
+/// Gemma 2: four norms per block (`x · (1 + w)`), GeGLU, embeddings times √64, a window of 4
+/// on layers 0 and 2, scores scaled by 24^-1/2 and capped at 1.5, logits capped at 3.
+#[test]
+fn tiny_gemma2_with_soft_capping_matches_transformers() {
+    let loaded = common::matches_transformers("tiny-gemma2", 2e-4);
+    let cfg = &loaded.model.config;
+    assert_eq!(cfg.attn_logit_softcapping, Some(1.5));
+    assert_eq!(cfg.final_logit_softcapping, Some(3.0));
+    assert!(cfg.sandwich_norms && cfg.rms_norm_unit_offset && cfg.scale_embeddings);
+    assert!(cfg.is_sliding(0) && !cfg.is_sliding(1) && cfg.is_sliding(2));
+}
+
+/// Gemma 3: Gemma 2's block with QK-norm and no caps; the sliding layers rotate at base 10^4,
+/// the full one at 10^6 with linear scaling (factor 8).
+#[test]
+fn tiny_gemma3_with_local_and_global_rotary_matches_transformers() {
+    let loaded = common::matches_transformers("tiny-gemma3", 2e-4);
+    let cfg = &loaded.model.config;
+    assert_eq!(cfg.model_type, "gemma3_text");
+    assert_eq!(cfg.rope_local_theta, Some(1e4));
+    assert_eq!(cfg.rope_theta, 1e6);
+    assert_eq!(cfg.rope_scaling.as_ref().unwrap().rope_type, "linear");
+    assert!(cfg.qk_norm && cfg.attn_logit_softcapping.is_none());
+}
+
 /// A family this model does not run is one error that names the supported ones.
 #[test]
 fn an_unsupported_family_names_the_supported_ones() {
     let text = std::fs::read_to_string(common::fixtures().join("tiny-qwen2/config.json")).unwrap();
-    let gemma = text.replace("\"qwen2\"", "\"gemma3\"");
-    let e = llama::LlamaConfig::from_json(&gemma)
+    let phi = text.replace("\"qwen2\"", "\"phi3\"");
+    let e = llama::LlamaConfig::from_json(&phi)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("gemma3") && e.contains("llama, qwen2, qwen3"),
+        e.contains("phi3") && e.contains("llama, mistral, qwen2, qwen3, gemma2, gemma3_text"),
         "{e}"
     );
+    let multimodal = text.replace("\"qwen2\"", "\"gemma3\"");
+    let e = llama::LlamaConfig::from_json(&multimodal)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gemma3_text"), "{e}");
     let sliding = text.replace(
         "\"use_sliding_window\": false",
         "\"use_sliding_window\": true",
@@ -55,5 +95,5 @@ fn an_unsupported_family_names_the_supported_ones() {
     let e = llama::LlamaConfig::from_json(&sliding)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("sliding-window"), "{e}");
+    assert!(e.contains("sliding window"), "{e}");
 }

@@ -60,6 +60,8 @@ struct Builder<'a, S> {
     source: &'a mut S,
     device: &'a Device,
     storage: WeightStorage,
+    /// The file stores norm scales as `w` for `x · (1 + w)`: add the 1 once, here.
+    norm_unit_offset: bool,
 }
 
 impl<S: WeightSource> Builder<'_, S> {
@@ -151,8 +153,15 @@ impl<S: WeightSource> Builder<'_, S> {
     }
 
     fn norm(&mut self, name: &str, d: usize, eps: f64) -> Result<RmsNorm> {
+        let gamma = self.tensor(name, [d])?;
+        // In f32, as transformers' Gemma norms compute `1.0 + weight.float()`.
+        let gamma = if self.norm_unit_offset {
+            gamma + 1.0
+        } else {
+            gamma
+        };
         Ok(RmsNorm {
-            gamma: frozen(self.tensor(name, [d])?),
+            gamma: frozen(gamma),
             epsilon: eps,
         })
     }
@@ -194,6 +203,7 @@ pub(crate) fn build(
         source,
         device,
         storage,
+        norm_unit_offset: config.rms_norm_unit_offset,
     };
 
     // Packed, the embedding matrix serves both the lookup (rows widened on the fly) and a tied
@@ -209,7 +219,7 @@ pub(crate) fn build(
         let p = format!("model.layers.{i}");
         let attn = |which: &str| format!("{p}.self_attn.{which}_proj.weight");
         let (qkv_bias, o_bias) = (config.qkv_bias(), config.o_bias());
-        // Qwen 3's per-head norms of the queries and keys (`….self_attn.q_norm.weight`).
+        // Qwen 3's and Gemma 3's per-head norms of the queries and keys (`….self_attn.q_norm.weight`).
         let qk_norm = |b: &mut Builder<'_, _>, which: &str| -> Result<Option<RmsNorm>> {
             if !config.qk_norm {
                 return Ok(None);
@@ -217,8 +227,20 @@ pub(crate) fn build(
             b.norm(&format!("{p}.self_attn.{which}_norm.weight"), hd, eps)
                 .map(Some)
         };
+        // Gemma's four norms: `post_attention_layernorm` is the attention output's there, and
+        // the MLP's input norm is `pre_feedforward_layernorm`.
+        let (mlp_norm, out_norms) = if config.sandwich_norms {
+            let attn_out = b.norm(&format!("{p}.post_attention_layernorm.weight"), d, eps)?;
+            let mlp_in = b.norm(&format!("{p}.pre_feedforward_layernorm.weight"), d, eps)?;
+            let mlp_out = b.norm(&format!("{p}.post_feedforward_layernorm.weight"), d, eps)?;
+            (mlp_in, Some((attn_out, mlp_out)))
+        } else {
+            let mlp_in = b.norm(&format!("{p}.post_attention_layernorm.weight"), d, eps)?;
+            (mlp_in, None)
+        };
+        let (attn_out_norm, mlp_out_norm) = out_norms.unzip();
         blocks.push(Block {
-            input_layernorm: b.norm(&format!("{p}.input_layernorm.weight"), d, eps)?,
+            attn_norm: b.norm(&format!("{p}.input_layernorm.weight"), d, eps)?,
             self_attn: Attention {
                 q_proj: b.projection_biased(&attn("q"), d, nh * hd, qkv_bias)?,
                 k_proj: b.projection_biased(&attn("k"), d, nkv * hd, qkv_bias)?,
@@ -230,17 +252,19 @@ pub(crate) fn build(
                 rope_layout: config.rope_layout,
                 q_norm: qk_norm(&mut b, "q")?,
                 k_norm: qk_norm(&mut b, "k")?,
+                sliding: config.is_sliding(i),
+                scale: config.attention_scale(),
+                softcap: config.attn_logit_softcapping,
             },
-            post_attention_layernorm: b.norm(
-                &format!("{p}.post_attention_layernorm.weight"),
-                d,
-                eps,
-            )?,
+            attn_out_norm,
+            mlp_norm,
             mlp: Mlp {
                 gate_proj: b.projection(&format!("{p}.mlp.gate_proj.weight"), d, ff)?,
                 up_proj: b.projection(&format!("{p}.mlp.up_proj.weight"), d, ff)?,
                 down_proj: b.projection(&format!("{p}.mlp.down_proj.weight"), ff, d)?,
+                activation: config.hidden_act,
             },
+            mlp_out_norm,
         });
     }
     let norm = b.norm("model.norm.weight", d, eps)?;

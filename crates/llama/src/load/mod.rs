@@ -144,7 +144,12 @@ pub fn load_gguf_with(
     };
     let file = gguf::GgufFile::open(path)?;
     let config = gguf::config(&file)?;
-    let model = build::build(&config, &mut gguf::GgufWeights::new(&file), device, storage)?;
+    let model = build::build(
+        &config,
+        &mut gguf::GgufWeights::new(&file, &config),
+        device,
+        storage,
+    )?;
     let (inner, special) = gguf::tokenizer::from_gguf(&file)?;
     Ok((model, Tokenizer::from_parts(inner, &special)))
 }

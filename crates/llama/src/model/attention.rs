@@ -32,10 +32,22 @@ pub struct Attention {
     pub head_dim: usize,
     #[module(skip)]
     pub rope_layout: RopeLayout,
-    /// RMSNorms over each head of the queries and of the keys, before rotary (Qwen 3's
-    /// QK-norm); `None` where the family has none.
+    /// RMSNorms over each head of the queries and of the keys, before rotary (Qwen 3's and
+    /// Gemma 3's QK-norm); `None` where the family has none.
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
+    /// Whether this layer attends through the sliding window
+    /// ([`ForwardContext::for_layer`]).
+    #[module(skip)]
+    pub sliding: bool,
+    /// What scores are multiplied by before the softmax
+    /// ([`crate::LlamaConfig::attention_scale`]).
+    #[module(skip)]
+    pub scale: f64,
+    /// Scores squashed to `cap · tanh(score / cap)` before the mask (Gemma 2); the fused
+    /// attention does not apply then.
+    #[module(skip)]
+    pub softcap: Option<f64>,
 }
 
 impl Attention {
@@ -102,6 +114,7 @@ impl Attention {
         prefix: Option<&KeyValue>,
         hook: &mut dyn Hook,
     ) -> (Tensor<3>, KeyValue) {
+        let ctx = ctx.for_layer(self.sliding);
         let q = hook.inner(Inner::Query, self.q_proj.forward(x.clone()));
         let k = hook.inner(Inner::Key, self.k_proj.forward(x.clone()));
         let v = hook.inner(Inner::Value, self.v_proj.forward(x));
@@ -124,6 +137,7 @@ impl Attention {
         prefix: Option<&KeyValue>,
         hook: &mut dyn Hook,
     ) -> Tensor<3> {
+        let ctx = ctx.for_layer(self.sliding);
         let q = hook.inner(Inner::Query, self.q_proj.forward(x.clone()));
         let k = hook.inner(Inner::Key, self.k_proj.forward(x.clone()));
         let v = hook.inner(Inner::Value, self.v_proj.forward(x));
@@ -197,8 +211,8 @@ impl Attention {
         let q = ctx.rope.apply(heads(q, nh), self.rope_layout);
         let k = ctx.rope.apply(heads(k, nkv), self.rope_layout);
         let v = heads(v, nkv);
-        let scale = (hd as f64).powf(-0.5);
-        let fused = if hook.wants_attention_probs() {
+        let scale = self.scale;
+        let fused = if hook.wants_attention_probs() || self.softcap.is_some() {
             None
         } else {
             kernels::fused::attention(
@@ -228,9 +242,14 @@ impl Attention {
             None => new_scores,
         };
         let s_k = scores.dims()[3];
+        let scores = scores.reshape([b, nkv, per_kv, s, s_k]) * scale;
+        let scores = match self.softcap {
+            Some(cap) => (scores / cap).tanh() * cap,
+            None => scores,
+        };
         // `[b, 1, s, s_k]` masks every query head alike.
         let mask = ctx.mask.clone().unsqueeze_dim::<5>(2);
-        let probs = softmax(scores.reshape([b, nkv, per_kv, s, s_k]) * scale + mask, 4);
+        let probs = softmax(scores + mask, 4);
         hook.attention_probs(&probs.clone().reshape([b, nh, s, s_k]));
         let probs = probs.reshape([b, nkv, per_kv * s, s_k]);
         let out = match prefix {
@@ -281,6 +300,9 @@ impl Attention {
         prefix: Option<&KeyValue>,
         mask: &Tensor<4>,
     ) -> Option<Tensor<3>> {
+        if self.softcap.is_some() {
+            return None;
+        }
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let heads = |t: &Tensor<3>, n: usize| {
             let [b, s, _] = t.dims();
@@ -298,7 +320,7 @@ impl Attention {
             prefix.map(|p| (&p.k, &p.v)),
             mask,
             Some(rotary),
-            (hd as f64).powf(-0.5),
+            self.scale,
         )?;
         let [b, _, s_q, _] = out.dims();
         Some(out.swap_dims(1, 2).reshape([b, s_q, nh * hd]))
@@ -324,7 +346,9 @@ impl Attention {
             .zip(k)
             .zip(v)
             .enumerate()
-            .map(|(i, ((q, k), v))| self.attend_output(q, k, v, ctxs[i], prefixes[i]))
+            .map(|(i, ((q, k), v))| {
+                self.attend_output(q, k, v, ctxs[i].for_layer(self.sliding), prefixes[i])
+            })
             .collect();
         self.o_proj.forward(ragged.pack(outs))
     }
@@ -366,7 +390,10 @@ impl Attention {
             .zip(k)
             .zip(v)
             .enumerate()
-            .map(|(i, ((q, k), v))| self.attend(q, k, v, ctxs[i], prefixes[i], &mut NoHook))
+            .map(|(i, ((q, k), v))| {
+                let ctx = ctxs[i].for_layer(self.sliding);
+                self.attend(q, k, v, ctx, prefixes[i], &mut NoHook)
+            })
             .unzip();
         (self.o_proj.forward(ragged.pack(outs)), kvs)
     }
@@ -395,7 +422,7 @@ impl Attention {
         let v = ragged.unpack(self.v_proj.forward(x));
         let mut outs = Vec::with_capacity(ragged.len());
         for (i, ((q, k), v)) in q.into_iter().zip(k).zip(v).enumerate() {
-            let (ctx, prefix) = (ctxs[i], prefixes[i]);
+            let (ctx, prefix) = (ctxs[i].for_layer(self.sliding), prefixes[i]);
             let s = k.dims()[1];
             let mask = ctx.mask.clone().narrow(2, s - 1, 1);
             outs.push(match self.fused_rotated(&q, &k, &v, ctx, prefix, &mask) {

@@ -65,29 +65,37 @@ pub struct ForwardContext {
     /// Additive mask `[batch, 1, seq_q, seq_k]`: 0 where a query may attend, a large negative
     /// number where it may not (future tokens, padding).
     pub mask: Tensor<4>,
+    /// What the sliding-window layers read instead (their window's mask, their own rotary
+    /// base); `None` where the model has no such layers.
+    pub sliding: Option<Box<ForwardContext>>,
 }
 
 impl ForwardContext {
     pub fn new(config: &LlamaConfig, batch: &TokenBatch, device: &Device) -> Self {
-        let (b, s) = (batch.batch_size(), batch.seq_len);
         let positions: Vec<Vec<usize>> = batch
             .padding
             .iter()
-            .map(|&pad| (0..s).map(|c| c.saturating_sub(pad)).collect())
+            .map(|&pad| (0..batch.seq_len).map(|c| c.saturating_sub(pad)).collect())
             .collect();
-        let mut mask = vec![0f32; b * s * s];
-        for (row, &pad) in batch.padding.iter().enumerate() {
-            for q in 0..s {
-                for k in 0..s {
-                    if k > q || k < pad {
-                        mask[(row * s + q) * s + k] = MASKED;
-                    }
-                }
-            }
-        }
+        let sliding = config.has_sliding_layers().then(|| {
+            Box::new(ForwardContext {
+                rope: RopeTables::new(&config.inv_freq_sliding(), &positions, device),
+                mask: mask(batch, config.sliding_window, device),
+                sliding: None,
+            })
+        });
         ForwardContext {
-            rope: RopeTables::new(config, &positions, device),
-            mask: Tensor::from_data(TensorData::new(mask, [b, 1, s, s]), device),
+            rope: RopeTables::new(&config.inv_freq(), &positions, device),
+            mask: mask(batch, None, device),
+            sliding,
+        }
+    }
+
+    /// What a layer reads: this context, or its sliding-window one for a sliding layer.
+    pub fn for_layer(&self, sliding: bool) -> &ForwardContext {
+        match (&self.sliding, sliding) {
+            (Some(s), true) => s,
+            _ => self,
         }
     }
 
@@ -102,6 +110,7 @@ impl ForwardContext {
                 sin: self.rope.sin.clone().narrow(2, from, n),
             },
             mask: self.mask.clone().narrow(2, from, n),
+            sliding: self.sliding.as_ref().map(|c| Box::new(c.queries_from(from))),
         }
     }
 
@@ -113,6 +122,28 @@ impl ForwardContext {
                 sin: self.rope.sin.clone().narrow(2, 0, to),
             },
             mask: self.mask.clone().narrow(2, 0, to).narrow(3, 0, to),
+            sliding: self.sliding.as_ref().map(|c| Box::new(c.columns_before(to))),
         }
     }
+}
+
+/// The additive mask of `batch`: a query sees itself and earlier real tokens, and within a
+/// `window` only the last `window` of them (transformers' `kv > q − window`).
+///
+/// # Shapes
+/// - output: `[batch, 1, seq, seq]`
+fn mask(batch: &TokenBatch, window: Option<usize>, device: &Device) -> Tensor<4> {
+    let (b, s) = (batch.batch_size(), batch.seq_len);
+    let window = window.unwrap_or(usize::MAX);
+    let mut mask = vec![0f32; b * s * s];
+    for (row, &pad) in batch.padding.iter().enumerate() {
+        for q in 0..s {
+            for k in 0..s {
+                if k > q || k < pad || q - k >= window {
+                    mask[(row * s + q) * s + k] = MASKED;
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(mask, [b, 1, s, s]), device)
 }

@@ -1,4 +1,4 @@
-//! The Llama decoder. Blocks are public: callers that need to read or edit the residual stream
+//! The decoder (Llama's, with what other families change as config fields). Blocks are public: callers that need to read or edit the residual stream
 //! between blocks run the loop themselves ([`Llama::embed`], `blocks[i].forward`,
 //! [`Llama::logits`]); [`Llama::forward`] is that loop with nothing in between.
 
@@ -54,9 +54,17 @@ impl Llama {
                 .with_epsilon(config.rms_norm_eps)
                 .init(device)
         };
+        let head_norm = || {
+            config.qk_norm.then(|| {
+                RmsNormConfig::new(hd)
+                    .with_epsilon(config.rms_norm_eps)
+                    .init(device)
+            })
+        };
+        let out_norm = || config.sandwich_norms.then(norm);
         let blocks = (0..config.num_hidden_layers)
-            .map(|_| Block {
-                input_layernorm: norm(),
+            .map(|layer| Block {
+                attn_norm: norm(),
                 self_attn: Attention {
                     q_proj: lin(d, nh * hd),
                     k_proj: lin(d, nkv * hd),
@@ -66,15 +74,21 @@ impl Llama {
                     n_kv_heads: nkv,
                     head_dim: hd,
                     rope_layout: config.rope_layout,
-                    q_norm: None,
-                    k_norm: None,
+                    q_norm: head_norm(),
+                    k_norm: head_norm(),
+                    sliding: config.is_sliding(layer),
+                    scale: config.attention_scale(),
+                    softcap: config.attn_logit_softcapping,
                 },
-                post_attention_layernorm: norm(),
+                attn_out_norm: out_norm(),
+                mlp_norm: norm(),
                 mlp: Mlp {
                     gate_proj: lin(d, config.intermediate_size),
                     up_proj: lin(d, config.intermediate_size),
                     down_proj: lin(config.intermediate_size, d),
+                    activation: config.hidden_act,
                 },
+                mlp_out_norm: out_norm(),
             })
             .collect();
         Llama {
@@ -105,12 +119,17 @@ impl Llama {
         ForwardContext::new(&self.config, batch, &self.device())
     }
 
-    /// Token embeddings: the input of block 0.
+    /// Token embeddings (times `√hidden` in Gemma): the input of block 0.
     ///
     /// # Shapes
     /// - `ids`: `[batch, seq]` → `[batch, seq, hidden]`
     pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        self.embed_tokens.forward(ids, &self.device())
+        let e = self.embed_tokens.forward(ids, &self.device());
+        if self.config.scale_embeddings {
+            e * self.config.embedding_scale()
+        } else {
+            e
+        }
     }
 
     /// What the weights are stored as (`"f32"`, `"Q4_1 blocks"`, `"bf16"`), read off the first
@@ -121,12 +140,23 @@ impl Llama {
             .map_or_else(|| "f32".into(), |b| b.mlp.gate_proj.storage())
     }
 
-    /// Final norm and LM head.
+    /// Final norm and LM head (and Gemma 2's soft cap).
     ///
     /// # Shapes
     /// - `h`: `[batch, seq, hidden]` (output of the last block) → `[batch, seq, vocab]`
     pub fn logits(&self, h: Tensor<3>) -> Tensor<3> {
-        let h = rms_norm(&self.norm, h);
+        let logits = self.head(rms_norm(&self.norm, h));
+        match self.config.final_logit_softcapping {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
+    }
+
+    /// The LM head: its own matrix, or the embeddings' (tied).
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, seq, hidden]` → `[batch, seq, vocab]`
+    fn head(&self, h: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(h),
             None => match &self.embed_tokens {

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::config::{LlamaConfig, RopeLayout};
+use crate::config::RopeLayout;
 
 /// Cosine and sine tables for one batch, already gathered at each row's positions.
 #[derive(Debug, Clone)]
@@ -14,10 +14,9 @@ pub struct RopeTables {
 }
 
 impl RopeTables {
-    /// Tables for the given position ids (`positions[b][s]`), computed on the host in `f64`
-    /// from the config's (possibly Llama-3-scaled) inverse frequencies, then stored as `f32`.
-    pub fn new(config: &LlamaConfig, positions: &[Vec<usize>], device: &Device) -> Self {
-        let inv_freq = config.inv_freq();
+    /// Tables for the given position ids (`positions[b][s]`) at the inverse frequencies
+    /// `inv_freq` ([`crate::LlamaConfig::inv_freq`]), stored as `f32`.
+    pub fn new(inv_freq: &[f64], positions: &[Vec<usize>], device: &Device) -> Self {
         let half = inv_freq.len();
         let batch = positions.len();
         let seq = positions.first().map_or(0, Vec::len);
@@ -25,7 +24,7 @@ impl RopeTables {
         let mut sin = Vec::with_capacity(batch * seq * half);
         for row in positions {
             for &p in row {
-                for &f in &inv_freq {
+                for &f in inv_freq {
                     // transformers computes the angle in f32; rounding the frequency first
                     // keeps the tables bit-compatible with it for realistic positions.
                     let angle = (f as f32) * (p as f32);

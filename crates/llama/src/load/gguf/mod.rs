@@ -1,16 +1,20 @@
-//! Llama GGUF files: their `llama.*` metadata as a [`LlamaConfig`] and their tensor names mapped
-//! onto the model's. Reading the container itself is the `formats` crate's job.
+//! GGUF files of the architectures llama.cpp writes for the families this model runs (`llama`,
+//! `gemma3`): their `<arch>.*` metadata as a [`LlamaConfig`] and their tensor names mapped onto
+//! the model's. Reading the container itself is the `formats` crate's job.
 
 pub use formats::gguf::{GgmlType, GgufFile, GgufValue, TensorInfo, dequantize, tokenizer};
 
 use std::collections::HashMap;
 
-use crate::config::{LlamaConfig, RopeLayout, RopeScaling};
+use crate::config::{Activation, LlamaConfig, RopeLayout, RopeScaling, gemma_layer_types};
 use crate::error::{LlamaError, Result};
 use crate::load::build::WeightSource;
 use kernels::{BLOCK, Bf16Matrix, PackedMatrix, QuantMatrix};
 
-/// The configuration a llama GGUF describes in its `llama.*` metadata.
+/// The GGUF architectures this loader reads.
+pub const SUPPORTED_ARCHITECTURES: [&str; 2] = ["llama", "gemma3"];
+
+/// The configuration a GGUF file describes in its `<arch>.*` metadata.
 pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
     let err = |reason: String| LlamaError::Gguf {
         path: file.path().to_path_buf(),
@@ -20,23 +24,25 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         .get("general.architecture")
         .and_then(GgufValue::as_str)
         .unwrap_or("llama");
-    if arch != "llama" {
+    if !SUPPORTED_ARCHITECTURES.contains(&arch) {
         return Err(err(format!(
-            "architecture `{arch}` is not supported; only llama GGUF files are"
+            "architecture `{arch}` is not supported in GGUF (supported: {}); a Hugging Face directory of it may load (families: {})",
+            SUPPORTED_ARCHITECTURES.join(", "),
+            crate::config::SUPPORTED_FAMILIES.join(", ")
         )));
     }
     let int = |key: &str| -> Result<usize> {
-        file.get(&format!("llama.{key}"))
+        file.get(&format!("{arch}.{key}"))
             .and_then(GgufValue::as_u64)
             .and_then(|v| usize::try_from(v).ok())
             .ok_or_else(|| {
                 err(format!(
-                    "metadata `llama.{key}` is missing or not an integer"
+                    "metadata `{arch}.{key}` is missing or not an integer"
                 ))
             })
     };
     let float = |key: &str| {
-        file.get(&format!("llama.{key}"))
+        file.get(&format!("{arch}.{key}"))
             .and_then(GgufValue::as_f64)
     };
 
@@ -50,9 +56,16 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
             .ok_or_else(|| err("no vocab_size and no token_embd.weight".into()))?,
     };
     let rope_scaling = match file
-        .get("llama.rope.scaling.type")
+        .get(&format!("{arch}.rope.scaling.type"))
         .and_then(GgufValue::as_str)
     {
+        Some("linear") => Some(RopeScaling {
+            rope_type: "linear".into(),
+            factor: float("rope.scaling.factor").unwrap_or(1.0),
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        }),
         Some("llama3") => Some(RopeScaling {
             rope_type: "llama3".into(),
             factor: float("rope.scaling.factor").unwrap_or(8.0),
@@ -64,7 +77,7 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         Some("none") | None => None,
         Some(other) => {
             return Err(err(format!(
-                "rope scaling `{other}` is not supported (supported: llama3)"
+                "rope scaling `{other}` is not supported (supported: llama3, linear)"
             )));
         }
     };
@@ -72,7 +85,7 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         Some(info) => Some(file.dequantize(info)?),
         None => None,
     };
-    let config = LlamaConfig {
+    let mut config = LlamaConfig {
         vocab_size,
         hidden_size: hidden,
         intermediate_size: int("feed_forward_length")?,
@@ -80,13 +93,15 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         num_attention_heads: n_heads,
         num_key_value_heads: Some(int("attention.head_count_kv").unwrap_or(n_heads)),
         // Absent: hidden / heads, which `validate` checks divides evenly.
-        head_dim: int("rope.dimension_count").ok(),
+        head_dim: int("rope.dimension_count")
+            .or_else(|_| int("attention.key_length"))
+            .ok(),
         rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
         rope_theta: float("rope.freq_base").unwrap_or(10_000.0),
         rope_scaling,
         max_position_embeddings: int("context_length").unwrap_or(2048),
         tie_word_embeddings: file.tensor("output.weight").is_none(),
-        // llama.cpp rotates adjacent pairs; GGUF converters permute Q and K to match.
+        // llama.cpp rotates adjacent pairs for llama; its converter permutes Q and K to match.
         rope_layout: RopeLayout::Interleaved,
         rope_freq_factors,
         rope_parameters: None,
@@ -94,13 +109,44 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         attention_bias: false,
         qkv_only_bias: false,
         qk_norm: false,
+        hidden_act: Activation::Silu,
+        rms_norm_unit_offset: false,
+        scale_embeddings: false,
+        sandwich_norms: false,
+        query_pre_attn_scalar: None,
+        sliding_window: None,
+        layer_types: None,
+        rope_local_theta: None,
+        attn_logit_softcapping: None,
+        final_logit_softcapping: None,
     };
+    if arch == "gemma3" {
+        config.model_type = "gemma3_text".into();
+        // ggml rotates Gemma's halves (NEOX), and the converter leaves Q and K as they are.
+        config.rope_layout = RopeLayout::HalfSplit;
+        config.hidden_act = Activation::GeluTanh;
+        // llama.cpp's converter has added Gemma's 1 to every norm scale already.
+        config.scale_embeddings = true;
+        config.sandwich_norms = true;
+        config.qk_norm = true;
+        // What llama.cpp uses (its 27B aside, which scales by hidden / heads); transformers'
+        // default for these files too.
+        config.query_pre_attn_scalar = Some(config.head_dim() as f64);
+        config.sliding_window = int("attention.sliding_window").ok();
+        // Not in the file: llama.cpp's constants for Gemma 3 (every sixth layer full, the
+        // sliding ones at base 10,000), as transformers' Gemma3TextConfig defaults them.
+        config.layer_types = config
+            .sliding_window
+            .map(|_| gemma_layer_types(config.num_hidden_layers, 6));
+        config.rope_local_theta = Some(10_000.0);
+    }
     config.validate()?;
     Ok(config)
 }
 
-/// The GGUF name of a Hugging Face weight name.
-fn gguf_name(hf: &str) -> Option<String> {
+/// The GGUF name of a Hugging Face weight name. `sandwich`: the file is Gemma's, whose
+/// `post_attention_layernorm` is the attention output's norm, not the MLP's input norm.
+fn gguf_name(hf: &str, sandwich: bool) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -118,7 +164,13 @@ fn gguf_name(hf: &str) -> Option<String> {
         "self_attn.k_proj.weight" => "attn_k.weight",
         "self_attn.v_proj.weight" => "attn_v.weight",
         "self_attn.o_proj.weight" => "attn_output.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
+        "post_attention_layernorm.weight" if sandwich => "post_attention_norm.weight",
+        "post_attention_layernorm.weight" | "pre_feedforward_layernorm.weight" => {
+            "ffn_norm.weight"
+        }
+        "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
         "mlp.gate_proj.weight" => "ffn_gate.weight",
         "mlp.up_proj.weight" => "ffn_up.weight",
         "mlp.down_proj.weight" => "ffn_down.weight",
@@ -131,17 +183,23 @@ fn gguf_name(hf: &str) -> Option<String> {
 pub(crate) struct GgufWeights<'a> {
     file: &'a GgufFile,
     index: HashMap<&'a str, &'a TensorInfo>,
+    sandwich: bool,
 }
 
 impl<'a> GgufWeights<'a> {
-    pub(crate) fn new(file: &'a GgufFile) -> Self {
+    /// The weights of `file`, whose model `config` describes.
+    pub(crate) fn new(file: &'a GgufFile, config: &LlamaConfig) -> Self {
         let index = file.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-        GgufWeights { file, index }
+        GgufWeights {
+            file,
+            index,
+            sandwich: config.sandwich_norms,
+        }
     }
 
     /// The tensor stored for a Hugging Face weight name.
     fn info(&self, name: &str) -> Option<&'a TensorInfo> {
-        gguf_name(name).and_then(|g| self.index.get(g.as_str()).copied())
+        gguf_name(name, self.sandwich).and_then(|g| self.index.get(g.as_str()).copied())
     }
 }
 

@@ -1,0 +1,117 @@
+//! Every site on the real Gemma-3-270M (`scripts/fetch-model.sh gemma3-270m`), patched here and
+//! with PyTorch hooks on transformers reading the same GGUF (scripts/make_family_fixtures.py):
+//! " Paris" ← " Tokyo" at one site at a time, on a sliding-window layer (3) and a global one (5),
+//! compared as the patched run's next-token log-probabilities; and the attention pattern.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use subspace::{Component, Intervention, LanguageModel, Site};
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../llama/tests/fixtures/gemma3-270m")
+}
+
+fn gemma() -> LanguageModel {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/models/gemma-3-270m-q4_k_m.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-model.sh gemma3-270m",
+        path.display()
+    );
+    LanguageModel::load(path.to_str().unwrap()).unwrap()
+}
+
+fn component(name: &str) -> Component {
+    let all: HashMap<String, Component> = Component::ALL
+        .iter()
+        .map(|&c| (c.to_string(), c))
+        .collect();
+    all[name]
+}
+
+#[test]
+fn every_site_of_gemma3_patches_as_pytorch_hooks_on_transformers() {
+    let lm = gemma();
+    let dir = fixture_dir();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+            .unwrap();
+    let tensors = dir.join("expected.safetensors");
+    let subset: Vec<usize> = common::read_f32(&tensors, "subset_ids")
+        .iter()
+        .map(|&i| i as usize)
+        .collect();
+    let runs: HashMap<&str, &serde_json::Value> = meta["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r))
+        .collect();
+    // Log-probabilities over the fixture's subset of the vocabulary.
+    let want_logp = |name: &str| -> Vec<f32> {
+        let lse = runs[name]["lse"].as_f64().unwrap() as f32;
+        common::read_f32(&tensors, &format!("{name}.subset"))
+            .iter()
+            .map(|l| l - lse)
+            .collect()
+    };
+    let clean = want_logp(meta["clean"].as_str().unwrap());
+    let mut covered = Vec::new();
+    for name in meta["patches"].as_array().unwrap() {
+        let name = name.as_str().unwrap();
+        let run = runs[name];
+        let (layer, position) = (
+            run["layer"].as_u64().unwrap() as usize,
+            run["position"].as_u64().unwrap() as usize,
+        );
+        let c = component(run["site"].as_str().unwrap());
+        let site = match run["head"].as_u64() {
+            Some(h) => Site::head(layer, c, h as usize),
+            None => Site::new(layer, c),
+        };
+        let pair = lm
+            .pair(
+                meta["base"].as_str().unwrap(),
+                meta["source"].as_str().unwrap(),
+            )
+            .unwrap()
+            .at_positions(position, position)
+            .unwrap();
+        let probs = lm
+            .patch(&pair, &Intervention::Replace.at(site))
+            .unwrap()
+            .after
+            .probs;
+        let got: Vec<f32> = subset.iter().map(|&i| probs[i].max(1e-30).ln()).collect();
+        let want = want_logp(name);
+        let diff = common::max_abs_diff(&got, &want);
+        assert!(diff < 5e-3, "{name}: max |diff| of log-probabilities {diff}");
+        let moved = common::max_abs_diff(&clean, &want);
+        assert!(moved > 2e-2, "{name}: the patch moved the log-probabilities by {moved} only");
+        covered.push(c);
+    }
+    for c in Component::ALL {
+        assert!(covered.contains(&c), "{c} is not compared");
+    }
+}
+
+#[test]
+fn gemma3_attention_pattern_matches_transformers() {
+    let lm = gemma();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir().join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let got = lm
+        .attention_pattern(&lm.prompt(meta["base"].as_str().unwrap()).unwrap(), 3)
+        .unwrap();
+    let got = got.into_data().try_to_vec::<f32>().unwrap();
+    let want = common::read_f32(&fixture_dir().join("expected.safetensors"), "pattern.3");
+    let diff = common::max_abs_diff(&got, &want);
+    assert!(diff < 2e-3, "max |diff| {diff}");
+}

@@ -1,0 +1,202 @@
+"""Reference fixtures for the model families beside Llama, made with transformers.
+
+    .venv/bin/python scripts/make_family_fixtures.py [mistral gemma2 gemma3 gemma3-270m]
+
+- tiny random checkpoints (safetensors + config.json + tiny-llama's tokenizer.json), written by
+  transformers from a fixed seed, with their logits at every position of the fixture prompts:
+  Mistral (a sliding window of 4 tokens), Gemma 2 (soft-capping, alternating windows, four norms
+  per block) and Gemma 3 (QK-norm, local and global rotary bases, linear scaling on the global
+  layers, `query_pre_attn_scalar` unlike the head width);
+- the real Gemma-3-270M (scripts/fetch-model.sh gemma3-270m), as transformers reads its GGUF:
+  token ids of the tokenizer strings, last-position logits (a fixed subset of ids and the
+  log-sum-exp over the whole vocabulary) of the prompts and of one prompt longer than the
+  sliding window, and patches at every site made with PyTorch hooks.
+
+Everything written is an independent reference: the Rust code is compared against it.
+"""
+
+import sys
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from make_fixtures import LLAMA_FIX, MODEL_DIR, PROMPTS, TOKENIZER_STRINGS, tiny_logits, write_json
+
+GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
+
+
+def tiny_family(family):
+    """A tiny random checkpoint of `family` and its logits at every position."""
+    import transformers
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast.from_pretrained(LLAMA_FIX / "tiny-llama")
+    common = dict(vocab_size=fast.vocab_size, hidden_size=64, intermediate_size=128,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+                  max_position_embeddings=256)
+    if family == "mistral":
+        config = transformers.MistralConfig(**common, num_hidden_layers=2, sliding_window=4,
+                                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                                            tie_word_embeddings=False)
+        model_cls = transformers.MistralForCausalLM
+    elif family == "gemma2":
+        config = transformers.Gemma2Config(
+            **common, num_hidden_layers=3, sliding_window=4, query_pre_attn_scalar=24,
+            # Caps small enough to bite on a tiny random model (the real ones: 50 and 30).
+            attn_logit_softcapping=1.5, final_logit_softcapping=3.0,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True)
+        model_cls = transformers.Gemma2ForCausalLM
+    elif family == "gemma3":
+        config = transformers.Gemma3TextConfig(
+            **common, num_hidden_layers=3, sliding_window=4, query_pre_attn_scalar=24,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters={
+                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+            },
+            hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True)
+        model_cls = transformers.Gemma3ForCausalLM
+    else:
+        raise ValueError(family)
+    out = LLAMA_FIX / f"tiny-{family}"
+    out.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out)
+    torch.manual_seed(0)
+    model = model_cls(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    model.save_pretrained(out, safe_serialization=True)
+    tensors, meta = tiny_logits(model, fast)
+    save_file(tensors, str(out / "expected_logits.safetensors"))
+    write_json(out / "expected.json", meta)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"tiny-{family}: {size / 1e6:.2f} MB")
+
+
+# The real Gemma 3: a prompt longer than its 512-token window, and the sites patched.
+LONG_PROMPT = "the quick brown fox jumps over the lazy dog " * 64 + "The city of Paris is in the country of"
+BASE = "The city of Paris is in the country of"
+SOURCE = "The city of Tokyo is in the country of"
+
+
+def gemma3_270m():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(MODEL_DIR, gguf_file=GEMMA_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, gguf_file=GEMMA_GGUF, dtype=torch.float32).eval()
+    out = LLAMA_FIX / "gemma3-270m"
+    out.mkdir(parents=True, exist_ok=True)
+    tokens = [{"text": s, "ids": tok(s)["input_ids"]} for s in TOKENIZER_STRINGS + PROMPTS]
+
+    # A fixed subset of the vocabulary read at every compared run: 512 random ids, and each
+    # run's own top 64 are checked to be among the model's top (the test reads the ids).
+    rng = np.random.default_rng(0)
+    subset = np.sort(rng.choice(model.config.vocab_size, 512, replace=False))
+    tensors, runs = {}, []
+
+    def record(name, logits, text, **extra):
+        logits = logits.float()
+        tensors[f"{name}.subset"] = logits[subset].numpy().astype(np.float32)
+        top = torch.topk(logits, 16)
+        tensors[f"{name}.top_values"] = top.values.numpy().astype(np.float32)
+        runs.append({"name": name, "prompt": text, "lse": float(torch.logsumexp(logits, 0)),
+                     "top_ids": top.indices.tolist(), **extra})
+
+    with torch.no_grad():
+        for i, p in enumerate(PROMPTS + [LONG_PROMPT]):
+            ids = tok(p)["input_ids"]
+            record(f"prompt.{i}", model(torch.tensor([ids])).logits[0, -1], p, n_tokens=len(ids))
+
+        base_ids = torch.tensor([tok(BASE)["input_ids"]])
+        src_ids = torch.tensor([tok(SOURCE)["input_ids"]])
+        pieces = tok.convert_ids_to_tokens(base_ids[0])
+        position = pieces.index("\u2581Paris")
+        assert tok.convert_ids_to_tokens(src_ids[0])[position] == "\u2581Tokyo"
+        hd = model.config.head_dim
+        patches = []
+        for layer in (3, 5):  # a sliding-window layer (local rotary base) and a global one
+            blk = model.model.layers[layer]
+            attn, mlp = blk.self_attn, blk.mlp
+            # (site, module, reads its input?, head): the vectors the Rust sites name.
+            cases = [
+                ("block_input", blk, True, None),
+                ("query", attn.q_proj, False, 1),
+                ("key", attn.k_proj, False, 0),
+                ("value", attn.v_proj, False, 0),
+                ("head_output", attn.o_proj, True, 2),
+                # What joins the stream: after Gemma's post-attention / post-feedforward norms.
+                ("attention_output", blk.post_attention_layernorm, False, None),
+                ("mlp_hidden", mlp.down_proj, True, None),
+                ("mlp_output", blk.post_feedforward_layernorm, False, None),
+                ("block_output", blk, False, None),
+            ]
+            for site, module, on_input, head in cases:
+                sl = slice(None) if head is None else slice(head * hd, (head + 1) * hd)
+                kept = {}
+
+                def read_in(_m, args, kwargs):
+                    x = args[0] if args else kwargs["hidden_states"]
+                    kept["v"] = x[0, position, sl].clone()
+
+                def read_out(_m, _a, o):
+                    o = o[0] if isinstance(o, tuple) else o
+                    kept["v"] = o[0, position, sl].clone()
+
+                def write_in(_m, args, kwargs):
+                    if args:
+                        x = args[0].clone()
+                        x[0, position, sl] = kept["v"]
+                        return (x,) + tuple(args[1:]), kwargs
+                    x = kwargs["hidden_states"].clone()
+                    x[0, position, sl] = kept["v"]
+                    return args, {**kwargs, "hidden_states": x}
+
+                def write_out(_m, _a, o):
+                    t = (o[0] if isinstance(o, tuple) else o).clone()
+                    t[0, position, sl] = kept["v"]
+                    return (t,) + tuple(o[1:]) if isinstance(o, tuple) else t
+
+                if on_input:
+                    h = module.register_forward_pre_hook(read_in, with_kwargs=True)
+                else:
+                    h = module.register_forward_hook(read_out)
+                model(src_ids)
+                h.remove()
+                if on_input:
+                    h = module.register_forward_pre_hook(write_in, with_kwargs=True)
+                else:
+                    h = module.register_forward_hook(write_out)
+                try:
+                    logits = model(base_ids).logits[0, -1]
+                finally:
+                    h.remove()
+                name = f"patch.{site}.{layer}"
+                record(name, logits, BASE, site=site, layer=layer, head=head, position=position)
+                patches.append(name)
+
+        # The attention pattern of the base prompt at layer 3 (eager attention).
+        model.config._attn_implementation = "eager"
+        for blk in model.model.layers:
+            blk.self_attn.config._attn_implementation = "eager"
+        tensors["pattern.3"] = model(base_ids, output_attentions=True).attentions[3][0].numpy().astype(np.float32)
+    clean = next(r for r in runs if r["prompt"] == BASE)
+    tensors["subset_ids"] = subset.astype(np.float32)
+    save_file(tensors, str(out / "expected.safetensors"))
+    write_json(out / "expected.json", {
+        "model": GEMMA_GGUF, "source": SOURCE, "base": BASE, "tokens": tokens, "runs": runs,
+        "clean": clean["name"], "patches": patches,
+        "made_by": "scripts/make_family_fixtures.py gemma3-270m (transformers reading the GGUF, f32)",
+    })
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    which = sys.argv[1:] or ["mistral", "gemma2", "gemma3", "gemma3-270m"]
+    for w in which:
+        if w == "gemma3-270m":
+            gemma3_270m()
+        else:
+            tiny_family(w)
