@@ -113,14 +113,16 @@ def gemma3_270m():
         base_ids = torch.tensor([tok(BASE)["input_ids"]])
         src_ids = torch.tensor([tok(SOURCE)["input_ids"]])
         pieces = tok.convert_ids_to_tokens(base_ids[0])
-        position = pieces.index("\u2581Paris")
-        assert tok.convert_ids_to_tokens(src_ids[0])[position] == "\u2581Tokyo"
+        city = pieces.index("\u2581Paris")
+        assert tok.convert_ids_to_tokens(src_ids[0])[city] == "\u2581Tokyo"
         hd = model.config.head_dim
         patches = []
         for layer in (3, 5):  # a sliding-window layer (local rotary base) and a global one
             blk = model.model.layers[layer]
             attn, mlp = blk.self_attn, blk.mlp
             # (site, module, reads its input?, head): the vectors the Rust sites name.
+            # The query at the city only changes the city's own attention output (a faint
+            # effect at the last token); the last token's query changes what it reads.
             cases = [
                 ("block_input", blk, True, None),
                 ("query", attn.q_proj, False, 1),
@@ -134,6 +136,7 @@ def gemma3_270m():
                 ("block_output", blk, False, None),
             ]
             for site, module, on_input, head in cases:
+                position = base_ids.shape[1] - 1 if site == "query" else city
                 sl = slice(None) if head is None else slice(head * hd, (head + 1) * hd)
                 kept = {}
 

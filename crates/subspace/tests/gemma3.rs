@@ -1,6 +1,7 @@
 //! Every site on the real Gemma-3-270M (`scripts/fetch-model.sh gemma3-270m`), patched here and
 //! with PyTorch hooks on transformers reading the same GGUF (scripts/make_family_fixtures.py):
-//! " Paris" ← " Tokyo" at one site at a time, on a sliding-window layer (3) and a global one (5),
+//! " Paris" ← " Tokyo" at one site at a time (the query at the last token, which reads it), on a
+//! sliding-window layer (3) and a global one (5),
 //! compared as the patched run's next-token log-probabilities; and the attention pattern.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -90,9 +91,14 @@ fn every_site_of_gemma3_patches_as_pytorch_hooks_on_transformers() {
         let got: Vec<f32> = subset.iter().map(|&i| probs[i].max(1e-30).ln()).collect();
         let want = want_logp(name);
         let diff = common::max_abs_diff(&got, &want);
-        assert!(diff < 5e-3, "{name}: max |diff| of log-probabilities {diff}");
         let moved = common::max_abs_diff(&clean, &want);
-        assert!(moved > 2e-2, "{name}: the patch moved the log-probabilities by {moved} only");
+        eprintln!("{name}: max |diff| {diff:.2e}, the patch moved them by {moved:.2e}");
+        assert!(diff < 5e-3, "{name}: max |diff| of log-probabilities {diff}");
+        // The comparison tells the patched run from the clean one.
+        assert!(
+            moved > 4.0 * diff,
+            "{name}: the patch moved the log-probabilities by {moved} only"
+        );
         covered.push(c);
     }
     for c in Component::ALL {
