@@ -15,6 +15,8 @@ command -v python3 >/dev/null || { echo "error: python3 is missing (needed for t
 
 scripts/install-mold.sh
 scripts/fetch-model.sh
+# The second real model, which the tutorial's last section sets beside the default one.
+scripts/fetch-model.sh gemma3-270m
 
 scripts/install-kernel.sh
 scripts/run-notebooks.sh notebooks/das_tutorial.ipynb
