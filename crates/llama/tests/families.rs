@@ -76,9 +76,7 @@ fn tiny_gemma3_with_local_and_global_rotary_matches_transformers() {
 fn an_unsupported_family_names_the_supported_ones() {
     let text = std::fs::read_to_string(common::fixtures().join("tiny-qwen2/config.json")).unwrap();
     let phi = text.replace("\"qwen2\"", "\"phi3\"");
-    let e = llama::LlamaConfig::from_json(&phi)
-        .unwrap_err()
-        .to_string();
+    let e = llama::LlamaConfig::from_json(&phi).unwrap_err().to_string();
     assert!(
         e.contains("phi3") && e.contains("llama, mistral, qwen2, qwen3, gemma2, gemma3_text"),
         "{e}"

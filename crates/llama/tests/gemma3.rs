@@ -12,7 +12,8 @@ use burn::tensor::{Device, Tensor};
 use llama::{Llama, ModelSource, TokenBatch};
 
 fn model_file() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/models/gemma-3-270m-q4_k_m.gguf");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/models/gemma-3-270m-q4_k_m.gguf");
     assert!(
         path.is_file(),
         "{} is missing: run scripts/fetch-model.sh gemma3-270m",
@@ -25,8 +26,8 @@ type Tensors = std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 fn fixture() -> (serde_json::Value, Tensors) {
     let dir = common::fixtures().join("gemma3-270m");
-    let meta = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
-        .unwrap();
+    let meta =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     (meta, common::read_f32(&dir.join("expected.safetensors")))
 }
 
@@ -47,7 +48,10 @@ fn gemma3_270m_tokenizes_and_predicts_as_transformers() {
     let loaded = llama::load::load(&ModelSource::Gguf(model_file()), &device).unwrap();
     let cfg = &loaded.model.config;
     assert_eq!(cfg.model_type, "gemma3_text");
-    assert_eq!((cfg.num_hidden_layers, cfg.hidden_size, cfg.head_dim()), (18, 640, 256));
+    assert_eq!(
+        (cfg.num_hidden_layers, cfg.hidden_size, cfg.head_dim()),
+        (18, 640, 256)
+    );
     assert!(cfg.is_sliding(0) && !cfg.is_sliding(5) && cfg.sliding_window == Some(512));
     let (meta, tensors) = fixture();
 
@@ -57,7 +61,9 @@ fn gemma3_270m_tokenizes_and_predicts_as_transformers() {
         assert_eq!(loaded.tokenizer.encode(text).unwrap(), want, "{text:?}");
     }
 
-    let subset: Vec<usize> = tensors["subset_ids"].1.clone()
+    let subset: Vec<usize> = tensors["subset_ids"]
+        .1
+        .clone()
         .iter()
         .map(|&i| i as usize)
         .collect();
@@ -76,7 +82,10 @@ fn gemma3_270m_tokenizes_and_predicts_as_transformers() {
         let want = tensors[&format!("{name}.subset")].1.clone();
         let ours: Vec<f32> = subset.iter().map(|&i| got[i]).collect();
         let diff = common::max_abs_diff(&ours, &want);
-        eprintln!("{name} ({} tokens): max |diff| over the subset {diff:.2e}", ids.len());
+        eprintln!(
+            "{name} ({} tokens): max |diff| over the subset {diff:.2e}",
+            ids.len()
+        );
         assert!(diff < 5e-4, "{name}: max |diff| over the subset {diff}");
         let top: Vec<usize> = serde_json::from_value(run["top_ids"].clone()).unwrap();
         let top_values = tensors[&format!("{name}.top_values")].1.clone();
@@ -86,9 +95,15 @@ fn gemma3_270m_tokenizes_and_predicts_as_transformers() {
         assert_eq!(common::top_k(&got, 1)[0], top[0], "{name}: top token");
         let lse = log_sum_exp(&got);
         let want_lse = run["lse"].as_f64().unwrap();
-        assert!((lse - want_lse).abs() < 2e-3, "{name}: log-sum-exp {lse} vs {want_lse}");
+        assert!(
+            (lse - want_lse).abs() < 2e-3,
+            "{name}: log-sum-exp {lse} vs {want_lse}"
+        );
     }
-    assert!(longest > 512, "the long prompt ({longest} tokens) must pass the window");
+    assert!(
+        longest > 512,
+        "the long prompt ({longest} tokens) must pass the window"
+    );
 }
 
 fn log_sum_exp(x: &[f32]) -> f64 {

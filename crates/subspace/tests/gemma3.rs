@@ -17,8 +17,8 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn gemma() -> LanguageModel {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../data/models/gemma-3-270m-q4_k_m.gguf");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/models/gemma-3-270m-q4_k_m.gguf");
     assert!(
         path.is_file(),
         "{} is missing: run scripts/fetch-model.sh gemma3-270m",
@@ -28,10 +28,8 @@ fn gemma() -> LanguageModel {
 }
 
 fn component(name: &str) -> Component {
-    let all: HashMap<String, Component> = Component::ALL
-        .iter()
-        .map(|&c| (c.to_string(), c))
-        .collect();
+    let all: HashMap<String, Component> =
+        Component::ALL.iter().map(|&c| (c.to_string(), c)).collect();
     all[name]
 }
 
@@ -40,8 +38,7 @@ fn every_site_of_gemma3_patches_as_pytorch_hooks_on_transformers() {
     let lm = gemma();
     let dir = fixture_dir();
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let tensors = dir.join("expected.safetensors");
     let subset: Vec<usize> = common::read_f32(&tensors, "subset_ids")
         .iter()
@@ -93,7 +90,10 @@ fn every_site_of_gemma3_patches_as_pytorch_hooks_on_transformers() {
         let diff = common::max_abs_diff(&got, &want);
         let moved = common::max_abs_diff(&clean, &want);
         eprintln!("{name}: max |diff| {diff:.2e}, the patch moved them by {moved:.2e}");
-        assert!(diff < 5e-3, "{name}: max |diff| of log-probabilities {diff}");
+        assert!(
+            diff < 5e-3,
+            "{name}: max |diff| of log-probabilities {diff}"
+        );
         // The comparison tells the patched run from the clean one.
         assert!(
             moved > 4.0 * diff,
@@ -147,7 +147,10 @@ fn the_tutorial_runs_on_gemma3() {
             .after
             .prob_of(&setting.target)
             .unwrap();
-        assert!((got - p).abs() < 2e-3, "layer {layer}: p(Brazil) {got} vs {p}");
+        assert!(
+            (got - p).abs() < 2e-3,
+            "layer {layer}: p(Brazil) {got} vs {p}"
+        );
     }
     let outcome = subspace::tutorial::outcome(&lm, &setting, 10).unwrap();
     eprintln!("{outcome}");

@@ -117,9 +117,10 @@ impl LlamaConfig {
             self.rope_theta = theta;
         }
         if self.rope_scaling.is_none() && scaled(&full) {
-            self.rope_scaling = Some(serde_json::from_value::<RopeScaling>(full).map_err(|e| {
-                LlamaError::Config(format!("config.json rope_parameters: {e}"))
-            })?);
+            self.rope_scaling =
+                Some(serde_json::from_value::<RopeScaling>(full).map_err(|e| {
+                    LlamaError::Config(format!("config.json rope_parameters: {e}"))
+                })?);
         }
         if let Some(sliding) = sliding {
             if scaled(&sliding) {

@@ -5,8 +5,8 @@
 mod family;
 mod rope;
 
-pub(crate) use family::gemma_layer_types;
 pub use family::SUPPORTED_FAMILIES;
+pub(crate) use family::gemma_layer_types;
 pub use rope::{RopeLayout, RopeScaling, SUPPORTED_SCALING, inv_freq};
 
 use serde::{Deserialize, Serialize};
@@ -160,9 +160,10 @@ impl LlamaConfig {
     /// Whether layer `layer` attends through a sliding window.
     pub fn is_sliding(&self, layer: usize) -> bool {
         self.sliding_window.is_some()
-            && self.layer_types.as_ref().is_none_or(|t| {
-                t.get(layer) == Some(&LayerType::SlidingAttention)
-            })
+            && self
+                .layer_types
+                .as_ref()
+                .is_none_or(|t| t.get(layer) == Some(&LayerType::SlidingAttention))
     }
 
     /// Whether any layer attends through a sliding window.

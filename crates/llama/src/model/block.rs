@@ -134,10 +134,12 @@ impl Block {
         ctxs: &[&ForwardContext],
         prefixes: &[Option<&KeyValue>],
     ) -> Tensor<3> {
-        self.attn_out(
-            self.self_attn
-                .forward_ragged(rms_norm(&self.attn_norm, h), ragged, ctxs, prefixes),
-        )
+        self.attn_out(self.self_attn.forward_ragged(
+            rms_norm(&self.attn_norm, h),
+            ragged,
+            ctxs,
+            prefixes,
+        ))
     }
 
     /// [`Block::attention_branch_ragged`], keeping each batch's keys/values

@@ -110,7 +110,10 @@ impl ForwardContext {
                 sin: self.rope.sin.clone().narrow(2, from, n),
             },
             mask: self.mask.clone().narrow(2, from, n),
-            sliding: self.sliding.as_ref().map(|c| Box::new(c.queries_from(from))),
+            sliding: self
+                .sliding
+                .as_ref()
+                .map(|c| Box::new(c.queries_from(from))),
         }
     }
 
@@ -122,7 +125,10 @@ impl ForwardContext {
                 sin: self.rope.sin.clone().narrow(2, 0, to),
             },
             mask: self.mask.clone().narrow(2, 0, to).narrow(3, 0, to),
-            sliding: self.sliding.as_ref().map(|c| Box::new(c.columns_before(to))),
+            sliding: self
+                .sliding
+                .as_ref()
+                .map(|c| Box::new(c.columns_before(to))),
         }
     }
 }

@@ -37,8 +37,7 @@ impl Mlp {
             Activation::Silu => silu_mul(gate, up),
             Activation::GeluTanh => gelu_tanh(gate) * up,
         };
-        self.down_proj
-            .forward(hook.inner(Inner::MlpHidden, hidden))
+        self.down_proj.forward(hook.inner(Inner::MlpHidden, hidden))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The DAS tutorial's setting for each model: prompts, site and answer tokens. The tutorial ran
 //! on Llama-3.2-1B; SmolLM2-135M needs a fuller prompt and a later layer (see [`Setting::smollm2`]),
-//! Gemma-3-270M a shorter one ([`Setting::gemma3_270m`]). [`outcome`] runs its main cells in one
+//! Gemma-3-270M a shorter one ([`Setting::gemma3_270m`]). [`outcome()`] runs its main cells in one
 //! call, for setting models side by side.
 
 mod outcome;

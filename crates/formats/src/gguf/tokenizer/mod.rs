@@ -6,8 +6,8 @@
 mod byte_level;
 mod sentencepiece;
 
-use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::Tokenizer;
+use tokenizers::processors::template::TemplateProcessing;
 
 use super::reader::{GgufFile, GgufValue};
 use crate::error::{FormatError, Result};

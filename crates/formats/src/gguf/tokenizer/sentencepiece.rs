@@ -137,11 +137,16 @@ fn merges_from_vocabulary(tokens: &[&str], vocab: &HashMap<&str, u32>) -> Vec<(S
     }
     // Stable: equal keys keep their order, as Python's `sorted(..., reverse=True)` does.
     merges.sort_by(|a, b| {
-        (a.merged_id, std::cmp::Reverse(a.left_len), std::cmp::Reverse(a.right_len)).cmp(&(
-            b.merged_id,
-            std::cmp::Reverse(b.left_len),
-            std::cmp::Reverse(b.right_len),
-        ))
+        (
+            a.merged_id,
+            std::cmp::Reverse(a.left_len),
+            std::cmp::Reverse(a.right_len),
+        )
+            .cmp(&(
+                b.merged_id,
+                std::cmp::Reverse(b.left_len),
+                std::cmp::Reverse(b.right_len),
+            ))
     });
     merges
         .into_iter()

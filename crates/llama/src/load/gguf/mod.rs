@@ -167,9 +167,7 @@ fn gguf_name(hf: &str, sandwich: bool) -> Option<String> {
         "self_attn.q_norm.weight" => "attn_q_norm.weight",
         "self_attn.k_norm.weight" => "attn_k_norm.weight",
         "post_attention_layernorm.weight" if sandwich => "post_attention_norm.weight",
-        "post_attention_layernorm.weight" | "pre_feedforward_layernorm.weight" => {
-            "ffn_norm.weight"
-        }
+        "post_attention_layernorm.weight" | "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
         "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
         "mlp.gate_proj.weight" => "ffn_gate.weight",
         "mlp.up_proj.weight" => "ffn_up.weight",
