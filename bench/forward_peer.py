@@ -1,7 +1,7 @@
 """One forward pass for a next-token distribution, Rust against the best plain PyTorch for that
 work, alternating fresh processes; prints medians and ratios Rust / PyTorch.
 
-    cargo build --release -p llama --example forward_bench
+    cargo build --release -p subspace --example forward_bench
     .venv/bin/python bench/forward_peer.py [--model gemma3-270m] [--rounds 5] [--repeats 20]
 
 The work: the prompt through every block and the LM head at its last token only. PyTorch

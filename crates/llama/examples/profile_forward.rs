@@ -1,4 +1,6 @@
-//! Times the parts of one forward pass of the default model (a development aid).
+//! Times the parts of one forward pass (a development aid):
+//! `cargo run --release -p llama --example profile_forward -- [MODEL]` (default: the default
+//! model; a name such as `gemma3-270m`, a GGUF file or a Hugging Face directory).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
@@ -8,7 +10,8 @@ use llama::{ModelSource, TokenBatch};
 
 fn main() {
     let device = Device::flex();
-    let loaded = llama::load::load(&ModelSource::default_model().unwrap(), &device).unwrap();
+    let spec = std::env::args().nth(1).unwrap_or_else(|| "default".into());
+    let loaded = llama::load::load(&ModelSource::parse(&spec).unwrap(), &device).unwrap();
     let ids = loaded
         .tokenizer
         .encode("The city of Paris is in the country of")
