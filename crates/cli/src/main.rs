@@ -24,6 +24,8 @@ enum Command {
     Topk(commands::topk::Args),
     /// Patch one site of a base prompt from a source prompt; show top-k before and after.
     Patch(commands::patch::Args),
+    /// Attribution patching: every layer's and position's estimated patching effect at once.
+    Attribute(commands::attribute::Args),
     /// Greedy continuation of a prompt, optionally with a patch held in the cache.
     Generate(commands::generate::Args),
     /// Train a rotated subspace with Distributed Alignment Search.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Topk(args) => commands::topk::run(args),
         Command::Patch(args) => commands::patch::run(args),
+        Command::Attribute(args) => commands::attribute::run(args),
         Command::Das(args) => commands::das::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Bench(args) => commands::bench::run(args),

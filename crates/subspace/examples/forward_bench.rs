@@ -17,7 +17,9 @@ use subspace::LanguageModel;
 fn main() {
     let mut args = std::env::args().skip(1);
     let spec = args.next().unwrap_or_else(|| "default".into());
-    let repeats: usize = args.next().map_or(20, |r| r.parse().expect("REPEATS is a number"));
+    let repeats: usize = args
+        .next()
+        .map_or(20, |r| r.parse().expect("REPEATS is a number"));
     let prompt = args
         .next()
         .unwrap_or_else(|| "The city of Paris is in the country of".into());

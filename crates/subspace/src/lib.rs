@@ -6,10 +6,12 @@
 //! and [`edits`] turn pairs of prompts into edits; the verbs ([`patch`], [`sweep`],
 //! [`generate`], [`train`]) run them on a [`LanguageModel`]; [`store`] saves what training
 //! learns, [`ravel`] evaluates it, [`readout`] and [`display`] turn outputs into numbers, tables
-//! and plots. How a forward pass with edits is run (the blocks loop, shared beginnings,
+//! and plots. Where to look first: [`attribution`] estimates every site's patching effect from
+//! one backward pass, [`lens`] reads each layer's stream through the final norm and head. How a forward pass with edits is run (the blocks loop, shared beginnings,
 //! batching, the stop flag) is the [`engine`]'s business.
 #![forbid(unsafe_code)]
 
+pub mod attribution;
 pub mod display;
 pub mod edits;
 pub mod engine;
@@ -18,6 +20,7 @@ mod file_lock;
 mod fingerprint;
 pub mod generate;
 pub mod intervention;
+pub mod lens;
 pub mod lm;
 pub mod pair;
 pub mod patch;
@@ -33,6 +36,7 @@ pub mod tutorial;
 /// `:dep` line costs the Rust kernel seconds of re-analysing the dependency graph.
 pub use serde_json;
 
+pub use attribution::{Attribution, Metric};
 pub use display::Patched;
 pub use engine::StopFlag;
 pub use error::{Result, SubspaceError};

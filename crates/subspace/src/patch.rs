@@ -11,7 +11,7 @@ use crate::intervention::{Intervention, PlacedIntervention};
 use crate::lm::{LanguageModel, Prompt};
 use crate::pair::Pair;
 use crate::readout::Prediction;
-use crate::site::Site;
+use crate::site::{Component, Site};
 
 /// Every hidden state of one prompt's run.
 #[derive(Debug, Clone)]
@@ -61,6 +61,18 @@ impl LanguageModel {
         Ok(PromptTrace {
             prompt: prompt.clone(),
             trace: engine::trace(&self.model, &batch, &[], Some(self.stop_flag()))?,
+        })
+    }
+
+    /// [`LanguageModel::trace`] keeping only `components` of every layer (TransformerLens'
+    /// `names_filter`): e.g. `&[Component::BlockOutput]` for the residual stream alone.
+    pub fn trace_with(&self, prompt: &Prompt, components: &[Component]) -> Result<PromptTrace> {
+        self.check_prompt(prompt)?;
+        self.check_memory(1, prompt.len(), true)?;
+        let batch = self.batch(&[prompt]);
+        Ok(PromptTrace {
+            prompt: prompt.clone(),
+            trace: engine::trace_keeping(&self.model, &batch, components, Some(self.stop_flag()))?,
         })
     }
 

@@ -39,9 +39,13 @@ pub enum Component {
     /// transformers' `hidden_states[i + 1]`.
     #[default]
     BlockOutput,
-    /// Queries as `q_proj` writes them (before rotary), per query head.
+    /// Queries as `q_proj` writes them (before rotary), per query head. Within a head the
+    /// features follow the weights' rotary layout: a llama GGUF file stores each head's rotary
+    /// pairs interleaved (`2i, 2i + 1`) where transformers has halves (`i, i + d/2`), so a
+    /// feature-by-feature comparison with transformers permutes them; a whole head is the same.
     Query,
-    /// Keys as `k_proj` writes them (before rotary), per key/value head.
+    /// Keys as `k_proj` writes them (before rotary), per key/value head (features ordered as
+    /// [`Component::Query`]'s).
     Key,
     /// Values as `v_proj` writes them, per key/value head.
     Value,

@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the options they share.
 
+pub mod attribute;
 pub mod bench;
 pub mod common;
 pub mod das;

@@ -106,6 +106,11 @@ pub struct Keep<'a> {
     pub patterns: bool,
 }
 
+/// Zero tensors added to the vector of (layer, component) sites, each `[batch, seq, width]` (the
+/// whole component): autodiff leaves whose gradients are the gradients with respect to those
+/// activations, all from one backward pass (attribution patching).
+pub type Taps = HashMap<(usize, Component), Tensor<3>>;
+
 /// What [`Blocks::run`] returns.
 #[derive(Debug, Clone)]
 pub struct Ran {
@@ -161,6 +166,8 @@ pub struct Blocks<'a> {
     /// Columns computed before this run (`None`: `h` starts at column 0).
     pub window: Option<Window<'a>>,
     pub keep: Keep<'a>,
+    /// Added at their sites after the edits ([`Taps`]).
+    pub taps: Option<&'a Taps>,
     /// Read before each block: a raised flag ends the run with
     /// [`crate::SubspaceError::Interrupted`] (a block takes well under a second).
     pub stop: Option<&'a StopFlag>,
@@ -174,8 +181,15 @@ impl<'a> Blocks<'a> {
             edits: &[],
             window: None,
             keep: Keep::default(),
+            taps: None,
             stop: None,
         }
+    }
+
+    /// Adds each tap to its site's vector (after the edits there, before it is kept).
+    pub fn tapped(mut self, taps: &'a Taps) -> Self {
+        self.taps = Some(taps);
+        self
     }
 
     pub fn with_edits(mut self, edits: &'a [Edit<'a>]) -> Self {
@@ -229,6 +243,7 @@ impl<'a> Blocks<'a> {
                 from,
                 config: &model.config,
                 keep: self.keep,
+                taps: self.taps,
                 kept: HashMap::new(),
                 pattern: None,
             };
@@ -272,6 +287,7 @@ pub(super) struct Inside<'a> {
     from: usize,
     config: &'a LlamaConfig,
     keep: Keep<'a>,
+    taps: Option<&'a Taps>,
     kept: HashMap<Component, Tensor<3>>,
     pattern: Option<Tensor<4>>,
 }
@@ -280,6 +296,13 @@ impl Inside<'_> {
     /// The vector of `component` after this layer's edits there, kept if asked for.
     fn at(&mut self, component: Component, t: Tensor<3>) -> Tensor<3> {
         let t = apply_edits(t, self.layer, component, self.edits, self.from, self.config);
+        let t = match self
+            .taps
+            .and_then(|taps| taps.get(&(self.layer, component)))
+        {
+            Some(tap) => t + tap.clone(),
+            None => t,
+        };
         if self.keep.components.contains(&component) {
             self.kept.insert(component, t.clone());
         }

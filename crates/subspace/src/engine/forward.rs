@@ -41,6 +41,17 @@ pub fn trace(
     trace_layers(model, batch, edits, model.n_layers(), &Component::ALL, stop)
 }
 
+/// Like [`trace`] but keeps only `components` (a names filter, as TransformerLens'
+/// `names_filter`): a cache no larger than what is asked for.
+pub fn trace_keeping(
+    model: &Llama,
+    batch: &TokenBatch,
+    components: &[Component],
+    stop: Option<&StopFlag>,
+) -> Result<Trace> {
+    trace_layers(model, batch, &[], model.n_layers(), components, stop)
+}
+
 /// Like [`trace`] but stops after block `layer` and keeps only `components` (it has no
 /// logits: use it only to read hidden states).
 pub fn trace_until(

@@ -19,8 +19,8 @@ pub mod limits;
 pub(crate) mod prefix;
 pub mod stop;
 
-pub use blocks::{Blocks, Cell, Edit, Keep, Ran, Trace, Window, apply_edits};
-pub use forward::{last_logits, prefix_cache, trace, trace_until};
+pub use blocks::{Blocks, Cell, Edit, Keep, Ran, Taps, Trace, Window, apply_edits};
+pub use forward::{last_logits, prefix_cache, trace, trace_keeping, trace_until};
 pub use lanes::{Lane, lanes_through, lanes_through_last};
 pub use limits::TOKENS_PER_FORWARD;
 pub use stop::StopFlag;

@@ -1,0 +1,243 @@
+//! Attribution patching: a linear estimate of every site's patching effect from one forward pass
+//! of each prompt and one backward pass of the base (Nanda 2023; Syed et al. 2023). Patching
+//! site `s` at base position `p` with the source's vector changes the metric `m` by about
+//! `(a_source − a_base) · ∂m/∂a_base`, for all layers, positions, heads and neurons at once.
+//!
+//! The gradients come from zero tensors added at every site of the asked components
+//! ([`crate::engine::Taps`]): the metric's gradient with respect to a tap is its gradient with
+//! respect to that activation. Base and source positions are aligned by their last tokens, as
+//! [`crate::sweep::residual_sweep`] aligns them; base positions with no source token have no
+//! estimate (`NaN`).
+
+mod metric;
+
+pub use metric::{Metric, MetricFn};
+
+use std::collections::HashMap;
+
+use burn::tensor::{Tensor, TensorData};
+
+use crate::engine::{self, Blocks, Keep, Taps};
+use crate::error::{Result, SubspaceError};
+use crate::lm::{LanguageModel, Prompt};
+use crate::readout::to_host;
+use crate::site::{Component, Site};
+
+/// Every estimate of one base/source pair and metric ([`LanguageModel::attribute`]).
+#[derive(Debug, Clone)]
+pub struct Attribution {
+    /// The metric on the base run and on the source run.
+    pub metric_base: f32,
+    pub metric_source: f32,
+    /// Tokens of the base prompt (the positions of every estimate).
+    pub tokens: Vec<String>,
+    pub n_layers: usize,
+    head_dim: usize,
+    /// Per component: `∂m/∂a` of the base run, `[layer][position][feature]` flattened.
+    gradients: HashMap<Component, Vec<f32>>,
+    /// Per component: `(a_source − a_base) ⊙ ∂m/∂a`, the same layout (`NaN` where no source
+    /// token is aligned).
+    products: HashMap<Component, Vec<f32>>,
+    widths: HashMap<Component, usize>,
+}
+
+impl Attribution {
+    fn cell(&self, component: Component, layer: usize, position: usize) -> Result<&[f32]> {
+        let (Some(products), Some(&width)) =
+            (self.products.get(&component), self.widths.get(&component))
+        else {
+            return Err(SubspaceError::Data(format!(
+                "{component} was not attributed (components: {})",
+                self.components_named()
+            )));
+        };
+        let seq = self.tokens.len();
+        if layer >= self.n_layers || position >= seq {
+            return Err(SubspaceError::Data(format!(
+                "layer {layer}, position {position} is outside {} layers × {seq} tokens",
+                self.n_layers
+            )));
+        }
+        let at = (layer * seq + position) * width;
+        Ok(&products[at..at + width])
+    }
+
+    fn components_named(&self) -> String {
+        let mut names: Vec<String> = self.widths.keys().map(|c| c.to_string()).collect();
+        names.sort();
+        names.join(", ")
+    }
+
+    /// The estimated effect on the metric of patching `site` (a whole component, or one head
+    /// of it) at base position `position`.
+    pub fn estimate(&self, site: Site, position: usize) -> Result<f32> {
+        let cell = self.cell(site.component, site.layer, position)?;
+        let part = match site.head {
+            Some(h) => cell
+                .get(h * self.head_dim..(h + 1) * self.head_dim)
+                .ok_or_else(|| SubspaceError::Data(format!("{site}: no such head")))?,
+            None => cell,
+        };
+        Ok(part.iter().sum())
+    }
+
+    /// Estimates for the whole `component`, `[layer][position]`.
+    pub fn grid(&self, component: Component) -> Result<Vec<Vec<f32>>> {
+        (0..self.n_layers)
+            .map(|l| {
+                (0..self.tokens.len())
+                    .map(|p| self.estimate(Site::new(l, component), p))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Estimates for each head of `component` at base `position`, `[layer][head]`.
+    pub fn head_grid(&self, component: Component, position: usize) -> Result<Vec<Vec<f32>>> {
+        let width = *self.widths.get(&component).unwrap_or(&0);
+        let heads = width / self.head_dim.max(1);
+        (0..self.n_layers)
+            .map(|l| {
+                (0..heads)
+                    .map(|h| self.estimate(Site::head(l, component, h), position))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Per-feature estimates (one per neuron for `mlp_hidden`) at one layer and position.
+    pub fn features(
+        &self,
+        component: Component,
+        layer: usize,
+        position: usize,
+    ) -> Result<Vec<f32>> {
+        Ok(self.cell(component, layer, position)?.to_vec())
+    }
+
+    /// `∂m/∂a` of the base run at `site` (one head's features for a head site) and `position`.
+    pub fn gradient(&self, site: Site, position: usize) -> Result<Vec<f32>> {
+        let width = *self
+            .widths
+            .get(&site.component)
+            .ok_or_else(|| SubspaceError::Data(format!("{} was not attributed", site.component)))?;
+        self.cell(site.component, site.layer, position)?;
+        let seq = self.tokens.len();
+        let at = (site.layer * seq + position) * width;
+        let whole = &self.gradients[&site.component][at..at + width];
+        Ok(match site.head {
+            Some(h) => whole[h * self.head_dim..(h + 1) * self.head_dim].to_vec(),
+            None => whole.to_vec(),
+        })
+    }
+}
+
+impl LanguageModel {
+    /// Attribution patching of `components` (every layer, every base position, every head)
+    /// for patching `base` with `source` and the `metric` read at the base's last token: one
+    /// traced forward of the source, one forward and one backward of the base.
+    pub fn attribute(
+        &self,
+        base: &Prompt,
+        source: &Prompt,
+        metric: &Metric,
+        components: &[Component],
+    ) -> Result<Attribution> {
+        self.check_prompt(base)?;
+        self.check_prompt(source)?;
+        if components.is_empty() {
+            return Err(SubspaceError::Data(
+                "attribution needs at least one component".into(),
+            ));
+        }
+        let mut comps: Vec<Component> = components.to_vec();
+        comps.sort_by_key(|c| Component::ALL.iter().position(|x| x == c));
+        comps.dedup();
+        self.check_memory(1, base.len().max(source.len()), true)?;
+        let model = &self.model;
+        let n = model.n_layers();
+        let stop = Some(self.stop_flag());
+
+        let src_batch = self.batch(&[source]);
+        let src = engine::trace_keeping(model, &src_batch, &comps, stop)?;
+        let src_logits = src
+            .logits
+            .clone()
+            .ok_or_else(|| SubspaceError::Backend("the source trace has no logits".into()))?;
+        let [_, ns, vocab] = src_logits.dims();
+        let metric_source =
+            to_host(metric.of(src_logits.narrow(1, ns - 1, 1).reshape([1, vocab])))?[0];
+
+        let batch = self.batch(&[base]);
+        let s = base.len();
+        let device = self.device();
+        let mut widths = HashMap::new();
+        let mut taps: Taps = HashMap::new();
+        for &c in &comps {
+            let width = self.site_width(Site::new(0, c))?;
+            widths.insert(c, width);
+            for l in 0..n {
+                let zeros = Tensor::<3>::from_data(
+                    TensorData::new(vec![0f32; s * width], [1, s, width]),
+                    &device,
+                );
+                taps.insert((l, c), zeros.autodiff().require_grad());
+            }
+        }
+        let ctx = model.context(&batch);
+        let ran = Blocks::new(0..n)
+            .keeping(Keep {
+                components: &comps,
+                ..Keep::default()
+            })
+            .tapped(&taps)
+            .stopped_by(stop)
+            .run(model, &ctx, model.embed(batch.ids.clone()))?;
+        let value = metric.of(model.logits_at(ran.h, s - 1));
+        let metric_base = to_host(value.clone().without_autodiff())?[0];
+        if !metric_base.is_finite() {
+            return Err(SubspaceError::Data(format!(
+                "the metric is {metric_base} on the base prompt; choose answers the model gives a probability above 0"
+            )));
+        }
+        let grads = kernels::pool::on_pool(|| value.backward());
+
+        // Base positions `from..s` read source positions `from + ns − s..ns`.
+        let from = s.saturating_sub(ns);
+        let src_from = (from + ns).saturating_sub(s);
+        let aligned = s - from;
+        let mut gradients = HashMap::new();
+        let mut products = HashMap::new();
+        for &c in &comps {
+            let width = widths[&c];
+            let mut g_all = Vec::with_capacity(n * s * width);
+            let mut p_all = Vec::with_capacity(n * s * width);
+            for l in 0..n {
+                let tap = &taps[&(l, c)];
+                let g = tap
+                    .grad(&grads)
+                    .map(|g| g.without_autodiff())
+                    .unwrap_or_else(|| tap.clone().without_autodiff().zeros_like());
+                let a_base = ran.components[l][&c].clone().without_autodiff();
+                let a_src = src.layers[l][&c].clone();
+                let diff = a_src.narrow(1, src_from, aligned) - a_base.narrow(1, from, aligned);
+                let prod = to_host(diff * g.clone().narrow(1, from, aligned))?;
+                g_all.extend(to_host(g)?);
+                p_all.extend(std::iter::repeat_n(f32::NAN, from * width));
+                p_all.extend(prod);
+            }
+            gradients.insert(c, g_all);
+            products.insert(c, p_all);
+        }
+        Ok(Attribution {
+            metric_base,
+            metric_source,
+            tokens: base.tokens.clone(),
+            n_layers: n,
+            head_dim: model.config.head_dim(),
+            gradients,
+            products,
+            widths,
+        })
+    }
+}
