@@ -91,6 +91,54 @@ fn patch_json_moves_paris_to_brazil() {
     assert_eq!(v["patched_topk"][0]["token"], " Brazil");
 }
 
+/// `subspace attribute --json`: the metric on both runs and one estimate per layer, head and
+/// position; `--check` patches the largest for real, and the linear estimate lands near it.
+#[test]
+fn attribute_json_lists_every_head_and_checks_the_largest() {
+    let out = subspace(&[
+        "attribute",
+        "--base",
+        PARIS,
+        "--source",
+        RIO,
+        "--target",
+        " Brazil",
+        "--versus",
+        " France",
+        "--component",
+        "head_output",
+        "--check",
+        "2",
+        "--json",
+    ]);
+    let v = json(&out);
+    assert!(v["metric"]["base"].as_f64().unwrap() < 0.0);
+    assert!(v["metric"]["source"].as_f64().unwrap() > 0.0);
+    // 30 layers × 9 heads × 9 positions (base and source have the same length).
+    assert_eq!(v["estimates"].as_array().unwrap().len(), 30 * 9 * 9);
+    let first = &v["check"][0];
+    assert_eq!(
+        (first["layer"].as_u64(), first["head"].as_u64()),
+        (Some(23), Some(4))
+    );
+    let (estimate, patched) = (
+        first["estimate"].as_f64().unwrap(),
+        first["patched"].as_f64().unwrap(),
+    );
+    assert!(estimate > 5.0 && patched > 5.0, "{first}");
+    let out = subspace(&[
+        "attribute",
+        "--base",
+        PARIS,
+        "--source",
+        RIO,
+        "--target",
+        " Brazil",
+        "--neurons",
+    ]);
+    fails_with(&out, &["--component mlp_hidden"]);
+}
+
 #[test]
 fn a_trained_intervention_saved_by_das_is_applied_by_patch_load() {
     let dir = tempfile::tempdir().unwrap();

@@ -241,3 +241,29 @@ impl LanguageModel {
         })
     }
 }
+
+/// Pearson's correlation of `x` and `y` over the pairs where both are finite (`NaN` with fewer
+/// than two or no spread): how well estimates follow real patching effects.
+pub fn pearson(x: &[f32], y: &[f32]) -> f32 {
+    let pairs: Vec<(f64, f64)> = x
+        .iter()
+        .zip(y)
+        .filter(|(a, b)| a.is_finite() && b.is_finite())
+        .map(|(&a, &b)| (f64::from(a), f64::from(b)))
+        .collect();
+    let n = pairs.len() as f64;
+    if pairs.len() < 2 {
+        return f32::NAN;
+    }
+    let (mx, my) = (
+        pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        pairs.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in &pairs {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    (sxy / (sxx * syy).sqrt()) as f32
+}
