@@ -36,7 +36,7 @@ pub mod tutorial;
 /// `:dep` line costs the Rust kernel seconds of re-analysing the dependency graph.
 pub use serde_json;
 
-pub use attribution::{Attribution, Metric};
+pub use attribution::{Attribution, AttributionPair, Metric};
 pub use display::Patched;
 pub use engine::StopFlag;
 pub use error::{Result, SubspaceError};

@@ -162,3 +162,67 @@ fn the_logit_lens_ends_at_the_models_prediction() {
     assert_eq!(lens.last_token_tops().last().unwrap().0, " France");
     assert!(lens.answer_probs[0][0][8] < 0.01);
 }
+
+/// Many pairs in one batch (left-padded, prompts of different lengths, each its own metric):
+/// every estimate is the mean of the pairs' own, position by position from the last token.
+#[test]
+fn a_batch_of_pairs_gives_the_mean_of_their_attributions() {
+    let lm = smollm();
+    let p = |t: &str| lm.prompt(t).unwrap();
+    let (paris, rio) = (p(PARIS), p(RIO));
+    let (tokyo, berlin) = (
+        p("Tokyo is in the country of"),
+        p("Berlin is in the country of"),
+    );
+    assert!(tokyo.len() < paris.len() && tokyo.len() == berlin.len());
+    let metric = |a: &str, b: &str| Metric::LogProbDiff {
+        target: lm.token(a).unwrap(),
+        versus: lm.token(b).unwrap(),
+    };
+    let (m1, m2) = (metric(" Brazil", " France"), metric(" Germany", " Japan"));
+    let comps = [Component::BlockOutput, Component::HeadOutput];
+    let one = lm.attribute(&paris, &rio, &m1, &comps).unwrap();
+    let two = lm.attribute(&tokyo, &berlin, &m2, &comps).unwrap();
+    let both = lm
+        .attribute_mean(
+            &[
+                subspace::AttributionPair {
+                    base: &paris,
+                    source: &rio,
+                    metric: &m1,
+                },
+                subspace::AttributionPair {
+                    base: &tokyo,
+                    source: &berlin,
+                    metric: &m2,
+                },
+            ],
+            &comps,
+        )
+        .unwrap();
+    assert_eq!(both.tokens, one.tokens);
+    let shift = paris.len() - tokyo.len();
+    let expect = |site: Site, pos: usize| -> f32 {
+        let a = one.estimate(site, pos).unwrap();
+        match pos.checked_sub(shift) {
+            Some(q) => (a + two.estimate(site, q).unwrap()) / 2.0,
+            None => a,
+        }
+    };
+    for layer in [0, 9, 23, 29] {
+        for pos in 0..paris.len() {
+            for site in [
+                Site::block_output(layer),
+                Site::head(layer, Component::HeadOutput, 4),
+            ] {
+                let (got, want) = (both.estimate(site, pos).unwrap(), expect(site, pos));
+                assert!(
+                    (got - want).abs() <= 1e-3 + 1e-3 * want.abs(),
+                    "{site} position {pos}: {got} vs {want}"
+                );
+            }
+        }
+    }
+    let mean = (one.metric_base + two.metric_base) / 2.0;
+    assert!((both.metric_base - mean).abs() < 1e-4);
+}

@@ -26,7 +26,8 @@ use crate::site::{Component, Site};
 /// Every estimate of one base/source pair and metric ([`LanguageModel::attribute`]).
 #[derive(Debug, Clone)]
 pub struct Attribution {
-    /// The metric on the base run and on the source run.
+    /// The metric on the base run and on the source run (means over the pairs of
+    /// [`LanguageModel::attribute_mean`]).
     pub metric_base: f32,
     pub metric_source: f32,
     /// Tokens of the base prompt (the positions of every estimate).
@@ -132,6 +133,14 @@ impl Attribution {
     }
 }
 
+/// One base/source pair to attribute, and the metric read at the base's last token.
+#[derive(Debug, Clone, Copy)]
+pub struct AttributionPair<'a> {
+    pub base: &'a Prompt,
+    pub source: &'a Prompt,
+    pub metric: &'a Metric,
+}
+
 impl LanguageModel {
     /// Attribution patching of `components` (every layer, every base position, every head)
     /// for patching `base` with `source` and the `metric` read at the base's last token: one
@@ -143,33 +152,68 @@ impl LanguageModel {
         metric: &Metric,
         components: &[Component],
     ) -> Result<Attribution> {
-        self.check_prompt(base)?;
-        self.check_prompt(source)?;
-        if components.is_empty() {
+        self.attribute_mean(
+            &[AttributionPair {
+                base,
+                source,
+                metric,
+            }],
+            components,
+        )
+    }
+
+    /// [`LanguageModel::attribute`] of many pairs in one batch (the sources traced together,
+    /// the bases run forward and backward together), each estimate the mean over the pairs
+    /// that have a token there. Positions count from each prompt's last token (prompts are
+    /// left-padded): position `p` of the result is `len − p` tokens before the end of the
+    /// longest base prompt, whose tokens label the result.
+    pub fn attribute_mean(
+        &self,
+        pairs: &[AttributionPair],
+        components: &[Component],
+    ) -> Result<Attribution> {
+        if pairs.is_empty() || components.is_empty() {
             return Err(SubspaceError::Data(
-                "attribution needs at least one component".into(),
+                "attribution needs at least one pair and one component".into(),
             ));
+        }
+        for p in pairs {
+            self.check_prompt(p.base)?;
+            self.check_prompt(p.source)?;
         }
         let mut comps: Vec<Component> = components.to_vec();
         comps.sort_by_key(|c| Component::ALL.iter().position(|x| x == c));
         comps.dedup();
-        self.check_memory(1, base.len().max(source.len()), true)?;
+        let bases: Vec<&Prompt> = pairs.iter().map(|p| p.base).collect();
+        let sources: Vec<&Prompt> = pairs.iter().map(|p| p.source).collect();
+        let longest = |ps: &[&Prompt]| ps.iter().map(|p| p.len()).max().unwrap_or(0);
+        self.check_memory(pairs.len(), longest(&bases).max(longest(&sources)), true)?;
         let model = &self.model;
-        let n = model.n_layers();
+        let (n, rows) = (model.n_layers(), pairs.len());
         let stop = Some(self.stop_flag());
+        let per_row = |logits: Tensor<2>| -> Result<Vec<f32>> {
+            let [_, vocab] = logits.dims();
+            pairs
+                .iter()
+                .enumerate()
+                .map(|(r, p)| {
+                    let row = logits.clone().narrow(0, r, 1).reshape([1, vocab]);
+                    Ok(to_host(p.metric.of(row).without_autodiff())?[0])
+                })
+                .collect()
+        };
 
-        let src_batch = self.batch(&[source]);
+        let src_batch = self.batch(&sources);
         let src = engine::trace_keeping(model, &src_batch, &comps, stop)?;
         let src_logits = src
             .logits
             .clone()
             .ok_or_else(|| SubspaceError::Backend("the source trace has no logits".into()))?;
         let [_, ns, vocab] = src_logits.dims();
-        let metric_source =
-            to_host(metric.of(src_logits.narrow(1, ns - 1, 1).reshape([1, vocab])))?[0];
+        let metric_source = per_row(src_logits.narrow(1, ns - 1, 1).reshape([rows, vocab]))?;
 
-        let batch = self.batch(&[base]);
-        let s = base.len();
+        let batch = self.batch(&bases);
+        let nb = batch.seq_len;
         let device = self.device();
         let mut widths = HashMap::new();
         let mut taps: Taps = HashMap::new();
@@ -178,7 +222,7 @@ impl LanguageModel {
             widths.insert(c, width);
             for l in 0..n {
                 let zeros = Tensor::<3>::from_data(
-                    TensorData::new(vec![0f32; s * width], [1, s, width]),
+                    TensorData::new(vec![0f32; rows * nb * width], [rows, nb, width]),
                     &device,
                 );
                 taps.insert((l, c), zeros.autodiff().require_grad());
@@ -193,25 +237,40 @@ impl LanguageModel {
             .tapped(&taps)
             .stopped_by(stop)
             .run(model, &ctx, model.embed(batch.ids.clone()))?;
-        let value = metric.of(model.logits_at(ran.h, s - 1));
-        let metric_base = to_host(value.clone().without_autodiff())?[0];
-        if !metric_base.is_finite() {
+        let logits = model.logits_at(ran.h, nb - 1);
+        let values: Vec<Tensor<1>> = pairs
+            .iter()
+            .enumerate()
+            .map(|(r, p)| {
+                p.metric
+                    .of(logits.clone().narrow(0, r, 1).reshape([1, vocab]))
+            })
+            .collect();
+        // The rows do not interact: the sum's gradient in row r is row r's metric's.
+        let total = Tensor::cat(values, 0).sum();
+        let metric_base = per_row(logits.without_autodiff())?;
+        if let Some(bad) = metric_base.iter().position(|m| !m.is_finite()) {
             return Err(SubspaceError::Data(format!(
-                "the metric is {metric_base} on the base prompt; choose answers the model gives a probability above 0"
+                "the metric is {} on base prompt {bad}; choose answers the model gives a probability above 0",
+                metric_base[bad]
             )));
         }
-        let grads = kernels::pool::on_pool(|| value.backward());
+        let grads = kernels::pool::on_pool(|| total.backward());
 
-        // Base positions `from..s` read source positions `from + ns − s..ns`.
-        let from = s.saturating_sub(ns);
-        let src_from = (from + ns).saturating_sub(s);
-        let aligned = s - from;
+        // Base column c reads source column c + ns − nb (the last tokens aligned); a row has a
+        // value there when neither column is its padding.
+        let from = nb.saturating_sub(ns);
+        let aligned = nb - from;
+        let src_from = from + ns - nb;
+        let valid = |r: usize, c: usize| {
+            c >= batch.padding[r] && c + ns >= nb && c + ns - nb >= src_batch.padding[r]
+        };
         let mut gradients = HashMap::new();
         let mut products = HashMap::new();
         for &c in &comps {
             let width = widths[&c];
-            let mut g_all = Vec::with_capacity(n * s * width);
-            let mut p_all = Vec::with_capacity(n * s * width);
+            let mut g_mean = vec![0f32; n * nb * width];
+            let mut p_mean = vec![f32::NAN; n * nb * width];
             for l in 0..n {
                 let tap = &taps[&(l, c)];
                 let g = tap
@@ -222,17 +281,41 @@ impl LanguageModel {
                 let a_src = src.layers[l][&c].clone();
                 let diff = a_src.narrow(1, src_from, aligned) - a_base.narrow(1, from, aligned);
                 let prod = to_host(diff * g.clone().narrow(1, from, aligned))?;
-                g_all.extend(to_host(g)?);
-                p_all.extend(std::iter::repeat_n(f32::NAN, from * width));
-                p_all.extend(prod);
+                let g = to_host(g)?;
+                for col in 0..nb {
+                    let out = (l * nb + col) * width;
+                    let live: Vec<usize> = (0..rows).filter(|&r| col >= batch.padding[r]).collect();
+                    for &r in &live {
+                        let at = (r * nb + col) * width;
+                        for f in 0..width {
+                            g_mean[out + f] += g[at + f] / live.len() as f32;
+                        }
+                    }
+                    let with_source: Vec<usize> = (0..rows).filter(|&r| valid(r, col)).collect();
+                    if col < from || with_source.is_empty() {
+                        continue;
+                    }
+                    for f in 0..width {
+                        let sum: f32 = with_source
+                            .iter()
+                            .map(|&r| prod[(r * aligned + col - from) * width + f])
+                            .sum();
+                        p_mean[out + f] = sum / with_source.len() as f32;
+                    }
+                }
             }
-            gradients.insert(c, g_all);
-            products.insert(c, p_all);
+            gradients.insert(c, g_mean);
+            products.insert(c, p_mean);
         }
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        let labels = bases
+            .iter()
+            .find(|b| b.len() == nb)
+            .map_or_else(Vec::new, |b| b.tokens.clone());
         Ok(Attribution {
-            metric_base,
-            metric_source,
-            tokens: base.tokens.clone(),
+            metric_base: mean(&metric_base),
+            metric_source: mean(&metric_source),
+            tokens: labels,
             n_layers: n,
             head_dim: model.config.head_dim(),
             gradients,
