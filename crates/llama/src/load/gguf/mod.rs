@@ -125,7 +125,8 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         // ggml rotates Gemma's halves (NEOX), and the converter leaves Q and K as they are.
         config.rope_layout = RopeLayout::HalfSplit;
         config.hidden_act = Activation::GeluTanh;
-        // llama.cpp's converter has added Gemma's 1 to every norm scale already.
+        // `rms_norm_unit_offset` stays false: llama.cpp's converter has added Gemma's 1 to
+        // every norm scale already.
         config.scale_embeddings = true;
         config.sandwich_norms = true;
         config.qk_norm = true;
