@@ -350,3 +350,19 @@ pub fn pearson(x: &[f32], y: &[f32]) -> f32 {
     }
     (sxy / (sxx * syy).sqrt()) as f32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::pearson;
+
+    #[test]
+    fn pearson_of_hand_made_columns() {
+        assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.0]) - 1.0).abs() < 1e-6);
+        assert!((pearson(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-6);
+        // x = (1, 2, 3, 4), y = (1, 3, 2, 4): cov 1.0, var 1.25 each -> r = 0.8.
+        assert!((pearson(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]) - 0.8).abs() < 1e-6);
+        // Pairs with a NaN are left out; a single pair has no correlation.
+        assert!((pearson(&[1.0, f32::NAN, 2.0], &[5.0, 1.0, 7.0]) - 1.0).abs() < 1e-6);
+        assert!(pearson(&[1.0], &[2.0]).is_nan());
+    }
+}
