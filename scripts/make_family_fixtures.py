@@ -253,11 +253,82 @@ def gemma3_270m():
     })
 
 
+def qwen_gguf(family):
+    """tiny-{family} (Qwen 2 or 3) written as an f32 GGUF the way llama.cpp's converter lays it
+    out for that architecture (no Q/K permutation: ggml rotates Qwen's halves; q/k/v biases as
+    `attn_*.bias`, Qwen 3's per-head norms as `attn_q_norm` / `attn_k_norm`), with tiny-llama's
+    byte-level BPE as `tokenizer.ggml.*`; and the logits transformers computes from that GGUF."""
+    import json
+
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = LLAMA_FIX / f"tiny-{family}"
+    out = LLAMA_FIX / f"tiny-{family}-gguf"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = json.loads((src / "config.json").read_text())
+    tok = json.loads((src / "tokenizer.json").read_text())
+    from safetensors.numpy import load_file
+    weights = load_file(str(src / "model.safetensors"))
+    w = gguf.GGUFWriter(str(out / "model.gguf"), family)
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_key_length(cfg["head_dim"])
+    w.add_value_length(cfg["head_dim"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
+    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list([t for t, _ in vocab])
+    special = {a["content"] for a in tok["added_tokens"] if a["special"]}
+    w.add_token_types([3 if t in special else 1 for t, _ in vocab])
+    w.add_token_merges([" ".join(m) for m in tok["model"]["merges"]])
+    w.add_eos_token_id(0)
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    parts = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
+             "self_attn.k_norm": "attn_k_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    for name, t in weights.items():
+        if name in names:
+            gname = names[name]
+        else:
+            rest = name.removeprefix("model.layers.")
+            layer, part = rest.split(".", 1)
+            part, kind = part.rsplit(".", 1)
+            gname = f"blk.{layer}.{parts[part]}.{kind}"
+        w.add_tensor(gname, t.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    if family == "qwen2":
+        tk = AutoTokenizer.from_pretrained(out, gguf_file="model.gguf")
+        model = AutoModelForCausalLM.from_pretrained(out, gguf_file="model.gguf", dtype=torch.float32).eval()
+    else:
+        # transformers 5.24 reads no head width from a qwen3 GGUF (`key_length` is not
+        # mapped; it assumes 128), so the reference is the checkpoint the file was written from.
+        tk = AutoTokenizer.from_pretrained(src)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    tensors, meta = tiny_logits(model, tk)
+    save_file(tensors, str(out / "expected_logits.safetensors"))
+    write_json(out / "expected.json", meta)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    which = sys.argv[1:] or ["mistral", "gemma2", "gemma3", "gemma3-270m"]
+    which = sys.argv[1:] or ["mistral", "gemma2", "gemma3", "gemma3-270m", "qwen2-gguf", "qwen3-gguf"]
     for w in which:
         if w == "gemma3-270m":
             gemma3_270m()
+        elif w.endswith("-gguf"):
+            qwen_gguf(w.removesuffix("-gguf"))
         else:
             tiny_family(w)

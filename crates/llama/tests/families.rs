@@ -37,6 +37,41 @@ fn tiny_qwen3_matches_transformers_at_every_position() {
     common::matches_transformers("tiny-qwen3-bf16", 2e-4);
 }
 
+/// Qwen 2 and Qwen 3 as GGUF files (f32, llama.cpp's names and layout for each architecture:
+/// no Q/K permutation, `attn_q.bias`, `attn_q_norm`; tiny-llama's byte-level BPE in
+/// `tokenizer.ggml.*`): Qwen 2 against transformers reading the same GGUF, Qwen 3 against
+/// transformers on the checkpoint the file was written from (its GGUF reader assumes a head
+/// width of 128).
+#[test]
+fn tiny_qwen_gguf_files_match_transformers() {
+    for (fixture, family) in [("tiny-qwen2-gguf", "qwen2"), ("tiny-qwen3-gguf", "qwen3")] {
+        let dir = common::fixtures().join(fixture);
+        let device = burn::tensor::Device::flex();
+        let loaded =
+            llama::load::load(&llama::ModelSource::Gguf(dir.join("model.gguf")), &device).unwrap();
+        assert_eq!(loaded.model.config.model_type, family);
+        let meta: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        let want = common::read_f32(&dir.join("expected_logits.safetensors"));
+        for (i, case) in meta.iter().enumerate() {
+            let ids = loaded
+                .tokenizer
+                .encode(case["prompt"].as_str().unwrap())
+                .unwrap();
+            let want_ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+            assert_eq!(ids, want_ids, "{fixture}");
+            let got = common::to_vec(loaded.model.forward(&llama::TokenBatch::new(
+                &[ids],
+                0,
+                &device,
+            )));
+            let diff = common::max_abs_diff(&got, &want[&format!("logits.{i}")].1);
+            assert!(diff <= 2e-4, "{fixture} prompt {i}: max |diff| {diff}");
+        }
+    }
+}
+
 /// Mistral: every layer attends to the last 4 tokens only (the fixture's prompts run to 60).
 #[test]
 fn tiny_mistral_with_a_sliding_window_matches_transformers() {

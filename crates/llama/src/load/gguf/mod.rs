@@ -1,5 +1,5 @@
 //! GGUF files of the architectures llama.cpp writes for the families this model runs (`llama`,
-//! `gemma3`): their `<arch>.*` metadata as a [`LlamaConfig`] and their tensor names mapped onto
+//! which Mistral's files use too, `qwen2`, `qwen3`, `gemma3`): their `<arch>.*` metadata as a [`LlamaConfig`] and their tensor names mapped onto
 //! the model's. Reading the container itself is the `formats` crate's job.
 
 pub use formats::gguf::{GgmlType, GgufFile, GgufValue, TensorInfo, dequantize, tokenizer};
@@ -12,7 +12,7 @@ use crate::load::build::WeightSource;
 use kernels::{BLOCK, Bf16Matrix, PackedMatrix, QuantMatrix};
 
 /// The GGUF architectures this loader reads.
-pub const SUPPORTED_ARCHITECTURES: [&str; 2] = ["llama", "gemma3"];
+pub const SUPPORTED_ARCHITECTURES: [&str; 4] = ["llama", "qwen2", "qwen3", "gemma3"];
 
 /// The configuration a GGUF file describes in its `<arch>.*` metadata.
 pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
@@ -120,6 +120,13 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         attn_logit_softcapping: None,
         final_logit_softcapping: None,
     };
+    if arch == "qwen2" || arch == "qwen3" {
+        config.model_type = arch.into();
+        // ggml rotates Qwen's halves (NEOX), and the converter leaves Q and K as they are.
+        config.rope_layout = RopeLayout::HalfSplit;
+        config.qkv_only_bias = arch == "qwen2";
+        config.qk_norm = arch == "qwen3";
+    }
     if arch == "gemma3" {
         config.model_type = "gemma3_text".into();
         // ggml rotates Gemma's halves (NEOX), and the converter leaves Q and K as they are.
@@ -165,6 +172,10 @@ fn gguf_name(hf: &str, sandwich: bool) -> Option<String> {
         "self_attn.k_proj.weight" => "attn_k.weight",
         "self_attn.v_proj.weight" => "attn_v.weight",
         "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.o_proj.bias" => "attn_output.bias",
         "self_attn.q_norm.weight" => "attn_q_norm.weight",
         "self_attn.k_norm.weight" => "attn_k_norm.weight",
         "post_attention_layernorm.weight" if sandwich => "post_attention_norm.weight",
