@@ -253,11 +253,12 @@ def gemma3_270m():
     })
 
 
-def qwen_gguf(family):
-    """tiny-{family} (Qwen 2 or 3) written as an f32 GGUF the way llama.cpp's converter lays it
-    out for that architecture (no Q/K permutation: ggml rotates Qwen's halves; q/k/v biases as
-    `attn_*.bias`, Qwen 3's per-head norms as `attn_q_norm` / `attn_k_norm`), with tiny-llama's
-    byte-level BPE as `tokenizer.ggml.*`; and the logits transformers computes from that GGUF."""
+def family_gguf(family):
+    """tiny-{family} (Qwen 2, Qwen 3 or Gemma 2) written as an f32 GGUF the way llama.cpp's
+    converter lays it out for that architecture (no Q/K permutation: ggml rotates their halves;
+    q/k/v biases as `attn_*.bias`, per-head norms as `attn_q_norm` / `attn_k_norm`; Gemma's four
+    norms with their 1 added, its caps and window as metadata), with tiny-llama's byte-level BPE
+    as `tokenizer.ggml.*`; and the reference logits (see below for which transformers run)."""
     import json
 
     import gguf
@@ -281,6 +282,11 @@ def qwen_gguf(family):
     w.add_value_length(cfg["head_dim"])
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
+    gemma = family == "gemma2"
+    if gemma:
+        w.add_attn_logit_softcapping(cfg["attn_logit_softcapping"])
+        w.add_final_logit_softcapping(cfg["final_logit_softcapping"])
+        w.add_sliding_window(cfg["sliding_window"])
     vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
@@ -291,7 +297,9 @@ def qwen_gguf(family):
     w.add_eos_token_id(0)
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
              "lm_head.weight": "output.weight"}
-    parts = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    parts = {"input_layernorm": "attn_norm",
+             "post_attention_layernorm": "post_attention_norm" if gemma else "ffn_norm",
+             "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
              "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
              "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
              "self_attn.k_norm": "attn_k_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
@@ -304,6 +312,8 @@ def qwen_gguf(family):
             layer, part = rest.split(".", 1)
             part, kind = part.rsplit(".", 1)
             gname = f"blk.{layer}.{parts[part]}.{kind}"
+        if gemma and name.endswith("norm.weight"):
+            t = t + 1  # llama.cpp's converter stores Gemma's norm scales as 1 + w
         w.add_tensor(gname, t.astype(np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -312,6 +322,13 @@ def qwen_gguf(family):
     if family == "qwen2":
         tk = AutoTokenizer.from_pretrained(out, gguf_file="model.gguf")
         model = AutoModelForCausalLM.from_pretrained(out, gguf_file="model.gguf", dtype=torch.float32).eval()
+    elif gemma:
+        # transformers 5.24 reads no caps from a gemma2 GGUF, and a GGUF has no
+        # query_pre_attn_scalar: llama.cpp scales scores by head_dim^-1/2. The reference is the
+        # source checkpoint with that scale, which is what the file means.
+        tk = AutoTokenizer.from_pretrained(src)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32,
+                                                     query_pre_attn_scalar=cfg["head_dim"]).eval()
     else:
         # transformers 5.24 reads no head width from a qwen3 GGUF (`key_length` is not
         # mapped; it assumes 128), so the reference is the checkpoint the file was written from.
@@ -324,11 +341,12 @@ def qwen_gguf(family):
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
-    which = sys.argv[1:] or ["mistral", "gemma2", "gemma3", "gemma3-270m", "qwen2-gguf", "qwen3-gguf"]
+    which = sys.argv[1:] or ["mistral", "gemma2", "gemma3", "gemma3-270m", "qwen2-gguf", "qwen3-gguf",
+                             "gemma2-gguf"]
     for w in which:
         if w == "gemma3-270m":
             gemma3_270m()
         elif w.endswith("-gguf"):
-            qwen_gguf(w.removesuffix("-gguf"))
+            family_gguf(w.removesuffix("-gguf"))
         else:
             tiny_family(w)

@@ -37,14 +37,19 @@ fn tiny_qwen3_matches_transformers_at_every_position() {
     common::matches_transformers("tiny-qwen3-bf16", 2e-4);
 }
 
-/// Qwen 2 and Qwen 3 as GGUF files (f32, llama.cpp's names and layout for each architecture:
-/// no Q/K permutation, `attn_q.bias`, `attn_q_norm`; tiny-llama's byte-level BPE in
-/// `tokenizer.ggml.*`): Qwen 2 against transformers reading the same GGUF, Qwen 3 against
-/// transformers on the checkpoint the file was written from (its GGUF reader assumes a head
-/// width of 128).
+/// Qwen 2, Qwen 3 and Gemma 2 as GGUF files (f32, llama.cpp's names and layout for each
+/// architecture: no Q/K permutation, `attn_q.bias`, `attn_q_norm`, Gemma's norms with their 1
+/// added, its caps and window as metadata; tiny-llama's byte-level BPE in `tokenizer.ggml.*`):
+/// Qwen 2 against transformers reading the same GGUF; Qwen 3 and Gemma 2 against transformers
+/// on the checkpoint the file was written from (its readers of those files assume a head width
+/// of 128 and default caps), Gemma 2's scores scaled by head_dim^-1/2 as llama.cpp scales them.
 #[test]
-fn tiny_qwen_gguf_files_match_transformers() {
-    for (fixture, family) in [("tiny-qwen2-gguf", "qwen2"), ("tiny-qwen3-gguf", "qwen3")] {
+fn tiny_gguf_files_of_other_families_match_transformers() {
+    for (fixture, family) in [
+        ("tiny-qwen2-gguf", "qwen2"),
+        ("tiny-qwen3-gguf", "qwen3"),
+        ("tiny-gemma2-gguf", "gemma2"),
+    ] {
         let dir = common::fixtures().join(fixture);
         let device = burn::tensor::Device::flex();
         let loaded =

@@ -1,5 +1,5 @@
 //! GGUF files of the architectures llama.cpp writes for the families this model runs (`llama`,
-//! which Mistral's files use too, `qwen2`, `qwen3`, `gemma3`): their `<arch>.*` metadata as a [`LlamaConfig`] and their tensor names mapped onto
+//! which Mistral's files use too, `qwen2`, `qwen3`, `gemma2`, `gemma3`): their `<arch>.*` metadata as a [`LlamaConfig`] and their tensor names mapped onto
 //! the model's. Reading the container itself is the `formats` crate's job.
 
 pub use formats::gguf::{GgmlType, GgufFile, GgufValue, TensorInfo, dequantize, tokenizer};
@@ -12,7 +12,7 @@ use crate::load::build::WeightSource;
 use kernels::{BLOCK, Bf16Matrix, PackedMatrix, QuantMatrix};
 
 /// The GGUF architectures this loader reads.
-pub const SUPPORTED_ARCHITECTURES: [&str; 4] = ["llama", "qwen2", "qwen3", "gemma3"];
+pub const SUPPORTED_ARCHITECTURES: [&str; 5] = ["llama", "qwen2", "qwen3", "gemma2", "gemma3"];
 
 /// The configuration a GGUF file describes in its `<arch>.*` metadata.
 pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
@@ -127,8 +127,9 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         config.qkv_only_bias = arch == "qwen2";
         config.qk_norm = arch == "qwen3";
     }
-    if arch == "gemma3" {
-        config.model_type = "gemma3_text".into();
+    if arch == "gemma2" || arch == "gemma3" {
+        let gemma3 = arch == "gemma3";
+        config.model_type = if gemma3 { "gemma3_text" } else { "gemma2" }.into();
         // ggml rotates Gemma's halves (NEOX), and the converter leaves Q and K as they are.
         config.rope_layout = RopeLayout::HalfSplit;
         config.hidden_act = Activation::GeluTanh;
@@ -136,17 +137,24 @@ pub fn config(file: &GgufFile) -> Result<LlamaConfig> {
         // every norm scale already.
         config.scale_embeddings = true;
         config.sandwich_norms = true;
-        config.qk_norm = true;
-        // What llama.cpp uses (its 27B aside, which scales by hidden / heads); transformers'
-        // default for these files too.
+        config.qk_norm = gemma3;
+        // What llama.cpp uses (its 27B models aside, which scale by hidden / heads): a GGUF has
+        // no query_pre_attn_scalar.
         config.query_pre_attn_scalar = Some(config.head_dim() as f64);
         config.sliding_window = int("attention.sliding_window").ok();
-        // Not in the file: llama.cpp's constants for Gemma 3 (every sixth layer full, the
-        // sliding ones at base 10,000), as transformers' Gemma3TextConfig defaults them.
+        // Not in the file: llama.cpp's constants (Gemma 2: every second layer full, from a
+        // sliding layer 0; Gemma 3: every sixth, the sliding ones at base 10,000), as
+        // transformers' configs default them.
+        let every = if gemma3 { 6 } else { 2 };
         config.layer_types = config
             .sliding_window
-            .map(|_| gemma_layer_types(config.num_hidden_layers, 6));
-        config.rope_local_theta = Some(10_000.0);
+            .map(|_| gemma_layer_types(config.num_hidden_layers, every));
+        if gemma3 {
+            config.rope_local_theta = Some(10_000.0);
+        } else {
+            config.attn_logit_softcapping = float("attn_logit_softcapping");
+            config.final_logit_softcapping = float("final_logit_softcapping");
+        }
     }
     config.validate()?;
     Ok(config)
