@@ -579,6 +579,12 @@ fn bench_json_names_the_cpu_it_ran_on() {
     assert_eq!(roof["isa"], isa, "{v}");
     assert!(roof["peak_gflops"].as_f64().unwrap() > 1.0, "{v}");
     assert!(roof["read_gbs"].as_f64().unwrap() > 0.1, "{v}");
+    // The bf16 peak exactly where the CPU has vdpbf16ps.
+    assert_eq!(
+        roof["peak_bf16_gflops"].as_f64().is_some_and(|g| g > 1.0),
+        has("avx512_bf16") && has("avx512f"),
+        "{v}"
+    );
 }
 
 /// The transformers fixture of the sites inside a block (`scripts/make_fixtures.py inner`).

@@ -1,7 +1,8 @@
-//! The machine's two ceilings, measured where the kernels run, so that a timing can be set
-//! against the floor this machine allows rather than an assumed one: the peak rate of fused
-//! multiply-adds in `f32` (every core busy, the widest vectors the CPU has) and the rate at which
-//! the cores together read memory that is not in any cache.
+//! The machine's ceilings, measured where the kernels run, so that a timing can be set against
+//! the floor this machine allows rather than an assumed one: the peak rate of fused
+//! multiply-adds in `f32` (every core busy, the widest vectors the CPU has), the peak rate of
+//! bf16 dot products where the CPU has them (`vdpbf16ps`, what the opt-in bf16 kernels run), and
+//! the rate at which the cores together read memory that is not in any cache.
 
 use std::time::Instant;
 
@@ -10,6 +11,10 @@ use std::time::Instant;
 pub struct Roofline {
     /// Peak `f32` arithmetic, GFLOP/s (a fused multiply-add counts 2).
     pub peak_gflops: f64,
+    /// Peak bf16 dot-product arithmetic, GFLOP/s (`vdpbf16ps`: 32 bf16 products summed into
+    /// 16 `f32` lanes an instruction, each product-and-add counting 2), where the CPU has
+    /// AVX512-BF16; `None` elsewhere.
+    pub peak_bf16_gflops: Option<f64>,
     /// Reading a buffer far larger than the caches, GB/s.
     pub read_gbs: f64,
     /// Threads used for both.
@@ -24,6 +29,7 @@ impl Roofline {
     pub fn measure(threads: usize) -> Roofline {
         let threads = threads.max(1);
         let (isa, flops) = best_of(3, || fma_run(threads));
+        let bf16 = bf16_available().then(|| best_of(3, || ("avx512bf16", bf16_run(threads))).1);
         // Filled with a pattern (not zeros) so that its pages are really there before timing.
         let data: Vec<u64> = (0..(READ_BYTES / 8) as u64)
             .map(|i| i.wrapping_mul(0x9e37))
@@ -31,6 +37,7 @@ impl Roofline {
         let (_, gbs) = best_of(3, || ("", read_run(&data, threads)));
         Roofline {
             peak_gflops: flops,
+            peak_bf16_gflops: bf16,
             read_gbs: gbs,
             threads,
             isa,
@@ -65,6 +72,48 @@ fn fma_run(threads: usize) -> (&'static str, f64) {
     let isa = results.first().map_or("scalar", |r| r.0);
     std::hint::black_box(results.iter().map(|r| r.2).sum::<f32>());
     (isa, flops as f64 / seconds / 1e9)
+}
+
+/// Whether this CPU runs `vdpbf16ps`.
+fn bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// GFLOP/s of `threads` threads each running independent chains of bf16 dot products (only
+/// called where [`bf16_available`]).
+fn bf16_run(threads: usize) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = Instant::now();
+        let sums: Vec<f32> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    // SAFETY: the caller checked AVX-512F and AVX512-BF16 (`bf16_available`).
+                    s.spawn(move || unsafe { x86::dpbf16_avx512(t as f32, FMA_ITERS) })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0.0))
+                .collect()
+        });
+        let seconds = start.elapsed().as_secs_f64();
+        std::hint::black_box(sums.iter().sum::<f32>());
+        let flops = threads as u64 * FMA_ITERS * x86::CHAINS as u64 * 32 * 2;
+        flops as f64 / seconds / 1e9
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        0.0
+    }
 }
 
 /// One thread's chains: returns the ISA used, the flops done, and a value depending on them.
@@ -107,6 +156,22 @@ mod x86 {
         for _ in 0..iters {
             for a in &mut acc {
                 *a = _mm512_fmadd_ps(*a, mul, add);
+            }
+        }
+        let mut total = _mm512_setzero_ps();
+        for a in acc {
+            total = _mm512_add_ps(total, a);
+        }
+        _mm512_reduce_add_ps(total)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn dpbf16_avx512(seed: f32, iters: u64) -> f32 {
+        let ones = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5), _mm512_set1_ps(0.5));
+        let mut acc = [_mm512_set1_ps(seed); CHAINS];
+        for _ in 0..iters {
+            for a in &mut acc {
+                *a = _mm512_dpbf16_ps(*a, ones, ones);
             }
         }
         let mut total = _mm512_setzero_ps();

@@ -217,6 +217,7 @@ pub fn run(args: Args) -> Result<()> {
         "cpu": cpu(),
         "roofline": {
             "peak_gflops": roof.peak_gflops,
+            "peak_bf16_gflops": roof.peak_bf16_gflops,
             "read_gbs": roof.read_gbs,
             "threads": roof.threads,
             "isa": roof.isa,
@@ -250,8 +251,11 @@ pub fn run(args: Args) -> Result<()> {
             out["cpu"]["model"].as_str().unwrap_or("?"),
             out["cpu"]["flags"]
         );
+        let bf16 = roof.peak_bf16_gflops.map_or_else(String::new, |g| {
+            format!(", {g:.0} GFLOP/s peak bf16 (vdpbf16ps)")
+        });
         println!(
-            "this machine's ceilings ({} threads): {:.0} GFLOP/s peak f32 ({}), {:.1} GB/s reading memory",
+            "this machine's ceilings ({} threads): {:.0} GFLOP/s peak f32 ({}){bf16}, {:.1} GB/s reading memory",
             roof.threads, roof.peak_gflops, roof.isa, roof.read_gbs
         );
         for key in [
