@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 
-from make_fixtures import LLAMA_FIX, MODEL_DIR, PROMPTS, TOKENIZER_STRINGS, tiny_logits, write_json
+from make_fixtures import (LLAMA_FIX, MODEL_DIR, PROMPTS, TOKENIZER_STRINGS, block_output_patched, tiny_logits,
+                           two_patches, write_json)
 
 GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
 
@@ -75,43 +76,6 @@ def tiny_family(family):
     write_json(out / "expected.json", meta)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"tiny-{family}: {size / 1e6:.2f} MB")
-
-
-def two_patches(model, fast):
-    """Two patches made with PyTorch hooks, as scripts/make_fixtures.py's tiny Qwens: block 0's
-    output at token 2 replaced by a source prompt's (`patch.residual`), and head 1 of layer 0's
-    o_proj input at token 2 (`patch.head_output`); each as the patched run's last-position
-    logits."""
-    out = {}
-    with torch.no_grad():
-        base = torch.tensor([fast("the quick brown fox jumps over")["input_ids"]])
-        source = torch.tensor([fast("the lazy dog jumps over the")["input_ids"]])
-        layer = model.model.layers[0]
-        kept = {}
-        h = layer.register_forward_hook(lambda m, a, o: kept.__setitem__("v", o[0, 2].clone()))
-        model(source)
-        h.remove()
-
-        def put(m, a, o):
-            o = o.clone()
-            o[0, 2] = kept["v"]
-            return o
-        h = layer.register_forward_hook(put)
-        out["patch.residual"] = model(base).logits[0, -1].float().numpy()
-        h.remove()
-        o_proj = layer.self_attn.o_proj
-        h = o_proj.register_forward_pre_hook(lambda m, a: kept.__setitem__("head", a[0][0, 2, 16:32].clone()))
-        model(source)
-        h.remove()
-
-        def put_head(m, a):
-            x = a[0].clone()
-            x[0, 2, 16:32] = kept["head"]
-            return (x,)
-        h = o_proj.register_forward_pre_hook(put_head)
-        out["patch.head_output"] = model(base).logits[0, -1].float().numpy()
-        h.remove()
-    return out
 
 
 # The real Gemma 3: a prompt longer than its 512-token window, and the sites patched.
@@ -230,19 +194,9 @@ def gemma3_270m():
         brazil = tok.encode(" Brazil", add_special_tokens=False)
         assert len(brazil) == 1
         sweep = []
-        for layer, blk in enumerate(model.model.layers):
-            kept = {}
-            h = blk.register_forward_hook(lambda m, a, o: kept.__setitem__("v", o[0, 1].clone()))
-            model(t_src)
-            h.remove()
-
-            def put(m, a, o):
-                o = o.clone()
-                o[0, 1] = kept["v"]
-                return o
-            h = blk.register_forward_hook(put)
-            sweep.append(float(model(t_base).logits[0, -1].softmax(-1)[brazil[0]]))
-            h.remove()
+        for blk in model.model.layers:
+            patched = block_output_patched(model, blk, t_base, t_src, 1)
+            sweep.append(float(patched.softmax(-1)[brazil[0]]))
     clean = next(r for r in runs if r["prompt"] == BASE)
     tensors["subset_ids"] = subset.astype(np.float32)
     save_file(tensors, str(out / "expected.safetensors"))

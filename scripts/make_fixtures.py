@@ -418,6 +418,52 @@ def tiny_llama():
     print(f"tiny-llama: {size / 1e6:.2f} MB")
 
 
+def block_output_patched(model, block, base_ids, source_ids, position):
+    """The base run's last-position logits with `block`'s output at token `position` replaced by
+    the source run's there (a residual patch made with PyTorch forward hooks)."""
+    kept = {}
+    h = block.register_forward_hook(lambda m, a, o: kept.__setitem__("v", o[0, position].clone()))
+    model(source_ids)
+    h.remove()
+
+    def put(m, a, o):
+        o = o.clone()
+        o[0, position] = kept["v"]
+        return o
+    h = block.register_forward_hook(put)
+    try:
+        return model(base_ids).logits[0, -1].float()
+    finally:
+        h.remove()
+
+
+def two_patches(model, fast):
+    """Two patches of a tiny checkpoint made with PyTorch hooks: block 0's output at token 2
+    replaced by a source prompt's (`patch.residual`), and head 1 of layer 0's o_proj input
+    (features 16..32) at token 2 (`patch.head_output`, at layer 0 so that it reaches the last
+    position through layer 1's attention); each as the patched run's last-position logits."""
+    out = {}
+    with torch.no_grad():
+        base = torch.tensor([fast("the quick brown fox jumps over")["input_ids"]])
+        source = torch.tensor([fast("the lazy dog jumps over the")["input_ids"]])
+        layer = model.model.layers[0]
+        out["patch.residual"] = block_output_patched(model, layer, base, source, 2).numpy()
+        o_proj = layer.self_attn.o_proj
+        kept = {}
+        h = o_proj.register_forward_pre_hook(lambda m, a: kept.__setitem__("head", a[0][0, 2, 16:32].clone()))
+        model(source)
+        h.remove()
+
+        def put_head(m, a):
+            x = a[0].clone()
+            x[0, 2, 16:32] = kept["head"]
+            return (x,)
+        h = o_proj.register_forward_pre_hook(put_head)
+        out["patch.head_output"] = model(base).logits[0, -1].float().numpy()
+        h.remove()
+    return out
+
+
 def tiny_qwen(family="qwen2"):
     """A tiny random Qwen 2 (biases on q, k, v; none on o) or Qwen 3 (per-head norms of the
     queries and keys) in safetensors, made by
@@ -449,36 +495,7 @@ def tiny_qwen(family="qwen2"):
             p.normal_(0.0, 0.2)
     model.save_pretrained(out, safe_serialization=True)
     tensors, meta = tiny_logits(model, fast)
-    with torch.no_grad():
-        base = fast("the quick brown fox jumps over")["input_ids"]
-        source = fast("the lazy dog jumps over the")["input_ids"]
-        layers = model.model.layers
-        # Residual: block 0's output at token 2 <- the source's.
-        kept = {}
-        h = layers[0].register_forward_hook(lambda m, a, o: kept.__setitem__("v", o[0, 2].clone()))
-        model(torch.tensor([source]))
-        h.remove()
-
-        def put(m, a, o):
-            o = o.clone()
-            o[0, 2] = kept["v"]
-            return o
-        h = layers[0].register_forward_hook(put)
-        tensors["patch.residual"] = model(torch.tensor([base])).logits[0, -1].float().numpy()
-        h.remove()
-        # Head output: layer 0's o_proj input, head 1 (features 16..32) at token 2 <- the source's.
-        h = layers[0].self_attn.o_proj.register_forward_pre_hook(
-            lambda m, a: kept.__setitem__("head", a[0][0, 2, 16:32].clone()))
-        model(torch.tensor([source]))
-        h.remove()
-
-        def put_head(m, a):
-            x = a[0].clone()
-            x[0, 2, 16:32] = kept["head"]
-            return (x,)
-        h = layers[0].self_attn.o_proj.register_forward_pre_hook(put_head)
-        tensors["patch.head_output"] = model(torch.tensor([base])).logits[0, -1].float().numpy()
-        h.remove()
+    tensors.update(two_patches(model, fast))
     save_file(tensors, str(out / "expected_logits.safetensors"))
     write_json(out / "expected.json", meta)
     size = sum(f.stat().st_size for f in out.iterdir())

@@ -6,21 +6,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use burn::tensor::{Device, Tensor};
 use llama::{Llama, ModelSource, TokenBatch};
-
-fn model_file() -> PathBuf {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/models/gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-model.sh gemma3-270m",
-        path.display()
-    );
-    path
-}
 
 type Tensors = std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>;
 
@@ -45,7 +32,8 @@ fn last_logits(model: &Llama, ids: &[u32], device: &Device) -> Vec<f32> {
 #[test]
 fn gemma3_270m_tokenizes_and_predicts_as_transformers() {
     let device = Device::flex();
-    let loaded = llama::load::load(&ModelSource::Gguf(model_file()), &device).unwrap();
+    // By name: missing, the error says which fetch command to run.
+    let loaded = llama::load::load(&ModelSource::parse("gemma3-270m").unwrap(), &device).unwrap();
     let cfg = &loaded.model.config;
     assert_eq!(cfg.model_type, "gemma3_text");
     assert_eq!(

@@ -16,15 +16,17 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../llama/tests/fixtures/gemma3-270m")
 }
 
-fn gemma() -> LanguageModel {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/models/gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-model.sh gemma3-270m",
-        path.display()
-    );
-    LanguageModel::load(path.to_str().unwrap()).unwrap()
+/// The fixture's description (prompts, runs, patches), written with its tensors.
+fn meta() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture_dir().join("expected.json")).unwrap())
+        .unwrap()
+}
+
+/// The model, loaded once per test binary, by name: missing, the error says which fetch
+/// command to run.
+fn gemma() -> &'static LanguageModel {
+    static LM: std::sync::OnceLock<LanguageModel> = std::sync::OnceLock::new();
+    LM.get_or_init(|| LanguageModel::load("gemma3-270m").unwrap())
 }
 
 fn component(name: &str) -> Component {
@@ -37,8 +39,7 @@ fn component(name: &str) -> Component {
 fn every_site_of_gemma3_patches_as_pytorch_hooks_on_transformers() {
     let lm = gemma();
     let dir = fixture_dir();
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let meta = meta();
     let tensors = dir.join("expected.safetensors");
     let subset: Vec<usize> = common::read_f32(&tensors, "subset_ids")
         .iter()
@@ -109,10 +110,7 @@ fn every_site_of_gemma3_patches_as_pytorch_hooks_on_transformers() {
 #[test]
 fn gemma3_attention_pattern_matches_transformers() {
     let lm = gemma();
-    let meta: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture_dir().join("expected.json")).unwrap(),
-    )
-    .unwrap();
+    let meta = meta();
     let got = lm
         .attention_pattern(&lm.prompt(meta["base"].as_str().unwrap()).unwrap(), 3)
         .unwrap();
@@ -128,10 +126,7 @@ fn gemma3_attention_pattern_matches_transformers() {
 fn the_tutorial_runs_on_gemma3() {
     let lm = gemma();
     let setting = subspace::tutorial::Setting::for_model("gemma3-270m");
-    let meta: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture_dir().join("expected.json")).unwrap(),
-    )
-    .unwrap();
+    let meta = meta();
     let want: Vec<f32> =
         serde_json::from_value(meta["tutorial_residual_brazil_by_layer"].clone()).unwrap();
     let pair = lm
@@ -152,7 +147,7 @@ fn the_tutorial_runs_on_gemma3() {
             "layer {layer}: p(Brazil) {got} vs {p}"
         );
     }
-    let outcome = subspace::tutorial::outcome(&lm, &setting, 10).unwrap();
+    let outcome = subspace::tutorial::outcome(lm, &setting, 10).unwrap();
     eprintln!("{outcome}");
     let brazil = outcome
         .rows

@@ -4,7 +4,7 @@
 
 use anyhow::{Result, bail};
 use clap::Args as ClapArgs;
-use subspace::{Component, Intervention, LanguageModel, Metric, Site};
+use subspace::{Component, Intervention, LanguageModel, Metric, Pair, Site};
 
 use super::common::ModelArgs;
 
@@ -113,9 +113,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         // Estimates exist only where a source token is aligned (by the last tokens).
         let q = (row.position + source.len()).saturating_sub(base.len());
-        let pair = lm
-            .pair(&args.base, &args.source)?
-            .at_positions(row.position, q)?;
+        let pair = Pair::new(base.clone(), source.clone(), row.position, q)?;
         let after = read(&lm.patch(&pair, &Intervention::Replace.at(site))?.after);
         checked.push((row, after - a.metric_base));
     }

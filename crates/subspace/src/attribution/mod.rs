@@ -191,16 +191,14 @@ impl LanguageModel {
         let model = &self.model;
         let (n, rows) = (model.n_layers(), pairs.len());
         let stop = Some(self.stop_flag());
-        let per_row = |logits: Tensor<2>| -> Result<Vec<f32>> {
+        // Each pair's metric of its row of next-token logits `[rows, vocab]`, as `[rows]`.
+        let per_row = |logits: Tensor<2>| -> Tensor<1> {
             let [_, vocab] = logits.dims();
-            pairs
-                .iter()
-                .enumerate()
-                .map(|(r, p)| {
-                    let row = logits.clone().narrow(0, r, 1).reshape([1, vocab]);
-                    Ok(to_host(p.metric.of(row).without_autodiff())?[0])
-                })
-                .collect()
+            let each = pairs.iter().enumerate().map(|(r, p)| {
+                p.metric
+                    .of(logits.clone().narrow(0, r, 1).reshape([1, vocab]))
+            });
+            Tensor::cat(each.collect(), 0)
         };
 
         let src_batch = self.batch(&sources);
@@ -210,7 +208,9 @@ impl LanguageModel {
             .clone()
             .ok_or_else(|| SubspaceError::Backend("the source trace has no logits".into()))?;
         let [_, ns, vocab] = src_logits.dims();
-        let metric_source = per_row(src_logits.narrow(1, ns - 1, 1).reshape([rows, vocab]))?;
+        let metric_source = to_host(per_row(
+            src_logits.narrow(1, ns - 1, 1).reshape([rows, vocab]),
+        ))?;
 
         let batch = self.batch(&bases);
         let nb = batch.seq_len;
@@ -238,24 +238,16 @@ impl LanguageModel {
             .stopped_by(stop)
             .run(model, &ctx, model.embed(batch.ids.clone()))?;
         let logits = model.logits_at(ran.h, nb - 1);
-        let values: Vec<Tensor<1>> = pairs
-            .iter()
-            .enumerate()
-            .map(|(r, p)| {
-                p.metric
-                    .of(logits.clone().narrow(0, r, 1).reshape([1, vocab]))
-            })
-            .collect();
-        // The rows do not interact: the sum's gradient in row r is row r's metric's.
-        let total = Tensor::cat(values, 0).sum();
-        let metric_base = per_row(logits.without_autodiff())?;
+        let values = per_row(logits);
+        let metric_base = to_host(values.clone().without_autodiff())?;
         if let Some(bad) = metric_base.iter().position(|m| !m.is_finite()) {
             return Err(SubspaceError::Data(format!(
                 "the metric is {} on base prompt {bad}; choose answers the model gives a probability above 0",
                 metric_base[bad]
             )));
         }
-        let grads = kernels::pool::on_pool(|| total.backward());
+        // The rows do not interact: the sum's gradient in row r is row r's metric's.
+        let grads = kernels::pool::on_pool(|| values.sum().backward());
 
         // Base column c reads source column c + ns − nb (the last tokens aligned); a row has a
         // value there when neither column is its padding.
